@@ -1,0 +1,48 @@
+#ifndef C_SWITCHBOARD_OPENSSL_SHIM_H
+#define C_SWITCHBOARD_OPENSSL_SHIM_H
+
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/bio.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <openssl/pem.h>
+#include <openssl/opensslv.h>
+
+// OpenSSL 3 exposes these as macros, which Swift cannot import. Each shim is
+// a one-line static inline wrapper with the macro's exact meaning.
+
+static inline int switchboard_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version) {
+    return (int)SSL_CTX_set_min_proto_version(ctx, version);
+}
+
+static inline int switchboard_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int version) {
+    return (int)SSL_CTX_set_max_proto_version(ctx, version);
+}
+
+static inline long switchboard_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) {
+    return SSL_CTX_set_mode(ctx, mode);
+}
+
+static inline uint64_t switchboard_SSL_CTX_set_options(SSL_CTX *ctx, uint64_t options) {
+    return SSL_CTX_set_options(ctx, options);
+}
+
+static inline int switchboard_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
+    return (int)SSL_set_tlsext_host_name(ssl, name);
+}
+
+static inline void switchboard_BIO_set_retry_read(BIO *bio) { BIO_set_retry_read(bio); }
+static inline void switchboard_BIO_clear_retry_flags(BIO *bio) { BIO_clear_retry_flags(bio); }
+
+static const uint64_t switchboard_SSL_OP_NO_RENEGOTIATION = SSL_OP_NO_RENEGOTIATION;
+static const uint64_t switchboard_SSL_OP_NO_COMPRESSION = SSL_OP_NO_COMPRESSION;
+static const uint64_t switchboard_SSL_OP_CIPHER_SERVER_PREFERENCE = SSL_OP_CIPHER_SERVER_PREFERENCE;
+static const long switchboard_SSL_MODE_ENABLE_PARTIAL_WRITE = SSL_MODE_ENABLE_PARTIAL_WRITE;
+static const long switchboard_SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER = SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER;
+
+static inline int switchboard_SSL_R_UNEXPECTED_EOF_WHILE_READING(void) {
+    return SSL_R_UNEXPECTED_EOF_WHILE_READING;
+}
+
+#endif

@@ -1,0 +1,283 @@
+import Logging
+import Transport
+import Yams
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Reads a YAML or JSON configuration file into `GatewaySettings`, reporting every problem with
+/// the file, the line and what is wrong.
+public struct ConfigurationFile: Sendable {
+    public struct Problem: Error, Sendable, CustomStringConvertible {
+        public var file: String
+        public var line: Int?
+        public var column: Int?
+        public var message: String
+
+        public var description: String {
+            guard let line else { return "\(file): \(message)" }
+            return "\(file):\(line):\(column ?? 1): \(message)"
+        }
+    }
+
+    public struct Problems: Error, Sendable, CustomStringConvertible {
+        public var all: [Problem]
+        public var description: String { all.map(\.description).joined(separator: "\n") }
+    }
+
+    public let path: String
+
+    public init(path: String) {
+        self.path = path
+    }
+
+    /// Applies the file's settings on top of `settings`.
+    public func load(into settings: GatewaySettings) throws(Problems) -> GatewaySettings {
+        let text: String
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            guard let decoded = String(data: data, encoding: .utf8) else {
+                throw Problems(all: [Problem(file: path, message: "the file is not UTF-8 text")])
+            }
+            text = decoded
+        } catch let problems as Problems {
+            throw problems
+        } catch {
+            throw Problems(all: [Problem(file: path, message: "cannot read the file: \(error)")])
+        }
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw Problems(all: [Self.problem(from: error, file: path)])
+        } catch {
+            throw Problems(all: [Problem(file: path, message: "cannot parse: \(error)")])
+        }
+        var reader = Reader(file: path, settings: settings)
+        if let root { reader.readRoot(root) }
+        if !reader.problems.isEmpty { throw Problems(all: reader.problems) }
+        return reader.settings
+    }
+
+    private static func problem(from error: YamlError, file: String) -> Problem {
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
+            return Problem(file: file, line: mark.line, column: mark.column, message: "syntax error: \(problem)")
+        case .duplicatedKeysInMapping(let duplicates, _):
+            return Problem(file: file, message: "duplicate keys: \(duplicates.joined(separator: ", "))")
+        default:
+            return Problem(file: file, message: "syntax error: \(error)")
+        }
+    }
+}
+
+/// Walks the document, collecting every problem rather than stopping at the first.
+private struct Reader {
+    let file: String
+    var settings: GatewaySettings
+    var problems: [ConfigurationFile.Problem] = []
+
+    init(file: String, settings: GatewaySettings) {
+        self.file = file
+        self.settings = settings
+    }
+
+    mutating func report(_ node: Node?, _ message: String) {
+        problems.append(.init(file: file, line: node?.mark?.line, column: node?.mark?.column, message: message))
+    }
+
+    mutating func readRoot(_ root: Node) {
+        guard let mapping = mapping(root, "the top level") else { return }
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? ""
+            switch key {
+            case "listen": readListen(value)
+            case "logLevel": readLogLevel(value)
+            case "limits": readLimits(value)
+            case "keepalive": readKeepalive(value)
+            case "agents": readTemplates(value, section: "agents")
+            case "mcpServers": readTemplates(value, section: "mcpServers")
+            default:
+                report(keyNode, "unknown key \"\(key)\" (known: listen, logLevel, limits, keepalive, agents, mcpServers)")
+            }
+        }
+    }
+
+    mutating func readListen(_ node: Node) {
+        guard let items = sequence(node, "listen") else { return }
+        for item in items {
+            guard let text = string(item, "a listen address") else { continue }
+            do {
+                settings.listen.append(try ListenAddress(parsing: text))
+            } catch {
+                report(item, error.description)
+            }
+        }
+    }
+
+    mutating func readLogLevel(_ node: Node) {
+        guard let text = string(node, "logLevel") else { return }
+        guard let level = Logger.Level(rawValue: text) else {
+            report(node, "logLevel must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+            return
+        }
+        settings.logLevel = level
+    }
+
+    mutating func readLimits(_ node: Node) {
+        guard let mapping = mapping(node, "limits") else { return }
+        for (keyNode, value) in mapping {
+            switch keyNode.string ?? "" {
+            case "maxMessageBytes":
+                if let bytes = integer(value, "limits.maxMessageBytes", minimum: 1024) { settings.limits.maximumMessageBytes = bytes }
+            case "maxInFlightPerConnection":
+                if let count = integer(value, "limits.maxInFlightPerConnection", minimum: 1) {
+                    settings.limits.maximumInFlightPerConnection = count
+                }
+            case "shutdownGraceSeconds":
+                if let seconds = number(value, "limits.shutdownGraceSeconds", minimum: 0) { settings.limits.shutdownGrace = .seconds(seconds) }
+            default:
+                report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in limits (known: maxMessageBytes, maxInFlightPerConnection, shutdownGraceSeconds)")
+            }
+        }
+    }
+
+    mutating func readKeepalive(_ node: Node) {
+        guard let mapping = mapping(node, "keepalive") else { return }
+        for (keyNode, value) in mapping {
+            switch keyNode.string ?? "" {
+            case "intervalSeconds":
+                if let seconds = number(value, "keepalive.intervalSeconds", minimum: 0) {
+                    settings.keepalive.interval = seconds > 0 ? .seconds(seconds) : nil
+                }
+            case "timeoutSeconds":
+                if let seconds = number(value, "keepalive.timeoutSeconds", minimum: 0.001) { settings.keepalive.timeout = .seconds(seconds) }
+            default:
+                report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in keepalive (known: intervalSeconds, timeoutSeconds)")
+            }
+        }
+    }
+
+    mutating func readTemplates(_ node: Node, section: String) {
+        guard let mapping = mapping(node, section) else { return }
+        for (nameNode, body) in mapping {
+            guard let name = nameNode.string, !name.isEmpty else {
+                report(nameNode, "an agent name must be a non-empty string")
+                continue
+            }
+            if settings.agentTemplates.contains(where: { $0.name == name }) {
+                report(nameNode, "agent \"\(name)\" is declared twice")
+                continue
+            }
+            guard let fields = self.mapping(body, "agent \"\(name)\"") else { continue }
+            var template: AgentTemplate?
+            var pending: [(Node, Node)] = []
+            for (keyNode, value) in fields {
+                if keyNode.string == "command" {
+                    if let command = string(value, "\(section).\(name).command"), !command.isEmpty {
+                        template = AgentTemplate(name: name, command: command)
+                    }
+                } else {
+                    pending.append((keyNode, value))
+                }
+            }
+            guard var template else {
+                report(body, "agent \"\(name)\" needs a \"command\" (the program to run)")
+                continue
+            }
+            let path = "\(section).\(name)"
+            for (keyNode, value) in pending {
+                let key = keyNode.string ?? ""
+                switch key {
+                case "args": if let args = strings(value, "\(path).args") { template.arguments = args }
+                case "env": if let env = stringMap(value, "\(path).env") { template.environment = env }
+                case "cwd": template.workingDirectory = string(value, "\(path).cwd")
+                case "instances": if let n = integer(value, "\(path).instances", minimum: 0) { template.instances = n }
+                case "maxConcurrency": if let n = integer(value, "\(path).maxConcurrency", minimum: 1) { template.maximumConcurrency = n }
+                case "version": template.version = string(value, "\(path).version")
+                case "capabilities": if let tags = strings(value, "\(path).capabilities") { template.capabilities = tags }
+                case "startupTimeoutSeconds":
+                    if let seconds = number(value, "\(path).startupTimeoutSeconds", minimum: 0.001) { template.startupTimeout = .seconds(seconds) }
+                // Keys that MCP hosts put in `mcpServers` entries and that do not concern us.
+                case "type", "disabled", "autoApprove", "alwaysAllow", "description", "restart": break
+                default:
+                    report(keyNode, "unknown key \"\(key)\" in \(path)")
+                }
+            }
+            settings.agentTemplates.append(template)
+        }
+    }
+
+    // MARK: Typed accessors that report what they expected
+
+    mutating func mapping(_ node: Node, _ what: String) -> [(Node, Node)]? {
+        guard case .mapping(let mapping) = node else {
+            report(node, "\(what) must be a mapping (key: value)")
+            return nil
+        }
+        return mapping.map { ($0.key, $0.value) }
+    }
+
+    mutating func sequence(_ node: Node, _ what: String) -> [Node]? {
+        guard case .sequence(let sequence) = node else {
+            report(node, "\(what) must be a list")
+            return nil
+        }
+        return Array(sequence)
+    }
+
+    mutating func string(_ node: Node, _ what: String) -> String? {
+        guard case .scalar(let scalar) = node else {
+            report(node, "\(what) must be a string")
+            return nil
+        }
+        return scalar.string
+    }
+
+    mutating func strings(_ node: Node, _ what: String) -> [String]? {
+        guard let items = sequence(node, what) else { return nil }
+        var result: [String] = []
+        for item in items {
+            guard let text = string(item, "each entry of \(what)") else { return nil }
+            result.append(text)
+        }
+        return result
+    }
+
+    mutating func stringMap(_ node: Node, _ what: String) -> [String: String]? {
+        guard let pairs = mapping(node, what) else { return nil }
+        var result: [String: String] = [:]
+        for (key, value) in pairs {
+            guard let name = key.string, let text = string(value, "\(what).\(key.string ?? "?")") else { return nil }
+            result[name] = text
+        }
+        return result
+    }
+
+    mutating func integer(_ node: Node, _ what: String, minimum: Int) -> Int? {
+        guard case .scalar(let scalar) = node, let value = Int(scalar.string) else {
+            report(node, "\(what) must be an integer")
+            return nil
+        }
+        guard value >= minimum else {
+            report(node, "\(what) must be at least \(minimum)")
+            return nil
+        }
+        return value
+    }
+
+    mutating func number(_ node: Node, _ what: String, minimum: Double) -> Double? {
+        guard case .scalar(let scalar) = node, let value = Double(scalar.string), value.isFinite else {
+            report(node, "\(what) must be a number")
+            return nil
+        }
+        guard value >= minimum else {
+            report(node, "\(what) must be at least \(minimum)")
+            return nil
+        }
+        return value
+    }
+}

@@ -1,0 +1,97 @@
+import NIOCore
+import Synchronization
+
+/// The live connections of a gateway: counts for `gateway/status`, in-flight requests for a
+/// graceful drain, and the channels to close at the end.
+public final class ConnectionRegistry: Sendable {
+    private struct State {
+        var channels: [UInt64: any Channel] = [:]
+        var accepted: UInt64 = 0
+        var inFlight = 0
+        var draining = false
+        var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+    private let nextID = Atomic<UInt64>(1)
+    /// Read on every request, so kept outside the lock.
+    private let drainingFlag = Atomic<Bool>(false)
+
+    public init() {}
+
+    public var isDraining: Bool { drainingFlag.load(ordering: .relaxed) }
+
+    func add(_ channel: any Channel) -> UInt64 {
+        let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        state.withLock {
+            $0.channels[id] = channel
+            $0.accepted += 1
+        }
+        return id
+    }
+
+    func remove(_ id: UInt64) {
+        state.withLock { _ = $0.channels.removeValue(forKey: id) }
+    }
+
+    func requestStarted() {
+        state.withLock { $0.inFlight += 1 }
+    }
+
+    func requestFinished() {
+        let waiters: [CheckedContinuation<Void, Never>] = state.withLock { state in
+            state.inFlight -= 1
+            guard state.inFlight == 0, state.draining else { return [] }
+            let waiters = state.idleWaiters
+            state.idleWaiters = []
+            return waiters
+        }
+        waiters.forEach { $0.resume() }
+    }
+
+    public var counts: (open: Int, accepted: UInt64, inFlight: Int) {
+        state.withLock { ($0.channels.count, $0.accepted, $0.inFlight) }
+    }
+
+    /// From now on new requests are refused.
+    func beginDraining() {
+        drainingFlag.store(true, ordering: .relaxed)
+        state.withLock { $0.draining = true }
+    }
+
+    /// Returns when no request is in flight, or when `grace` has passed.
+    func waitForInFlight(grace: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let idle = self.state.withLock { state -> Bool in
+                        if state.inFlight == 0 { return true }
+                        state.idleWaiters.append(continuation)
+                        return false
+                    }
+                    if idle { continuation.resume() }
+                }
+            }
+            group.addTask { try? await Task.sleep(for: grace) }
+            await group.next()
+            group.cancelAll()
+            // Release a waiter still parked after the grace period ran out.
+            let parked = self.state.withLock { state in
+                defer { state.idleWaiters = [] }
+                return state.idleWaiters
+            }
+            parked.forEach { $0.resume() }
+        }
+    }
+
+    /// Closes every connection and returns when all are closed.
+    func closeAll() async {
+        let channels = state.withLock { Array($0.channels.values) }
+        for channel in channels {
+            channel.close(promise: nil)
+        }
+        for channel in channels {
+            try? await channel.closeFuture.get()
+        }
+    }
+}

@@ -1,0 +1,202 @@
+import JSONRPC
+import Logging
+import MCPProtocol
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Transport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What every connection of one gateway shares. Immutable after start-up.
+final class GatewayCore: Sendable {
+    let settings: GatewaySettings
+    let identity: ServerIdentity
+    let methods: MethodTable
+    let registry: ConnectionRegistry
+    let status: GatewayStatusSource
+    let decoder: MessageDecoder
+    let logger: Logger
+    let group: any EventLoopGroup
+
+    init(settings: GatewaySettings, logger: Logger, group: any EventLoopGroup) {
+        self.settings = settings
+        self.logger = logger
+        self.group = group
+        self.registry = ConnectionRegistry()
+        self.status = GatewayStatusSource(registry: registry, settings: settings)
+        self.decoder = MessageDecoder(maximumDepth: settings.limits.maximumNestingDepth)
+        self.identity = ServerIdentity(
+            name: "switchboard",
+            title: "Switchboard",
+            version: BuildInfo.version,
+            instructions: "Switchboard is a gateway to a fleet of agents: its tools are the tools of every connected agent.",
+            // Only what is served: tools (an empty list until agents attach).
+            capabilities: ["tools": [:]]
+        )
+        var methods = MethodTable()
+        CoreMethods.register(in: &methods, status: status)
+        self.methods = methods
+    }
+}
+
+/// The gateway as a service: binds its listeners (and stdio), serves until SIGTERM/SIGINT or the
+/// end of stdin, then drains: stops accepting, refuses new requests, lets in-flight requests
+/// finish within the grace period, and closes every connection.
+public final class GatewayServer: Service {
+    public struct StartupError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    private let core: GatewayCore
+    private let logger: Logger
+
+    public init(settings: GatewaySettings, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.core = GatewayCore(settings: settings, logger: logger, group: group)
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let settings = core.settings
+        guard settings.stdio || !settings.listen.isEmpty else {
+            throw StartupError(description: "nothing to serve: give --stdio and/or --listen tcp://HOST:PORT or unix:///PATH")
+        }
+        if settings.stdio {
+            do { try StdioStreams.verify() } catch { throw StartupError(description: error.description) }
+        }
+        ResourceLimits.raiseOpenFileLimit(logger: logger)
+
+        var listeners: [(address: ListenAddress, channel: any Channel)] = []
+        do {
+            for address in settings.listen {
+                let channel = try await bind(address)
+                listeners.append((address, channel))
+                let url = Self.boundURL(address, channel)
+                core.status.listenerBound(url)
+                logger.info("listening on \(url)")
+            }
+        } catch {
+            for listener in listeners { try? await listener.channel.close() }
+            throw error
+        }
+
+        let (stopRequests, stopContinuation) = AsyncStream<String>.makeStream()
+        if settings.stdio {
+            let stdio = try await serveStdio()
+            logger.info("serving on stdio")
+            stdio.closeFuture.whenComplete { _ in stopContinuation.yield("end of standard input") }
+        }
+
+        // Serve until a shutdown signal or the end of stdin.
+        let reason = await withTaskGroup(of: String?.self) { group in
+            group.addTask {
+                do {
+                    try await gracefulShutdown()
+                    return "shutdown signal"
+                } catch {
+                    return nil
+                }
+            }
+            group.addTask {
+                for await reason in stopRequests { return reason }
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first ?? "cancellation"
+        }
+        stopContinuation.finish()
+        logger.info("stopping (\(reason)): draining connections")
+
+        core.registry.beginDraining()
+        for listener in listeners {
+            try? await listener.channel.close()
+            if case .unix(let path) = listener.address { UnixSocketPath.remove(path) }
+        }
+        await core.registry.waitForInFlight(grace: settings.limits.shutdownGrace)
+        let unfinished = core.registry.counts.inFlight
+        if unfinished > 0 {
+            logger.warning("\(unfinished) requests still in flight after the grace period; closing anyway")
+        }
+        await core.registry.closeAll()
+        logger.info("stopped")
+    }
+
+    // MARK: Channels
+
+    private func bind(_ address: ListenAddress) async throws -> any Channel {
+        let core = self.core
+        let bootstrap = ServerBootstrap(group: core.group)
+            .serverChannelOption(ChannelOptions.backlog, value: 4096)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
+        do {
+            switch address {
+            case .tcp(let host, let port):
+                return try await bootstrap
+                    .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                    .childChannelInitializer { channel in Self.configure(channel, core: core) }
+                    .bind(host: host, port: port)
+                    .get()
+            case .unix(let path):
+                try UnixSocketPath.prepare(path)
+                return try await bootstrap
+                    .childChannelInitializer { channel in Self.configure(channel, core: core) }
+                    .bind(unixDomainSocketPath: path)
+                    .get()
+            }
+        } catch let error as UnixSocketPath.InUse {
+            throw StartupError(description: error.description)
+        } catch {
+            throw StartupError(description: "cannot listen on \(address): \(error)")
+        }
+    }
+
+    private func serveStdio() async throws -> any Channel {
+        let core = self.core
+        return try await NIOPipeBootstrap(group: core.group)
+            // Without half-closure, EOF on stdin would close the channel before the replies to
+            // the last requests are written.
+            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in Self.configure(channel, core: core) }
+            .takingOwnershipOfDescriptors(input: 0, output: 1)
+            .get()
+    }
+
+    private static func configure(_ channel: any Channel, core: GatewayCore) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandlers(
+                BackPressureHandler(),
+                ByteToMessageHandler(LineFrameDecoder(maximumLineLength: core.settings.limits.maximumMessageBytes)),
+                RPCConnectionHandler(gateway: core)
+            )
+        }
+    }
+
+    private static func boundURL(_ address: ListenAddress, _ channel: any Channel) -> String {
+        guard case .tcp(let host, _) = address, let port = channel.localAddress?.port else {
+            return address.description
+        }
+        return ListenAddress.tcp(host: host, port: port).description
+    }
+}
+
+enum ResourceLimits {
+    /// Thousands of connections need thousands of descriptors; the soft limit is often 1024.
+    static func raiseOpenFileLimit(logger: Logger) {
+        #if os(Linux)
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        let wanted = limit.rlim_max
+        limit.rlim_cur = wanted
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            logger.debug("open file limit raised to \(wanted)")
+        }
+        #endif
+    }
+}

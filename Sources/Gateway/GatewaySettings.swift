@@ -1,0 +1,56 @@
+import Logging
+import Transport
+
+/// Everything a running gateway needs to know, from the command line and the config file.
+public struct GatewaySettings: Sendable {
+    public var listen: [ListenAddress] = []
+    public var stdio = false
+    public var logLevel: Logger.Level = .info
+    public var limits = Limits()
+    public var keepalive = Keepalive()
+    /// Agent templates from the config file, validated; the agents layer runs them.
+    public var agentTemplates: [AgentTemplate] = []
+
+    public init() {}
+
+    public struct Limits: Sendable, Equatable {
+        /// 8 MiB: room for embedded images and resources in tool results, small enough that
+        /// thousands of connections cannot exhaust memory with half-sent messages.
+        public static let defaultMaximumMessageBytes = 8 * 1024 * 1024
+
+        public var maximumMessageBytes = Self.defaultMaximumMessageBytes
+        public var maximumNestingDepth = 512
+        /// Requests one connection may have outstanding before the gateway stops reading from it.
+        public var maximumInFlightPerConnection = 1024
+        public var shutdownGrace: Duration = .seconds(10)
+
+        public init() {}
+    }
+
+    public struct Keepalive: Sendable, Equatable {
+        /// Nil: no keepalive pings.
+        public var interval: Duration?
+        public var timeout: Duration = .seconds(10)
+
+        public init() {}
+    }
+}
+
+/// An agent template as declared in the config file (`agents:` or a host's `mcpServers:`).
+public struct AgentTemplate: Sendable, Equatable {
+    public var name: String
+    public var command: String
+    public var arguments: [String] = []
+    public var environment: [String: String] = [:]
+    public var workingDirectory: String?
+    public var instances = 1
+    public var maximumConcurrency = 1
+    public var version: String?
+    public var capabilities: [String] = []
+    public var startupTimeout: Duration = .seconds(30)
+
+    public init(name: String, command: String) {
+        self.name = name
+        self.command = command
+    }
+}

@@ -1,0 +1,40 @@
+import JSONRPC
+import NIOCore
+import Synchronization
+
+/// Builds the `gateway/status` result from live state.
+final class GatewayStatusSource: Sendable {
+    private let registry: ConnectionRegistry
+    private let settings: GatewaySettings
+    private let started = ContinuousClock.now
+    private let boundListeners = Mutex<[String]>([])
+
+    init(registry: ConnectionRegistry, settings: GatewaySettings) {
+        self.registry = registry
+        self.settings = settings
+    }
+
+    func listenerBound(_ url: String) {
+        boundListeners.withLock { $0.append(url) }
+    }
+
+    func snapshot() -> JSONValue {
+        let counts = registry.counts
+        let uptime = ContinuousClock.now - started
+        let seconds = Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18
+        return [
+            "server": ["name": "switchboard", "version": .string(BuildInfo.version)],
+            "backend": "embedded",
+            "uptimeSeconds": .double((seconds * 1000).rounded() / 1000),
+            "connections": ["open": .integer(Int64(counts.open)), "accepted": .integer(Int64(counts.accepted))],
+            "inFlight": .integer(Int64(counts.inFlight)),
+            "draining": .bool(registry.isDraining),
+            "listeners": .array(boundListeners.withLock { $0 }.map(JSONValue.string)),
+            "limits": [
+                "maxMessageBytes": .integer(Int64(settings.limits.maximumMessageBytes)),
+                "maxNestingDepth": .integer(Int64(settings.limits.maximumNestingDepth)),
+                "maxInFlightPerConnection": .integer(Int64(settings.limits.maximumInFlightPerConnection)),
+            ],
+        ]
+    }
+}

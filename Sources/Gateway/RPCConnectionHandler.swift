@@ -1,0 +1,393 @@
+import JSONRPC
+import Logging
+import MCPProtocol
+import NIOCore
+import Transport
+
+/// Serves one connection: decodes each line, runs the MCP lifecycle, dispatches requests to the
+/// method table and writes the replies.
+///
+/// Everything here runs on the connection's event loop. Replies that are ready while a read is
+/// being processed are gathered into one buffer and written with a single flush when the read
+/// completes; replies that come later are written as they come.
+final class RPCConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = LineFrame
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let gateway: GatewayCore
+    private var session: MCPSession
+    private var logger: Logger
+    private var context: ChannelHandlerContext?
+    private var connectionID: UInt64 = 0
+
+    /// Replies produced during the current read, written at `channelReadComplete`.
+    private var pendingOutput: ByteBuffer?
+    private var inReadCycle = false
+    private var lastWrite: EventLoopFuture<Void>?
+
+    private var inFlight = 0
+    private var readHeld = false
+    private var inputClosed = false
+    private var closing = false
+
+    private var outboundRequests: [JSONRPCID: OutboundRequest] = [:]
+    private var nextOutboundID: UInt64 = 1
+    private var keepalive: RepeatedTask?
+
+    private struct OutboundRequest {
+        var promise: EventLoopPromise<RawJSON>
+        var timeout: Scheduled<Void>
+    }
+
+    init(gateway: GatewayCore) {
+        self.gateway = gateway
+        self.session = MCPSession(identity: gateway.identity)
+        self.logger = gateway.logger
+    }
+
+    // MARK: Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { register(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        register(context)
+        context.fireChannelActive()
+    }
+
+    private func register(_ context: ChannelHandlerContext) {
+        guard connectionID == 0 else { return }
+        connectionID = gateway.registry.add(context.channel)
+        logger[metadataKey: "connection"] = "\(connectionID)"
+        if let peer = context.channel.remoteAddress {
+            logger[metadataKey: "peer"] = "\(peer)"
+        }
+        logger.debug("connection opened")
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        gateway.registry.remove(connectionID)
+        keepalive?.cancel()
+        keepalive = nil
+        let pending = outboundRequests
+        outboundRequests = [:]
+        for request in pending.values {
+            request.timeout.cancel()
+            request.promise.fail(ConnectionClosed())
+        }
+        logger.debug("connection closed")
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .inputClosed = event as? ChannelEvent {
+            // The peer will send nothing more: answer what is in flight, then close.
+            inputClosed = true
+            closeIfFinished()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error: \(error)")
+        context.close(promise: nil)
+    }
+
+    // MARK: Flow control
+
+    /// Holds reads while the connection has too many requests outstanding; `BackPressureHandler`
+    /// in front of us holds them while the peer is not reading its replies.
+    func read(context: ChannelHandlerContext) {
+        if inFlight >= gateway.settings.limits.maximumInFlightPerConnection {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    private func releaseHeldRead() {
+        guard readHeld, let context, inFlight < gateway.settings.limits.maximumInFlightPerConnection else { return }
+        readHeld = false
+        context.read()
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        inReadCycle = true
+        switch unwrapInboundIn(data) {
+        case .oversize(let limit):
+            logger.notice("message larger than \(limit) bytes discarded")
+            emit { MessageEncoder.writeError(id: nil, error: .messageTooLarge(limit: limit), to: &$0) }
+        case .line(let line):
+            handle(gateway.decoder.decode(line: line))
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        inReadCycle = false
+        flushPendingOutput()
+        context.fireChannelReadComplete()
+    }
+
+    private func handle(_ line: DecodedLine) {
+        switch line {
+        case .blank:
+            return
+        case .parseError(let error):
+            logger.debug("parse error: \(error.message)")
+            emit { MessageEncoder.writeError(id: nil, error: error, to: &$0) }
+        case .emptyBatch:
+            emit { MessageEncoder.writeError(id: nil, error: .invalidRequest("an empty batch"), to: &$0) }
+        case .single(let entry):
+            switch answer(entry) {
+            case .none: break
+            case .now(let reply): emit { reply.write(to: &$0) }
+            case .later(let id, let future):
+                track(future) { [self] result in emit { self.reply(id: id, result).write(to: &$0) } }
+            }
+        case .batch(let entries):
+            if let rejection = session.batchRejection {
+                emit { MessageEncoder.writeError(id: nil, error: rejection, to: &$0) }
+                return
+            }
+            handleBatch(entries)
+        }
+    }
+
+    private func handleBatch(_ entries: [DecodedEntry]) {
+        let batch = BatchReply()
+        for entry in entries {
+            switch answer(entry) {
+            case .none: break
+            case .now(let reply): batch.replies.append(reply)
+            case .later(let id, let future):
+                batch.outstanding += 1
+                track(future) { [self] result in
+                    batch.replies.append(self.reply(id: id, result))
+                    batch.outstanding -= 1
+                    if batch.outstanding == 0 { emitBatch(batch) }
+                }
+            }
+        }
+        if batch.outstanding == 0 { emitBatch(batch) }
+    }
+
+    private func emitBatch(_ batch: BatchReply) {
+        // A batch of notifications gets no reply at all, not an empty array.
+        guard !batch.replies.isEmpty else { return }
+        emit { buffer in
+            buffer.writeInteger(UInt8(ascii: "["))
+            for (index, reply) in batch.replies.enumerated() {
+                if index > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+                reply.write(to: &buffer)
+            }
+            buffer.writeInteger(UInt8(ascii: "]"))
+        }
+    }
+
+    private enum Answer {
+        case none
+        case now(Reply)
+        case later(JSONRPCID, EventLoopFuture<JSONValue>)
+    }
+
+    private func answer(_ entry: DecodedEntry) -> Answer {
+        switch entry {
+        case .invalid(let id, let error):
+            return .now(.error(id, error))
+        case .message(.notification(let notification)):
+            session.receive(notification)
+            return .none
+        case .message(.response(let response)):
+            completeOutboundRequest(response)
+            return .none
+        case .message(.request(let request)):
+            return answer(request)
+        }
+    }
+
+    private func answer(_ request: JSONRPCRequest) -> Answer {
+        if gateway.registry.isDraining {
+            return .now(.error(request.id, .shuttingDown()))
+        }
+        switch session.admit(request) {
+        case .rejected(let error):
+            return .now(.error(request.id, error))
+        case .answered(let result):
+            startKeepaliveIfNeeded()
+            return .now(.result(request.id, result))
+        case .proceed:
+            break
+        }
+        guard let handler = gateway.methods.handler(for: request.method) else {
+            return .now(.error(request.id, .methodNotFound(request.method)))
+        }
+        let methodContext = MethodContext(
+            connectionID: connectionID,
+            era: session.era,
+            eventLoop: context!.eventLoop,
+            logger: logger
+        )
+        switch handler(request, methodContext) {
+        case .result(let result): return .now(.result(request.id, session.stamp(result)))
+        case .error(let error): return .now(.error(request.id, error))
+        case .later(let future): return .later(request.id, future)
+        }
+    }
+
+    /// Turns a finished asynchronous call into its reply.
+    private func reply(id: JSONRPCID, _ result: Result<JSONValue, any Error>) -> Reply {
+        switch result {
+        case .success(let value):
+            return .result(id, session.stamp(value))
+        case .failure(let error as JSONRPCError):
+            return .error(id, error)
+        case .failure(let error):
+            logger.error("request \(id) failed: \(error)")
+            return .error(id, .internalError(String(describing: error)))
+        }
+    }
+
+    /// Counts `future` as in flight until it completes, then runs `body` on this event loop.
+    private func track(_ future: EventLoopFuture<JSONValue>, _ body: @escaping (Result<JSONValue, any Error>) -> Void) {
+        guard let context else { return }
+        inFlight += 1
+        gateway.registry.requestStarted()
+        let loopBound = NIOLoopBound((self, body), eventLoop: context.eventLoop)
+        future.hop(to: context.eventLoop).whenComplete { result in
+            let (handler, body) = loopBound.value
+            body(result)
+            handler.inFlight -= 1
+            handler.gateway.registry.requestFinished()
+            handler.releaseHeldRead()
+            handler.closeIfFinished()
+        }
+    }
+
+    // MARK: Outbound
+
+    /// Queues `write` as one line; flushed at the end of the read in progress, or at once.
+    private func emit(_ write: (inout ByteBuffer) -> Void) {
+        guard let context else { return }
+        var buffer = pendingOutput ?? context.channel.allocator.buffer(capacity: 256)
+        pendingOutput = nil
+        write(&buffer)
+        buffer.writeInteger(UInt8(ascii: "\n"))
+        pendingOutput = buffer
+        if !inReadCycle { flushPendingOutput() }
+    }
+
+    private func flushPendingOutput() {
+        guard let context, let buffer = pendingOutput else { return }
+        pendingOutput = nil
+        lastWrite = context.writeAndFlush(wrapOutboundOut(buffer))
+    }
+
+    private func closeIfFinished() {
+        guard inputClosed, inFlight == 0, !closing, let context else { return }
+        closing = true
+        flushPendingOutput()
+        let channel = context.channel
+        if let lastWrite {
+            lastWrite.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            channel.close(promise: nil)
+        }
+    }
+
+    // MARK: Requests to the peer
+
+    /// Sends a request to the peer and completes with its result. Ids are strings starting with
+    /// `sb-`, so they never collide with the peer's own.
+    func sendRequest(method: String, params: JSONValue?, timeout: TimeAmount) -> EventLoopFuture<RawJSON> {
+        guard let context else {
+            return gateway.group.any().makeFailedFuture(ConnectionClosed())
+        }
+        let id = JSONRPCID.string("sb-\(nextOutboundID)")
+        nextOutboundID += 1
+        let promise = context.eventLoop.makePromise(of: RawJSON.self)
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let timer = context.eventLoop.scheduleTask(in: timeout) {
+            if let request = loopBound.value.outboundRequests.removeValue(forKey: id) {
+                request.promise.fail(PeerTimeout(method: method))
+            }
+        }
+        outboundRequests[id] = OutboundRequest(promise: promise, timeout: timer)
+        emit { MessageEncoder.writeRequest(id: id, method: method, params: params, to: &$0) }
+        return promise.futureResult
+    }
+
+    private func completeOutboundRequest(_ response: JSONRPCResponse) {
+        guard let id = response.id, let request = outboundRequests.removeValue(forKey: id) else {
+            logger.debug("dropped a response to an unknown request id")
+            return
+        }
+        request.timeout.cancel()
+        switch response.outcome {
+        case .result(let result): request.promise.succeed(result)
+        case .error(let error): request.promise.fail(error)
+        }
+    }
+
+    /// Pings a handshake-era peer every interval; one that does not answer in time is gone.
+    private func startKeepaliveIfNeeded() {
+        guard keepalive == nil, session.acceptsServerRequests, let interval = gateway.settings.keepalive.interval,
+            let context
+        else { return }
+        let timeout = TimeAmount(gateway.settings.keepalive.timeout)
+        let period = TimeAmount(interval)
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        keepalive = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+            let handler = loopBound.value
+            handler.sendRequest(method: "ping", params: nil, timeout: timeout).whenFailure { error in
+                guard error is PeerTimeout else { return }
+                let handler = loopBound.value
+                handler.logger.warning("peer did not answer a keepalive ping within \(timeout); closing the connection")
+                handler.context?.close(promise: nil)
+            }
+        }
+    }
+}
+
+/// A reply ready to be written.
+private enum Reply {
+    case result(JSONRPCID, JSONValue)
+    case error(JSONRPCID?, JSONRPCError)
+
+    func write(to buffer: inout ByteBuffer) {
+        switch self {
+        case .result(let id, let result): MessageEncoder.writeResult(id: id, result: result, to: &buffer)
+        case .error(let id, let error): MessageEncoder.writeError(id: id, error: error, to: &buffer)
+        }
+    }
+}
+
+/// The replies of one batch, gathered until the last asynchronous entry completes.
+private final class BatchReply {
+    var replies: [Reply] = []
+    var outstanding = 0
+}
+
+struct ConnectionClosed: Error, CustomStringConvertible {
+    var description: String { "the connection closed" }
+}
+
+struct PeerTimeout: Error, CustomStringConvertible {
+    var method: String
+    var description: String { "the peer did not answer \(method) in time" }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}

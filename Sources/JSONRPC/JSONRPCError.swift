@@ -1,0 +1,79 @@
+/// A JSON-RPC error object: a code a program can act on, a message a person can read, and data
+/// that says exactly what was wrong.
+public struct JSONRPCError: Error, Sendable, Hashable {
+    public var code: Int
+    public var message: String
+    public var data: JSONValue?
+
+    public init(code: Int, message: String, data: JSONValue? = nil) {
+        self.code = code
+        self.message = message
+        self.data = data
+    }
+
+    public var jsonValue: JSONValue {
+        var object: [String: JSONValue] = ["code": .integer(Int64(code)), "message": .string(message)]
+        if let data { object["data"] = data }
+        return .object(object)
+    }
+}
+
+extension JSONRPCError {
+    /// The codes this gateway sends. JSON-RPC's own, MCP's, then ours in the band JSON-RPC leaves
+    /// to implementations (-32000 … -32099; MCP allocates from -32020 up, we stay below).
+    public enum Code {
+        public static let parseError = -32700
+        public static let invalidRequest = -32600
+        public static let methodNotFound = -32601
+        public static let invalidParams = -32602
+        public static let internalError = -32603
+        /// MCP 2026-07-28: the request's protocol version is not supported.
+        public static let unsupportedProtocolVersion = -32022
+        /// A message longer than the configured limit.
+        public static let messageTooLarge = -32003
+        /// The gateway is draining for shutdown and takes no new requests.
+        public static let shuttingDown = -32004
+    }
+
+    public static func parseError(_ syntax: JSONSyntaxError) -> JSONRPCError {
+        JSONRPCError(
+            code: Code.parseError,
+            message: "Parse error: \(syntax.reason) at byte \(syntax.offset)",
+            data: ["reason": .string(syntax.reason), "offset": .integer(Int64(syntax.offset))]
+        )
+    }
+
+    public static func invalidRequest(_ reason: String) -> JSONRPCError {
+        JSONRPCError(code: Code.invalidRequest, message: "Invalid Request: \(reason)", data: ["reason": .string(reason)])
+    }
+
+    public static func methodNotFound(_ method: String) -> JSONRPCError {
+        JSONRPCError(code: Code.methodNotFound, message: "Method not found: \(method)", data: ["method": .string(method)])
+    }
+
+    public static func invalidParams(_ reason: String, extra: [String: JSONValue] = [:]) -> JSONRPCError {
+        var data = extra
+        data["reason"] = .string(reason)
+        return JSONRPCError(code: Code.invalidParams, message: "Invalid params: \(reason)", data: .object(data))
+    }
+
+    public static func internalError(_ reason: String) -> JSONRPCError {
+        JSONRPCError(code: Code.internalError, message: "Internal error: \(reason)", data: ["reason": .string(reason)])
+    }
+
+    public static func messageTooLarge(limit: Int) -> JSONRPCError {
+        JSONRPCError(
+            code: Code.messageTooLarge,
+            message: "Message too large: the limit is \(limit) bytes per message",
+            data: ["limit": .integer(Int64(limit))]
+        )
+    }
+
+    public static func shuttingDown() -> JSONRPCError {
+        JSONRPCError(
+            code: Code.shuttingDown,
+            message: "The gateway is shutting down and accepts no new requests",
+            data: ["reason": "shutting down"]
+        )
+    }
+}

@@ -1,0 +1,185 @@
+import NIOCore
+
+/// A validated JSON text kept as the bytes it arrived in.
+///
+/// Payloads that only pass through the gateway (tool arguments, results, error data) travel as
+/// `RawJSON`: a slice of the inbound buffer, never decoded and never re-encoded.
+public struct RawJSON: Sendable, Hashable, CustomStringConvertible {
+    public private(set) var buffer: ByteBuffer
+
+    /// Wraps bytes that are already known to be one valid JSON value.
+    public init(unchecked buffer: ByteBuffer) {
+        self.buffer = buffer
+    }
+
+    /// Validates `text` as one JSON value.
+    public init(validating text: String, maximumDepth: Int = JSONLimits.defaultMaximumDepth) throws(JSONSyntaxError) {
+        let buffer = ByteBuffer(string: text)
+        try Self.validate(buffer, maximumDepth: maximumDepth)
+        self.buffer = buffer
+    }
+
+    /// Validates `buffer` as one JSON value.
+    public init(validating buffer: ByteBuffer, maximumDepth: Int = JSONLimits.defaultMaximumDepth) throws(JSONSyntaxError) {
+        try Self.validate(buffer, maximumDepth: maximumDepth)
+        self.buffer = buffer
+    }
+
+    private static func validate(_ buffer: ByteBuffer, maximumDepth: Int) throws(JSONSyntaxError) {
+        let outcome: Result<Void, JSONSyntaxError> = buffer.withUnsafeReadableBytes { bytes in
+            let scanner = JSONScanner(bytes: bytes, maximumDepth: maximumDepth)
+            do throws(JSONSyntaxError) {
+                let start = scanner.skipWhitespace(from: 0)
+                let end = try scanner.skipValue(from: start)
+                try scanner.expectEnd(from: end)
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        try outcome.get()
+    }
+
+    public static let emptyObject = RawJSON(unchecked: ByteBuffer(string: "{}"))
+    public static let null = RawJSON(unchecked: ByteBuffer(string: "null"))
+
+    public var description: String { String(buffer: buffer) }
+
+    /// The kind of value, read from its first byte.
+    public var kind: JSONKind {
+        buffer.withUnsafeReadableBytes { bytes in
+            let scanner = JSONScanner(bytes: bytes)
+            let start = scanner.skipWhitespace(from: 0)
+            guard start < bytes.count else { return .null }
+            return JSONKind(firstByte: bytes[start])
+        }
+    }
+
+    /// The value of member `name` when this is an object that has it. The result shares storage
+    /// with this value (no copy).
+    public func member(_ name: String) -> RawJSON? {
+        let range: Range<Int>? = buffer.withUnsafeReadableBytes { bytes in
+            let scanner = JSONScanner(bytes: bytes, maximumDepth: .max)
+            let start = scanner.skipWhitespace(from: 0)
+            guard start < bytes.count, bytes[start] == UInt8(ascii: "{") else { return nil }
+            var found: Range<Int>?
+            _ = try? scanner.forEachMember(ofObjectAt: start) { memberName, value in
+                if found == nil && scanner.decodeString(memberName) == name { found = value }
+            }
+            return found
+        }
+        guard let range else { return nil }
+        return RawJSON(unchecked: buffer.getSlice(at: buffer.readerIndex + range.lowerBound, length: range.count)!)
+    }
+
+    /// The decoded string when this is a JSON string.
+    public var stringValue: String? {
+        buffer.withUnsafeReadableBytes { bytes in
+            let scanner = JSONScanner(bytes: bytes, maximumDepth: .max)
+            let start = scanner.skipWhitespace(from: 0)
+            guard start < bytes.count, bytes[start] == UInt8(ascii: "\""),
+                let string = try? scanner.skipString(from: start)
+            else { return nil }
+            return scanner.decodeString(JSONStringSlice(range: (start + 1)..<(string.end - 1), hasEscapes: string.hasEscapes))
+        }
+    }
+
+    /// The whole value as a tree, for the small payloads that handlers inspect.
+    public func decoded() -> JSONValue {
+        buffer.withUnsafeReadableBytes { bytes in
+            var parser = JSONTreeParser(scanner: JSONScanner(bytes: bytes, maximumDepth: .max))
+            return parser.parseDocument()
+        }
+    }
+
+    public static func == (lhs: RawJSON, rhs: RawJSON) -> Bool { lhs.buffer == rhs.buffer }
+    public func hash(into hasher: inout Hasher) { hasher.combine(buffer) }
+}
+
+public enum JSONKind: Sendable, Equatable {
+    case object, array, string, number, bool, null
+
+    init(firstByte: UInt8) {
+        switch firstByte {
+        case UInt8(ascii: "{"): self = .object
+        case UInt8(ascii: "["): self = .array
+        case UInt8(ascii: "\""): self = .string
+        case UInt8(ascii: "t"), UInt8(ascii: "f"): self = .bool
+        case UInt8(ascii: "n"): self = .null
+        default: self = .number
+        }
+    }
+
+    public var name: String {
+        switch self {
+        case .object: "an object"
+        case .array: "an array"
+        case .string: "a string"
+        case .number: "a number"
+        case .bool: "a boolean"
+        case .null: "null"
+        }
+    }
+}
+
+/// Builds a `JSONValue` tree from bytes that the scanner has already validated.
+struct JSONTreeParser {
+    let scanner: JSONScanner
+    var index = 0
+
+    init(scanner: JSONScanner) { self.scanner = scanner }
+
+    mutating func parseDocument() -> JSONValue {
+        index = scanner.skipWhitespace(from: 0)
+        return parseValue()
+    }
+
+    private mutating func parseValue() -> JSONValue {
+        let bytes = scanner.bytes
+        index = scanner.skipWhitespace(from: index)
+        guard index < bytes.count else { return .null }
+        switch bytes[index] {
+        case UInt8(ascii: "{"):
+            var object: [String: JSONValue] = [:]
+            index = scanner.skipWhitespace(from: index + 1)
+            if bytes[index] == UInt8(ascii: "}") { index += 1; return .object(object) }
+            while true {
+                index = scanner.skipWhitespace(from: index)
+                guard let name = try? scanner.skipString(from: index) else { return .null }
+                let key = scanner.decodeString(JSONStringSlice(range: (index + 1)..<(name.end - 1), hasEscapes: name.hasEscapes))
+                index = scanner.skipWhitespace(from: name.end) + 1  // past ':'
+                let value = parseValue()
+                if object[key] == nil { object[key] = value }
+                index = scanner.skipWhitespace(from: index)
+                if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+                index += 1  // '}'
+                return .object(object)
+            }
+        case UInt8(ascii: "["):
+            var array: [JSONValue] = []
+            index = scanner.skipWhitespace(from: index + 1)
+            if bytes[index] == UInt8(ascii: "]") { index += 1; return .array(array) }
+            while true {
+                array.append(parseValue())
+                index = scanner.skipWhitespace(from: index)
+                if bytes[index] == UInt8(ascii: ",") { index += 1; continue }
+                index += 1  // ']'
+                return .array(array)
+            }
+        case UInt8(ascii: "\""):
+            guard let string = try? scanner.skipString(from: index) else { return .null }
+            let value = scanner.decodeString(JSONStringSlice(range: (index + 1)..<(string.end - 1), hasEscapes: string.hasEscapes))
+            index = string.end
+            return .string(value)
+        case UInt8(ascii: "t"): index += 4; return .bool(true)
+        case UInt8(ascii: "f"): index += 5; return .bool(false)
+        case UInt8(ascii: "n"): index += 4; return .null
+        default:
+            guard let number = try? scanner.skipNumber(from: index) else { return .null }
+            let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[index..<number.end]), as: UTF8.self)
+            index = number.end
+            if number.isInteger, let integer = Int64(text) { return .integer(integer) }
+            return .double(Double(text) ?? .nan)
+        }
+    }
+}

@@ -1,0 +1,150 @@
+import ArgumentParser
+import Gateway
+import Logging
+import ServiceLifecycle
+import Transport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct SwitchboardCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchboard",
+        abstract: "An agent orchestration gateway speaking JSON-RPC 2.0 and MCP.",
+        version: BuildInfo.version,
+        subcommands: [Serve.self, Config.self, Version.self]
+    )
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the gateway.",
+        discussion: """
+            Listeners: tcp://HOST:PORT (port 0 picks a free port), tcp://[::1]:PORT, unix:///PATH. \
+            The bound address of each listener is logged as "listening on URL". \
+            With --stdio, standard input and output carry the protocol (as an MCP host expects) and \
+            the gateway stops when standard input ends. Logs go to standard error.
+            """
+    )
+
+    @Flag(help: "Serve one session on standard input and output.")
+    var stdio = false
+
+    @Option(name: .customLong("listen"), help: "A listener URL; repeat for several.")
+    var listen: [String] = []
+
+    @Option(help: "A YAML or JSON configuration file.")
+    var config: String?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String?
+
+    @Option(help: "Largest message accepted, in bytes (default 8388608).")
+    var maxMessageSize: Int?
+
+    @Option(help: "Seconds that in-flight requests get to finish on shutdown (default 10).")
+    var shutdownGrace: Double?
+
+    func run() async throws {
+        let settings: GatewaySettings
+        do {
+            settings = try resolveSettings()
+        } catch {
+            printError("switchboard: \(error)")
+            throw ExitCode(2)
+        }
+        let level = settings.logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "switchboard")
+        let server = GatewayServer(settings: settings, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        do {
+            try await group.run()
+        } catch let error as GatewayServer.StartupError {
+            printError("switchboard: \(error)")
+            throw ExitCode(2)
+        }
+    }
+
+    private func resolveSettings() throws -> GatewaySettings {
+        var settings = GatewaySettings()
+        if let config {
+            settings = try ConfigurationFile(path: config).load(into: settings)
+        }
+        if !listen.isEmpty {
+            // Listeners on the command line replace those of the config file.
+            settings.listen = try listen.map { try ListenAddress(parsing: $0) }
+        }
+        settings.stdio = settings.stdio || stdio
+        if let logLevel {
+            guard let level = Logger.Level(rawValue: logLevel) else {
+                throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            settings.logLevel = level
+        }
+        if let maxMessageSize {
+            guard maxMessageSize >= 1024 else { throw ValidationError("--max-message-size must be at least 1024 bytes") }
+            settings.limits.maximumMessageBytes = maxMessageSize
+        }
+        if let shutdownGrace {
+            guard shutdownGrace >= 0, shutdownGrace.isFinite else { throw ValidationError("--shutdown-grace must be zero or more seconds") }
+            settings.limits.shutdownGrace = .seconds(shutdownGrace)
+        }
+        guard settings.stdio || !settings.listen.isEmpty else {
+            throw ValidationError("nothing to serve: give --stdio and/or --listen tcp://HOST:PORT or unix:///PATH (or listen: in the config file)")
+        }
+        return settings
+    }
+}
+
+struct Config: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Work with configuration files.",
+        subcommands: [Check.self]
+    )
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Validate a configuration file without starting anything.")
+
+        @Argument(help: "The YAML or JSON file.")
+        var file: String
+
+        func run() throws {
+            do {
+                let settings = try ConfigurationFile(path: file).load(into: GatewaySettings())
+                print("\(file): OK (\(settings.listen.count) listeners, \(settings.agentTemplates.count) agent templates)")
+            } catch {
+                printError("\(error)")
+                throw ExitCode(1)
+            }
+        }
+    }
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the version and the linked libraries.")
+
+    func run() {
+        print("switchboard \(BuildInfo.version)")
+        print("OpenSSL: \(BuildInfo.openSSLVersion)")
+        print("hiredis: \(BuildInfo.hiredisVersion)")
+    }
+}
+
+func printError(_ message: String) {
+    var line = message
+    line.append("\n")
+    _ = line.withCString { write(2, $0, strlen($0)) }
+}
