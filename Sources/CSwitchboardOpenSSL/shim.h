@@ -20,6 +20,10 @@ static inline int switchboard_SSL_CTX_set_max_proto_version(SSL_CTX *ctx, int ve
     return (int)SSL_CTX_set_max_proto_version(ctx, version);
 }
 
+static inline int switchboard_SSL_CTX_get_min_proto_version(SSL_CTX *ctx) {
+    return (int)SSL_CTX_get_min_proto_version(ctx);
+}
+
 static inline long switchboard_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) {
     return SSL_CTX_set_mode(ctx, mode);
 }

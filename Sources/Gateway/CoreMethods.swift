@@ -6,12 +6,12 @@ import MCPProtocol
 enum CoreMethods {
     static func register(in table: inout MethodTable, status: GatewayStatusSource) {
         table.register("ping") { _, _ in .result([:]) }
-        table.register("tools/list") { request, _ in listTools(request) }
+        table.register("tools/list") { request, context in listTools(request, era: context.era) }
         table.register("tools/call") { request, _ in callTool(request) }
         table.register("gateway/status") { _, _ in .result(status.snapshot()) }
     }
 
-    static func listTools(_ request: JSONRPCRequest) -> MethodReply {
+    static func listTools(_ request: JSONRPCRequest, era: SessionEra) -> MethodReply {
         if let params = request.params {
             guard case .success(let object) = params.requireObject(for: "tools/list") else {
                 return .error(.invalidParams("tools/list takes its params as an object"))
@@ -21,7 +21,14 @@ enum CoreMethods {
                 return .error(.invalidParams("unknown cursor", extra: ["cursor": .raw(cursor)]))
             }
         }
-        return .result(["tools": []])
+        var result: [String: JSONValue] = ["tools": []]
+        if era == .modern {
+            // 2026-07-28 list results carry a caching hint. Tools come and go with agents, so
+            // the hint is short.
+            result["cacheScope"] = "public"
+            result["ttlMs"] = 5_000
+        }
+        return .result(.object(result))
     }
 
     static func callTool(_ request: JSONRPCRequest) -> MethodReply {

@@ -111,7 +111,8 @@ private struct Envelope {
         let readableID: JSONRPCID? = if case .present(let id) = id { id } else { nil }
         func invalid(_ reason: String) -> DecodedEntry { .invalid(id: readableID, error: .invalidRequest(reason)) }
 
-        if let duplicate { return invalid("member \"\(duplicate)\" appears more than once") }
+        // With a member given twice, not even the id can be trusted.
+        if let duplicate { return .invalid(id: nil, error: .invalidRequest("member \"\(duplicate)\" appears more than once")) }
         switch version {
         case .absent: return invalid("missing \"jsonrpc\": \"2.0\"")
         case .invalid(let reason): return invalid(reason)

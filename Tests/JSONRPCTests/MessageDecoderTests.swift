@@ -1,0 +1,143 @@
+import JSONRPC
+import NIOCore
+import Testing
+
+@Suite("JSON-RPC message decoding")
+struct MessageDecoderTests {
+    let decoder = MessageDecoder()
+
+    private func decode(_ text: String) -> DecodedLine {
+        decoder.decode(line: ByteBuffer(string: text))
+    }
+
+    private func single(_ text: String) -> DecodedEntry? {
+        guard case .single(let entry) = decode(text) else { return nil }
+        return entry
+    }
+
+    private func invalidCode(_ text: String) -> (JSONRPCID?, Int)? {
+        guard case .invalid(let id, let error) = single(text) else { return nil }
+        return (id, error.code)
+    }
+
+    @Test func decodesRequestsWithRawParams() throws {
+        guard case .message(.request(let request)) = single(#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}"#) else {
+            Issue.record("not a request")
+            return
+        }
+        #expect(request.id == .integer(7))
+        #expect(request.method == "tools/call")
+        #expect(request.params?.description == #"{"name":"x"}"#)
+    }
+
+    @Test func keepsStringAndIntegerIdsApart() {
+        guard case .message(.request(let a)) = single(#"{"jsonrpc":"2.0","id":"7","method":"ping"}"#),
+            case .message(.request(let b)) = single(#"{"jsonrpc":"2.0","id":-9223372036854775808,"method":"ping"}"#)
+        else {
+            Issue.record("not requests")
+            return
+        }
+        #expect(a.id == .string("7"))
+        #expect(b.id == .integer(.min))
+    }
+
+    @Test func decodesNotificationsAndResponses() {
+        #expect(single(#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            == .message(.notification(JSONRPCNotification(method: "notifications/initialized"))))
+        guard case .message(.response(let response)) = single(#"{"jsonrpc":"2.0","id":"sb-1","result":{}}"#) else {
+            Issue.record("not a response")
+            return
+        }
+        #expect(response.id == .string("sb-1"))
+        guard case .message(.response(let failure)) = single(#"{"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"no","data":{"a":1}}}"#),
+            case .error(let error) = failure.outcome
+        else {
+            Issue.record("not an error response")
+            return
+        }
+        #expect(error.code == -32601)
+        #expect(error.data?["a"]?.integerValue == 1)
+    }
+
+    @Test("refuses ids that cannot be echoed exactly", arguments: [
+        #"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+        #"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#,
+        #"{"jsonrpc":"2.0","id":1e3,"method":"ping"}"#,
+        #"{"jsonrpc":"2.0","id":true,"method":"ping"}"#,
+        #"{"jsonrpc":"2.0","id":{},"method":"ping"}"#,
+        #"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#,
+        #"{"jsonrpc":"2.0","id":9223372036854775808,"method":"ping"}"#,
+    ])
+    func refusesInvalidIds(_ text: String) {
+        let outcome = invalidCode(text)
+        #expect(outcome?.0 == nil)
+        #expect(outcome?.1 == JSONRPCError.Code.invalidRequest)
+    }
+
+    @Test("refuses invalid requests and keeps a readable id", arguments: [
+        #"{"jsonrpc":"1.0","id":5,"method":"ping"}"#,
+        #"{"id":5,"method":"ping"}"#,
+        #"{"jsonrpc":"2.0","id":5,"method":1}"#,
+        #"{"jsonrpc":"2.0","id":5,"method":"ping","params":"bar"}"#,
+        #"{"jsonrpc":"2.0","id":5}"#,
+        #"{"jsonrpc":"2.0","id":5,"result":1,"error":{"code":1,"message":"m"}}"#,
+    ])
+    func refusesInvalidRequests(_ text: String) {
+        let outcome = invalidCode(text)
+        #expect(outcome?.0 == .integer(5))
+        #expect(outcome?.1 == JSONRPCError.Code.invalidRequest)
+    }
+
+    @Test func refusesDuplicateMembersWithoutTrustingTheId() {
+        let outcome = invalidCode(#"{"jsonrpc":"2.0","id":5,"method":"ping","method":"ping"}"#)
+        #expect(outcome?.0 == nil)
+        #expect(outcome?.1 == JSONRPCError.Code.invalidRequest)
+    }
+
+    @Test func answersNonObjectsAsInvalidRequests() {
+        #expect(invalidCode("1")?.1 == JSONRPCError.Code.invalidRequest)
+        #expect(invalidCode(#""ping""#)?.1 == JSONRPCError.Code.invalidRequest)
+    }
+
+    @Test func decodesBatchesAsTheSpecificationSays() {
+        #expect(decode("[]") == .emptyBatch)
+        guard case .batch(let entries) = decode("[1,2,3]") else {
+            Issue.record("not a batch")
+            return
+        }
+        #expect(entries.count == 3)
+        guard case .parseError(let error) = decode(#"[{"jsonrpc":"2.0","method":"sum","params":[1,2,4],"id":"1"},{"jsonrpc":"2.0","method"]"#) else {
+            Issue.record("an invalid batch must be a parse error")
+            return
+        }
+        #expect(error.code == JSONRPCError.Code.parseError)
+    }
+
+    @Test func ignoresBlankLines() {
+        #expect(decode("") == .blank)
+        #expect(decode(" \t\r") == .blank)
+    }
+
+    @Test func paramsShareStorageWithTheLine() {
+        let line = ByteBuffer(string: #"{"jsonrpc":"2.0","id":1,"method":"m","params":[1,2,3]}"#)
+        guard case .single(.message(.request(let request))) = decoder.decode(line: line), let params = request.params else {
+            Issue.record("not a request")
+            return
+        }
+        let lineBase = line.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+        let paramsBase = params.buffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+        #expect(paramsBase == lineBase + 46)
+    }
+}
+
+@Suite("JSON-RPC message encoding")
+struct MessageEncoderTests {
+    @Test func writesResultsAndErrors() {
+        var buffer = ByteBuffer()
+        MessageEncoder.writeResult(id: .string("a\"b"), result: [:], to: &buffer)
+        #expect(String(buffer: buffer) == #"{"jsonrpc":"2.0","id":"a\"b","result":{}}"#)
+        buffer.clear()
+        MessageEncoder.writeError(id: nil, error: .methodNotFound("x"), to: &buffer)
+        #expect(String(buffer: buffer) == #"{"jsonrpc":"2.0","id":null,"error":{"code":-32601,"data":{"method":"x"},"message":"Method not found: x"}}"#)
+    }
+}

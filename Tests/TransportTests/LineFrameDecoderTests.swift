@@ -1,0 +1,100 @@
+import NIOCore
+import NIOEmbedded
+import Testing
+import Transport
+
+@Suite("Line framing")
+struct LineFrameDecoderTests {
+    private func channel(limit: Int = 64) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFrameDecoder(maximumLineLength: limit)))
+        return channel
+    }
+
+    private func lines(_ channel: EmbeddedChannel) throws -> [String] {
+        var result: [String] = []
+        while let frame = try channel.readInbound(as: LineFrame.self) {
+            switch frame {
+            case .line(let buffer): result.append(String(buffer: buffer))
+            case .oversize(let limit): result.append("<oversize \(limit)>")
+            }
+        }
+        return result
+    }
+
+    @Test func splitsLinesAndAcceptsCRLF() throws {
+        let channel = try channel()
+        try channel.writeInbound(ByteBuffer(string: "a\nbb\r\n\nccc\n"))
+        #expect(try lines(channel) == ["a", "bb", "", "ccc"])
+    }
+
+    @Test func reassemblesReadsSplitAnywhereIncludingInsideACharacter() throws {
+        let channel = try channel()
+        let bytes = Array("{\"é\":\"日本\"}\n".utf8)
+        for byte in bytes {
+            try channel.writeInbound(ByteBuffer(bytes: [byte]))
+        }
+        #expect(try lines(channel) == ["{\"é\":\"日本\"}"])
+    }
+
+    @Test func reportsAnOversizeLineOnceAndDiscardsItUpToTheNewline() throws {
+        let channel = try channel(limit: 8)
+        try channel.writeInbound(ByteBuffer(string: "0123456789"))
+        #expect(try lines(channel) == ["<oversize 8>"])
+        for _ in 0..<100 {
+            try channel.writeInbound(ByteBuffer(repeating: UInt8(ascii: "x"), count: 1000))
+        }
+        #expect(try lines(channel) == [])
+        try channel.writeInbound(ByteBuffer(string: "tail\nok\n"))
+        #expect(try lines(channel) == ["ok"])
+    }
+
+    @Test func discardsSixtyFourMebibytesWithoutANewline() throws {
+        let channel = try channel(limit: 1024)
+        for _ in 0..<64 {
+            try channel.writeInbound(ByteBuffer(repeating: UInt8(ascii: "a"), count: 1 << 20))
+        }
+        #expect(try lines(channel) == ["<oversize 1024>"])
+        try channel.writeInbound(ByteBuffer(string: "\nnext\n"))
+        #expect(try lines(channel) == ["next"])
+    }
+
+    @Test func rejectsALineThatArrivesWholeButTooLong() throws {
+        let channel = try channel(limit: 4)
+        try channel.writeInbound(ByteBuffer(string: "abcdefgh\nabc\n"))
+        #expect(try lines(channel) == ["<oversize 4>", "abc"])
+    }
+
+    @Test func allowsTheCarriageReturnOfALineAtTheLimit() throws {
+        let channel = try channel(limit: 4)
+        try channel.writeInbound(ByteBuffer(string: "abcd\r"))
+        try channel.writeInbound(ByteBuffer(string: "\n"))
+        #expect(try lines(channel) == ["abcd"])
+    }
+
+    @Test func deliversALastLineWithoutNewlineAtEndOfInput() throws {
+        let channel = try channel()
+        try channel.writeInbound(ByteBuffer(string: "one\ntwo"))
+        #expect(try lines(channel) == ["one"])
+        channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(try lines(channel) == ["two"])
+    }
+}
+
+@Suite("Listen addresses")
+struct ListenAddressTests {
+    @Test func parsesTCPUnixAndIPv6() throws {
+        #expect(try ListenAddress(parsing: "tcp://127.0.0.1:7400") == .tcp(host: "127.0.0.1", port: 7400))
+        #expect(try ListenAddress(parsing: "tcp://[::1]:0") == .tcp(host: "::1", port: 0))
+        #expect(try ListenAddress(parsing: "unix:///run/sb.sock") == .unix(path: "/run/sb.sock"))
+        #expect(ListenAddress.tcp(host: "::1", port: 9).description == "tcp://[::1]:9")
+    }
+
+    @Test("refuses malformed addresses with a reason", arguments: [
+        "127.0.0.1:7400", "tcp://127.0.0.1", "tcp://:80", "tcp://host:99999", "unix://relative.sock", "http://x:1",
+        "tcp://[::1:80",
+    ])
+    func refusesMalformedAddresses(_ text: String) {
+        #expect(throws: ListenAddress.ParseError.self) { try ListenAddress(parsing: text) }
+    }
+}
