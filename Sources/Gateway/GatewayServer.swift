@@ -4,6 +4,7 @@ import MCPProtocol
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 import Transport
 
 #if canImport(Glibc)
@@ -23,7 +24,7 @@ final class GatewayCore: Sendable {
     let logger: Logger
     let group: any EventLoopGroup
 
-    init(settings: GatewaySettings, logger: Logger, group: any EventLoopGroup) {
+    init(settings: GatewaySettings, logger: Logger, group: any EventLoopGroup, extraMethods: (inout MethodTable) -> Void) {
         self.settings = settings
         self.logger = logger
         self.group = group
@@ -40,6 +41,7 @@ final class GatewayCore: Sendable {
         )
         var methods = MethodTable()
         CoreMethods.register(in: &methods, status: status)
+        extraMethods(&methods)
         self.methods = methods
     }
 }
@@ -54,13 +56,35 @@ public final class GatewayServer: Service {
 
     private let core: GatewayCore
     private let logger: Logger
+    private let announcement = ListeningAnnouncement()
 
-    public init(settings: GatewaySettings, logger: Logger, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
-        self.core = GatewayCore(settings: settings, logger: logger, group: group)
+    /// - Parameter extraMethods: registers methods beyond the core ones (the layers above the
+    ///   core add theirs here).
+    public init(
+        settings: GatewaySettings,
+        logger: Logger,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        extraMethods: (inout MethodTable) -> Void = { _ in }
+    ) {
+        self.core = GatewayCore(settings: settings, logger: logger, group: group, extraMethods: extraMethods)
         self.logger = logger
     }
 
+    /// The URLs of the bound listeners (with the real ports), once `run()` has bound them.
+    public func listeningAddresses() async throws -> [String] {
+        try await announcement.wait()
+    }
+
     public func run() async throws {
+        do {
+            try await serve()
+        } catch {
+            announcement.fail(error)
+            throw error
+        }
+    }
+
+    private func serve() async throws {
         let settings = core.settings
         guard settings.stdio || !settings.listen.isEmpty else {
             throw StartupError(description: "nothing to serve: give --stdio and/or --listen tcp://HOST:PORT or unix:///PATH")
@@ -83,6 +107,8 @@ public final class GatewayServer: Service {
             for listener in listeners { try? await listener.channel.close() }
             throw error
         }
+
+        announcement.announce(listeners.map { Self.boundURL($0.address, $0.channel) })
 
         let (stopRequests, stopContinuation) = AsyncStream<String>.makeStream()
         if settings.stdio {
@@ -183,6 +209,44 @@ public final class GatewayServer: Service {
             return address.description
         }
         return ListenAddress.tcp(host: host, port: port).description
+    }
+}
+
+/// Hands the bound listener URLs to whoever waits for them.
+private final class ListeningAnnouncement: Sendable {
+    private enum State {
+        case waiting([CheckedContinuation<[String], any Error>])
+        case done(Result<[String], any Error>)
+    }
+
+    private let state = Mutex(State.waiting([]))
+
+    func announce(_ urls: [String]) { complete(.success(urls)) }
+    func fail(_ error: any Error) { complete(.failure(error)) }
+
+    private func complete(_ result: Result<[String], any Error>) {
+        let waiters: [CheckedContinuation<[String], any Error>] = state.withLock { state in
+            guard case .waiting(let waiters) = state else { return [] }
+            state = .done(result)
+            return waiters
+        }
+        waiters.forEach { $0.resume(with: result) }
+    }
+
+    func wait() async throws -> [String] {
+        try await withCheckedThrowingContinuation { continuation in
+            let result: Result<[String], any Error>? = state.withLock { state in
+                switch state {
+                case .waiting(var waiters):
+                    waiters.append(continuation)
+                    state = .waiting(waiters)
+                    return nil
+                case .done(let result):
+                    return result
+                }
+            }
+            if let result { continuation.resume(with: result) }
+        }
     }
 }
 
