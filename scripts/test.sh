@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Runs every test: the Swift unit and socket tests, the conformance suite over stdio, TCP and a
+# Unix socket, the interop tests (the official MCP SDK, raw sockets, stdio, example clients) and
+# the protocol-spec schema check. Sets up what it needs first.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh --test || exit 1
+logs=$(mktemp -d)
+failed_stages=()
+passed=0
+failed=0
+
+stage() {  # stage NAME COMMAND... : runs a stage, keeps its log, counts its tests
+    local name=$1
+    shift
+    echo "=== $name"
+    "$@" 2>&1 | tee "$logs/$name.log"
+    local status=${PIPESTATUS[0]}
+    [ "$status" -eq 0 ] || failed_stages+=("$name")
+    return 0
+}
+
+count() {  # adds the counts a stage printed
+    local p=$1 f=$2
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+}
+
+swift build --build-tests 2>&1 | tail -n 5
+if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+    echo "build failed"
+    exit 1
+fi
+binary=$(swift build --show-bin-path)/switchboard
+
+stage swift-test swift test --skip-build
+# Swift Testing: "Test run with N tests in M suites passed|failed after ... [with K issues]".
+if grep -q "Test run with .* passed after" "$logs/swift-test.log"; then
+    count "$(grep -o 'Test run with [0-9]* tests' "$logs/swift-test.log" | grep -o '[0-9]*' | head -1)" 0
+else
+    count 0 "$(grep -o 'Test run with [0-9]* tests' "$logs/swift-test.log" | grep -o '[0-9]*' | head -1)"
+fi
+
+# The conformance suite against the gateway, over each transport.
+sock_dir=$(mktemp -d)
+"$binary" serve --listen tcp://127.0.0.1:0 --listen "unix://$sock_dir/sb.sock" 2> "$logs/gateway.err" &
+gateway=$!
+for _ in $(seq 1 200); do
+    grep -q "listening on unix://" "$logs/gateway.err" 2>/dev/null && break
+    kill -0 "$gateway" 2>/dev/null || break
+    sleep 0.05
+done
+tcp=$(grep -o 'listening on tcp://[^ ]*' "$logs/gateway.err" | head -1 | sed 's|listening on tcp://||')
+for transport in stdio tcp unix; do
+    case $transport in
+        stdio) args=(--stdio "$binary serve --stdio") ;;
+        tcp) args=(--tcp "$tcp") ;;
+        unix) args=(--unix "$sock_dir/sb.sock") ;;
+    esac
+    stage "conformance-$transport" python3 conformance/run.py "${args[@]}"
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logs/conformance-$transport.log" | tail -1)
+    count "$(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f3)"
+done
+kill -TERM "$gateway"
+wait "$gateway" || failed_stages+=("gateway-exit")
+
+stage interop env SWITCHBOARD_BIN="$binary" .venv/bin/python -m pytest -q Tests/interop
+count "$(grep -oE '[0-9]+ passed' "$logs/interop.log" | tail -1 | cut -d' ' -f1)" \
+    "$(grep -oE '[0-9]+ failed' "$logs/interop.log" | tail -1 | cut -d' ' -f1)"
+
+stage protocol-spec .venv/bin/python protocol-spec/schema/check_examples.py
+
+echo
+if [ ${#failed_stages[@]} -gt 0 ]; then
+    echo "failed stages: ${failed_stages[*]} (logs in $logs)"
+    echo "total: $passed passed, $((failed > 0 ? failed : 1)) failed"
+    exit 1
+fi
+echo "total: $passed passed, $failed failed"
