@@ -37,10 +37,11 @@ let package = Package(
             dependencies: ["JSONRPC"],
             swiftSettings: strictSettings
         ),
-        // Line framing, listeners and stdio, back-pressure.
+        // Line framing, listen addresses, stdio, and TLS on system OpenSSL.
         .target(
             name: "Transport",
             dependencies: [
+                "CSwitchboardOpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -39,7 +39,7 @@ if $want_test; then
     requirements=Tests/interop/requirements.txt
     stamp=.venv/.requirements
     if [ ! -x .venv/bin/python ] || ! cmp -s "$requirements" "$stamp"; then
-        echo "setup: creating .venv with $(tr '\n' ' ' < "$requirements" | sed 's/#[^m]*mcp/mcp/')"
+        echo "setup: creating .venv from $requirements"
         python3 -m venv .venv
         .venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
         cp "$requirements" "$stamp"
