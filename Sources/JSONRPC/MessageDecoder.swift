@@ -68,6 +68,7 @@ private struct Envelope {
     var result: Field<RawJSON> = .absent
     var error: Field<JSONRPCError> = .absent
     var duplicate: String?
+    var idIsNull = false
 
     mutating func take(name: JSONStringSlice, value: Range<Int>, scanner: JSONScanner, line: ByteBuffer) {
         let bytes = scanner.bytes
@@ -85,6 +86,7 @@ private struct Envelope {
         } else if scanner.slice(name, equals: "id") {
             guard case .absent = id else { duplicate = "id"; return }
             id = Self.readID(kind: kind, value: value, scanner: scanner)
+            idIsNull = kind == .null
         } else if scanner.slice(name, equals: "method") {
             guard case .absent = method else { duplicate = "method"; return }
             if kind == .string {
@@ -118,7 +120,12 @@ private struct Envelope {
         case .invalid(let reason): return invalid(reason)
         case .present: break
         }
-        if case .invalid(let reason) = id { return .invalid(id: nil, error: .invalidRequest(reason)) }
+        if case .invalid(let reason) = id {
+            // An error about a request whose id could not be read carries `"id": null`: that
+            // is a valid response, not a bad request.
+            let isErrorResponse: Bool = if case .absent = method, case .present = error, idIsNull { true } else { false }
+            if !isErrorResponse { return .invalid(id: nil, error: .invalidRequest(reason)) }
+        }
 
         switch method {
         case .invalid(let reason):

@@ -94,6 +94,14 @@ struct MessageDecoderTests {
         #expect(outcome?.1 == JSONRPCError.Code.invalidRequest)
     }
 
+    @Test func acceptsAnErrorResponseWithANullId() {
+        guard case .message(.response(let response)) = single(#"{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"m"}}"#) else {
+            Issue.record("an error response with a null id is a response")
+            return
+        }
+        #expect(response.id == nil)
+    }
+
     @Test func answersNonObjectsAsInvalidRequests() {
         #expect(invalidCode("1")?.1 == JSONRPCError.Code.invalidRequest)
         #expect(invalidCode(#""ping""#)?.1 == JSONRPCError.Code.invalidRequest)

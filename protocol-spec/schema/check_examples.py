@@ -6,13 +6,20 @@ Usage: python3 check_examples.py        (needs the `jsonschema` package)
 1. Every file in examples/valid/ MUST pass, every file in examples/invalid/ MUST fail.
    A file holds one line exactly as it travels on the wire, terminated by "\\n".
 2. Every gateway-to-client line quoted in the chapters (a line starting "<-- " inside a
-   fenced block) MUST pass, and the `data` of every error it carries with a code that
-   chapter 03 defines MUST match that code's schema fragment in chapter 03.
+   fenced block) MUST pass, and for every error it carries with a code that chapter 03
+   defines, the `data` MUST match that code's schema fragment in chapter 03 and the `id`
+   MUST follow chapter 03's rule for that code (null for -32700 and -32003, the request's
+   id for -32601, -32602, -32603, -32004 and -32022).
+3. Within one fenced block, a result whose id is that of a `gateway/status` request quoted
+   in the block MUST match the result schema of chapter 05, section 5.5; one whose id is
+   that of a `tools/list` request and that carries the modern-era stamp (`resultType`) MUST
+   carry "cacheScope": "public" and "ttlMs": 5000 (chapter 05, section 5.3).
 
 "Pass" means the wire rules of chapters 01 and 02 that JSON Schema cannot express hold
-(UTF-8, one line, no byte order mark, size, nesting depth, no duplicate envelope member,
-integers written without fraction or exponent), and the envelope schema accepts the value.
-Exits 0 when everything holds, 1 otherwise.
+(UTF-8, one line, no byte order mark, size: at most 8388608 bytes without the "\n" and
+one "\r" before it, nesting depth, no duplicate envelope member, integers written without
+fraction or exponent), and the envelope schema accepts the value. Member order is not
+significant anywhere. Exits 0 when everything holds, 1 otherwise.
 """
 
 import json
@@ -29,6 +36,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 SPEC = HERE.parent
 MAX_MESSAGE_BYTES = 8388608
 MAX_NESTING_DEPTH = 512
+ENVELOPE_MEMBERS = {"jsonrpc", "id", "method", "params", "result", "error"}
+NULL_ID_CODES = {-32700, -32003}
+ECHOED_ID_CODES = {-32601, -32602, -32603, -32004, -32022}
+MODERN_LIST_MEMBERS = {"cacheScope": "public", "ttlMs": 5000}
 
 
 class WireError(Exception):
@@ -36,7 +47,9 @@ class WireError(Exception):
 
 
 class Members(dict):
-    """A JSON object that remembers which member names it saw more than once."""
+    """A JSON object that remembers which member names it saw more than once.
+
+    Only the envelope's duplicates matter to the wire rules (chapter 02, section 2.1)."""
 
     duplicates: set
 
@@ -91,7 +104,7 @@ def decode_line(raw: bytes):
         raise WireError("a line ends with \\n")
     line = raw[:-1]
     if line.endswith(b"\r"):
-        line = line[:-1]
+        line = line[:-1]  # one "\r" before the "\n" is allowed on top of the size limit
     if b"\n" in line:
         raise WireError("a message must not contain a raw line feed")
     if len(line) > MAX_MESSAGE_BYTES:
@@ -112,8 +125,8 @@ def decode_line(raw: bytes):
         raise WireError(f"nesting deeper than {MAX_NESTING_DEPTH}")
     envelopes = value if isinstance(value, list) else [value]
     for envelope in envelopes:
-        if isinstance(envelope, Members) and envelope.duplicates:
-            raise WireError(f"duplicate envelope member {sorted(envelope.duplicates)}")
+        if isinstance(envelope, Members) and envelope.duplicates & ENVELOPE_MEMBERS:
+            raise WireError(f"duplicate envelope member {sorted(envelope.duplicates & ENVELOPE_MEMBERS)}")
     return value
 
 
@@ -136,15 +149,70 @@ def error_data_schemas():
     return schemas
 
 
-def gateway_lines():
-    """(chapter, line number, text) of every "<-- " line inside a fenced block."""
+def status_schema():
+    """The result schema of gateway/status, the JSON block of chapter 05, section 5.5."""
+    text = (SPEC / "05-methods.md").read_text(encoding="utf-8")
+    section = text[text.index("## 5.5 `gateway/status`"):]
+    match = re.search(r"^```json\n(.*?)^```", section, re.M | re.S)
+    return json.loads(match.group(1))
+
+
+def example_blocks():
+    """Every fenced block that quotes messages: (chapter, [(line number, marker, text)])."""
     for chapter in sorted(SPEC.glob("[0-9][0-9]-*.md")):
-        fenced = False
+        fenced, block = False, []
         for number, line in enumerate(chapter.read_text(encoding="utf-8").splitlines(), 1):
             if line.startswith("```"):
-                fenced = not fenced
-            elif fenced and line.startswith("<-- "):
-                yield chapter.name, number, line[4:]
+                if fenced and block:
+                    yield chapter.name, block
+                fenced, block = not fenced, []
+            elif fenced and line[:4] in ("--> ", "<-- "):
+                block.append((number, line[:3], line[4:]))
+
+
+def requested_methods(block):
+    """id (as JSON text) -> method, for every request the peer sends in one block."""
+    methods = {}
+    for _, marker, text in block:
+        if marker != "-->":
+            continue
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue
+        for message in value if isinstance(value, list) else [value]:
+            if isinstance(message, dict) and "id" in message and isinstance(message.get("method"), str):
+                methods[json.dumps(message["id"])] = message["method"]
+    return methods
+
+
+def check_gateway_message(message, methods, data_schemas, status_validator):
+    """The problems of one message the gateway sends, beyond the envelope schema."""
+    if "method" in message and "id" in message and not str(message["id"]).startswith("sb-"):
+        yield "a gateway request id must be a string starting sb-"
+    if "result" in message:
+        method = methods.get(json.dumps(message["id"]))
+        result = message["result"]
+        if method == "gateway/status":
+            for problem in status_validator.iter_errors(result):
+                yield f"gateway/status result: {problem.message[:160]}"
+        if method == "tools/list" and isinstance(result, dict) and "resultType" in result:
+            for name, expected in MODERN_LIST_MEMBERS.items():
+                if result.get(name) != expected:
+                    yield f"a modern tools/list result needs {name}: {json.dumps(expected)}"
+    error = message.get("error")
+    if error is None or error["code"] not in data_schemas:
+        return
+    code = error["code"]
+    if code in NULL_ID_CODES and message["id"] is not None:
+        yield f"error {code} must have id null"
+    if code in ECHOED_ID_CODES and message["id"] is None:
+        yield f"error {code} echoes the request id, never null"
+    if "data" not in error:
+        yield f"error {code} from the gateway carries no data"
+        return
+    for problem in StrictValidator(data_schemas[code]).iter_errors(error["data"]):
+        yield f"data of {code}: {problem.message[:160]}"
 
 
 def main():
@@ -169,24 +237,21 @@ def main():
     for code in (-32700, -32600, -32601, -32602, -32603, -32003, -32004, -32022):
         if code not in data_schemas:
             failures.append(f"03-errors.md gives no data schema for {code}")
-    for chapter, number, text in gateway_lines():
-        checked += 1
-        where = f"{chapter}:{number}"
-        problems, value = problems_of(text.encode("utf-8") + b"\n", validator)
-        if problems:
-            failures.append(f"{where}: {problems[0]}")
-            continue
-        for message in value if isinstance(value, list) else [value]:
-            if "method" in message and "id" in message and not str(message["id"]).startswith("sb-"):
-                failures.append(f"{where}: a gateway request id must be a string starting sb-")
-            error = message.get("error")
-            if error is None or error["code"] not in data_schemas:
+    status_validator = StrictValidator(status_schema())
+    for chapter, block in example_blocks():
+        methods = requested_methods(block)
+        for number, marker, text in block:
+            if marker != "<--":
                 continue
-            if "data" not in error:
-                failures.append(f"{where}: error {error['code']} from the gateway carries no data")
+            checked += 1
+            where = f"{chapter}:{number}"
+            problems, value = problems_of(text.encode("utf-8") + b"\n", validator)
+            if problems:
+                failures.append(f"{where}: {problems[0]}")
                 continue
-            for problem in StrictValidator(data_schemas[error["code"]]).iter_errors(error["data"]):
-                failures.append(f"{where}: data of {error['code']}: {problem.message[:160]}")
+            for message in value if isinstance(value, list) else [value]:
+                failures.extend(f"{where}: {problem}" for problem in
+                                check_gateway_message(message, methods, data_schemas, status_validator))
 
     for failure in failures:
         print("FAIL", failure)
