@@ -48,11 +48,21 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Agents: templates, the registry of instances and what they offer, tool naming, selection.
+        .target(
+            name: "Agents",
+            dependencies: [
+                "JSONRPC",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The composition root: sessions, method table, configuration, the server service.
         .target(
             name: "Gateway",
             dependencies: [
-                "JSONRPC", "MCPProtocol", "Transport",
+                "JSONRPC", "MCPProtocol", "Transport", "Agents",
                 "CSwitchboardOpenSSL", "CSwitchboardHiredis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -85,6 +95,11 @@ let package = Package(
         ),
 
         .testTarget(name: "JSONRPCTests", dependencies: ["JSONRPC"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "AgentsTests",
+            dependencies: ["Agents", "JSONRPC", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
         .testTarget(name: "MCPProtocolTests", dependencies: ["MCPProtocol", "JSONRPC"], swiftSettings: strictSettings),
         .testTarget(
             name: "TransportTests",

@@ -1,3 +1,4 @@
+import Agents
 import Logging
 import Transport
 import Yams

@@ -6,6 +6,7 @@ import Synchronization
 public final class ConnectionRegistry: Sendable {
     private struct State {
         var channels: [UInt64: any Channel] = [:]
+        var handles: [UInt64: ConnectionHandle] = [:]
         var accepted: UInt64 = 0
         var inFlight = 0
         var draining = false
@@ -21,17 +22,29 @@ public final class ConnectionRegistry: Sendable {
 
     public var isDraining: Bool { drainingFlag.load(ordering: .relaxed) }
 
-    func add(_ channel: any Channel) -> UInt64 {
-        let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+    func nextConnectionID() -> UInt64 {
+        nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+    }
+
+    /// Counts a connection served by the gateway (client-facing; agent pipes are not counted).
+    func add(_ channel: any Channel, handle: ConnectionHandle, id: UInt64) {
         state.withLock {
             $0.channels[id] = channel
+            $0.handles[id] = handle
             $0.accepted += 1
         }
-        return id
     }
 
     func remove(_ id: UInt64) {
-        state.withLock { _ = $0.channels.removeValue(forKey: id) }
+        state.withLock {
+            _ = $0.channels.removeValue(forKey: id)
+            _ = $0.handles.removeValue(forKey: id)
+        }
+    }
+
+    /// Every client-facing connection, to tell them what changed.
+    var handles: [ConnectionHandle] {
+        state.withLock { Array($0.handles.values) }
     }
 
     func requestStarted() {

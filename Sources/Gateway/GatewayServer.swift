@@ -1,3 +1,4 @@
+import Agents
 import JSONRPC
 import Logging
 import MCPProtocol
@@ -23,6 +24,11 @@ final class GatewayCore: Sendable {
     let decoder: MessageDecoder
     let logger: Logger
     let group: any EventLoopGroup
+    let agents: AgentRegistry
+    let calls: AgentCallRouter
+    private let supervisorSlot: SupervisorSlot
+
+    var supervisor: AgentSupervisor { supervisorSlot.value }
 
     init(settings: GatewaySettings, logger: Logger, group: any EventLoopGroup, extraMethods: (inout MethodTable) -> Void) {
         self.settings = settings
@@ -36,14 +42,76 @@ final class GatewayCore: Sendable {
             title: "Switchboard",
             version: BuildInfo.version,
             instructions: "Switchboard is a gateway to a fleet of agents: its tools are the tools of every connected agent.",
-            // Only what is served: tools (an empty list until agents attach).
-            capabilities: ["tools": [:]]
+            // Only what is served. List changes are announced to handshake-era sessions.
+            capabilities: ["tools": ["listChanged": true], "prompts": ["listChanged": true], "resources": [:]]
         )
+        let agents = AgentRegistry()
+        let calls = AgentCallRouter(agents: agents)
+        let supervisorSlot = SupervisorSlot()
+        self.agents = agents
+        self.calls = calls
+        self.supervisorSlot = supervisorSlot
         var methods = MethodTable()
         CoreMethods.register(in: &methods, status: status)
+        AgentMethods.register(in: &methods, agents: agents, supervisor: supervisorSlot)
+        calls.register(in: &methods)
         extraMethods(&methods)
         self.methods = methods
+
+        supervisorSlot.set(AgentSupervisor(core: self))
+        let registry = self.registry
+        agents.onCatalogChange {
+            for handle in registry.handles {
+                handle.notifyIfSubscribed("notifications/tools/list_changed")
+                handle.notifyIfSubscribed("notifications/prompts/list_changed")
+            }
+        }
+        agents.onDrained { [supervisorSlot] id in
+            // A drained instance stops: a spawned one for good, an attached one is disconnected.
+            if !supervisorSlot.value.stop(id) { agents.endpoint(id)?.close() }
+        }
     }
+
+    func connectionClosed(_ handle: ConnectionHandle, agent: AgentRegistry.InstanceID?, role: RPCConnectionHandler.Role) {
+        guard let agent, case .server = role else { return }
+        agents.down(agent, .offline("its connection closed"))
+        logger.info("agent \(agent) is offline: its connection closed")
+    }
+
+    func notificationArrived(_ notification: JSONRPCNotification, from handle: ConnectionHandle, agent: AgentRegistry.InstanceID?) {
+        guard let agent else { return }
+        switch notification.method {
+        case "notifications/progress":
+            if let params = notification.params { calls.progress.relay(params) }
+        case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
+            rediscover(agent, through: handle)
+        case "notifications/message":
+            logger.info("agent \(agent): \(notification.params?.member("data")?.description ?? "")")
+        default:
+            break
+        }
+    }
+
+    /// Lists again what an agent offers after it said its lists changed.
+    private func rediscover(_ agent: AgentRegistry.InstanceID, through handle: ConnectionHandle) {
+        let agents = self.agents
+        let logger = self.logger
+        handle.eventLoop.makeFutureWithTask {
+            try await AgentDiscovery.discover(handle, capabilities: nil, timeout: .seconds(30))
+        }.whenComplete { result in
+            switch result {
+            case .success(let offer): agents.updateOffer(agent, offer)
+            case .failure(let error): logger.warning("agent \(agent) changed its lists but listing them failed: \(error)")
+            }
+        }
+    }
+}
+
+/// Holds the supervisor, which needs the finished core to start agents' connections.
+final class SupervisorSlot: Sendable {
+    private let slot = Mutex<AgentSupervisor?>(nil)
+    func set(_ supervisor: AgentSupervisor) { slot.withLock { $0 = supervisor } }
+    var value: AgentSupervisor { slot.withLock { $0! } }
 }
 
 /// The gateway as a service: binds its listeners (and stdio), serves until SIGTERM/SIGINT or the
@@ -117,6 +185,21 @@ public final class GatewayServer: Service {
             stdio.closeFuture.whenComplete { _ in stopContinuation.yield("end of standard input") }
         }
 
+        // The agents run beside the listeners, until the very end.
+        await withTaskGroup(of: Void.self) { agents in
+            agents.addTask { await self.core.supervisor.run(templates: settings.agentTemplates) }
+            await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
+            await core.supervisor.stopAll()
+        }
+        logger.info("stopped")
+    }
+
+    private func serveUntilStopped(
+        listeners: [(address: ListenAddress, channel: any Channel)],
+        stopRequests: AsyncStream<String>,
+        stopContinuation: AsyncStream<String>.Continuation
+    ) async {
+        let settings = core.settings
         // Serve until a shutdown signal or the end of stdin.
         let reason = await withTaskGroup(of: String?.self) { group in
             group.addTask {
@@ -149,7 +232,6 @@ public final class GatewayServer: Service {
             logger.warning("\(unfinished) requests still in flight after the grace period; closing anyway")
         }
         await core.registry.closeAll()
-        logger.info("stopped")
     }
 
     // MARK: Channels

@@ -1,3 +1,4 @@
+import Agents
 import Logging
 import Transport
 
@@ -36,21 +37,3 @@ public struct GatewaySettings: Sendable {
     }
 }
 
-/// An agent template as declared in the config file (`agents:` or a host's `mcpServers:`).
-public struct AgentTemplate: Sendable, Equatable {
-    public var name: String
-    public var command: String
-    public var arguments: [String] = []
-    public var environment: [String: String] = [:]
-    public var workingDirectory: String?
-    public var instances = 1
-    public var maximumConcurrency = 1
-    public var version: String?
-    public var capabilities: [String] = []
-    public var startupTimeout: Duration = .seconds(30)
-
-    public init(name: String, command: String) {
-        self.name = name
-        self.command = command
-    }
-}

@@ -1,3 +1,4 @@
+import Agents
 import JSONRPC
 import Logging
 import MCPProtocol
@@ -9,6 +10,12 @@ public struct MethodContext: Sendable {
     public var era: SessionEra
     public var eventLoop: any EventLoop
     public var logger: Logger
+    /// The connection the request came on, to reach its peer later (progress, sampling).
+    var connection: ConnectionHandle
+    /// The agent behind the connection, when the peer is one.
+    public var agentInstance: AgentRegistry.InstanceID?
+    /// Marks the connection as the given attached agent (`agents/register`).
+    var registerAgent: @Sendable (AgentRegistry.InstanceID) -> Void
 }
 
 /// A handler's answer: at once when it can, or later.
@@ -18,6 +25,13 @@ public enum MethodReply: Sendable {
     /// Completed on any event loop; a thrown `JSONRPCError` is sent as it is, any other error as
     /// an internal error.
     case later(EventLoopFuture<JSONValue>)
+    /// Like `later`, and `cancel` runs if the peer cancels the request (then no reply is sent).
+    case cancellable(EventLoopFuture<JSONValue>, cancel: @Sendable () -> Void)
+}
+
+/// Errors of the layers above the wire that know their JSON-RPC form.
+protocol GatewayErrorConvertible: Error {
+    var jsonRPCError: JSONRPCError { get }
 }
 
 public typealias MethodHandler = @Sendable (JSONRPCRequest, MethodContext) -> MethodReply

@@ -1,3 +1,4 @@
+import Agents
 import JSONRPC
 import Logging
 import MCPProtocol
@@ -15,11 +16,25 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// Which side of MCP this connection is on.
+    enum Role {
+        /// A client (or an agent that attaches by registering): the gateway is the server and
+        /// runs the MCP lifecycle.
+        case server
+        /// A spawned agent's pipes: the gateway is the client.
+        case client(agent: AgentRegistry.InstanceID)
+    }
+
     private let gateway: GatewayCore
+    private let role: Role
     private var session: MCPSession
     private var logger: Logger
     private var context: ChannelHandlerContext?
     private var connectionID: UInt64 = 0
+    private(set) var handle: ConnectionHandle?
+    /// The agent instance behind this connection: a spawned agent, or an attached one once it
+    /// has registered.
+    var agentInstance: AgentRegistry.InstanceID?
 
     /// Replies produced during the current read, written at `channelReadComplete`.
     private var pendingOutput: ByteBuffer?
@@ -32,18 +47,25 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private var closing = false
 
     private var outboundRequests: [JSONRPCID: OutboundRequest] = [:]
-    private var nextOutboundID: UInt64 = 1
     private var keepalive: RepeatedTask?
+    /// What to do when the peer cancels one of its requests still in flight here.
+    private var cancellers: [JSONRPCID: @Sendable () -> Void] = [:]
+    private var cancelledRequests: Set<JSONRPCID> = []
 
     private struct OutboundRequest {
         var promise: EventLoopPromise<RawJSON>
         var timeout: Scheduled<Void>
     }
 
-    init(gateway: GatewayCore) {
+    init(gateway: GatewayCore, role: Role = .server) {
         self.gateway = gateway
+        self.role = role
         self.session = MCPSession(identity: gateway.identity)
         self.logger = gateway.logger
+        if case .client(let agent) = role {
+            agentInstance = agent
+            logger[metadataKey: "agent"] = "\(agent)"
+        }
     }
 
     // MARK: Lifecycle
@@ -60,7 +82,10 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     private func register(_ context: ChannelHandlerContext) {
         guard connectionID == 0 else { return }
-        connectionID = gateway.registry.add(context.channel)
+        connectionID = gateway.registry.nextConnectionID()
+        let handle = ConnectionHandle(id: connectionID, eventLoop: context.eventLoop, handler: self)
+        self.handle = handle
+        if case .server = role { gateway.registry.add(context.channel, handle: handle, id: connectionID) }
         logger[metadataKey: "connection"] = "\(connectionID)"
         if let peer = context.channel.remoteAddress {
             logger[metadataKey: "peer"] = "\(peer)"
@@ -74,10 +99,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         keepalive = nil
         let pending = outboundRequests
         outboundRequests = [:]
+        let reason = agentInstance.map { "the connection to agent \($0) closed" } ?? "the connection closed"
         for request in pending.values {
             request.timeout.cancel()
-            request.promise.fail(ConnectionClosed())
+            request.promise.fail(AgentEndpointClosed(reason: reason))
         }
+        if let handle { gateway.connectionClosed(handle, agent: agentInstance, role: role) }
         logger.debug("connection closed")
         context.fireChannelInactive()
     }
@@ -151,7 +178,11 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             case .none: break
             case .now(let reply): emit { reply.write(to: &$0) }
             case .later(let id, let future):
-                track(future) { [self] result in emit { self.reply(id: id, result).write(to: &$0) } }
+                track(future) { [self] result in
+                    self.cancellers[id] = nil
+                    if self.cancelledRequests.remove(id) != nil { return }
+                    emit { self.reply(id: id, result).write(to: &$0) }
+                }
             }
         case .batch(let entries):
             if let rejection = session.batchRejection {
@@ -171,6 +202,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             case .later(let id, let future):
                 batch.outstanding += 1
                 track(future) { [self] result in
+                    self.cancellers[id] = nil
                     batch.replies.append(self.reply(id: id, result))
                     batch.outstanding -= 1
                     if batch.outstanding == 0 { emitBatch(batch) }
@@ -204,7 +236,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         case .invalid(let id, let error):
             return .now(.error(id, error))
         case .message(.notification(let notification)):
-            session.receive(notification)
+            receive(notification)
             return .none
         case .message(.response(let response)):
             completeOutboundRequest(response)
@@ -218,28 +250,65 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         if gateway.registry.isDraining {
             return .now(.error(request.id, .shuttingDown()))
         }
-        switch session.admit(request) {
-        case .rejected(let error):
-            return .now(.error(request.id, error))
-        case .answered(let result):
-            startKeepaliveIfNeeded()
-            return .now(.result(request.id, result))
-        case .proceed:
-            break
+        if case .server = role {
+            switch session.admit(request) {
+            case .rejected(let error):
+                return .now(.error(request.id, error))
+            case .answered(let result):
+                handle?.clientCapabilities = session.clientCapabilities
+                startKeepaliveIfNeeded()
+                return .now(.result(request.id, result))
+            case .proceed:
+                break
+            }
         }
-        guard let handler = gateway.methods.handler(for: request.method) else {
+        guard let handler = gateway.methods.handler(for: request.method), let context, let handle else {
             return .now(.error(request.id, .methodNotFound(request.method)))
         }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let methodContext = MethodContext(
             connectionID: connectionID,
             era: session.era,
-            eventLoop: context!.eventLoop,
-            logger: logger
+            eventLoop: context.eventLoop,
+            logger: logger,
+            connection: handle,
+            agentInstance: agentInstance,
+            registerAgent: { instance in
+                // Called on this event loop by `agents/register`.
+                loopBound.value.agentInstance = instance
+                loopBound.value.logger[metadataKey: "agent"] = "\(instance)"
+            }
         )
         switch handler(request, methodContext) {
         case .result(let result): return .now(.result(request.id, session.stamp(result)))
         case .error(let error): return .now(.error(request.id, error))
         case .later(let future): return .later(request.id, future)
+        case .cancellable(let future, let cancel):
+            cancellers[request.id] = cancel
+            return .later(request.id, future)
+        }
+    }
+
+    private func receive(_ notification: JSONRPCNotification) {
+        switch notification.method {
+        case "notifications/cancelled":
+            // The peer gave up on one of its requests: stop the work, and send no reply.
+            guard let id = notification.params?.member("requestId").flatMap(Self.requestID),
+                let cancel = cancellers.removeValue(forKey: id)
+            else { return }
+            cancelledRequests.insert(id)
+            cancel()
+        default:
+            session.receive(notification)
+            if let handle { gateway.notificationArrived(notification, from: handle, agent: agentInstance) }
+        }
+    }
+
+    private static func requestID(_ raw: RawJSON) -> JSONRPCID? {
+        switch raw.decoded() {
+        case .string(let string): return .string(string)
+        case .integer(let integer): return .integer(integer)
+        default: return nil
         }
     }
 
@@ -250,6 +319,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             return .result(id, session.stamp(value))
         case .failure(let error as JSONRPCError):
             return .error(id, error)
+        case .failure(let error as any GatewayErrorConvertible):
+            return .error(id, error.jsonRPCError)
         case .failure(let error):
             logger.error("request \(id) failed: \(error)")
             return .error(id, .internalError(String(describing: error)))
@@ -305,24 +376,41 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Requests to the peer
 
-    /// Sends a request to the peer and completes with its result. Ids are strings starting with
-    /// `sb-`, so they never collide with the peer's own.
-    func sendRequest(method: String, params: JSONValue?, timeout: TimeAmount) -> EventLoopFuture<RawJSON> {
-        guard let context else {
-            return gateway.group.any().makeFailedFuture(ConnectionClosed())
+    func sendRequest(id: JSONRPCID, method: String, params: JSONValue?, timeout: TimeAmount, promise: EventLoopPromise<RawJSON>) {
+        guard let context, context.channel.isActive else {
+            promise.fail(AgentEndpointClosed(reason: "the connection is closed"))
+            return
         }
-        let id = JSONRPCID.string("sb-\(nextOutboundID)")
-        nextOutboundID += 1
-        let promise = context.eventLoop.makePromise(of: RawJSON.self)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let timer = context.eventLoop.scheduleTask(in: timeout) {
             if let request = loopBound.value.outboundRequests.removeValue(forKey: id) {
-                request.promise.fail(PeerTimeout(method: method))
+                request.promise.fail(AgentCallTimedOut(method: method, timeout: timeout))
             }
         }
         outboundRequests[id] = OutboundRequest(promise: promise, timeout: timer)
         emit { MessageEncoder.writeRequest(id: id, method: method, params: params, to: &$0) }
-        return promise.futureResult
+    }
+
+    func cancelOutboundRequest(_ id: JSONRPCID, reason: String) {
+        guard let request = outboundRequests.removeValue(forKey: id) else { return }
+        request.timeout.cancel()
+        request.promise.fail(AgentCallCancelled())
+        sendNotification(method: "notifications/cancelled", params: ["requestId": id.jsonValue, "reason": .string(reason)])
+    }
+
+    func sendNotification(method: String, params: JSONValue?) {
+        emit { MessageEncoder.writeNotification(method: method, params: params, to: &$0) }
+    }
+
+    /// List-changed notifications go only to handshake-era MCP sessions, which asked for them
+    /// by initializing; the modern era has no unsolicited notifications.
+    func sendListChanged(_ method: String) {
+        guard case .server = role, session.acceptsServerRequests else { return }
+        sendNotification(method: method, params: nil)
+    }
+
+    func close() {
+        context?.close(promise: nil)
     }
 
     private func completeOutboundRequest(_ response: JSONRPCResponse) {
@@ -347,8 +435,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         keepalive = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
             let handler = loopBound.value
-            handler.sendRequest(method: "ping", params: nil, timeout: timeout).whenFailure { error in
-                guard error is PeerTimeout else { return }
+            handler.handle?.call("ping", params: nil, timeout: timeout).result.whenFailure { error in
+                guard error is AgentCallTimedOut else { return }
                 let handler = loopBound.value
                 handler.logger.warning("peer did not answer a keepalive ping within \(timeout); closing the connection")
                 handler.context?.close(promise: nil)
@@ -376,14 +464,6 @@ private final class BatchReply {
     var outstanding = 0
 }
 
-struct ConnectionClosed: Error, CustomStringConvertible {
-    var description: String { "the connection closed" }
-}
-
-struct PeerTimeout: Error, CustomStringConvertible {
-    var method: String
-    var description: String { "the peer did not answer \(method) in time" }
-}
 
 extension TimeAmount {
     init(_ duration: Duration) {

@@ -33,6 +33,14 @@ extension JSONRPCError {
         public static let messageTooLarge = -32003
         /// The gateway is draining for shutdown and takes no new requests.
         public static let shuttingDown = -32004
+        /// The agent handling the call went away (exited, disconnected) before answering.
+        public static let agentFailed = -32010
+        /// No instance of the agent that offers this can take calls (all offline or failed).
+        public static let noAgentAvailable = -32011
+        /// Every instance stayed busy for longer than the call could wait.
+        public static let agentBusy = -32012
+        /// The agent did not answer within the call's timeout.
+        public static let callTimedOut = -32013
     }
 
     public static func parseError(_ syntax: JSONSyntaxError) -> JSONRPCError {

@@ -183,3 +183,60 @@ struct JSONTreeParser {
         }
     }
 }
+
+extension RawJSON {
+    /// The members of this object, in order, each value a slice of this value's bytes.
+    public func members() -> [(name: String, value: RawJSON)] {
+        let ranges: [(String, Range<Int>)] = buffer.withUnsafeReadableBytes { bytes in
+            let scanner = JSONScanner(bytes: bytes, maximumDepth: .max)
+            let start = scanner.skipWhitespace(from: 0)
+            guard start < bytes.count, bytes[start] == UInt8(ascii: "{") else { return [] }
+            var found: [(String, Range<Int>)] = []
+            _ = try? scanner.forEachMember(ofObjectAt: start) { name, value in
+                found.append((scanner.decodeString(name), value))
+            }
+            return found
+        }
+        return ranges.map { name, range in
+            (name, RawJSON(unchecked: buffer.getSlice(at: buffer.readerIndex + range.lowerBound, length: range.count)!))
+        }
+    }
+
+    /// This object with some members replaced, added (`value` non-nil) or removed (nil). The
+    /// other members are copied as bytes, not re-encoded.
+    public func replacingMembers(_ replacements: [String: JSONValue?]) -> RawJSON {
+        var output = ByteBuffer()
+        output.reserveCapacity(buffer.readableBytes + 64)
+        output.writeInteger(UInt8(ascii: "{"))
+        var first = true
+        func separator() {
+            if !first { output.writeInteger(UInt8(ascii: ",")) }
+            first = false
+        }
+        var pending = replacements
+        for (name, value) in members() {
+            if let replacement = pending.removeValue(forKey: name) {
+                guard let replacement else { continue }
+                separator()
+                output.writeJSONString(name)
+                output.writeInteger(UInt8(ascii: ":"))
+                replacement.write(to: &output)
+            } else {
+                separator()
+                output.writeJSONString(name)
+                output.writeInteger(UInt8(ascii: ":"))
+                var bytes = value.buffer
+                output.writeBuffer(&bytes)
+            }
+        }
+        for name in pending.keys.sorted() {
+            guard let value = pending[name], let value else { continue }
+            separator()
+            output.writeJSONString(name)
+            output.writeInteger(UInt8(ascii: ":"))
+            value.write(to: &output)
+        }
+        output.writeInteger(UInt8(ascii: "}"))
+        return RawJSON(unchecked: output)
+    }
+}

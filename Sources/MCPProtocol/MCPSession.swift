@@ -85,7 +85,16 @@ public struct MCPSession: Sendable {
     /// Adds what the session's era requires of every result: in 2026-07-28, `resultType` and
     /// the server identity stamp.
     public func stamp(_ result: JSONValue) -> JSONValue {
-        guard era == .modern, case .object(var members) = result else { return result }
+        guard era == .modern else { return result }
+        if case .raw(let raw) = result, raw.kind == .object {
+            // A result relayed from an agent: add the stamp around its bytes.
+            var meta = raw.member("_meta")?.objectValueOrEmpty ?? [:]
+            meta[MetaKey.serverInfo] = identity.implementation
+            var replacements: [String: JSONValue?] = ["_meta": .object(meta)]
+            if raw.member("resultType") == nil { replacements["resultType"] = "complete" }
+            return .raw(raw.replacingMembers(replacements))
+        }
+        guard case .object(var members) = result else { return result }
         if members["resultType"] == nil { members["resultType"] = "complete" }
         var meta = members["_meta"]?.objectValue ?? [:]
         meta[MetaKey.serverInfo] = identity.implementation
@@ -150,5 +159,11 @@ public struct MCPSession: Sendable {
             message: "Unsupported protocol version \"\(requested)\"; supported: \(ProtocolVersion.all.joined(separator: ", "))",
             data: ["supported": .array(ProtocolVersion.all.map(JSONValue.string)), "requested": .string(requested)]
         )
+    }
+}
+
+extension RawJSON {
+    fileprivate var objectValueOrEmpty: [String: JSONValue] {
+        Dictionary(members().map { ($0.name, JSONValue.raw($0.value)) }, uniquingKeysWith: { first, _ in first })
     }
 }

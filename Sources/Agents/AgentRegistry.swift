@@ -1,0 +1,671 @@
+import FoundationEssentials
+import JSONRPC
+import NIOCore
+import Synchronization
+
+/// Every agent instance the gateway knows, what each offers, and who gets the next call.
+///
+/// One lock guards the whole table: every operation is a few dictionary lookups, and selection
+/// needs a consistent view of load across instances.
+public final class AgentRegistry: Sendable {
+    public struct InstanceID: Hashable, Sendable, CustomStringConvertible, Comparable {
+        public var rawValue: String
+        public init(_ rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+        public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
+    }
+
+    /// What describes an instance when it joins.
+    public struct Registration: Sendable {
+        public var name: String
+        public var template: String
+        public var version: String
+        public var kind: AgentKind
+        public var agentType: String
+        public var capabilities: [String]
+        public var configuration: JSONValue?
+        public var resourceRequirements: JSONValue?
+        public var maximumConcurrency: Int
+        public var callTimeout: Duration
+        public var processID: Int32?
+        public var identity: JSONValue?
+
+        public init(
+            name: String, template: String, version: String, kind: AgentKind, agentType: String = "mcp",
+            capabilities: [String] = [], maximumConcurrency: Int, callTimeout: Duration = .seconds(300)
+        ) {
+            self.name = name
+            self.template = template
+            self.version = version
+            self.kind = kind
+            self.agentType = agentType
+            self.capabilities = capabilities
+            self.maximumConcurrency = maximumConcurrency
+            self.callTimeout = callTimeout
+        }
+    }
+
+    /// A reserved slot on an instance for one call. `finish` must be called exactly once.
+    public struct Lease: Sendable {
+        public var instance: InstanceID
+        public var instanceName: String
+        public var template: String
+        public var endpoint: any AgentEndpoint
+        /// The name the agent itself knows the tool (or prompt) by.
+        public var originalName: String
+        public var callTimeout: Duration
+        fileprivate let registry: AgentRegistry
+        fileprivate let started: ContinuousClock.Instant
+
+        public func finish(succeeded: Bool) {
+            registry.finish(self, succeeded: succeeded)
+        }
+    }
+
+    public enum AcquireError: Error, Sendable, CustomStringConvertible {
+        case unknownTool(String)
+        case noAgentAvailable(tool: String, template: String, reason: String)
+        case timedOut(tool: String, template: String, waited: Duration)
+
+        public var description: String {
+            switch self {
+            case .unknownTool(let tool): "unknown tool \"\(tool)\""
+            case .noAgentAvailable(let tool, let template, let reason): "no agent can run \"\(tool)\" (template \(template)): \(reason)"
+            case .timedOut(let tool, let template, let waited): "no instance of \(template) was free for \"\(tool)\" within \(waited)"
+            }
+        }
+    }
+
+    // MARK: State
+
+    private struct Instance {
+        var id: InstanceID
+        var registration: Registration
+        var lifecycle: AgentLifecycle = .starting
+        var health: AgentHealth = .healthy
+        var offer = AgentOffer()
+        var endpoint: (any AgentEndpoint)?
+        var inFlight = 0
+        var completed = 0
+        var failed = 0
+        var totalLatency: Duration = .zero
+        var lastAssigned: UInt64 = 0
+        var registeredAt = Date()
+        var lastHeartbeat: Date?
+        var reportedUsage: JSONValue?
+        var consecutiveFailures = 0
+
+        var state: AgentState {
+            switch lifecycle {
+            case .offline: return .offline
+            case .failed: return .error
+            case .maintenance: return .maintenance
+            case .starting, .ready, .draining:
+                if inFlight == 0 { return .idle }
+                return inFlight >= registration.maximumConcurrency ? .overloaded : .busy
+            }
+        }
+
+        /// Counts toward the catalog: its tools are offered, and calls may wait for it.
+        var isPresent: Bool {
+            if case .offline = lifecycle { return false }
+            return true
+        }
+    }
+
+    private struct Waiter {
+        var sequence: UInt64
+        var kind: OfferKind
+        var exposedName: String
+        var origin: ToolNaming.Origin
+        var promise: EventLoopPromise<Lease>
+        var timeout: Scheduled<Void>?
+    }
+
+    public enum OfferKind: Sendable, Equatable {
+        case tool, prompt
+        /// Any instance of the template (resources are served by whoever lists them).
+        case resource(template: String)
+    }
+
+    private struct State {
+        var instances: [InstanceID: Instance] = [:]
+        var activeVersion: [String: String] = [:]
+        var versionHistory: [String: [String]] = [:]
+        var tools: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
+        var prompts: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
+        var waiters: [Waiter] = []
+        var sequence: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+    private let observers = Mutex(Observers())
+
+    private struct Observers {
+        var catalogChanged: [@Sendable () -> Void] = []
+        var drained: [@Sendable (InstanceID) -> Void] = []
+    }
+
+    public init() {}
+
+    /// Called (outside the lock) whenever the set of exposed tools, prompts or resources changes.
+    public func onCatalogChange(_ observer: @escaping @Sendable () -> Void) {
+        observers.withLock { $0.catalogChanged.append(observer) }
+    }
+
+    /// Called when a draining instance has finished its last call.
+    public func onDrained(_ observer: @escaping @Sendable (InstanceID) -> Void) {
+        observers.withLock { $0.drained.append(observer) }
+    }
+
+    // MARK: Membership
+
+    /// Adds an instance (starting). A new version of a template becomes the active one.
+    @discardableResult
+    public func add(_ id: InstanceID, _ registration: Registration, endpoint: (any AgentEndpoint)? = nil) -> InstanceID {
+        mutate { state in
+            var instance = Instance(id: id, registration: registration)
+            instance.endpoint = endpoint
+            state.instances[id] = instance
+            let template = registration.template
+            if state.activeVersion[template] != registration.version {
+                if !(state.versionHistory[template] ?? []).contains(registration.version) {
+                    state.versionHistory[template, default: []].append(registration.version)
+                    state.activeVersion[template] = registration.version
+                } else if state.activeVersion[template] == nil {
+                    state.activeVersion[template] = registration.version
+                }
+            }
+            return true
+        }
+        return id
+    }
+
+    public func remove(_ id: InstanceID) {
+        mutate { state in
+            guard let instance = state.instances.removeValue(forKey: id) else { return false }
+            let template = instance.registration.template
+            if !state.instances.values.contains(where: { $0.registration.template == template }) {
+                state.activeVersion[template] = nil
+                state.versionHistory[template] = nil
+            }
+            return true
+        }
+    }
+
+    /// Records a (re)started instance's connection and what it offers, and puts it in rotation.
+    public func ready(_ id: InstanceID, endpoint: any AgentEndpoint, offer: AgentOffer, processID: Int32? = nil) {
+        mutate { state in
+            guard var instance = state.instances[id] else { return false }
+            instance.endpoint = endpoint
+            instance.offer = offer
+            instance.lifecycle = .ready
+            instance.health = .healthy
+            instance.consecutiveFailures = 0
+            instance.lastHeartbeat = Date()
+            if let processID { instance.registration.processID = processID }
+            state.instances[id] = instance
+            return true
+        }
+    }
+
+    public func updateOffer(_ id: InstanceID, _ offer: AgentOffer) {
+        mutate { state in
+            guard state.instances[id] != nil else { return false }
+            state.instances[id]!.offer = offer
+            return true
+        }
+    }
+
+    /// Marks an instance down. Its in-flight calls fail through their endpoint, not here.
+    public func down(_ id: InstanceID, _ lifecycle: AgentLifecycle) {
+        mutate { state in
+            guard state.instances[id] != nil else { return false }
+            state.instances[id]!.lifecycle = lifecycle
+            state.instances[id]!.endpoint = nil
+            state.instances[id]!.inFlight = 0
+            return true
+        }
+    }
+
+    public enum StateChangeError: Error, Sendable, CustomStringConvertible {
+        case unknownAgent(String)
+        case notAllowed(String)
+        public var description: String {
+            switch self {
+            case .unknownAgent(let id): "no agent \"\(id)\""
+            case .notAllowed(let reason): reason
+            }
+        }
+    }
+
+    /// MAINTENANCE (out of rotation) or back to normal service.
+    public func setMaintenance(_ id: InstanceID, _ on: Bool) throws(StateChangeError) {
+        let outcome: Result<Void, StateChangeError> = mutateResult { state in
+            guard let instance = state.instances[id] else { return .failure(.unknownAgent(id.rawValue)) }
+            switch (instance.lifecycle, on) {
+            case (.ready, true):
+                state.instances[id]!.lifecycle = .maintenance
+            case (.maintenance, false):
+                state.instances[id]!.lifecycle = instance.endpoint == nil ? .starting : .ready
+            case (.maintenance, true), (.ready, false):
+                break
+            default:
+                return .failure(.notAllowed("agent \(id) is \(instance.state.rawValue) and cannot go \(on ? "into" : "out of") maintenance"))
+            }
+            return .success(())
+        }
+        try outcome.get()
+    }
+
+    /// No new work; `onDrained` fires once in-flight calls have finished.
+    public func drain(_ id: InstanceID) throws(StateChangeError) {
+        var drainedNow = false
+        let outcome: Result<Void, StateChangeError> = mutateResult { state in
+            guard let instance = state.instances[id] else { return .failure(.unknownAgent(id.rawValue)) }
+            if case .offline = instance.lifecycle { return .failure(.notAllowed("agent \(id) is already offline")) }
+            state.instances[id]!.lifecycle = .draining
+            drainedNow = instance.inFlight == 0
+            return .success(())
+        }
+        try outcome.get()
+        if drainedNow { notifyDrained(id) }
+    }
+
+    /// Makes the version before the active one active again and returns the newer one's
+    /// instances, which the caller drains.
+    public func rollback(template: String) throws(StateChangeError) -> (from: String, to: String, instances: [InstanceID]) {
+        let outcome: Result<(String, String, [InstanceID]), StateChangeError> = mutateResult { state in
+            guard let history = state.versionHistory[template], let active = state.activeVersion[template] else {
+                return .failure(.unknownAgent(template))
+            }
+            guard let index = history.firstIndex(of: active), index > 0 else {
+                return .failure(.notAllowed("template \(template) has no version before \(active) to roll back to"))
+            }
+            let previous = history[index - 1]
+            guard state.instances.values.contains(where: { $0.registration.template == template && $0.registration.version == previous && $0.isPresent })
+            else {
+                return .failure(.notAllowed("no instance of \(template) version \(previous) is running"))
+            }
+            state.activeVersion[template] = previous
+            state.versionHistory[template] = Array(history.prefix(index))
+            let newer = state.instances.values.filter { $0.registration.template == template && $0.registration.version == active }.map(\.id)
+            return .success((active, previous, newer.sorted()))
+        }
+        let (from, to, instances) = try outcome.get()
+        return (from, to, instances)
+    }
+
+    public func heartbeat(_ id: InstanceID, usage: JSONValue?) -> Bool {
+        state.withLock { state in
+            guard state.instances[id] != nil else { return false }
+            state.instances[id]!.lastHeartbeat = Date()
+            if let usage { state.instances[id]!.reportedUsage = usage }
+            return true
+        }
+    }
+
+    /// Health from a probe: consecutive failures degrade, then mark unhealthy (out of rotation).
+    public func recordProbe(_ id: InstanceID, succeeded: Bool) {
+        mutate { state in
+            guard var instance = state.instances[id] else { return false }
+            let before = instance.health
+            if succeeded {
+                instance.consecutiveFailures = 0
+                instance.health = .healthy
+                instance.lastHeartbeat = Date()
+            } else {
+                instance.consecutiveFailures += 1
+                instance.health = instance.consecutiveFailures >= 3 ? .unhealthy : .degraded
+            }
+            state.instances[id] = instance
+            return before != instance.health
+        }
+    }
+
+    // MARK: Catalog
+
+    /// Exposed tool definitions (with exposed names), in name order.
+    public func toolDefinitions() -> [(name: String, definition: RawJSON)] {
+        state.withLock { state in
+            state.tools.keys.sorted().compactMap { exposed in
+                let origin = state.tools[exposed]!
+                guard let definition = Self.definition(of: origin, kind: .tool, in: state) else { return nil }
+                return (exposed, definition)
+            }
+        }
+    }
+
+    public func promptDefinitions() -> [(name: String, definition: RawJSON)] {
+        state.withLock { state in
+            state.prompts.keys.sorted().compactMap { exposed in
+                let origin = state.prompts[exposed]!
+                guard let definition = Self.definition(of: origin, kind: .prompt, in: state) else { return nil }
+                return (exposed, definition)
+            }
+        }
+    }
+
+    /// Resources of every template's active instances, deduplicated by URI, with the template
+    /// that serves each.
+    public func resources() -> (resources: [RawJSON], templates: [RawJSON]) {
+        state.withLock { state in
+            var seen = Set<String>()
+            var resources: [RawJSON] = []
+            var templates: [RawJSON] = []
+            var seenTemplates = Set<String>()
+            for instance in Self.catalogInstances(state) {
+                for resource in instance.offer.resources {
+                    let uri = resource.member("uri")?.stringValue ?? ""
+                    if seen.insert(uri).inserted { resources.append(resource) }
+                }
+                for template in instance.offer.resourceTemplates {
+                    let uri = template.member("uriTemplate")?.stringValue ?? ""
+                    if seenTemplates.insert(uri).inserted { templates.append(template) }
+                }
+            }
+            return (resources, templates)
+        }
+    }
+
+    /// The template serving resource `uri`: one that lists it, else one whose template prefix
+    /// matches.
+    public func templateServing(resource uri: String) -> String? {
+        state.withLock { state in
+            let instances = Self.catalogInstances(state)
+            if let exact = instances.first(where: { $0.offer.resources.contains { $0.member("uri")?.stringValue == uri } }) {
+                return exact.registration.template
+            }
+            return instances.first { instance in
+                instance.offer.resourceTemplates.contains { template in
+                    guard let pattern = template.member("uriTemplate")?.stringValue else { return false }
+                    let prefix = pattern.prefix { $0 != "{" }
+                    return !prefix.isEmpty && uri.hasPrefix(prefix)
+                }
+            }?.registration.template
+        }
+    }
+
+    // MARK: Selection
+
+    /// Reserves a slot on the best instance for `exposedName`: a ready, healthy instance of the
+    /// active version with free capacity, least loaded first. When every instance is busy (or
+    /// restarting) the call waits, first come first served, up to `timeout`.
+    public func acquire(_ kind: OfferKind, _ exposedName: String, on eventLoop: any EventLoop, timeout: Duration) -> EventLoopFuture<Lease> {
+        enum Outcome {
+            case leased(Lease)
+            case refused(AcquireError)
+            case waiting(EventLoopFuture<Lease>)
+        }
+        let outcome: Outcome = state.withLock { state in
+            let origin: ToolNaming.Origin
+            switch kind {
+            case .tool, .prompt:
+                guard let found = (kind == .tool ? state.tools : state.prompts)[exposedName] else {
+                    return .refused(.unknownTool(exposedName))
+                }
+                origin = found
+            case .resource(let template):
+                origin = ToolNaming.Origin(template: template, name: exposedName)
+            }
+            if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self) { return .leased(lease) }
+            guard state.instances.values.contains(where: { $0.registration.template == origin.template && $0.isPresent }) else {
+                return .refused(.noAgentAvailable(tool: exposedName, template: origin.template, reason: "every instance is offline"))
+            }
+            state.sequence += 1
+            let sequence = state.sequence
+            let promise = eventLoop.makePromise(of: Lease.self)
+            let timer = eventLoop.scheduleTask(in: TimeAmount(timeout)) { [self] in
+                let expired: Waiter? = self.state.withLock { state in
+                    guard let index = state.waiters.firstIndex(where: { $0.sequence == sequence }) else { return nil }
+                    return state.waiters.remove(at: index)
+                }
+                expired?.promise.fail(AcquireError.timedOut(tool: exposedName, template: origin.template, waited: timeout))
+            }
+            state.waiters.append(Waiter(sequence: sequence, kind: kind, exposedName: exposedName, origin: origin, promise: promise, timeout: timer))
+            return .waiting(promise.futureResult)
+        }
+        switch outcome {
+        case .leased(let lease): return eventLoop.makeSucceededFuture(lease)
+        case .refused(let error): return eventLoop.makeFailedFuture(error)
+        case .waiting(let future): return future
+        }
+    }
+
+    fileprivate func finish(_ lease: Lease, succeeded: Bool) {
+        var drained = false
+        mutate { state in
+            guard var instance = state.instances[lease.instance] else { return false }
+            if instance.inFlight > 0 { instance.inFlight -= 1 }
+            if succeeded { instance.completed += 1 } else { instance.failed += 1 }
+            instance.totalLatency += ContinuousClock.now - lease.started
+            drained = instance.lifecycle == .draining && instance.inFlight == 0
+            state.instances[lease.instance] = instance
+            return false
+        }
+        if drained { notifyDrained(lease.instance) }
+    }
+
+    private static func reserve(_ origin: ToolNaming.Origin, kind: OfferKind, in state: inout State, registry: AgentRegistry) -> Lease? {
+        let active = state.activeVersion[origin.template]
+        var best: Instance?
+        for instance in state.instances.values {
+            guard instance.registration.template == origin.template, instance.registration.version == active,
+                instance.lifecycle == .ready, instance.health != .unhealthy, instance.endpoint != nil,
+                instance.inFlight < instance.registration.maximumConcurrency
+            else { continue }
+            switch kind {
+            case .tool: guard instance.offer.tools.contains(where: { $0.name == origin.name }) else { continue }
+            case .prompt: guard instance.offer.prompts.contains(where: { $0.name == origin.name }) else { continue }
+            case .resource: break
+            }
+            if let current = best {
+                if (instance.inFlight, instance.lastAssigned) < (current.inFlight, current.lastAssigned) { best = instance }
+            } else {
+                best = instance
+            }
+        }
+        guard let chosen = best, let endpoint = chosen.endpoint else { return nil }
+        state.sequence += 1
+        state.instances[chosen.id]!.inFlight += 1
+        state.instances[chosen.id]!.lastAssigned = state.sequence
+        return Lease(
+            instance: chosen.id, instanceName: chosen.registration.name, template: origin.template, endpoint: endpoint,
+            originalName: origin.name, callTimeout: chosen.registration.callTimeout, registry: registry, started: .now
+        )
+    }
+
+    // MARK: Views
+
+    public struct Filter: Sendable {
+        public var state: AgentState?
+        public var capability: String?
+        public var agentType: String?
+        public var template: String?
+        public init(state: AgentState? = nil, capability: String? = nil, agentType: String? = nil, template: String? = nil) {
+            self.state = state
+            self.capability = capability
+            self.agentType = agentType
+            self.template = template
+        }
+    }
+
+    public func list(_ filter: Filter = Filter()) -> [JSONValue] {
+        state.withLock { state in
+            state.instances.values.sorted { $0.id < $1.id }.filter { instance in
+                if let wanted = filter.state, instance.state != wanted { return false }
+                if let wanted = filter.agentType, instance.registration.agentType != wanted { return false }
+                if let wanted = filter.template, instance.registration.template != wanted { return false }
+                if let wanted = filter.capability {
+                    let tags = instance.registration.capabilities + instance.offer.tools.map(\.name)
+                    if !tags.contains(wanted) { return false }
+                }
+                return true
+            }.map { Self.status(of: $0, in: state) }
+        }
+    }
+
+    public func status(_ id: InstanceID) -> JSONValue? {
+        state.withLock { state in state.instances[id].map { Self.status(of: $0, in: state) } }
+    }
+
+    public func instances(ofTemplate template: String) -> [InstanceID] {
+        state.withLock { state in state.instances.values.filter { $0.registration.template == template }.map(\.id).sorted() }
+    }
+
+    public func instance(named nameOrID: String) -> InstanceID? {
+        state.withLock { state in
+            if state.instances[InstanceID(nameOrID)] != nil { return InstanceID(nameOrID) }
+            return state.instances.values.first { $0.registration.name == nameOrID }?.id
+        }
+    }
+
+    public func endpoint(_ id: InstanceID) -> (any AgentEndpoint)? {
+        state.withLock { $0.instances[id]?.endpoint }
+    }
+
+    public func processID(_ id: InstanceID) -> Int32? {
+        state.withLock { $0.instances[id]?.registration.processID }
+    }
+
+    /// Ready instances and their endpoints, for health probes.
+    public func probeTargets() -> [(InstanceID, any AgentEndpoint)] {
+        state.withLock { state in
+            state.instances.values.compactMap { instance in
+                guard let endpoint = instance.endpoint, instance.isPresent else { return nil }
+                return (instance.id, endpoint)
+            }
+        }
+    }
+
+    private static func status(of instance: Instance, in state: State) -> JSONValue {
+        let registration = instance.registration
+        let calls = instance.completed + instance.failed
+        let averageMilliseconds = calls == 0 ? 0 : Double(instance.totalLatency.components.seconds * 1000)
+            / Double(calls) + Double(instance.totalLatency.components.attoseconds) / 1e15 / Double(calls)
+        var status: [String: JSONValue] = [
+            "agentId": .string(instance.id.rawValue),
+            "agentName": .string(registration.name),
+            "template": .string(registration.template),
+            "agentType": .string(registration.agentType),
+            "kind": .string(registration.kind.rawValue),
+            "version": .string(registration.version),
+            "activeVersion": .bool(state.activeVersion[registration.template] == registration.version),
+            "capabilities": .array(registration.capabilities.map(JSONValue.string)),
+            "tools": .array(instance.offer.tools.map { .string($0.name) }),
+            "currentState": .string(instance.state.rawValue),
+            "healthStatus": .string(instance.health.rawValue),
+            "maxConcurrency": .integer(Int64(registration.maximumConcurrency)),
+            "inFlight": .integer(Int64(instance.inFlight)),
+            "performanceMetrics": [
+                "tasksCompleted": .integer(Int64(instance.completed)),
+                "tasksFailed": .integer(Int64(instance.failed)),
+                "averageResponseTime": .double((averageMilliseconds * 1000).rounded() / 1000),
+                "successRate": .double(calls == 0 ? 1 : Double(instance.completed) / Double(calls)),
+                "currentLoad": .double(Double(instance.inFlight) / Double(max(registration.maximumConcurrency, 1))),
+            ],
+            "resourceUsage": ResourceUsage.of(processID: registration.processID) ?? instance.reportedUsage ?? ["cpu": 0, "memory": 0],
+            "registeredAt": .string(registeredAtString(instance.registeredAt)),
+        ]
+        if let heartbeat = instance.lastHeartbeat { status["lastHeartbeat"] = .string(registeredAtString(heartbeat)) }
+        switch instance.lifecycle {
+        case .failed(let reason), .offline(let reason): status["error"] = .string(reason)
+        default: break
+        }
+        if instance.lifecycle == .draining { status["draining"] = true }
+        if let processID = registration.processID { status["processId"] = .integer(Int64(processID)) }
+        if let configuration = registration.configuration { status["configuration"] = configuration }
+        if let requirements = registration.resourceRequirements { status["resourceRequirements"] = requirements }
+        if let identity = registration.identity { status["identity"] = identity }
+        if let serverInfo = instance.offer.serverInfo { status["serverInfo"] = serverInfo }
+        return .object(status)
+    }
+
+    private static func registeredAtString(_ date: Date) -> String {
+        date.formatted(.iso8601)
+    }
+
+    // MARK: Internals
+
+    /// Instances whose offers make up the catalog: present, of their template's active version.
+    private static func catalogInstances(_ state: State) -> [Instance] {
+        state.instances.values.filter { $0.isPresent && state.activeVersion[$0.registration.template] == $0.registration.version }
+            .sorted { $0.id < $1.id }
+    }
+
+    private static func definition(of origin: ToolNaming.Origin, kind: OfferKind, in state: State) -> RawJSON? {
+        for instance in catalogInstances(state) where instance.registration.template == origin.template {
+            let offers = kind == .tool ? instance.offer.tools : instance.offer.prompts
+            if let offer = offers.first(where: { $0.name == origin.name }) { return offer.definition }
+        }
+        return nil
+    }
+
+    private static func rebuildCatalog(_ state: inout State) -> Bool {
+        var toolsByTemplate: [String: [String]] = [:]
+        var promptsByTemplate: [String: [String]] = [:]
+        for instance in catalogInstances(state) {
+            toolsByTemplate[instance.registration.template, default: []] += instance.offer.tools.map(\.name)
+            promptsByTemplate[instance.registration.template, default: []] += instance.offer.prompts.map(\.name)
+        }
+        let tools = ToolNaming.exposedNames(offeredBy: toolsByTemplate)
+        let prompts = ToolNaming.exposedNames(offeredBy: promptsByTemplate)
+        let changed = tools != state.tools || prompts != state.prompts
+        state.tools = tools
+        state.prompts = prompts
+        return changed
+    }
+
+    /// Applies `change`, rebuilds the catalog, hands freed capacity to waiters, and tells the
+    /// observers, outside the lock, when the catalog changed.
+    /// `change` returns whether what instances offer (or whether they count) may have changed;
+    /// only then is the catalog rebuilt, so the per-call path stays a few lookups.
+    private func mutate(_ change: (inout State) -> Bool) {
+        let (catalogChanged, granted) = state.withLock { state -> (Bool, [(EventLoopPromise<Lease>, Lease)]) in
+            let mayHaveChanged = change(&state)
+            let changed = mayHaveChanged ? Self.rebuildCatalog(&state) : false
+            return (changed, state.waiters.isEmpty ? [] : Self.serveWaiters(&state, registry: self))
+        }
+        for (promise, lease) in granted { promise.succeed(lease) }
+        if catalogChanged {
+            let callbacks = observers.withLock { $0.catalogChanged }
+            callbacks.forEach { $0() }
+        }
+    }
+
+    private func mutateResult<T>(_ change: (inout State) -> Result<T, StateChangeError>) -> Result<T, StateChangeError> {
+        var result: Result<T, StateChangeError>!
+        mutate { state in
+            result = change(&state)
+            return true
+        }
+        return result
+    }
+
+    private static func serveWaiters(_ state: inout State, registry: AgentRegistry) -> [(EventLoopPromise<Lease>, Lease)] {
+        var granted: [(EventLoopPromise<Lease>, Lease)] = []
+        var remaining: [Waiter] = []
+        for waiter in state.waiters {
+            if let lease = reserve(waiter.origin, kind: waiter.kind, in: &state, registry: registry) {
+                waiter.timeout?.cancel()
+                granted.append((waiter.promise, lease))
+            } else {
+                remaining.append(waiter)
+            }
+        }
+        state.waiters = remaining
+        return granted
+    }
+
+    private func notifyDrained(_ id: InstanceID) {
+        let callbacks = observers.withLock { $0.drained }
+        callbacks.forEach { $0(id) }
+    }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,22 @@
+/// How to run an agent: a command (any MCP server speaking stdio) and how many instances of it.
+public struct AgentTemplate: Sendable, Equatable {
+    public var name: String
+    public var command: String
+    public var arguments: [String] = []
+    public var environment: [String: String] = [:]
+    public var workingDirectory: String?
+    public var instances = 1
+    /// Calls in flight per instance. MCP servers over stdio answer concurrently; 16 keeps one
+    /// slow instance from hoarding work.
+    public var maximumConcurrency = 16
+    public var version: String?
+    public var capabilities: [String] = []
+    public var startupTimeout: Duration = .seconds(30)
+    /// Longest a call to this agent may take before the gateway gives up on it.
+    public var callTimeout: Duration = .seconds(300)
+
+    public init(name: String, command: String) {
+        self.name = name
+        self.command = command
+    }
+}

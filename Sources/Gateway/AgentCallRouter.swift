@@ -1,0 +1,248 @@
+import Agents
+import JSONRPC
+import NIOCore
+import Synchronization
+
+/// Forwards MCP calls (`tools/call`, `prompts/get`, `resources/read`) to the agent instance the
+/// registry picks, and relays what flows back during a call: progress notifications and
+/// requests that the agent makes of the client (sampling, elicitation, roots).
+///
+/// Arguments and results pass through as raw bytes; only the members the gateway must change
+/// (an exposed tool name, a progress token) are rewritten.
+final class AgentCallRouter: Sendable {
+    let agents: AgentRegistry
+    let progress = ProgressRelay()
+    let callers = CallerTracker()
+    /// How long a call waits for a busy or restarting agent before giving up.
+    let queueTimeout: Duration
+
+    init(agents: AgentRegistry, queueTimeout: Duration = .seconds(60)) {
+        self.agents = agents
+        self.queueTimeout = queueTimeout
+    }
+
+    func register(in table: inout MethodTable) {
+        table.register("tools/call") { [self] request, context in callTool(request, context) }
+        table.register("prompts/get") { [self] request, context in getPrompt(request, context) }
+        table.register("resources/read") { [self] request, context in readResource(request, context) }
+        for (method, capability) in [("sampling/createMessage", "sampling"), ("elicitation/create", "elicitation"), ("roots/list", "roots")] {
+            table.register(method) { [self] request, context in relayToCaller(request, context, capability: capability) }
+        }
+    }
+
+    // MARK: Client → agent
+
+    func callTool(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
+        guard let params = request.params, params.kind == .object else {
+            return .error(.invalidParams("tools/call needs params with the tool's \"name\""))
+        }
+        guard let name = params.member("name")?.stringValue else {
+            return .error(.invalidParams("\"name\" must be a string naming the tool"))
+        }
+        if let arguments = params.member("arguments"), arguments.kind != .object, arguments.kind != .null {
+            return .error(.invalidParams("\"arguments\" must be an object", extra: ["tool": .string(name)]))
+        }
+        return forward(.tool, name: name, method: "tools/call", params: params, context)
+    }
+
+    func getPrompt(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
+        guard let params = request.params, params.kind == .object, let name = params.member("name")?.stringValue else {
+            return .error(.invalidParams("prompts/get needs params with the prompt's \"name\""))
+        }
+        return forward(.prompt, name: name, method: "prompts/get", params: params, context)
+    }
+
+    func readResource(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
+        guard let params = request.params, params.kind == .object, let uri = params.member("uri")?.stringValue else {
+            return .error(.invalidParams("resources/read needs params with the resource's \"uri\""))
+        }
+        guard let template = agents.templateServing(resource: uri) else {
+            return .error(JSONRPCError(code: -32002, message: "Resource not found: \(uri)", data: ["uri": .string(uri)]))
+        }
+        return forward(.resource(template: template), name: uri, method: "resources/read", params: params, context)
+    }
+
+    private func forward(_ kind: AgentRegistry.OfferKind, name: String, method: String, params: RawJSON, _ context: MethodContext) -> MethodReply {
+        let promise = context.eventLoop.makePromise(of: JSONValue.self)
+        let cancellation = CallCancellation()
+        let caller = context.connection
+        agents.acquire(kind, name, on: context.eventLoop, timeout: queueTimeout).whenComplete { [self] acquired in
+            let lease: AgentRegistry.Lease
+            switch acquired {
+            case .failure(let error):
+                promise.fail(AgentCallError(error, name: name))
+                return
+            case .success(let granted):
+                lease = granted
+            }
+            if cancellation.isCancelled {
+                lease.finish(succeeded: true)
+                promise.fail(AgentCallCancelled())
+                return
+            }
+            var replacements: [String: JSONValue?] = [:]
+            if case .tool = kind, lease.originalName != name { replacements["name"] = .string(lease.originalName) }
+            if case .prompt = kind, lease.originalName != name { replacements["name"] = .string(lease.originalName) }
+            var relayToken: String?
+            if let meta = params.member("_meta"), let token = meta.member("progressToken") {
+                // Tokens are the client's; two clients may use the same one, so the agent sees ours.
+                let ours = progress.register(caller: caller, token: token)
+                relayToken = ours
+                replacements["_meta"] = .raw(meta.replacingMembers(["progressToken": .string(ours)]))
+            }
+            let forwarded = replacements.isEmpty ? params : params.replacingMembers(replacements)
+            callers.add(lease.instance, caller)
+            let call = lease.endpoint.call(method, params: .raw(forwarded), timeout: TimeAmount(lease.callTimeout))
+            cancellation.started(call.id, on: lease.endpoint)
+            call.result.whenComplete { [self] outcome in
+                callers.remove(lease.instance, caller)
+                if let relayToken { progress.unregister(relayToken) }
+                switch outcome {
+                case .success(let result):
+                    lease.finish(succeeded: true)
+                    promise.succeed(.raw(result))
+                case .failure(let error):
+                    // An error the agent answered with is the tool's business, not a failure of
+                    // the agent.
+                    lease.finish(succeeded: error is JSONRPCError)
+                    promise.fail(AgentCallError(error, name: name, agent: lease.instanceName))
+                }
+            }
+        }
+        return .cancellable(promise.futureResult) { cancellation.cancel(reason: "cancelled by the client") }
+    }
+
+    // MARK: Agent → client
+
+    /// A request an agent makes during a call goes to the client whose call it is serving,
+    /// if that client declared the capability.
+    private func relayToCaller(_ request: JSONRPCRequest, _ context: MethodContext, capability: String) -> MethodReply {
+        guard let instance = context.agentInstance else {
+            return .error(.methodNotFound(request.method))
+        }
+        guard let caller = callers.callers(of: instance).first(where: { $0.clientCapabilities?[capability] != nil }) else {
+            return .error(JSONRPCError(
+                code: JSONRPCError.Code.methodNotFound,
+                message: "No client of this agent's calls offers \(capability)",
+                data: ["reason": .string("\(request.method) needs a client that declared the \(capability) capability, and no call in flight has one"), "method": .string(request.method)]
+            ))
+        }
+        let call = caller.call(request.method, params: request.params.map(JSONValue.raw), timeout: .minutes(10))
+        return .later(call.result.map { JSONValue.raw($0) })
+    }
+}
+
+/// The client-facing error for everything that can go wrong between gateway and agent.
+struct AgentCallError: GatewayErrorConvertible, CustomStringConvertible {
+    var jsonRPCError: JSONRPCError
+    var description: String { jsonRPCError.message }
+
+    init(_ error: any Error, name: String, agent: String? = nil) {
+        switch error {
+        case let error as JSONRPCError:
+            jsonRPCError = error
+        case let error as AgentRegistry.AcquireError:
+            switch error {
+            case .unknownTool:
+                jsonRPCError = .invalidParams("unknown tool \"\(name)\": no connected agent offers it", extra: ["tool": .string(name)])
+            case .noAgentAvailable(_, let template, let reason):
+                jsonRPCError = JSONRPCError(
+                    code: JSONRPCError.Code.noAgentAvailable, message: "No agent available for \"\(name)\": \(reason)",
+                    data: ["tool": .string(name), "template": .string(template), "reason": .string(reason)])
+            case .timedOut(_, let template, let waited):
+                jsonRPCError = JSONRPCError(
+                    code: JSONRPCError.Code.agentBusy, message: "Every instance of \(template) stayed busy for \(waited)",
+                    data: ["tool": .string(name), "template": .string(template), "waitedSeconds": .integer(waited.components.seconds)])
+            }
+        case let error as AgentEndpointClosed:
+            jsonRPCError = JSONRPCError(
+                code: JSONRPCError.Code.agentFailed, message: "The agent failed during the call: \(error.reason)",
+                data: ["agent": .string(agent ?? ""), "reason": .string(error.reason)])
+        case let error as AgentCallTimedOut:
+            jsonRPCError = JSONRPCError(
+                code: JSONRPCError.Code.callTimedOut, message: "The agent did not answer within \(error.timeout)",
+                data: ["agent": .string(agent ?? ""), "timeoutSeconds": .double(Double(error.timeout.nanoseconds) / 1e9)])
+        default:
+            jsonRPCError = .internalError(String(describing: error))
+        }
+    }
+}
+
+/// Cancels a forwarded call whether the cancellation comes before or after it left.
+final class CallCancellation: Sendable {
+    private enum State {
+        case waiting
+        case sent(JSONRPCID, any AgentEndpoint)
+        case cancelled
+    }
+
+    private let state = Mutex(State.waiting)
+
+    var isCancelled: Bool {
+        state.withLock { if case .cancelled = $0 { true } else { false } }
+    }
+
+    func started(_ id: JSONRPCID, on endpoint: any AgentEndpoint) {
+        let alreadyCancelled: Bool = state.withLock { state in
+            if case .cancelled = state { return true }
+            state = .sent(id, endpoint)
+            return false
+        }
+        if alreadyCancelled { endpoint.cancel(id, reason: "cancelled by the client") }
+    }
+
+    func cancel(reason: String) {
+        let sent: (JSONRPCID, any AgentEndpoint)? = state.withLock { state in
+            defer { state = .cancelled }
+            if case .sent(let id, let endpoint) = state { return (id, endpoint) }
+            return nil
+        }
+        if let (id, endpoint) = sent { endpoint.cancel(id, reason: reason) }
+    }
+}
+
+/// Maps the progress tokens the gateway gives agents back to the client's own.
+final class ProgressRelay: Sendable {
+    private let routes = Mutex<[String: (caller: ConnectionHandle, token: RawJSON)]>([:])
+    private let counter = Atomic<UInt64>(1)
+
+    func register(caller: ConnectionHandle, token: RawJSON) -> String {
+        let ours = "sb-progress-\(counter.wrappingAdd(1, ordering: .relaxed).oldValue)"
+        routes.withLock { $0[ours] = (caller, token) }
+        return ours
+    }
+
+    func unregister(_ token: String) {
+        routes.withLock { _ = $0.removeValue(forKey: token) }
+    }
+
+    /// Delivers an agent's `notifications/progress` to the client that asked for it.
+    func relay(_ params: RawJSON) {
+        guard let token = params.member("progressToken")?.stringValue,
+            let route = routes.withLock({ $0[token] })
+        else { return }
+        route.caller.notify("notifications/progress", params: .raw(params.replacingMembers(["progressToken": .raw(route.token)])))
+    }
+}
+
+/// Which clients have calls in flight on which agent instance.
+final class CallerTracker: Sendable {
+    private let calls = Mutex<[AgentRegistry.InstanceID: [ConnectionHandle]]>([:])
+
+    func add(_ instance: AgentRegistry.InstanceID, _ caller: ConnectionHandle) {
+        calls.withLock { $0[instance, default: []].append(caller) }
+    }
+
+    func remove(_ instance: AgentRegistry.InstanceID, _ caller: ConnectionHandle) {
+        calls.withLock { calls in
+            guard let index = calls[instance]?.firstIndex(where: { $0 === caller }) else { return }
+            calls[instance]!.remove(at: index)
+            if calls[instance]!.isEmpty { calls[instance] = nil }
+        }
+    }
+
+    /// Oldest call first.
+    func callers(of instance: AgentRegistry.InstanceID) -> [ConnectionHandle] {
+        calls.withLock { $0[instance] ?? [] }
+    }
+}

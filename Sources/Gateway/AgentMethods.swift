@@ -1,0 +1,235 @@
+import Agents
+import JSONRPC
+import MCPProtocol
+import NIOCore
+import Synchronization
+
+/// The MCP face of the fleet (`tools/list`, `prompts/list`, `resources/list`,
+/// `resources/templates/list`) and the `agents/*` methods.
+enum AgentMethods {
+    /// Tools per `tools/list` page.
+    static let pageSize = 100
+
+    static func register(in table: inout MethodTable, agents: AgentRegistry, supervisor: SupervisorSlot) {
+        table.register("tools/list") { request, context in
+            page(request, items: agents.toolDefinitions(), key: "tools", era: context.era)
+        }
+        table.register("prompts/list") { request, context in
+            page(request, items: agents.promptDefinitions(), key: "prompts", era: context.era)
+        }
+        table.register("resources/list") { request, context in
+            pageRaw(request, items: agents.resources().resources, key: "resources", era: context.era)
+        }
+        table.register("resources/templates/list") { request, context in
+            pageRaw(request, items: agents.resources().templates, key: "resourceTemplates", era: context.era)
+        }
+
+        table.register("agents/register") { request, context in register(request, context, agents: agents) }
+        table.register("agents/heartbeat") { request, context in
+            guard let id = agentID(request.params, context, agents) else {
+                return .error(.invalidParams("\"agentId\" must name a registered agent (or call from the agent's own connection)"))
+            }
+            let usage = request.params?.member("resourceUsage").map(JSONValue.raw)
+            guard agents.heartbeat(id, usage: usage) else { return .error(unknownAgent(id.rawValue)) }
+            return .result(["agentId": .string(id.rawValue), "heartbeatIntervalSeconds": 10])
+        }
+        table.register("agents/deregister") { request, context in
+            guard let id = agentID(request.params, context, agents) else {
+                return .error(.invalidParams("\"agentId\" must name a registered agent (or call from the agent's own connection)"))
+            }
+            guard agents.status(id) != nil else { return .error(unknownAgent(id.rawValue)) }
+            agents.remove(id)
+            return .result(["agentId": .string(id.rawValue), "deregistered": true])
+        }
+        table.register("agents/list") { request, _ in
+            var filter = AgentRegistry.Filter()
+            if let params = request.params {
+                guard params.kind == .object else { return .error(.invalidParams("agents/list takes an object")) }
+                if let state = params.member("state")?.stringValue {
+                    guard let parsed = AgentState(rawValue: state.uppercased()) else {
+                        return .error(.invalidParams("unknown state \"\(state)\" (one of \(AgentState.allCases.map(\.rawValue).joined(separator: ", ")))"))
+                    }
+                    filter.state = parsed
+                }
+                filter.capability = params.member("capability")?.stringValue
+                filter.agentType = params.member("agentType")?.stringValue
+                filter.template = params.member("template")?.stringValue
+            }
+            return .result(["agents": .array(agents.list(filter))])
+        }
+        table.register("agents/get") { request, _ in
+            guard let name = request.params?.member("agentId")?.stringValue else {
+                return .error(.invalidParams("agents/get needs \"agentId\""))
+            }
+            guard let id = agents.instance(named: name), let status = agents.status(id) else { return .error(unknownAgent(name)) }
+            return .result(status)
+        }
+        table.register("agents/setState") { request, _ in
+            guard let name = request.params?.member("agentId")?.stringValue, let state = request.params?.member("state")?.stringValue else {
+                return .error(.invalidParams("agents/setState needs \"agentId\" and \"state\" (MAINTENANCE, or IDLE to return to service)"))
+            }
+            guard let id = agents.instance(named: name) else { return .error(unknownAgent(name)) }
+            let maintenance: Bool
+            switch state.uppercased() {
+            case "MAINTENANCE": maintenance = true
+            case "IDLE", "ACTIVE", "READY": maintenance = false
+            default: return .error(.invalidParams("state must be MAINTENANCE, or IDLE to return to service"))
+            }
+            do {
+                try agents.setMaintenance(id, maintenance)
+            } catch {
+                return .error(.invalidParams("\(error)", extra: ["agentId": .string(name)]))
+            }
+            return .result(agents.status(id) ?? [:])
+        }
+        table.register("agents/drain") { request, _ in
+            guard let name = request.params?.member("agentId")?.stringValue else {
+                return .error(.invalidParams("agents/drain needs \"agentId\""))
+            }
+            guard let id = agents.instance(named: name) else { return .error(unknownAgent(name)) }
+            do {
+                try agents.drain(id)
+            } catch {
+                return .error(.invalidParams("\(error)", extra: ["agentId": .string(name)]))
+            }
+            return .result(agents.status(id) ?? ["agentId": .string(name), "currentState": "OFFLINE"])
+        }
+        table.register("agents/scale") { request, _ in
+            guard let template = request.params?.member("template")?.stringValue,
+                let count = request.params?.member("instances")?.decoded().integerValue, count >= 0, count <= 1_000
+            else {
+                return .error(.invalidParams("agents/scale needs \"template\" and \"instances\" (0 to 1000)"))
+            }
+            do {
+                let (before, after) = try supervisor.value.scale(template, to: Int(count))
+                return .result(["template": .string(template), "instancesBefore": .integer(Int64(before)), "instances": .integer(Int64(after))])
+            } catch {
+                return .error(.invalidParams("\(error)", extra: ["template": .string(template)]))
+            }
+        }
+        table.register("agents/rollback") { request, _ in
+            guard let template = request.params?.member("template")?.stringValue else {
+                return .error(.invalidParams("agents/rollback needs \"template\""))
+            }
+            do {
+                let (from, to, newer) = try agents.rollback(template: template)
+                for id in newer { try? agents.drain(id) }
+                return .result([
+                    "template": .string(template), "from": .string(from), "activeVersion": .string(to),
+                    "draining": .array(newer.map { .string($0.rawValue) }),
+                ])
+            } catch {
+                return .error(.invalidParams("\(error)", extra: ["template": .string(template)]))
+            }
+        }
+    }
+
+    // MARK: Lists
+
+    private static func page(_ request: JSONRPCRequest, items: [(name: String, definition: RawJSON)], key: String, era: SessionEra) -> MethodReply {
+        pageRaw(request, items: items.map { item in
+            // Expose the tool under its gateway name; everything else passes through.
+            item.definition.member("name")?.stringValue == item.name
+                ? item.definition : item.definition.replacingMembers(["name": .string(item.name)])
+        }, key: key, era: era)
+    }
+
+    private static func pageRaw(_ request: JSONRPCRequest, items: [RawJSON], key: String, era: SessionEra) -> MethodReply {
+        var offset = 0
+        if let params = request.params {
+            guard params.kind == .object else { return .error(.invalidParams("this list method takes its params as an object")) }
+            if let cursor = params.member("cursor"), cursor.kind != .null {
+                guard let text = cursor.stringValue, let start = Int(text), start > 0, start < items.count else {
+                    return .error(.invalidParams("unknown cursor", extra: ["cursor": .raw(cursor)]))
+                }
+                offset = start
+            }
+        }
+        let end = min(offset + pageSize, items.count)
+        var result: [String: JSONValue] = [key: .array(items[offset..<end].map(JSONValue.raw))]
+        if end < items.count { result["nextCursor"] = .string(String(end)) }
+        if era == .modern {
+            // 2026-07-28 list results carry a caching hint; agents come and go, so it is short.
+            result["cacheScope"] = "public"
+            result["ttlMs"] = 5_000
+        }
+        return .result(.object(result))
+    }
+
+    // MARK: Attached agents
+
+    private static func register(_ request: JSONRPCRequest, _ context: MethodContext, agents: AgentRegistry) -> MethodReply {
+        guard let params = request.params, params.kind == .object else {
+            return .error(.invalidParams("agents/register takes an object: agentName, agentType, version, capabilities, tools, maxConcurrency"))
+        }
+        if let existing = context.agentInstance {
+            return .error(.invalidRequest("this connection is already registered as agent \(existing)"))
+        }
+        guard let name = params.member("agentName")?.stringValue, !name.isEmpty,
+            name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil || "_-.".unicodeScalars.contains($0)) })
+        else {
+            return .error(.invalidParams("\"agentName\" must be a non-empty name of letters, digits, '_', '-' or '.'"))
+        }
+        var tools: [ToolDefinition] = []
+        if let list = params.member("tools") {
+            guard list.kind == .array else { return .error(.invalidParams("\"tools\" must be an array of MCP tool definitions")) }
+            for definition in list.elements() {
+                guard definition.kind == .object, let toolName = definition.member("name")?.stringValue, !toolName.isEmpty else {
+                    return .error(.invalidParams("every tool needs a string \"name\"", extra: ["tool": .raw(definition)]))
+                }
+                guard definition.member("inputSchema")?.kind == .object else {
+                    return .error(.invalidParams("tool \"\(toolName)\" needs an \"inputSchema\" object", extra: ["tool": .string(toolName)]))
+                }
+                tools.append(ToolDefinition(name: toolName, definition: definition))
+            }
+        }
+        var capabilities: [String] = []
+        if let tags = params.member("capabilities") {
+            guard tags.kind == .array else { return .error(.invalidParams("\"capabilities\" must be an array of strings")) }
+            for tag in tags.elements() {
+                guard let text = tag.stringValue else { return .error(.invalidParams("\"capabilities\" must be an array of strings")) }
+                capabilities.append(text)
+            }
+        }
+        var maximumConcurrency = 16
+        if let value = params.member("maxConcurrency") {
+            guard let count = value.decoded().integerValue, count >= 1, count <= 100_000 else {
+                return .error(.invalidParams("\"maxConcurrency\" must be an integer from 1 to 100000"))
+            }
+            maximumConcurrency = Int(count)
+        }
+        let version = params.member("version")?.stringValue ?? "1"
+        let id = AgentRegistry.InstanceID("\(name)@\(context.connectionID)")
+        var registration = AgentRegistry.Registration(
+            name: id.rawValue, template: name, version: version, kind: .attached,
+            agentType: params.member("agentType")?.stringValue ?? "mcp", capabilities: capabilities,
+            maximumConcurrency: maximumConcurrency)
+        registration.configuration = params.member("configuration").map(JSONValue.raw)
+        registration.resourceRequirements = params.member("resourceRequirements").map(JSONValue.raw)
+        var offer = AgentOffer()
+        offer.tools = tools
+        offer.resources = params.member("resources")?.elements() ?? []
+        offer.prompts = (params.member("prompts")?.elements() ?? []).compactMap { definition in
+            definition.member("name")?.stringValue.map { ToolDefinition(name: $0, definition: definition) }
+        }
+        context.registerAgent(id)
+        agents.add(id, registration, endpoint: context.connection)
+        agents.ready(id, endpoint: context.connection, offer: offer)
+        context.logger.info("agent \(id) registered: \(tools.count) tools, version \(version)")
+        return .result([
+            "agentId": .string(id.rawValue),
+            "heartbeatIntervalSeconds": 10,
+            "tools": .array(tools.map { .string($0.name) }),
+            "activeVersion": .bool(agents.status(id)?["activeVersion"] == .bool(true)),
+        ])
+    }
+
+    private static func agentID(_ params: RawJSON?, _ context: MethodContext, _ agents: AgentRegistry) -> AgentRegistry.InstanceID? {
+        if let name = params?.member("agentId")?.stringValue { return agents.instance(named: name) ?? AgentRegistry.InstanceID(name) }
+        return context.agentInstance
+    }
+
+    private static func unknownAgent(_ name: String) -> JSONRPCError {
+        .invalidParams("no agent \"\(name)\"", extra: ["agentId": .string(name)])
+    }
+}

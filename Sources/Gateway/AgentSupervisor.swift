@@ -1,0 +1,366 @@
+import Agents
+import JSONRPC
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+import Transport
+
+/// Runs the agents of the configuration's templates: starts each instance, performs the MCP
+/// handshake, registers what it offers, restarts it with exponential back-off when it exits or
+/// fails, and stops it the MCP way. Instances can be added and removed while it runs.
+final class AgentSupervisor: Sendable {
+    /// The supervisor lives inside the core and never outlives it.
+    private unowned let core: GatewayCore
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let (commands, commandSink) = AsyncStream<Command>.makeStream()
+
+    private struct State {
+        var templates: [String: AgentTemplate] = [:]
+        var running: [AgentRegistry.InstanceID: StopSignal] = [:]
+        var nextIndex: [String: Int] = [:]
+        var stopping = false
+    }
+
+    private enum Command {
+        case start(AgentTemplate, AgentRegistry.InstanceID, StopSignal)
+    }
+
+    /// Back-off between restarts: doubling from `initial` up to `maximum`, reset after an instance
+    /// has run for `stableAfter`.
+    struct Backoff {
+        var initial: Duration = .milliseconds(500)
+        var maximum: Duration = .seconds(30)
+        var stableAfter: Duration = .seconds(60)
+    }
+
+    private let backoff = Backoff()
+    private let probeInterval: Duration = .seconds(10)
+
+    init(core: GatewayCore) {
+        self.core = core
+        self.logger = core.logger
+    }
+
+    /// Runs until `stopAll`; every instance task is a child of this call.
+    func run(templates: [AgentTemplate]) async {
+        for template in templates {
+            state.withLock { $0.templates[template.name] = template }
+            for _ in 0..<template.instances { startInstance(of: template) }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.probeHealth() }
+            for await command in commands {
+                switch command {
+                case .start(let template, let id, let stop):
+                    group.addTask { await self.runInstance(template, id: id, stop: stop) }
+                }
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Stops every instance (MCP shutdown sequence) and returns when all have exited.
+    func stopAll() async {
+        let signals = state.withLock { state in
+            state.stopping = true
+            return Array(state.running.values)
+        }
+        signals.forEach { $0.request() }
+        for signal in signals { await signal.waitUntilFinished() }
+        commandSink.finish()
+    }
+
+    // MARK: Scaling
+
+    enum ScaleError: Error, CustomStringConvertible {
+        case unknownTemplate(String)
+        var description: String {
+            switch self {
+            case .unknownTemplate(let name): "no agent template \"\(name)\" in the configuration"
+            }
+        }
+    }
+
+    /// Starts or stops instances until the template has `count`. Stopped instances drain first.
+    func scale(_ templateName: String, to count: Int) throws(ScaleError) -> (before: Int, after: Int) {
+        guard let template = state.withLock({ $0.templates[templateName] }) else { throw .unknownTemplate(templateName) }
+        let current = state.withLock { state in state.running.keys.filter { Self.template(of: $0) == templateName }.sorted() }
+        if count > current.count {
+            for _ in current.count..<count { startInstance(of: template) }
+        } else {
+            for id in current.suffix(current.count - count) {
+                try? core.agents.drain(id)
+            }
+        }
+        return (current.count, count)
+    }
+
+    /// A drained spawned instance stops and is not restarted.
+    func stop(_ id: AgentRegistry.InstanceID) -> Bool {
+        guard let signal = state.withLock({ $0.running[id] }) else { return false }
+        signal.request()
+        return true
+    }
+
+    func isSpawned(_ id: AgentRegistry.InstanceID) -> Bool {
+        state.withLock { $0.running[id] != nil }
+    }
+
+    private func startInstance(of template: AgentTemplate) {
+        let started: (id: AgentRegistry.InstanceID, stop: StopSignal)? = state.withLock { state in
+            guard !state.stopping else { return nil }
+            let index = state.nextIndex[template.name, default: 0] + 1
+            state.nextIndex[template.name] = index
+            let id = AgentRegistry.InstanceID("\(template.name)#\(index)")
+            let stop = StopSignal()
+            state.running[id] = stop
+            return (id, stop)
+        }
+        guard let (id, stop) = started else { return }
+        var registration = AgentRegistry.Registration(
+            name: id.rawValue, template: template.name, version: template.version ?? "1", kind: .spawned,
+            capabilities: template.capabilities, maximumConcurrency: template.maximumConcurrency, callTimeout: template.callTimeout)
+        let configuration: JSONValue = ["command": .string(template.command), "args": .array(template.arguments.map(JSONValue.string))]
+        registration.configuration = configuration
+        core.agents.add(id, registration)
+        commandSink.yield(.start(template, id, stop))
+    }
+
+    private static func template(of id: AgentRegistry.InstanceID) -> String {
+        String(id.rawValue.split(separator: "#").first ?? "")
+    }
+
+    // MARK: One instance
+
+    private func runInstance(_ template: AgentTemplate, id: AgentRegistry.InstanceID, stop: StopSignal) async {
+        var logger = self.logger
+        logger[metadataKey: "agent"] = "\(id)"
+        var delay = backoff.initial
+        while !stop.isRequested {
+            let started = ContinuousClock.now
+            let reason = await runOnce(template, id: id, stop: stop, logger: logger)
+            if stop.isRequested { break }
+            core.agents.down(id, .failed(reason))
+            if ContinuousClock.now - started > backoff.stableAfter { delay = backoff.initial }
+            logger.warning("agent \(id) is down (\(reason)); restarting in \(delay)")
+            await stop.sleep(for: delay)
+            delay = min(delay * 2, backoff.maximum)
+        }
+        core.agents.remove(id)
+        state.withLock { _ = $0.running.removeValue(forKey: id) }
+        stop.finished()
+        logger.info("agent \(id) stopped")
+    }
+
+    /// Starts the process, serves it until it exits or a stop is requested; returns why it ended.
+    private func runOnce(_ template: AgentTemplate, id: AgentRegistry.InstanceID, stop: StopSignal, logger: Logger) async -> String {
+        let child: ChildProcess
+        do {
+            child = try ChildProcess.launch(template)
+        } catch {
+            return "\(error)"
+        }
+        let eventLoop = core.group.any()
+        let channel: any Channel
+        let handle: ConnectionHandle
+        do {
+            try await logStderr(of: child, logger: logger)
+            (channel, handle) = try await connect(to: child, id: id)
+        } catch {
+            await child.stop(on: eventLoop)
+            return "cannot connect to its pipes: \(error)"
+        }
+        // Whatever ends first: the process, the pipes, or a stop request.
+        let ended = EndSignal()
+        child.onExit { ended.end($0) }
+        channel.closeFuture.whenComplete { _ in ended.end("closed its standard output") }
+        stop.onRequest { ended.end("stopped") }
+
+        do {
+            let offer = try await withDeadline(template.startupTimeout, on: eventLoop) {
+                try await AgentDiscovery.handshake(handle, timeout: TimeAmount(template.startupTimeout))
+            }
+            core.agents.ready(id, endpoint: handle, offer: offer, processID: child.processID)
+            logger.info(
+                "agent \(id) ready (pid \(child.processID)): \(offer.tools.count) tools, \(offer.resources.count) resources, \(offer.prompts.count) prompts")
+        } catch {
+            ended.end("failed its MCP handshake: \(error)")
+        }
+        let reason = await ended.wait()
+        core.agents.down(id, stop.isRequested ? .offline("stopped") : .failed(reason))
+        // MCP shutdown: close its stdin, then SIGTERM, then SIGKILL.
+        try? await channel.close()
+        await child.stop(on: eventLoop)
+        return child.hasExited && reason == "closed its standard output" ? await child.waitForExit() : reason
+    }
+
+    private func connect(to child: ChildProcess, id: AgentRegistry.InstanceID) async throws -> (any Channel, ConnectionHandle) {
+        let core = self.core
+        let channel = try await NIOPipeBootstrap(group: core.group)
+            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        ByteToMessageHandler(LineFrameDecoder(maximumLineLength: core.settings.limits.maximumMessageBytes)),
+                        RPCConnectionHandler(gateway: core, role: .client(agent: id))
+                    )
+                }
+            }
+            .takingOwnershipOfDescriptors(input: child.stdoutRead, output: child.stdinWrite)
+            .get()
+        let handle = try await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: RPCConnectionHandler.self).handle
+        }.get()
+        guard let handle else { throw ChildProcess.LaunchError(description: "the connection closed at once") }
+        return (channel, handle)
+    }
+
+    private func logStderr(of child: ChildProcess, logger: Logger) async throws {
+        _ = try await NIOPipeBootstrap(group: core.group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        ByteToMessageHandler(LineFrameDecoder(maximumLineLength: 16 * 1024)),
+                        AgentStderrLogger(logger: logger)
+                    )
+                }
+            }
+            .takingOwnershipOfDescriptor(input: child.stderrRead)
+            .get()
+    }
+
+    // MARK: Health
+
+    /// Pings every instance each interval; three failed probes in a row make it UNHEALTHY (out of
+    /// rotation) until one succeeds.
+    private func probeHealth() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: probeInterval)
+            for (id, endpoint) in core.agents.probeTargets() {
+                let registry = core.agents
+                endpoint.call("ping", params: nil, timeout: .seconds(5)).result.whenComplete { result in
+                    switch result {
+                    case .success: registry.recordProbe(id, succeeded: true)
+                    case .failure(let error as JSONRPCError) where error.code == JSONRPCError.Code.methodNotFound:
+                        registry.recordProbe(id, succeeded: true)  // it answered: alive
+                    case .failure: registry.recordProbe(id, succeeded: false)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A stop request for one instance, and word that it has finished stopping.
+final class StopSignal: Sendable {
+    private struct State {
+        var requested = false
+        var finished = false
+        var onRequest: [@Sendable () -> Void] = []
+        var onFinish: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    var isRequested: Bool { state.withLock { $0.requested } }
+
+    func request() {
+        let callbacks: [@Sendable () -> Void] = state.withLock { state in
+            guard !state.requested else { return [] }
+            state.requested = true
+            defer { state.onRequest = [] }
+            return state.onRequest
+        }
+        callbacks.forEach { $0() }
+    }
+
+    func onRequest(_ body: @escaping @Sendable () -> Void) {
+        let now = state.withLock { state -> Bool in
+            if state.requested { return true }
+            state.onRequest.append(body)
+            return false
+        }
+        if now { body() }
+    }
+
+    /// Sleeps for `duration`, or less if a stop is requested meanwhile.
+    func sleep(for duration: Duration) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumed = Mutex(false)
+            let resume: @Sendable () -> Void = {
+                if resumed.withLock({ done in defer { done = true }; return !done }) { continuation.resume() }
+            }
+            let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(duration)) { resume() }
+            onRequest {
+                timer.cancel()
+                resume()
+            }
+        }
+    }
+
+    func finished() {
+        let waiters: [CheckedContinuation<Void, Never>] = state.withLock { state in
+            state.finished = true
+            defer { state.onFinish = [] }
+            return state.onFinish
+        }
+        waiters.forEach { $0.resume() }
+    }
+
+    func waitUntilFinished() async {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { state -> Bool in
+                if state.finished { return true }
+                state.onFinish.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+}
+
+/// The first of several ways an instance can end, with its reason.
+final class EndSignal: Sendable {
+    private let state = Mutex<(reason: String?, waiters: [CheckedContinuation<String, Never>])>((nil, []))
+
+    func end(_ reason: String) {
+        let waiters: [CheckedContinuation<String, Never>] = state.withLock { state in
+            guard state.reason == nil else { return [] }
+            state.reason = reason
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        waiters.forEach { $0.resume(returning: reason) }
+    }
+
+    func wait() async -> String {
+        await withCheckedContinuation { continuation in
+            let reason: String? = state.withLock { state in
+                if let reason = state.reason { return reason }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let reason { continuation.resume(returning: reason) }
+        }
+    }
+}
+
+struct DeadlineExceeded: Error, CustomStringConvertible {
+    var duration: Duration
+    var description: String { "no answer within \(duration)" }
+}
+
+/// Runs `body`, failing with `DeadlineExceeded` if it takes longer than `duration`.
+func withDeadline<T: Sendable>(_ duration: Duration, on eventLoop: any EventLoop, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: duration)
+            throw DeadlineExceeded(duration: duration)
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}

@@ -1,0 +1,183 @@
+import Agents
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+import Transport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An agent's process: started from a template with its stdin, stdout and stderr on pipes, and
+/// stopped the way MCP asks: close its stdin, wait, SIGTERM, wait, SIGKILL.
+final class ChildProcess: Sendable {
+    let processID: Int32
+    let template: String
+    /// The gateway's ends: the child's stdout (read) and stdin (write), and its stderr (read).
+    let stdoutRead: Int32
+    let stdinWrite: Int32
+    let stderrRead: Int32
+    private let process: Process
+    private let exit: ExitMonitor
+
+    /// How the process ended, once it has, and who is waiting to know.
+    private final class ExitMonitor: Sendable {
+        enum State {
+            case running([@Sendable (String) -> Void])
+            case exited(String)
+        }
+
+        let state = Mutex(State.running([]))
+    }
+
+    struct LaunchError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    private init(process: Process, template: String, stdoutRead: Int32, stdinWrite: Int32, stderrRead: Int32, exit: ExitMonitor) {
+        self.process = process
+        self.processID = process.processIdentifier
+        self.template = template
+        self.stdoutRead = stdoutRead
+        self.stdinWrite = stdinWrite
+        self.stderrRead = stderrRead
+        self.exit = exit
+    }
+
+    static func launch(_ template: AgentTemplate) throws -> ChildProcess {
+        var environment = ProcessInfo.processInfo.environment
+        environment.merge(template.environment) { _, new in new }
+        guard let executable = resolve(template.command, path: environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin") else {
+            throw LaunchError(description: "command \"\(template.command)\" not found on PATH")
+        }
+        let stdin = try pipe()
+        let stdout = try pipe()
+        let stderr = try pipe()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = template.arguments
+        process.environment = environment
+        if let directory = template.workingDirectory {
+            process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        }
+        process.standardInput = FileHandle(fileDescriptor: stdin.read, closeOnDealloc: false)
+        process.standardOutput = FileHandle(fileDescriptor: stdout.write, closeOnDealloc: false)
+        process.standardError = FileHandle(fileDescriptor: stderr.write, closeOnDealloc: false)
+        let exit = ExitMonitor()
+        process.terminationHandler = { process in
+            let reason: String =
+                process.terminationReason == .uncaughtSignal
+                ? "killed by signal \(process.terminationStatus)" : "exited with status \(process.terminationStatus)"
+            let waiters: [@Sendable (String) -> Void] = exit.state.withLock { state in
+                guard case .running(let waiters) = state else { return [] }
+                state = .exited(reason)
+                return waiters
+            }
+            waiters.forEach { $0(reason) }
+        }
+        do {
+            try process.run()
+        } catch {
+            [stdin.read, stdin.write, stdout.read, stdout.write, stderr.read, stderr.write].forEach { _ = Glibc.close($0) }
+            throw LaunchError(description: "cannot start \(executable): \(error)")
+        }
+        // The child has its own copies now; ours would keep its stdin open forever.
+        [stdin.read, stdout.write, stderr.write].forEach { _ = Glibc.close($0) }
+        return ChildProcess(
+            process: process, template: template.name, stdoutRead: stdout.read, stdinWrite: stdin.write,
+            stderrRead: stderr.read, exit: exit)
+    }
+
+    /// Calls `body` once the process has exited (at once if it has), with how it ended.
+    func onExit(_ body: @escaping @Sendable (String) -> Void) {
+        let reason: String? = exit.state.withLock { state in
+            switch state {
+            case .running(var waiters):
+                waiters.append(body)
+                state = .running(waiters)
+                return nil
+            case .exited(let reason):
+                return reason
+            }
+        }
+        if let reason { body(reason) }
+    }
+
+    /// Returns when the process has exited, with how it ended.
+    func waitForExit() async -> String {
+        await withCheckedContinuation { continuation in onExit { continuation.resume(returning: $0) } }
+    }
+
+    var hasExited: Bool {
+        exit.state.withLock { if case .exited = $0 { true } else { false } }
+    }
+
+    /// SIGTERM after `grace` if it has not exited (its stdin is already closed by then), SIGKILL
+    /// after another `grace`.
+    func stop(grace: Duration = .seconds(2), on eventLoop: any EventLoop) async {
+        for signal in [SIGTERM, SIGKILL] {
+            if await exited(within: grace, on: eventLoop) { return }
+            kill(processID, signal)
+        }
+        _ = await waitForExit()
+    }
+
+    private func exited(within duration: Duration, on eventLoop: any EventLoop) async -> Bool {
+        await withCheckedContinuation { continuation in
+            let resumed = Mutex(false)
+            let resume: @Sendable (Bool) -> Void = { exited in
+                let first = resumed.withLock { done in
+                    defer { done = true }
+                    return !done
+                }
+                if first { continuation.resume(returning: exited) }
+            }
+            let timer = eventLoop.scheduleTask(in: TimeAmount(duration)) { resume(false) }
+            onExit { _ in
+                timer.cancel()
+                resume(true)
+            }
+        }
+    }
+
+    private static func pipe() throws -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [0, 0]
+        guard Glibc.pipe(&fds) == 0 else {
+            throw LaunchError(description: "cannot create a pipe: \(String(cString: strerror(errno)))")
+        }
+        // Other children must not inherit these, or an agent would never see its stdin close.
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        return (fds[0], fds[1])
+    }
+
+    private static func resolve(_ command: String, path: String) -> String? {
+        if command.contains("/") { return access(command, X_OK) == 0 ? command : nil }
+        for directory in path.split(separator: ":") {
+            let candidate = "\(directory)/\(command)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+}
+
+/// Writes each line an agent prints on stderr to the gateway's log, under the agent's name.
+final class AgentStderrLogger: ChannelInboundHandler, Sendable {
+    typealias InboundIn = LineFrame
+    let logger: Logger
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .line(let line) = unwrapInboundIn(data), line.readableBytes > 0 {
+            logger.info("\(String(decoding: line.readableBytesView, as: UTF8.self))")
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

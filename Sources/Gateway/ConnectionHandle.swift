@@ -1,0 +1,61 @@
+import Agents
+import JSONRPC
+import NIOCore
+import Synchronization
+
+/// A thread-safe way to reach one connection from anywhere: send it requests and notifications,
+/// or close it. The gateway uses it to call agents (spawned or attached) and to relay
+/// notifications and agent-initiated requests to clients.
+final class ConnectionHandle: AgentEndpoint, Sendable {
+    let id: UInt64
+    let eventLoop: any EventLoop
+    private let handler: NIOLoopBound<RPCConnectionHandler>
+    private let nextRequestID = Atomic<UInt64>(1)
+    private let capabilities = Mutex<JSONValue?>(nil)
+
+    init(id: UInt64, eventLoop: any EventLoop, handler: RPCConnectionHandler) {
+        self.id = id
+        self.eventLoop = eventLoop
+        self.handler = NIOLoopBound(handler, eventLoop: eventLoop)
+    }
+
+    /// What the peer declared it can do (MCP client capabilities), once it has said.
+    var clientCapabilities: JSONValue? {
+        get { capabilities.withLock { $0 } }
+        set { capabilities.withLock { $0 = newValue } }
+    }
+
+    func call(_ method: String, params: JSONValue?, timeout: TimeAmount) -> PendingCall {
+        // Ids are strings starting with `sb-`, so they never collide with the peer's own.
+        let id = JSONRPCID.string("sb-\(nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue)")
+        let promise = eventLoop.makePromise(of: RawJSON.self)
+        onLoop { $0.sendRequest(id: id, method: method, params: params, timeout: timeout, promise: promise) }
+        return PendingCall(id: id, result: promise.futureResult)
+    }
+
+    func cancel(_ id: JSONRPCID, reason: String) {
+        onLoop { $0.cancelOutboundRequest(id, reason: reason) }
+    }
+
+    func notify(_ method: String, params: JSONValue?) {
+        onLoop { $0.sendNotification(method: method, params: params) }
+    }
+
+    /// Sends `method` only if the peer is a session that takes unsolicited notifications.
+    func notifyIfSubscribed(_ method: String) {
+        onLoop { $0.sendListChanged(method) }
+    }
+
+    func close() {
+        onLoop { $0.close() }
+    }
+
+    private func onLoop(_ body: @escaping @Sendable (RPCConnectionHandler) -> Void) {
+        if eventLoop.inEventLoop {
+            body(handler.value)
+        } else {
+            let handler = self.handler
+            eventLoop.execute { body(handler.value) }
+        }
+    }
+}
