@@ -141,15 +141,21 @@ public final class AgentRegistry: Sendable {
     private let state = Mutex(State())
     private let observers = Mutex(Observers())
 
+    /// Which parts of the catalog changed.
+    public struct CatalogChange: Sendable, Equatable {
+        public var tools: Bool
+        public var prompts: Bool
+    }
+
     private struct Observers {
-        var catalogChanged: [@Sendable () -> Void] = []
+        var catalogChanged: [@Sendable (CatalogChange) -> Void] = []
         var drained: [@Sendable (InstanceID) -> Void] = []
     }
 
     public init() {}
 
     /// Called (outside the lock) whenever the set of exposed tools, prompts or resources changes.
-    public func onCatalogChange(_ observer: @escaping @Sendable () -> Void) {
+    public func onCatalogChange(_ observer: @escaping @Sendable (CatalogChange) -> Void) {
         observers.withLock { $0.catalogChanged.append(observer) }
     }
 
@@ -601,7 +607,7 @@ public final class AgentRegistry: Sendable {
         return nil
     }
 
-    private static func rebuildCatalog(_ state: inout State) -> Bool {
+    private static func rebuildCatalog(_ state: inout State) -> CatalogChange {
         var toolsByTemplate: [String: [String]] = [:]
         var promptsByTemplate: [String: [String]] = [:]
         for instance in catalogInstances(state) {
@@ -610,10 +616,10 @@ public final class AgentRegistry: Sendable {
         }
         let tools = ToolNaming.exposedNames(offeredBy: toolsByTemplate)
         let prompts = ToolNaming.exposedNames(offeredBy: promptsByTemplate)
-        let changed = tools != state.tools || prompts != state.prompts
+        let change = CatalogChange(tools: tools != state.tools, prompts: prompts != state.prompts)
         state.tools = tools
         state.prompts = prompts
-        return changed
+        return change
     }
 
     /// Applies `change`, rebuilds the catalog, hands freed capacity to waiters, and tells the
@@ -621,15 +627,15 @@ public final class AgentRegistry: Sendable {
     /// `change` returns whether what instances offer (or whether they count) may have changed;
     /// only then is the catalog rebuilt, so the per-call path stays a few lookups.
     private func mutate(_ change: (inout State) -> Bool) {
-        let (catalogChanged, granted) = state.withLock { state -> (Bool, [(EventLoopPromise<Lease>, Lease)]) in
+        let (catalogChange, granted) = state.withLock { state -> (CatalogChange, [(EventLoopPromise<Lease>, Lease)]) in
             let mayHaveChanged = change(&state)
-            let changed = mayHaveChanged ? Self.rebuildCatalog(&state) : false
+            let changed = mayHaveChanged ? Self.rebuildCatalog(&state) : CatalogChange(tools: false, prompts: false)
             return (changed, state.waiters.isEmpty ? [] : Self.serveWaiters(&state, registry: self))
         }
         for (promise, lease) in granted { promise.succeed(lease) }
-        if catalogChanged {
+        if catalogChange.tools || catalogChange.prompts {
             let callbacks = observers.withLock { $0.catalogChanged }
-            callbacks.forEach { $0() }
+            callbacks.forEach { $0(catalogChange) }
         }
     }
 

@@ -19,6 +19,8 @@ final class AgentSupervisor: Sendable {
     private struct State {
         var templates: [String: AgentTemplate] = [:]
         var running: [AgentRegistry.InstanceID: StopSignal] = [:]
+        /// How to end the current run of each instance (to restart one that stopped answering).
+        var currentRun: [AgentRegistry.InstanceID: EndSignal] = [:]
         var nextIndex: [String: Int] = [:]
         var stopping = false
     }
@@ -174,6 +176,8 @@ final class AgentSupervisor: Sendable {
         }
         // Whatever ends first: the process, the pipes, or a stop request.
         let ended = EndSignal()
+        state.withLock { $0.currentRun[id] = ended }
+        defer { state.withLock { _ = $0.currentRun.removeValue(forKey: id) } }
         child.onExit { ended.end($0) }
         channel.closeFuture.whenComplete { _ in ended.end("closed its standard output") }
         stop.onRequest { ended.end("stopped") }
@@ -234,22 +238,31 @@ final class AgentSupervisor: Sendable {
     // MARK: Health
 
     /// Pings every instance each interval; three failed probes in a row make it UNHEALTHY (out of
-    /// rotation) until one succeeds.
+    /// rotation) until one succeeds, and a spawned instance that stopped answering is restarted.
     private func probeHealth() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: probeInterval)
             for (id, endpoint) in core.agents.probeTargets() {
                 let registry = core.agents
-                endpoint.call("ping", params: nil, timeout: .seconds(5)).result.whenComplete { result in
+                endpoint.call("ping", params: nil, timeout: .seconds(5)).result.whenComplete { [self] result in
                     switch result {
                     case .success: registry.recordProbe(id, succeeded: true)
                     case .failure(let error as JSONRPCError) where error.code == JSONRPCError.Code.methodNotFound:
                         registry.recordProbe(id, succeeded: true)  // it answered: alive
-                    case .failure: registry.recordProbe(id, succeeded: false)
+                    case .failure:
+                        registry.recordProbe(id, succeeded: false)
+                        if registry.status(id)?["healthStatus"] == "UNHEALTHY" {
+                            restart(id, reason: "stopped answering pings")
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// Ends the current run of a spawned instance; its loop restarts it after the back-off.
+    func restart(_ id: AgentRegistry.InstanceID, reason: String) {
+        state.withLock { $0.currentRun[id] }?.end(reason)
     }
 }
 

@@ -60,10 +60,10 @@ final class GatewayCore: Sendable {
 
         supervisorSlot.set(AgentSupervisor(core: self))
         let registry = self.registry
-        agents.onCatalogChange {
+        agents.onCatalogChange { change in
             for handle in registry.handles {
-                handle.notifyIfSubscribed("notifications/tools/list_changed")
-                handle.notifyIfSubscribed("notifications/prompts/list_changed")
+                if change.tools { handle.notifyIfSubscribed("notifications/tools/list_changed") }
+                if change.prompts { handle.notifyIfSubscribed("notifications/prompts/list_changed") }
             }
         }
         agents.onDrained { [supervisorSlot] id in

@@ -133,7 +133,7 @@ struct AgentRegistryTests {
     @Test func theCatalogNamespacesCollisionsAndAnnouncesChanges() {
         let registry = AgentRegistry()
         let changes = Mutex(0)
-        registry.onCatalogChange { changes.withLock { $0 += 1 } }
+        registry.onCatalogChange { _ in changes.withLock { $0 += 1 } }
         addReady(registry, "t1", template: "time", tools: "now", "convert")
         addReady(registry, "c1", template: "clock", tools: "now")
         #expect(registry.toolDefinitions().map(\.name) == ["clock__now", "convert", "time__now"])
