@@ -15,6 +15,18 @@ public struct AgentTemplate: Sendable, Equatable {
     /// Longest a call to this agent may take before the gateway gives up on it.
     public var callTimeout: Duration = .seconds(300)
 
+    public var restart = RestartPolicy()
+
+    /// What happens when an instance exits or fails: restarted after a back-off that doubles
+    /// from `initialBackoff` up to `maximumBackoff` (reset once it has run for a minute), or
+    /// left down.
+    public struct RestartPolicy: Sendable, Equatable {
+        public var enabled = true
+        public var initialBackoff: Duration = .milliseconds(500)
+        public var maximumBackoff: Duration = .seconds(30)
+        public init() {}
+    }
+
     public init(name: String, command: String) {
         self.name = name
         self.command = command

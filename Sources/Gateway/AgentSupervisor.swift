@@ -29,15 +29,8 @@ final class AgentSupervisor: Sendable {
         case start(AgentTemplate, AgentRegistry.InstanceID, StopSignal)
     }
 
-    /// Back-off between restarts: doubling from `initial` up to `maximum`, reset after an instance
-    /// has run for `stableAfter`.
-    struct Backoff {
-        var initial: Duration = .milliseconds(500)
-        var maximum: Duration = .seconds(30)
-        var stableAfter: Duration = .seconds(60)
-    }
-
-    private let backoff = Backoff()
+    /// An instance that has run this long is healthy again: its back-off starts over.
+    private let stableAfter: Duration = .seconds(60)
     private let probeInterval: Duration = .seconds(10)
 
     init(core: GatewayCore) {
@@ -139,16 +132,22 @@ final class AgentSupervisor: Sendable {
     private func runInstance(_ template: AgentTemplate, id: AgentRegistry.InstanceID, stop: StopSignal) async {
         var logger = self.logger
         logger[metadataKey: "agent"] = "\(id)"
-        var delay = backoff.initial
+        let policy = template.restart
+        var delay = policy.initialBackoff
         while !stop.isRequested {
             let started = ContinuousClock.now
             let reason = await runOnce(template, id: id, stop: stop, logger: logger)
             if stop.isRequested { break }
             core.agents.down(id, .failed(reason))
-            if ContinuousClock.now - started > backoff.stableAfter { delay = backoff.initial }
+            guard policy.enabled else {
+                logger.warning("agent \(id) is down (\(reason)); its restart policy is never")
+                await stop.sleep(for: .seconds(365 * 24 * 3600))
+                continue
+            }
+            if ContinuousClock.now - started > stableAfter { delay = policy.initialBackoff }
             logger.warning("agent \(id) is down (\(reason)); restarting in \(delay)")
             await stop.sleep(for: delay)
-            delay = min(delay * 2, backoff.maximum)
+            delay = min(delay * 2, policy.maximumBackoff)
         }
         core.agents.remove(id)
         state.withLock { _ = $0.running.removeValue(forKey: id) }

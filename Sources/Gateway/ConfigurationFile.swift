@@ -202,14 +202,47 @@ private struct Reader {
                 case "capabilities": if let tags = strings(value, "\(path).capabilities") { template.capabilities = tags }
                 case "startupTimeoutSeconds":
                     if let seconds = number(value, "\(path).startupTimeoutSeconds", minimum: 0.001) { template.startupTimeout = .seconds(seconds) }
+                case "callTimeoutSeconds":
+                    if let seconds = number(value, "\(path).callTimeoutSeconds", minimum: 0.001) { template.callTimeout = .seconds(seconds) }
+                case "restart":
+                    if let policy = restartPolicy(value, "\(path).restart") { template.restart = policy }
                 // Keys that MCP hosts put in `mcpServers` entries and that do not concern us.
-                case "type", "disabled", "autoApprove", "alwaysAllow", "description", "restart": break
+                case "type", "disabled", "autoApprove", "alwaysAllow", "description": break
                 default:
                     report(keyNode, "unknown key \"\(key)\" in \(path)")
                 }
             }
             settings.agentTemplates.append(template)
         }
+    }
+
+    /// `restart: always | never`, or `{policy, initialBackoffSeconds, maxBackoffSeconds}`.
+    mutating func restartPolicy(_ node: Node, _ what: String) -> AgentTemplate.RestartPolicy? {
+        var policy = AgentTemplate.RestartPolicy()
+        func apply(_ word: Node) -> Bool {
+            switch word.string {
+            case "always", "on-failure": policy.enabled = true
+            case "never": policy.enabled = false
+            default:
+                report(word, "\(what) must be always or never")
+                return false
+            }
+            return true
+        }
+        if case .scalar = node { return apply(node) ? policy : nil }
+        guard let fields = mapping(node, what) else { return nil }
+        for (key, value) in fields {
+            switch key.string ?? "" {
+            case "policy": if !apply(value) { return nil }
+            case "initialBackoffSeconds":
+                if let seconds = number(value, "\(what).initialBackoffSeconds", minimum: 0.01) { policy.initialBackoff = .seconds(seconds) }
+            case "maxBackoffSeconds":
+                if let seconds = number(value, "\(what).maxBackoffSeconds", minimum: 0.01) { policy.maximumBackoff = .seconds(seconds) }
+            default:
+                report(key, "unknown key \"\(key.string ?? "")\" in \(what) (known: policy, initialBackoffSeconds, maxBackoffSeconds)")
+            }
+        }
+        return policy
     }
 
     // MARK: Typed accessors that report what they expected
