@@ -205,10 +205,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                     self.cancellers[id] = nil
                     batch.replies.append(self.reply(id: id, result))
                     batch.outstanding -= 1
-                    if batch.outstanding == 0 { emitBatch(batch) }
+                    if batch.outstanding == 0 && batch.sealed { emitBatch(batch) }
                 }
             }
         }
+        // Entries may have completed while the loop ran; the batch goes out exactly once.
+        batch.sealed = true
         if batch.outstanding == 0 { emitBatch(batch) }
     }
 
@@ -462,6 +464,8 @@ private enum Reply {
 private final class BatchReply {
     var replies: [Reply] = []
     var outstanding = 0
+    /// Every entry has been dispatched.
+    var sealed = false
 }
 
 

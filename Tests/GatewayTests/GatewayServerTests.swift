@@ -108,6 +108,21 @@ struct GatewayServerTests {
         }
     }
 
+    @Test func aBatchWhoseEntriesFailAtOnceIsAnsweredExactlyOnce() async throws {
+        try await withGateway { gateway in
+            let client = try await gateway.connect()
+            try await client.send(#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"nope"}},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#)
+            guard case .array(let replies)? = try await client.receive() else {
+                Issue.record("a batch reply must be an array")
+                return
+            }
+            #expect(replies.count == 2)
+            // The next message must be the probe's reply, not a second copy of the batch.
+            #expect(try await client.call(3, "ping")?["id"] == 3)
+            await client.close()
+        }
+    }
+
     @Test func drainingRefusesNewRequestsAndLetsInFlightOnesFinish() async throws {
         let held = HeldCalls()
         var port = 0
