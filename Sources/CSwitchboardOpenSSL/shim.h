@@ -49,4 +49,27 @@ static inline int switchboard_SSL_R_UNEXPECTED_EOF_WHILE_READING(void) {
     return SSL_R_UNEXPECTED_EOF_WHILE_READING;
 }
 
+// Used by the TLS handler in Transport (Sources/Transport/TLS).
+
+// A memory BIO that runs dry reports "retry" (-1) instead of end-of-file (0), so that OpenSSL
+// asks for more bytes rather than treating an empty buffer as the peer closing.
+static inline long switchboard_BIO_set_mem_eof_return(BIO *bio, int value) {
+    return BIO_set_mem_eof_return(bio, value);
+}
+
+static inline int switchboard_ERR_GET_LIB(unsigned long code) { return ERR_GET_LIB(code); }
+static inline int switchboard_ERR_GET_REASON(unsigned long code) { return ERR_GET_REASON(code); }
+
+static const unsigned long switchboard_XN_FLAG_RFC2253 = XN_FLAG_RFC2253;
+
+static inline int switchboard_sk_GENERAL_NAME_num(const GENERAL_NAMES *names) {
+    return sk_GENERAL_NAME_num(names);
+}
+
+static inline GENERAL_NAME *switchboard_sk_GENERAL_NAME_value(const GENERAL_NAMES *names, int index) {
+    return sk_GENERAL_NAME_value(names, index);
+}
+
+static const long switchboard_SSL_MODE_RELEASE_BUFFERS = SSL_MODE_RELEASE_BUFFERS;
+
 #endif

@@ -3,6 +3,7 @@ import JSONRPC
 import MCPProtocol
 import NIOCore
 import Synchronization
+import Transport
 
 /// The MCP face of the fleet (`tools/list`, `prompts/list`, `resources/list`,
 /// `resources/templates/list`) and the `agents/*` methods.
@@ -10,7 +11,7 @@ enum AgentMethods {
     /// Tools per `tools/list` page.
     static let pageSize = 100
 
-    static func register(in table: inout MethodTable, agents: AgentRegistry, supervisor: SupervisorSlot) {
+    static func register(in table: inout MethodTable, agents: AgentRegistry, supervisor: SupervisorSlot, requireAgentNameMatch: Bool) {
         table.register("tools/list") { request, context in
             page(request, items: agents.toolDefinitions(), key: "tools", era: context.era)
         }
@@ -24,7 +25,9 @@ enum AgentMethods {
             pageRaw(request, items: agents.resources().templates, key: "resourceTemplates", era: context.era)
         }
 
-        table.register("agents/register") { request, context in register(request, context, agents: agents) }
+        table.register("agents/register") { request, context in
+            register(request, context, agents: agents, requireAgentNameMatch: requireAgentNameMatch)
+        }
         table.register("agents/heartbeat") { request, context in
             guard let id = agentID(request.params, context, agents) else {
                 return .error(.invalidParams("\"agentId\" must name a registered agent (or call from the agent's own connection)"))
@@ -158,7 +161,9 @@ enum AgentMethods {
 
     // MARK: Attached agents
 
-    private static func register(_ request: JSONRPCRequest, _ context: MethodContext, agents: AgentRegistry) -> MethodReply {
+    private static func register(
+        _ request: JSONRPCRequest, _ context: MethodContext, agents: AgentRegistry, requireAgentNameMatch: Bool
+    ) -> MethodReply {
         guard let params = request.params, params.kind == .object else {
             return .error(.invalidParams("agents/register takes an object: agentName, agentType, version, capabilities, tools, maxConcurrency"))
         }
@@ -169,6 +174,20 @@ enum AgentMethods {
             name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil || "_-.".unicodeScalars.contains($0)) })
         else {
             return .error(.invalidParams("\"agentName\" must be a non-empty name of letters, digits, '_', '-' or '.'"))
+        }
+        if requireAgentNameMatch {
+            guard let identity = context.peerIdentity else {
+                return .error(JSONRPCError(
+                    code: JSONRPCError.Code.forbidden, message: "Agents must present a TLS client certificate that names them",
+                    data: ["reason": "no client certificate", "agentName": .string(name)]))
+            }
+            guard identity.names.contains(name) else {
+                return .error(JSONRPCError(
+                    code: JSONRPCError.Code.forbidden,
+                    message: "The client certificate does not name agent \"\(name)\"",
+                    data: ["reason": .string("the certificate names \(identity.names.joined(separator: ", "))"), "agentName": .string(name),
+                           "subject": .string(identity.subject)]))
+            }
         }
         var tools: [ToolDefinition] = []
         if let list = params.member("tools") {
@@ -206,6 +225,7 @@ enum AgentMethods {
             maximumConcurrency: maximumConcurrency)
         registration.configuration = params.member("configuration").map(JSONValue.raw)
         registration.resourceRequirements = params.member("resourceRequirements").map(JSONValue.raw)
+        registration.identity = context.peerIdentity.map(\.jsonValue)
         var offer = AgentOffer()
         offer.tools = tools
         offer.resources = params.member("resources")?.elements() ?? []
@@ -231,5 +251,26 @@ enum AgentMethods {
 
     private static func unknownAgent(_ name: String) -> JSONRPCError {
         .invalidParams("no agent \"\(name)\"", extra: ["agentId": .string(name)])
+    }
+}
+
+extension TLSPeerIdentity {
+    /// The names an agent may register under: the subject's common name, DNS and URI SANs.
+    var names: [String] {
+        let commonNames = subject.split(separator: ",").compactMap { part -> String? in
+            let trimmed = part.trimmingPrefix(" ")
+            return trimmed.hasPrefix("CN=") ? String(trimmed.dropFirst(3)) : nil
+        }
+        return commonNames + dnsNames + uris
+    }
+
+    var jsonValue: JSONValue {
+        [
+            "subject": .string(subject),
+            "dnsNames": .array(dnsNames.map(JSONValue.string)),
+            "ipAddresses": .array(ipAddresses.map(JSONValue.string)),
+            "uris": .array(uris.map(JSONValue.string)),
+            "emailAddresses": .array(emailAddresses.map(JSONValue.string)),
+        ]
     }
 }

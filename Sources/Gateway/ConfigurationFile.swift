@@ -101,8 +101,9 @@ private struct Reader {
             case "keepalive": readKeepalive(value)
             case "agents": readTemplates(value, section: "agents")
             case "mcpServers": readTemplates(value, section: "mcpServers")
+            case "tls": readTLS(value)
             default:
-                report(keyNode, "unknown key \"\(key)\" (known: listen, logLevel, limits, keepalive, agents, mcpServers)")
+                report(keyNode, "unknown key \"\(key)\" (known: listen, logLevel, limits, keepalive, tls, agents, mcpServers)")
             }
         }
     }
@@ -160,6 +161,51 @@ private struct Reader {
                 report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in keepalive (known: intervalSeconds, timeoutSeconds)")
             }
         }
+    }
+
+    mutating func readTLS(_ node: Node) {
+        guard let fields = mapping(node, "tls") else { return }
+        var certificate: String?
+        var key: String?
+        var rest: [(Node, Node)] = []
+        for (keyNode, value) in fields {
+            switch keyNode.string ?? "" {
+            case "certificate": certificate = string(value, "tls.certificate")
+            case "key": key = string(value, "tls.key")
+            default: rest.append((keyNode, value))
+            }
+        }
+        guard let certificate, let key else {
+            report(node, "tls needs \"certificate\" and \"key\" (PEM files)")
+            return
+        }
+        var tls = TLSSettings(certificateChainPath: certificate, privateKeyPath: key)
+        for (keyNode, value) in rest {
+            switch keyNode.string ?? "" {
+            case "ca": tls.trustRootsPath = string(value, "tls.ca")
+            case "clientAuth":
+                guard let text = string(value, "tls.clientAuth") else { continue }
+                guard let mode = TLSConfiguration.ClientAuthentication(rawValue: text) else {
+                    report(value, "tls.clientAuth must be none, optional or require")
+                    continue
+                }
+                tls.clientAuthentication = mode
+            case "handshakeTimeoutSeconds":
+                if let seconds = number(value, "tls.handshakeTimeoutSeconds", minimum: 0.001) { tls.handshakeTimeout = .seconds(seconds) }
+            case "requireAgentNameMatch":
+                guard case .scalar(let scalar) = value, let flag = Bool(scalar.string) else {
+                    report(value, "tls.requireAgentNameMatch must be true or false")
+                    continue
+                }
+                tls.requireAgentNameMatch = flag
+            default:
+                report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in tls (known: certificate, key, ca, clientAuth, handshakeTimeoutSeconds, requireAgentNameMatch)")
+            }
+        }
+        if tls.clientAuthentication != .none && tls.trustRootsPath == nil {
+            report(node, "tls.clientAuth \(tls.clientAuthentication.rawValue) needs tls.ca: the CA that client certificates must chain to")
+        }
+        settings.tls = tls
     }
 
     mutating func readTemplates(_ node: Node, section: String) {

@@ -2,6 +2,7 @@ import Agents
 import JSONRPC
 import NIOCore
 import Synchronization
+import Transport
 
 /// A thread-safe way to reach one connection from anywhere: send it requests and notifications,
 /// or close it. The gateway uses it to call agents (spawned or attached) and to relay
@@ -12,6 +13,13 @@ final class ConnectionHandle: AgentEndpoint, Sendable {
     private let handler: NIOLoopBound<RPCConnectionHandler>
     private let nextRequestID = Atomic<UInt64>(1)
     private let capabilities = Mutex<JSONValue?>(nil)
+    private let identity = Mutex<TLSPeerIdentity?>(nil)
+
+    /// Who the peer proved to be with its TLS client certificate.
+    var peerIdentity: TLSPeerIdentity? {
+        get { identity.withLock { $0 } }
+        set { identity.withLock { $0 = newValue } }
+    }
 
     init(id: UInt64, eventLoop: any EventLoop, handler: RPCConnectionHandler) {
         self.id = id

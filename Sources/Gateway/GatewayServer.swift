@@ -7,6 +7,7 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import Transport
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -53,7 +54,8 @@ final class GatewayCore: Sendable {
         self.supervisorSlot = supervisorSlot
         var methods = MethodTable()
         CoreMethods.register(in: &methods, status: status)
-        AgentMethods.register(in: &methods, agents: agents, supervisor: supervisorSlot)
+        AgentMethods.register(
+            in: &methods, agents: agents, supervisor: supervisorSlot, requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false)
         calls.register(in: &methods)
         extraMethods(&methods)
         self.methods = methods
@@ -162,10 +164,11 @@ public final class GatewayServer: Service {
         }
         ResourceLimits.raiseOpenFileLimit(logger: logger)
 
+        let tls = try makeTLSContext()
         var listeners: [(address: ListenAddress, channel: any Channel)] = []
         do {
             for address in settings.listen {
-                let channel = try await bind(address)
+                let channel = try await bind(address, tls: tls)
                 listeners.append((address, channel))
                 let url = Self.boundURL(address, channel)
                 core.status.listenerBound(url)
@@ -186,10 +189,14 @@ public final class GatewayServer: Service {
         }
 
         // The agents run beside the listeners, until the very end.
-        await withTaskGroup(of: Void.self) { agents in
-            agents.addTask { await self.core.supervisor.run(templates: settings.agentTemplates) }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.core.supervisor.run(templates: settings.agentTemplates) }
+            if let tls {
+                group.addTask { await self.reloadCertificatesOnHangup(tls) }
+            }
             await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
             await core.supervisor.stopAll()
+            group.cancelAll()
         }
         logger.info("stopped")
     }
@@ -234,9 +241,40 @@ public final class GatewayServer: Service {
         await core.registry.closeAll()
     }
 
+    // MARK: TLS
+
+    /// The server TLS context, when a listener needs one. Certificate problems stop the start
+    /// with a sentence that names the file and what is wrong with it.
+    private func makeTLSContext() throws -> TLSContext? {
+        let needsTLS = core.settings.listen.contains { if case .tls = $0 { true } else { false } }
+        guard needsTLS else { return nil }
+        guard let settings = core.settings.tls else {
+            throw StartupError(description: "a tls:// listener needs --tls-cert and --tls-key (or tls: in the config file)")
+        }
+        do {
+            let context = try TLSContext(server: settings.configuration)
+            logger.info("TLS: certificate \(settings.certificateChainPath), client authentication \(settings.clientAuthentication.rawValue)")
+            return context
+        } catch {
+            throw StartupError(description: "TLS: \(error.description)")
+        }
+    }
+
+    /// SIGHUP reloads the certificate and key: new connections get them, live ones keep theirs.
+    private func reloadCertificatesOnHangup(_ tls: TLSContext) async {
+        for await _ in await UnixSignalsSequence(trapping: .sighup) {
+            do {
+                try tls.reload()
+                logger.notice("TLS: certificates reloaded on SIGHUP")
+            } catch {
+                logger.error("TLS: reload on SIGHUP failed, keeping the previous certificates: \(error.description)")
+            }
+        }
+    }
+
     // MARK: Channels
 
-    private func bind(_ address: ListenAddress) async throws -> any Channel {
+    private func bind(_ address: ListenAddress, tls: TLSContext?) async throws -> any Channel {
         let core = self.core
         let bootstrap = ServerBootstrap(group: core.group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
@@ -251,6 +289,19 @@ public final class GatewayServer: Service {
                     .childChannelInitializer { channel in Self.configure(channel, core: core) }
                     .bind(host: host, port: port)
                     .get()
+            case .tls(let host, let port):
+                guard let tls else { throw StartupError(description: "\(address) needs --tls-cert and --tls-key (or tls: in the config file)") }
+                let handshakeTimeout = TimeAmount(core.settings.tls?.handshakeTimeout ?? .seconds(10))
+                return try await bootstrap
+                    .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                    .childChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(
+                                TLSHandler(context: tls, handshakeTimeout: handshakeTimeout, logger: core.logger))
+                        }.flatMap { Self.configure(channel, core: core) }
+                    }
+                    .bind(host: host, port: port)
+                    .get()
             case .unix(let path):
                 try UnixSocketPath.prepare(path)
                 return try await bootstrap
@@ -260,6 +311,8 @@ public final class GatewayServer: Service {
             }
         } catch let error as UnixSocketPath.InUse {
             throw StartupError(description: error.description)
+        } catch let error as StartupError {
+            throw error
         } catch {
             throw StartupError(description: "cannot listen on \(address): \(error)")
         }
@@ -287,10 +340,11 @@ public final class GatewayServer: Service {
     }
 
     private static func boundURL(_ address: ListenAddress, _ channel: any Channel) -> String {
-        guard case .tcp(let host, _) = address, let port = channel.localAddress?.port else {
-            return address.description
+        switch (address, channel.localAddress?.port) {
+        case (.tcp(let host, _), let port?): return ListenAddress.tcp(host: host, port: port).description
+        case (.tls(let host, _), let port?): return ListenAddress.tls(host: host, port: port).description
+        default: return address.description
         }
-        return ListenAddress.tcp(host: host, port: port).description
     }
 }
 

@@ -11,6 +11,8 @@ public struct GatewaySettings: Sendable {
     public var keepalive = Keepalive()
     /// Agent templates from the config file, validated; the agents layer runs them.
     public var agentTemplates: [AgentTemplate] = []
+    /// Certificates for `tls://` listeners.
+    public var tls: TLSSettings?
 
     public init() {}
 
@@ -37,3 +39,27 @@ public struct GatewaySettings: Sendable {
     }
 }
 
+
+/// The server side of TLS: what `tls://` listeners present and whom they accept.
+public struct TLSSettings: Sendable, Equatable {
+    public var certificateChainPath: String
+    public var privateKeyPath: String
+    /// CA bundle that client certificates must chain to (mutual TLS).
+    public var trustRootsPath: String?
+    public var clientAuthentication: TLSConfiguration.ClientAuthentication = .none
+    public var handshakeTimeout: Duration = .seconds(10)
+    /// An attached agent must register under a name its client certificate carries (its
+    /// subject's CN, or a DNS or URI SAN).
+    public var requireAgentNameMatch = false
+
+    public init(certificateChainPath: String, privateKeyPath: String) {
+        self.certificateChainPath = certificateChainPath
+        self.privateKeyPath = privateKeyPath
+    }
+
+    public var configuration: TLSConfiguration {
+        .server(
+            certificateChainPath: certificateChainPath, privateKeyPath: privateKeyPath, trustRootsPath: trustRootsPath,
+            clientAuthentication: clientAuthentication)
+    }
+}

@@ -3,6 +3,7 @@ import JSONRPC
 import Logging
 import MCPProtocol
 import NIOCore
+import Transport
 
 /// What a method handler knows about the request's connection.
 public struct MethodContext: Sendable {
@@ -14,6 +15,8 @@ public struct MethodContext: Sendable {
     var connection: ConnectionHandle
     /// The agent behind the connection, when the peer is one.
     public var agentInstance: AgentRegistry.InstanceID?
+    /// Who the peer proved to be with a TLS client certificate.
+    public var peerIdentity: TLSPeerIdentity?
     /// Marks the connection as the given attached agent (`agents/register`).
     var registerAgent: @Sendable (AgentRegistry.InstanceID) -> Void
 }

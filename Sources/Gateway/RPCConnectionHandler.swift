@@ -114,6 +114,11 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let handshake = event as? TLSHandshakeCompleted {
+            handle?.peerIdentity = handshake.peer
+            if let peer = handshake.peer { logger[metadataKey: "peer.subject"] = "\(peer.subject)" }
+            logger.debug("TLS \(handshake.protocolVersion) \(handshake.cipher)")
+        }
         if case .inputClosed = event as? ChannelEvent {
             // The peer will send nothing more: answer what is in flight, then close.
             inputClosed = true
@@ -123,7 +128,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        logger.debug("connection error: \(error)")
+        if let error = error as? TLSError {
+            // Certificate and protocol problems are the operator's business: say them plainly.
+            logger.warning("TLS: \(error.reason)")
+        } else {
+            logger.debug("connection error: \(error)")
+        }
         context.close(promise: nil)
     }
 
@@ -275,6 +285,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             logger: logger,
             connection: handle,
             agentInstance: agentInstance,
+            peerIdentity: handle.peerIdentity,
             registerAgent: { instance in
                 // Called on this event loop by `agents/register`.
                 loopBound.value.agentInstance = instance

@@ -33,6 +33,8 @@ extension JSONRPCError {
         public static let messageTooLarge = -32003
         /// The gateway is draining for shutdown and takes no new requests.
         public static let shuttingDown = -32004
+        /// The peer is not allowed to do this (for example, its certificate does not name it).
+        public static let forbidden = -32005
         /// The agent handling the call went away (exited, disconnected) before answering.
         public static let agentFailed = -32010
         /// No instance of the agent that offers this can take calls (all offline or failed).

@@ -1,6 +1,8 @@
-/// Where a listener accepts connections: `tcp://HOST:PORT` or `unix:///PATH`.
+/// Where a listener accepts connections: `tcp://HOST:PORT`, `tls://HOST:PORT` or `unix:///PATH`.
 public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
     case tcp(host: String, port: Int)
+    /// TCP with TLS (system OpenSSL) in front of the protocol.
+    case tls(host: String, port: Int)
     case unix(path: String)
 
     public struct ParseError: Error, Sendable, CustomStringConvertible {
@@ -13,12 +15,12 @@ public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
         func fail(_ reason: String) -> ParseError { ParseError(input: text, reason: reason) }
         let parts = text.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2 else {
-            throw fail("expected tcp://HOST:PORT or unix:///PATH")
+            throw fail("expected tcp://HOST:PORT, tls://HOST:PORT or unix:///PATH")
         }
         let scheme = parts[0].lowercased()
         let rest = String(parts[1])
         switch scheme {
-        case "tcp":
+        case "tcp", "tls":
             let host: String
             let portText: Substring
             if rest.hasPrefix("[") {
@@ -36,22 +38,21 @@ public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
             guard let port = Int(portText), (0...65535).contains(port) else {
                 throw fail("port must be a number from 0 to 65535 (0 picks a free port)")
             }
-            self = .tcp(host: host, port: port)
+            self = scheme == "tls" ? .tls(host: host, port: port) : .tcp(host: host, port: port)
         case "unix":
             guard rest.hasPrefix("/") else { throw fail("the socket path must be absolute: unix:///path/to/socket") }
             // sun_path holds 108 bytes including the terminator on Linux.
             guard rest.utf8.count < 108 else { throw fail("the socket path is longer than 107 bytes") }
             self = .unix(path: rest)
-        case "tls":
-            throw fail("TLS listeners are not available in this build (supported: tcp, unix)")
         default:
-            throw fail("unsupported scheme \"\(scheme)\" (supported: tcp, unix)")
+            throw fail("unsupported scheme \"\(scheme)\" (supported: tcp, tls, unix)")
         }
     }
 
     public var description: String {
         switch self {
         case .tcp(let host, let port): host.contains(":") ? "tcp://[\(host)]:\(port)" : "tcp://\(host):\(port)"
+        case .tls(let host, let port): host.contains(":") ? "tls://[\(host)]:\(port)" : "tls://\(host):\(port)"
         case .unix(let path): "unix://\(path)"
         }
     }

@@ -47,6 +47,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds that in-flight requests get to finish on shutdown (default 10).")
     var shutdownGrace: Double?
 
+    @Option(help: "PEM certificate (chain allowed) for tls:// listeners.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key of --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "PEM CA bundle that client certificates must chain to.")
+    var tlsCa: String?
+
+    @Option(help: "Client certificates: none, optional or require (needs --tls-ca).")
+    var tlsClientAuth: String?
+
     func run() async throws {
         let settings: GatewaySettings
         do {
@@ -101,6 +113,31 @@ struct Serve: AsyncParsableCommand {
         if let shutdownGrace {
             guard shutdownGrace >= 0, shutdownGrace.isFinite else { throw ValidationError("--shutdown-grace must be zero or more seconds") }
             settings.limits.shutdownGrace = .seconds(shutdownGrace)
+        }
+        if tlsCert != nil || tlsKey != nil {
+            guard let tlsCert, let tlsKey else { throw ValidationError("--tls-cert and --tls-key go together") }
+            var tls = settings.tls ?? TLSSettings(certificateChainPath: tlsCert, privateKeyPath: tlsKey)
+            tls.certificateChainPath = tlsCert
+            tls.privateKeyPath = tlsKey
+            settings.tls = tls
+        }
+        if let tlsCa {
+            guard settings.tls != nil else { throw ValidationError("--tls-ca needs --tls-cert and --tls-key") }
+            settings.tls?.trustRootsPath = tlsCa
+        }
+        if let tlsClientAuth {
+            guard let mode = TLSConfiguration.ClientAuthentication(rawValue: tlsClientAuth) else {
+                throw ValidationError("--tls-client-auth must be none, optional or require")
+            }
+            guard settings.tls != nil else { throw ValidationError("--tls-client-auth needs --tls-cert and --tls-key") }
+            settings.tls?.clientAuthentication = mode
+        }
+        if let tls = settings.tls, tls.clientAuthentication != .none, tls.trustRootsPath == nil {
+            throw ValidationError("--tls-client-auth \(tls.clientAuthentication.rawValue) needs --tls-ca: the CA that client certificates must chain to")
+        }
+        let hasTLSListener = settings.listen.contains { if case .tls = $0 { true } else { false } }
+        if hasTLSListener && settings.tls == nil {
+            throw ValidationError("a tls:// listener needs --tls-cert and --tls-key (or tls: in the config file)")
         }
         guard settings.stdio || !settings.listen.isEmpty else {
             throw ValidationError("nothing to serve: give --stdio and/or --listen tcp://HOST:PORT or unix:///PATH (or listen: in the config file)")

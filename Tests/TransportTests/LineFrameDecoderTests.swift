@@ -87,11 +87,12 @@ struct ListenAddressTests {
         #expect(try ListenAddress(parsing: "tcp://127.0.0.1:7400") == .tcp(host: "127.0.0.1", port: 7400))
         #expect(try ListenAddress(parsing: "tcp://[::1]:0") == .tcp(host: "::1", port: 0))
         #expect(try ListenAddress(parsing: "unix:///run/sb.sock") == .unix(path: "/run/sb.sock"))
+        #expect(try ListenAddress(parsing: "tls://0.0.0.0:7443") == .tls(host: "0.0.0.0", port: 7443))
         #expect(ListenAddress.tcp(host: "::1", port: 9).description == "tcp://[::1]:9")
     }
 
     @Test("refuses malformed addresses with a reason", arguments: [
-        "127.0.0.1:7400", "tcp://127.0.0.1", "tcp://:80", "tcp://host:99999", "unix://relative.sock", "http://x:1",
+        "127.0.0.1:7400", "tcp://127.0.0.1", "tcp://:80", "tcp://host:99999", "unix://relative.sock", "http://x:1", "tls://host",
         "tcp://[::1:80",
     ])
     func refusesMalformedAddresses(_ text: String) {
