@@ -75,9 +75,15 @@ final class GatewayCore: Sendable {
     }
 
     func connectionClosed(_ handle: ConnectionHandle, agent: AgentRegistry.InstanceID?, role: RPCConnectionHandler.Role) {
-        guard let agent, case .server = role else { return }
-        agents.down(agent, .offline("its connection closed"))
-        logger.info("agent \(agent) is offline: its connection closed")
+        guard let agent else { return }
+        switch role {
+        case .server:
+            agents.down(agent, .offline("its connection closed"))
+            logger.info("agent \(agent) is offline: its connection closed")
+        case .client:
+            // A spawned agent's pipes closed: out of rotation now; its supervisor restarts it.
+            agents.down(agent, .failed("its pipes closed"))
+        }
     }
 
     func notificationArrived(_ notification: JSONRPCNotification, from handle: ConnectionHandle, agent: AgentRegistry.InstanceID?) {

@@ -97,6 +97,9 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         gateway.registry.remove(connectionID)
         keepalive?.cancel()
         keepalive = nil
+        // The agent is marked down before its calls fail, so that whoever hears of the failure
+        // already sees it offline, and no new call is sent its way.
+        if let handle { gateway.connectionClosed(handle, agent: agentInstance, role: role) }
         let pending = outboundRequests
         outboundRequests = [:]
         let reason = agentInstance.map { "the connection to agent \($0) closed" } ?? "the connection closed"
@@ -104,7 +107,6 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             request.timeout.cancel()
             request.promise.fail(AgentEndpointClosed(reason: reason))
         }
-        if let handle { gateway.connectionClosed(handle, agent: agentInstance, role: role) }
         logger.debug("connection closed")
         context.fireChannelInactive()
     }
