@@ -58,11 +58,21 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The router: tasks, the priority queue, dispatch, retries.
+        .target(
+            name: "Router",
+            dependencies: [
+                "Agents", "JSONRPC",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The composition root: sessions, method table, configuration, the server service.
         .target(
             name: "Gateway",
             dependencies: [
-                "JSONRPC", "MCPProtocol", "Transport", "Agents",
+                "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router",
                 "CSwitchboardOpenSSL", "CSwitchboardHiredis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -86,7 +96,7 @@ let package = Package(
         .executableTarget(
             name: "SwitchboardBenchmarks",
             dependencies: [
-                "JSONRPC",
+                "JSONRPC", "Transport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -99,6 +109,11 @@ let package = Package(
         .testTarget(
             name: "AgentsTests",
             dependencies: ["Agents", "JSONRPC", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "RouterTests",
+            dependencies: ["Router", "Agents", "JSONRPC", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         .testTarget(name: "MCPProtocolTests", dependencies: ["MCPProtocol", "JSONRPC"], swiftSettings: strictSettings),

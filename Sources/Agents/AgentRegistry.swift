@@ -57,6 +57,8 @@ public final class AgentRegistry: Sendable {
         fileprivate let registry: AgentRegistry
         fileprivate let started: ContinuousClock.Instant
 
+        /// Releases the slot. `succeeded` feeds the router's learning and the circuit breaker:
+        /// false when the agent failed (crashed, timed out, or answered that the call failed).
         public func finish(succeeded: Bool) {
             registry.finish(self, succeeded: succeeded)
         }
@@ -94,6 +96,9 @@ public final class AgentRegistry: Sendable {
         var lastHeartbeat: Date?
         var reportedUsage: JSONValue?
         var consecutiveFailures = 0
+        /// Per tool (or prompt, or resource template) name.
+        var performance: [String: ToolPerformance] = [:]
+        var circuit = CircuitBreaker()
 
         var state: AgentState {
             switch lifecycle {
@@ -150,6 +155,7 @@ public final class AgentRegistry: Sendable {
     private struct Observers {
         var catalogChanged: [@Sendable (CatalogChange) -> Void] = []
         var drained: [@Sendable (InstanceID) -> Void] = []
+        var capacityFreed: [@Sendable () -> Void] = []
     }
 
     public init() {}
@@ -442,43 +448,129 @@ public final class AgentRegistry: Sendable {
         var drained = false
         mutate { state in
             guard var instance = state.instances[lease.instance] else { return false }
+            let now = ContinuousClock.now
             if instance.inFlight > 0 { instance.inFlight -= 1 }
             if succeeded { instance.completed += 1 } else { instance.failed += 1 }
-            instance.totalLatency += ContinuousClock.now - lease.started
+            instance.totalLatency += now - lease.started
+            instance.performance[lease.originalName, default: ToolPerformance()].record(latency: now - lease.started, succeeded: succeeded)
+            instance.circuit.record(succeeded: succeeded, now: now)
             drained = instance.lifecycle == .draining && instance.inFlight == 0
             state.instances[lease.instance] = instance
             return false
         }
         if drained { notifyDrained(lease.instance) }
+        let callbacks = observers.withLock { $0.capacityFreed }
+        callbacks.forEach { $0() }
     }
 
-    private static func reserve(_ origin: ToolNaming.Origin, kind: OfferKind, in state: inout State, registry: AgentRegistry) -> Lease? {
+    /// Which instances may take a call beyond offering it.
+    public struct Constraints: Sendable {
+        /// Capability tags (or tool names) every candidate must carry.
+        public var requiredCapabilities: [String] = []
+        /// Instances not to use while another candidate exists (earlier attempts of a task).
+        public var avoiding: Set<InstanceID> = []
+        /// An instance to use if it can take the call (a sticky routing key's agent).
+        public var preferred: InstanceID?
+        public init(requiredCapabilities: [String] = [], avoiding: Set<InstanceID> = [], preferred: InstanceID? = nil) {
+            self.requiredCapabilities = requiredCapabilities
+            self.avoiding = avoiding
+            self.preferred = preferred
+        }
+    }
+
+    public enum Attempt: Sendable {
+        case leased(Lease)
+        /// Candidates exist but none can take the call now (all busy, or circuits open).
+        case busy
+        case refused(AcquireError)
+    }
+
+    /// Reserves a slot now or says why not; never waits. The task dispatcher uses it and retries
+    /// when capacity frees up (`onCapacityFreed`).
+    public func tryAcquire(_ kind: OfferKind, _ name: String, constraints: Constraints) -> Attempt {
+        state.withLock { state in
+            let origin: ToolNaming.Origin
+            switch kind {
+            case .tool, .prompt:
+                guard let found = (kind == .tool ? state.tools : state.prompts)[name] else { return .refused(.unknownTool(name)) }
+                origin = found
+            case .resource(let template):
+                origin = ToolNaming.Origin(template: template, name: name)
+            }
+            if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self, constraints: constraints) { return .leased(lease) }
+            let eligible = state.instances.values.contains { instance in
+                instance.registration.template == origin.template && instance.isPresent
+                    && Self.carries(instance, constraints.requiredCapabilities)
+            }
+            guard eligible else {
+                let reason = constraints.requiredCapabilities.isEmpty
+                    ? "every instance is offline" : "no instance carries \(constraints.requiredCapabilities.joined(separator: ", "))"
+                return .refused(.noAgentAvailable(tool: name, template: origin.template, reason: reason))
+            }
+            return .busy
+        }
+    }
+
+    /// Called (outside the lock) when a call finishes, so that waiting work can be dispatched.
+    public func onCapacityFreed(_ observer: @escaping @Sendable () -> Void) {
+        observers.withLock { $0.capacityFreed.append(observer) }
+    }
+
+    private static func carries(_ instance: Instance, _ required: [String]) -> Bool {
+        required.allSatisfy { tag in
+            instance.registration.capabilities.contains(tag) || instance.offer.tools.contains { $0.name == tag }
+        }
+    }
+
+    private static func reserve(
+        _ origin: ToolNaming.Origin, kind: OfferKind, in state: inout State, registry: AgentRegistry,
+        constraints: Constraints = Constraints()
+    ) -> Lease? {
         let active = state.activeVersion[origin.template]
-        var best: Instance?
+        let now = ContinuousClock.now
+        var candidates: [Instance] = []
         for instance in state.instances.values {
             guard instance.registration.template == origin.template, instance.registration.version == active,
                 instance.lifecycle == .ready, instance.health != .unhealthy, instance.endpoint != nil,
-                instance.inFlight < instance.registration.maximumConcurrency
+                instance.inFlight < instance.registration.maximumConcurrency, instance.circuit.wouldAdmit(now: now),
+                carries(instance, constraints.requiredCapabilities)
             else { continue }
             switch kind {
             case .tool: guard instance.offer.tools.contains(where: { $0.name == origin.name }) else { continue }
             case .prompt: guard instance.offer.prompts.contains(where: { $0.name == origin.name }) else { continue }
             case .resource: break
             }
-            if let current = best {
-                if (instance.inFlight, instance.lastAssigned) < (current.inFlight, current.lastAssigned) { best = instance }
-            } else {
-                best = instance
-            }
+            candidates.append(instance)
         }
-        guard let chosen = best, let endpoint = chosen.endpoint else { return nil }
+        let fresh = candidates.filter { !constraints.avoiding.contains($0.id) }
+        let pool = fresh.isEmpty ? candidates : fresh
+        let chosen: Instance?
+        if let preferred = constraints.preferred, let sticky = pool.first(where: { $0.id == preferred }) {
+            chosen = sticky
+        } else {
+            chosen = pool.min { cost($0, origin.name) < cost($1, origin.name) }
+        }
+        guard let chosen, let endpoint = chosen.endpoint else { return nil }
         state.sequence += 1
+        _ = state.instances[chosen.id]!.circuit.admit(now: now)
         state.instances[chosen.id]!.inFlight += 1
         state.instances[chosen.id]!.lastAssigned = state.sequence
         return Lease(
             instance: chosen.id, instanceName: chosen.registration.name, template: origin.template, endpoint: endpoint,
             originalName: origin.name, callTimeout: chosen.registration.callTimeout, registry: registry, started: .now
         )
+    }
+
+    /// The expected cost of giving `instance` one more call: learned latency, stretched by its
+    /// load and divided by its learned success rate. Instances not yet warmed up are scored with
+    /// the best latency seen so far among their peers (optimism, so they get tried); ties go to
+    /// the one assigned least recently.
+    private static func cost(_ instance: Instance, _ tool: String) -> (Double, UInt64) {
+        let performance = instance.performance[tool] ?? ToolPerformance()
+        let latency = performance.calls < ToolPerformance.warmUpCalls ? 1.0 : max(performance.averageLatencyMilliseconds, 0.01)
+        let success = performance.calls < ToolPerformance.warmUpCalls ? 1.0 : max(performance.successRate, 0.02)
+        let load = Double(instance.inFlight + 1) / Double(max(instance.registration.maximumConcurrency, 1))
+        return (latency * (1 + load) / success, instance.lastAssigned)
     }
 
     // MARK: Views
@@ -579,6 +671,17 @@ public final class AgentRegistry: Sendable {
         default: break
         }
         if instance.lifecycle == .draining { status["draining"] = true }
+        let circuit = instance.circuit.jsonState
+        var circuitObject: [String: JSONValue] = ["state": .string(circuit.state), "consecutiveFailures": .integer(Int64(circuit.failures))]
+        if let retry = circuit.retryInSeconds { circuitObject["retryInSeconds"] = .double((retry * 10).rounded() / 10) }
+        status["circuit"] = .object(circuitObject)
+        status["learned"] = .object(instance.performance.mapValues { performance in
+            [
+                "calls": .integer(Int64(performance.calls)),
+                "averageLatencyMs": .double((performance.averageLatencyMilliseconds * 1000).rounded() / 1000),
+                "successRate": .double((performance.successRate * 1000).rounded() / 1000),
+            ]
+        })
         if let processID = registration.processID { status["processId"] = .integer(Int64(processID)) }
         if let configuration = registration.configuration { status["configuration"] = configuration }
         if let requirements = registration.resourceRequirements { status["resourceRequirements"] = requirements }

@@ -1,6 +1,7 @@
 import Agents
 import JSONRPC
 import NIOCore
+import Router
 import Synchronization
 
 /// Forwards MCP calls (`tools/call`, `prompts/get`, `resources/read`) to the agent instance the
@@ -11,13 +12,15 @@ import Synchronization
 /// (an exposed tool name, a progress token) are rewritten.
 final class AgentCallRouter: Sendable {
     let agents: AgentRegistry
+    let tasks: TaskEngine
     let progress = ProgressRelay()
     let callers = CallerTracker()
     /// How long a call waits for a busy or restarting agent before giving up.
     let queueTimeout: Duration
 
-    init(agents: AgentRegistry, queueTimeout: Duration = .seconds(60)) {
+    init(agents: AgentRegistry, tasks: TaskEngine, queueTimeout: Duration = .seconds(60)) {
         self.agents = agents
+        self.tasks = tasks
         self.queueTimeout = queueTimeout
     }
 
@@ -41,6 +44,10 @@ final class AgentCallRouter: Sendable {
         }
         if let arguments = params.member("arguments"), arguments.kind != .object, arguments.kind != .null {
             return .error(.invalidParams("\"arguments\" must be an object", extra: ["tool": .string(name)]))
+        }
+        if params.member("task") != nil {
+            // MCP 2025-11-25: a task-augmented call returns a task at once; its result comes later.
+            return TaskMethods.callAsTask(request, params: params, engine: tasks)
         }
         return forward(.tool, name: name, method: "tools/call", params: params, context)
     }

@@ -4,6 +4,7 @@ import Logging
 import MCPProtocol
 import NIOCore
 import NIOPosix
+import Router
 import ServiceLifecycle
 import Synchronization
 import Transport
@@ -27,6 +28,7 @@ final class GatewayCore: Sendable {
     let group: any EventLoopGroup
     let agents: AgentRegistry
     let calls: AgentCallRouter
+    let tasks: TaskEngine
     private let supervisorSlot: SupervisorSlot
 
     var supervisor: AgentSupervisor { supervisorSlot.value }
@@ -47,16 +49,19 @@ final class GatewayCore: Sendable {
             capabilities: ["tools": ["listChanged": true], "prompts": ["listChanged": true], "resources": [:]]
         )
         let agents = AgentRegistry()
-        let calls = AgentCallRouter(agents: agents)
+        let tasks = TaskEngine(agents: agents, group: group, logger: logger)
+        let calls = AgentCallRouter(agents: agents, tasks: tasks)
         let supervisorSlot = SupervisorSlot()
         self.agents = agents
         self.calls = calls
+        self.tasks = tasks
         self.supervisorSlot = supervisorSlot
         var methods = MethodTable()
         CoreMethods.register(in: &methods, status: status)
         AgentMethods.register(
             in: &methods, agents: agents, supervisor: supervisorSlot, requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false)
         calls.register(in: &methods)
+        TaskMethods.register(in: &methods, engine: tasks)
         extraMethods(&methods)
         self.methods = methods
 

@@ -43,6 +43,8 @@ extension JSONRPCError {
         public static let agentBusy = -32012
         /// The agent did not answer within the call's timeout.
         public static let callTimedOut = -32013
+        /// A task ended FAILED or CANCELLED (`tasks/result`); data is the task.
+        public static let taskFailed = -32014
     }
 
     public static func parseError(_ syntax: JSONSyntaxError) -> JSONRPCError {

@@ -1,0 +1,217 @@
+import Agents
+import FoundationEssentials
+import JSONRPC
+import NIOCore
+import Router
+
+/// `tasks/submit`, the MCP task methods (`tasks/get`, `tasks/result`, `tasks/list`,
+/// `tasks/cancel`) and task-augmented `tools/call` (MCP 2025-11-25's `params.task`).
+enum TaskMethods {
+    /// How often MCP clients are told to poll a task.
+    static let pollIntervalMilliseconds: Int64 = 1_000
+
+    static func register(in table: inout MethodTable, engine: TaskEngine) {
+        table.register("tasks/submit") { request, _ in
+            switch submission(from: request.params) {
+            case .failure(let error): return .error(error)
+            case .success(let submission):
+                do {
+                    return .result(status(try engine.submit(submission)))
+                } catch {
+                    return .error(.invalidParams("\(error)"))
+                }
+            }
+        }
+        table.register("tasks/get") { request, _ in
+            guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/get needs \"taskId\"")) }
+            do {
+                return .result(status(try engine.get(id)))
+            } catch {
+                return .error(unknownTask(id))
+            }
+        }
+        table.register("tasks/result") { request, context in
+            guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/result needs \"taskId\"")) }
+            let future = engine.result(id, on: context.eventLoop).flatMapThrowing { task -> JSONValue in
+                guard task.state == .completed, let result = task.result else { throw TaskEnded(task: task) }
+                return .raw(result)
+            }.flatMapErrorThrowing { error -> JSONValue in
+                if error is TaskEngine.LookupError { throw unknownTask(id) }
+                throw error
+            }
+            return .later(future)
+        }
+        table.register("tasks/list") { request, _ in
+            var wanted: TaskState?
+            var cursor = 0
+            if let params = request.params {
+                guard params.kind == .object else { return .error(.invalidParams("tasks/list takes an object")) }
+                if let text = params.member("state")?.stringValue {
+                    guard let parsed = TaskState(rawValue: text.uppercased()) else {
+                        return .error(.invalidParams("unknown state \"\(text)\" (one of \(TaskState.allCases.map(\.rawValue).joined(separator: ", ")))"))
+                    }
+                    wanted = parsed
+                }
+                if let value = params.member("cursor"), value.kind != .null {
+                    guard let text = value.stringValue, let position = Int(text), position >= 0 else {
+                        return .error(.invalidParams("unknown cursor", extra: ["cursor": .raw(value)]))
+                    }
+                    cursor = position
+                }
+            }
+            let page = engine.list(state: wanted, taskType: request.params?.member("taskType")?.stringValue, cursor: cursor)
+            var result: [String: JSONValue] = ["tasks": .array(page.tasks.map(status))]
+            if let next = page.nextCursor { result["nextCursor"] = .string(next) }
+            return .result(.object(result))
+        }
+        table.register("tasks/cancel") { request, _ in
+            guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/cancel needs \"taskId\"")) }
+            do {
+                return .result(status(try engine.cancel(id)))
+            } catch {
+                return .error(unknownTask(id))
+            }
+        }
+    }
+
+    /// A `tools/call` carrying `params.task` becomes a task; the reply is MCP's CreateTaskResult.
+    static func callAsTask(_ request: JSONRPCRequest, params: RawJSON, engine: TaskEngine) -> MethodReply {
+        guard let name = params.member("name")?.stringValue else {
+            return .error(.invalidParams("\"name\" must be a string naming the tool"))
+        }
+        var submission = TaskSubmission(taskType: name, taskData: params.member("arguments") ?? RawJSON.emptyObject)
+        if let ttl = params.member("task")?.member("ttl")?.decoded().integerValue, ttl > 0 {
+            submission.retention = .milliseconds(ttl)
+        }
+        do {
+            let task = try engine.submit(submission)
+            return .result(["task": mcpTask(task)])
+        } catch {
+            return .error(.invalidParams("\(error)"))
+        }
+    }
+
+    // MARK: Shapes
+
+    /// The seed's TaskStatus, with MCP's Task fields beside it.
+    static func status(_ task: TaskRecord) -> JSONValue {
+        guard case .object(var object) = task.jsonValue, case .object(let mcp) = mcpTask(task) else { return task.jsonValue }
+        for (key, value) in mcp where object[key] == nil { object[key] = value }
+        return .object(object)
+    }
+
+    static func mcpTask(_ task: TaskRecord) -> JSONValue {
+        var object: [String: JSONValue] = [
+            "taskId": .string(task.id),
+            "status": .string(task.state.mcpStatus),
+            "createdAt": .string(task.createdAt.formatted(.iso8601)),
+            "lastUpdatedAt": .string(task.lastUpdatedAt.formatted(.iso8601)),
+            "ttl": .integer(task.submission.retention.components.seconds * 1000),
+            "pollInterval": .integer(pollIntervalMilliseconds),
+        ]
+        if let message = task.errorMessage ?? task.waitingFor { object["statusMessage"] = .string(message) }
+        return .object(object)
+    }
+
+    // MARK: Parsing
+
+    static func submission(from params: RawJSON?) -> Result<TaskSubmission, JSONRPCError> {
+        guard let params, params.kind == .object else {
+            return .failure(.invalidParams("tasks/submit takes an object: taskType, taskData, priority, timeout, maxRetries, …"))
+        }
+        guard let taskType = params.member("taskType")?.stringValue, !taskType.isEmpty else {
+            return .failure(.invalidParams("\"taskType\" must name the tool that runs the task"))
+        }
+        let data = params.member("taskData") ?? RawJSON.emptyObject
+        guard data.kind == .object else { return .failure(.invalidParams("\"taskData\" must be an object (the tool's arguments)")) }
+        var submission = TaskSubmission(taskType: taskType, taskData: data)
+        func integer(_ key: String, in range: ClosedRange<Int64>) -> Result<Int64?, JSONRPCError> {
+            guard let value = params.member(key) else { return .success(nil) }
+            guard let number = value.decoded().integerValue, range.contains(number) else {
+                return .failure(.invalidParams("\"\(key)\" must be an integer from \(range.lowerBound) to \(range.upperBound)"))
+            }
+            return .success(number)
+        }
+        func strings(_ key: String) -> Result<[String], JSONRPCError> {
+            guard let value = params.member(key) else { return .success([]) }
+            guard case .array(let items) = value.decoded(), items.allSatisfy({ $0.stringValue != nil }) else {
+                return .failure(.invalidParams("\"\(key)\" must be an array of strings"))
+            }
+            return .success(items.compactMap(\.stringValue))
+        }
+        do {
+            if let priority = try integer("priority", in: 1...10).get() { submission.priority = Int(priority) }
+            if let retries = try integer("maxRetries", in: 0...100).get() { submission.maximumRetries = Int(retries) }
+            if let timeout = params.member("timeout") {
+                guard case let seconds? = timeout.decoded().numberValue, seconds > 0, seconds <= 86_400 else {
+                    throw JSONRPCError.invalidParams("\"timeout\" must be a number of seconds from 0 to 86400")
+                }
+                submission.timeout = .milliseconds(Int64(seconds * 1000))
+            }
+            submission.requiredCapabilities = try strings("requiredCapabilities").get()
+            submission.dependsOn = try strings("dependsOn").get()
+            submission.idempotencyKey = params.member("idempotencyKey")?.stringValue
+            if let callback = params.member("callback") {
+                guard let url = callback.stringValue, url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                    throw JSONRPCError.invalidParams("\"callback\" must be an http:// or https:// URL")
+                }
+                submission.callback = url
+            }
+            if let backoff = params.member("backoff") {
+                submission.backoff = try parseBackoff(backoff, delay: params.member("backoffDelay"))
+            }
+            if let routing = params.member("routing") {
+                submission.routing = RoutingHints(stickyKey: routing.member("stickyKey")?.stringValue, tenant: routing.member("tenant")?.stringValue)
+            }
+        } catch let error as JSONRPCError {
+            return .failure(error)
+        } catch {
+            return .failure(.invalidParams("\(error)"))
+        }
+        return .success(submission)
+    }
+
+    /// `"backoff": "fixed" | "exponential"` with `backoffDelay` seconds, or
+    /// `"backoff": {"strategy": …, "delaySeconds": …}`.
+    private static func parseBackoff(_ value: RawJSON, delay: RawJSON?) throws -> BackoffPolicy {
+        var policy = BackoffPolicy()
+        let strategy = value.stringValue ?? value.member("strategy")?.stringValue
+        let delaySeconds = delay?.decoded().numberValue ?? value.member("delaySeconds")?.decoded().numberValue
+        if let strategy {
+            guard let kind = BackoffPolicy.Kind(rawValue: strategy) else {
+                throw JSONRPCError.invalidParams("backoff must be fixed or exponential")
+            }
+            policy.kind = kind
+        }
+        if let delaySeconds {
+            guard delaySeconds >= 0, delaySeconds <= 3600 else { throw JSONRPCError.invalidParams("the backoff delay must be from 0 to 3600 seconds") }
+            policy.delay = .milliseconds(Int64(delaySeconds * 1000))
+        }
+        return policy
+    }
+
+    static func unknownTask(_ id: String) -> JSONRPCError {
+        .invalidParams("no task \"\(id)\"", extra: ["taskId": .string(id)])
+    }
+}
+
+/// `tasks/result` of a task that did not complete: its error, with the whole task as data.
+struct TaskEnded: GatewayErrorConvertible {
+    var task: TaskRecord
+    var jsonRPCError: JSONRPCError {
+        JSONRPCError(
+            code: task.state == .timeout ? JSONRPCError.Code.callTimedOut : JSONRPCError.Code.taskFailed,
+            message: "Task \(task.id) ended \(task.state.rawValue): \(task.errorMessage ?? "no reason given")",
+            data: TaskMethods.status(task))
+    }
+}
+
+extension JSONValue {
+    var numberValue: Double? {
+        switch self {
+        case .integer(let value): Double(value)
+        case .double(let value): value
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,417 @@
+import Agents
+import FoundationEssentials
+import JSONRPC
+import Logging
+import NIOCore
+import Synchronization
+
+/// Tasks: accepted at once, queued by priority, dispatched to capable agents as soon as one has
+/// free capacity, retried on another agent after a back-off, timed out, cancelled; every task
+/// ends COMPLETED, FAILED, TIMEOUT or CANCELLED with a reason.
+///
+/// All state sits behind one lock; agent calls run on the event loops. A dispatch pass runs
+/// whenever work or capacity may have appeared, coalesced so that a burst of completions costs
+/// one pass.
+public final class TaskEngine: Sendable {
+    public enum SubmitError: Error, Sendable, CustomStringConvertible {
+        case invalid(String)
+        case unknownDependency(String)
+        public var description: String {
+            switch self {
+            case .invalid(let reason): reason
+            case .unknownDependency(let id): "dependsOn names an unknown task \"\(id)\""
+            }
+        }
+    }
+
+    public enum LookupError: Error, Sendable, CustomStringConvertible {
+        case unknownTask(String)
+        public var description: String {
+            switch self {
+            case .unknownTask(let id): "no task \"\(id)\""
+            }
+        }
+    }
+
+    private struct State {
+        var tasks: [String: TaskRecord] = [:]
+        var order: [String] = []
+        var queue = PriorityTaskQueue()
+        var idempotency: [String: String] = [:]
+        var running: [String: RunningAttempt] = [:]
+        var waiters: [String: [EventLoopPromise<TaskRecord>]] = [:]
+        /// Tasks waiting for others to finish, by the task they wait for.
+        var dependents: [String: Set<String>] = [:]
+        var sticky: [String: AgentRegistry.InstanceID] = [:]
+        var nextID: UInt64 = 1
+        var dispatchScheduled = false
+        var assignmentLatencies: [Double] = []
+    }
+
+    private struct RunningAttempt {
+        var lease: AgentRegistry.Lease
+        var call: PendingCall
+    }
+
+    private let state = Mutex(State())
+    private let agents: AgentRegistry
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let observers = Mutex<[@Sendable (TaskRecord) -> Void]>([])
+    /// How many queued tasks one dispatch pass looks at, so that a pass stays short even with a
+    /// large queue whose head waits for busy agents.
+    private let scanLimit = 512
+
+    public init(agents: AgentRegistry, group: any EventLoopGroup, logger: Logger) {
+        self.agents = agents
+        self.group = group
+        self.logger = logger
+        agents.onCapacityFreed { [weak self] in self?.scheduleDispatch() }
+        agents.onCatalogChange { [weak self] _ in self?.scheduleDispatch() }
+    }
+
+    /// Called with every task that reaches a final state (callbacks, metrics).
+    public func onFinished(_ observer: @escaping @Sendable (TaskRecord) -> Void) {
+        observers.withLock { $0.append(observer) }
+    }
+
+    // MARK: Submitting
+
+    /// Accepts a task and returns it at once (an earlier task when the idempotency key was seen).
+    public func submit(_ submission: TaskSubmission) throws(SubmitError) -> TaskRecord {
+        guard (1...10).contains(submission.priority) else { throw .invalid("priority must be from 1 (highest) to 10 (lowest)") }
+        guard submission.maximumRetries >= 0, submission.maximumRetries <= 100 else { throw .invalid("maxRetries must be from 0 to 100") }
+        let outcome: Result<TaskRecord, SubmitError> = state.withLock { state in
+            if let key = submission.idempotencyKey, let existing = state.idempotency[key], let task = state.tasks[existing] {
+                return .success(task)
+            }
+            // Dependencies must exist: a task can only wait for tasks submitted before it, so
+            // the dependency graph cannot have a cycle.
+            for dependency in submission.dependsOn where state.tasks[dependency] == nil {
+                return .failure(.unknownDependency(dependency))
+            }
+            let id = "task-\(state.nextID)"
+            state.nextID += 1
+            var task = TaskRecord(id: id, submission: submission)
+            state.tasks[id] = task
+            state.order.append(id)
+            if let key = submission.idempotencyKey { state.idempotency[key] = id }
+            let unfinished = submission.dependsOn.filter { !(state.tasks[$0]?.state.isFinal ?? true) }
+            let failed = submission.dependsOn.first { dependency in
+                guard let state = state.tasks[dependency]?.state else { return false }
+                return state.isFinal && state != .completed
+            }
+            if let failed {
+                task.state = .failed
+                task.errorMessage = "dependency \(failed) did not complete (\(state.tasks[failed]!.state.rawValue))"
+                task.completionTime = Date()
+                state.tasks[id] = task
+            } else if unfinished.isEmpty {
+                state.queue.push(id, priority: submission.priority)
+            } else {
+                task.waitingFor = "waiting for \(unfinished.joined(separator: ", "))"
+                state.tasks[id] = task
+                for dependency in unfinished { state.dependents[dependency, default: []].insert(id) }
+            }
+            return .success(task)
+        }
+        let task = try outcome.get()
+        if task.state == .failed { finished(task) }
+        scheduleDispatch()
+        return task
+    }
+
+    // MARK: Reading
+
+    public func get(_ id: String) throws(LookupError) -> TaskRecord {
+        guard let task = state.withLock({ $0.tasks[id] }) else { throw .unknownTask(id) }
+        return task
+    }
+
+    /// Completes when the task has ended.
+    public func result(_ id: String, on eventLoop: any EventLoop) -> EventLoopFuture<TaskRecord> {
+        let promise = eventLoop.makePromise(of: TaskRecord.self)
+        let now: TaskRecord?? = state.withLock { state in
+            guard let task = state.tasks[id] else { return .some(nil) }
+            if task.state.isFinal { return .some(task) }
+            state.waiters[id, default: []].append(promise)
+            return nil
+        }
+        switch now {
+        case .some(let task?): promise.succeed(task)
+        case .some(nil): promise.fail(LookupError.unknownTask(id))
+        case nil: break
+        }
+        return promise.futureResult
+    }
+
+    public struct Page: Sendable {
+        public var tasks: [TaskRecord]
+        public var nextCursor: String?
+    }
+
+    /// Tasks in submission order, filtered; `cursor` is the position to continue from.
+    public func list(state wanted: TaskState? = nil, taskType: String? = nil, cursor: Int = 0, limit: Int = 100) -> Page {
+        state.withLock { state in
+            var tasks: [TaskRecord] = []
+            var index = cursor
+            while index < state.order.count, tasks.count < limit {
+                if let task = state.tasks[state.order[index]],
+                    wanted == nil || task.state == wanted, taskType == nil || task.submission.taskType == taskType
+                {
+                    tasks.append(task)
+                }
+                index += 1
+            }
+            return Page(tasks: tasks, nextCursor: index < state.order.count ? String(index) : nil)
+        }
+    }
+
+    public struct Statistics: Sendable {
+        public var byState: [TaskState: Int]
+        public var queued: Int
+        public var assignmentLatencyMilliseconds: (p50: Double, p99: Double)?
+    }
+
+    public func statistics() -> Statistics {
+        state.withLock { state in
+            var byState: [TaskState: Int] = [:]
+            for task in state.tasks.values { byState[task.state, default: 0] += 1 }
+            var latency: (Double, Double)?
+            if !state.assignmentLatencies.isEmpty {
+                let sorted = state.assignmentLatencies.sorted()
+                latency = (sorted[sorted.count / 2], sorted[min(sorted.count - 1, sorted.count * 99 / 100)])
+            }
+            return Statistics(byState: byState, queued: state.queue.count, assignmentLatencyMilliseconds: latency)
+        }
+    }
+
+    // MARK: Cancelling
+
+    /// A pending task is cancelled at once; a running one is cancelled at its agent too.
+    public func cancel(_ id: String, reason: String = "cancelled by request") throws(LookupError) -> TaskRecord {
+        let outcome: (TaskRecord, RunningAttempt?)? = state.withLock { state in
+            guard var task = state.tasks[id] else { return nil }
+            guard !task.state.isFinal else { return (task, nil) }
+            state.queue.remove(id)
+            let running = state.running.removeValue(forKey: id)
+            task.state = .cancelled
+            task.errorMessage = reason
+            task.completionTime = Date()
+            task.lastUpdatedAt = Date()
+            if !task.attempts.isEmpty, task.attempts[task.attempts.count - 1].ended == nil {
+                task.attempts[task.attempts.count - 1].ended = Date()
+                task.attempts[task.attempts.count - 1].error = reason
+            }
+            state.tasks[id] = task
+            return (task, running)
+        }
+        guard let (task, running) = outcome else { throw .unknownTask(id) }
+        if let running {
+            running.lease.endpoint.cancel(running.call.id, reason: reason)
+            running.lease.finish(succeeded: true)
+        }
+        if task.state == .cancelled { finished(task) }
+        return task
+    }
+
+    // MARK: Dispatching
+
+    private func scheduleDispatch() {
+        let first = state.withLock { state -> Bool in
+            defer { state.dispatchScheduled = true }
+            return !state.dispatchScheduled
+        }
+        guard first else { return }
+        group.any().execute { [self] in dispatch() }
+    }
+
+    /// Hands queued tasks to agents with free capacity, best first; a task whose tool has no free
+    /// agent does not hold up the tasks behind it.
+    private func dispatch() {
+        var started: [(TaskRecord, AgentRegistry.Lease)] = []
+        var refused: [TaskRecord] = []
+        state.withLock { state in
+            state.dispatchScheduled = false
+            var busyTools: Set<String> = []
+            for entry in state.queue.ordered(limit: scanLimit) {
+                guard var task = state.tasks[entry.taskID] else {
+                    state.queue.remove(entry.taskID)
+                    continue
+                }
+                let tool = task.submission.taskType
+                if busyTools.contains(tool) { continue }
+                var constraints = AgentRegistry.Constraints(requiredCapabilities: task.submission.requiredCapabilities)
+                if let tenant = task.submission.routing.tenant { constraints.requiredCapabilities.append("tenant:\(tenant)") }
+                constraints.avoiding = Set(task.attempts.map { AgentRegistry.InstanceID($0.agent) })
+                if let key = task.submission.routing.stickyKey { constraints.preferred = state.sticky[key] }
+                switch agents.tryAcquire(.tool, tool, constraints: constraints) {
+                case .busy:
+                    busyTools.insert(tool)
+                case .refused(let error):
+                    state.queue.remove(task.id)
+                    task.state = .failed
+                    task.errorMessage = "\(error)"
+                    task.completionTime = Date()
+                    task.lastUpdatedAt = Date()
+                    state.tasks[task.id] = task
+                    refused.append(task)
+                case .leased(let lease):
+                    state.queue.remove(task.id)
+                    if let key = task.submission.routing.stickyKey { state.sticky[key] = lease.instance }
+                    let now = Date()
+                    if task.attempts.isEmpty {
+                        state.assignmentLatencies.append(now.timeIntervalSince(task.createdAt) * 1000)
+                        if state.assignmentLatencies.count > 100_000 { state.assignmentLatencies.removeFirst(50_000) }
+                        task.startTime = now
+                    }
+                    task.state = .assigned
+                    task.waitingFor = nil
+                    task.assignedAgent = (lease.instance.rawValue, lease.instanceName)
+                    task.attempts.append(TaskAttempt(agent: lease.instance.rawValue, started: now))
+                    task.lastUpdatedAt = now
+                    state.tasks[task.id] = task
+                    started.append((task, lease))
+                }
+            }
+        }
+        for task in refused { finished(task) }
+        for (task, lease) in started { run(task, on: lease) }
+    }
+
+    private func run(_ task: TaskRecord, on lease: AgentRegistry.Lease) {
+        let params: JSONValue = ["name": .string(lease.originalName), "arguments": .raw(task.submission.taskData)]
+        let timeout = TimeAmount.nanoseconds(
+            task.submission.timeout.components.seconds * 1_000_000_000 + task.submission.timeout.components.attoseconds / 1_000_000_000)
+        let call = lease.endpoint.call("tools/call", params: params, timeout: timeout)
+        let stillOurs = state.withLock { state -> Bool in
+            guard var current = state.tasks[task.id], current.state == .assigned else { return false }
+            current.state = .running
+            state.tasks[task.id] = current
+            state.running[task.id] = RunningAttempt(lease: lease, call: call)
+            return true
+        }
+        if !stillOurs {
+            // Cancelled between dispatch and now.
+            lease.endpoint.cancel(call.id, reason: "cancelled")
+            lease.finish(succeeded: true)
+            return
+        }
+        call.result.whenComplete { [self] outcome in
+            attemptEnded(task.id, lease: lease, outcome: outcome)
+        }
+    }
+
+    private func attemptEnded(_ id: String, lease: AgentRegistry.Lease, outcome: Result<RawJSON, any Error>) {
+        let failure: (message: String, isTimeout: Bool)?
+        switch outcome {
+        case .success(let result):
+            if result.member("isError")?.decoded() == .bool(true) {
+                failure = ("the tool reported an error: \(Self.text(of: result))", false)
+            } else {
+                failure = nil
+            }
+        case .failure(let error as AgentCallTimedOut):
+            failure = ("no answer within \(error.timeout)", true)
+        case .failure(let error as AgentEndpointClosed):
+            failure = ("the agent failed: \(error.reason)", false)
+        case .failure(is AgentCallCancelled):
+            return  // cancel() has already settled the task
+        case .failure(let error as JSONRPCError):
+            failure = ("the agent answered with error \(error.code): \(error.message)", false)
+        case .failure(let error):
+            failure = ("\(error)", false)
+        }
+        lease.finish(succeeded: failure == nil)
+
+        var retryAfter: Duration?
+        let ended: TaskRecord? = state.withLock { state in
+            guard state.running.removeValue(forKey: id) != nil, var task = state.tasks[id] else { return nil }
+            let now = Date()
+            task.lastUpdatedAt = now
+            task.attempts[task.attempts.count - 1].ended = now
+            guard let failure else {
+                task.state = .completed
+                if case .success(let result) = outcome { task.result = result }
+                task.completionTime = now
+                state.tasks[id] = task
+                return task
+            }
+            task.attempts[task.attempts.count - 1].error = failure.message
+            if task.retryCount < task.submission.maximumRetries {
+                let delay = task.submission.backoff.delay(beforeRetry: task.attempts.count)
+                task.state = .pending
+                task.waitingFor = "retry \(task.attempts.count) of \(task.submission.maximumRetries) after \(delay): \(failure.message)"
+                state.tasks[id] = task
+                retryAfter = delay
+                return nil
+            }
+            task.state = failure.isTimeout ? .timeout : .failed
+            task.errorMessage = task.attempts.count == 1
+                ? failure.message
+                : "all \(task.attempts.count) attempts failed: "
+                    + task.attempts.enumerated().map { "#\($0.offset + 1) on \($0.element.agent): \($0.element.error ?? "?")" }
+                    .joined(separator: "; ")
+            task.completionTime = now
+            state.tasks[id] = task
+            return task
+        }
+        if let ended { finished(ended) }
+        if let retryAfter {
+            let nanoseconds = retryAfter.components.seconds * 1_000_000_000 + retryAfter.components.attoseconds / 1_000_000_000
+            group.any().scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
+                let requeued = state.withLock { state -> Bool in
+                    guard let task = state.tasks[id], task.state == .pending else { return false }
+                    state.queue.push(id, priority: task.submission.priority)
+                    return true
+                }
+                if requeued { scheduleDispatch() }
+            }
+        }
+        scheduleDispatch()
+    }
+
+    /// Wakes `tasks/result` waiters, releases dependents, tells observers.
+    private func finished(_ task: TaskRecord) {
+        let (waiters, released, failedDependents): ([EventLoopPromise<TaskRecord>], [String], [TaskRecord]) = state.withLock { state in
+            let waiters = state.waiters.removeValue(forKey: task.id) ?? []
+            var released: [String] = []
+            var failed: [TaskRecord] = []
+            for dependent in state.dependents.removeValue(forKey: task.id) ?? [] {
+                guard var waiting = state.tasks[dependent], !waiting.state.isFinal else { continue }
+                if task.state != .completed {
+                    waiting.state = .failed
+                    waiting.errorMessage = "dependency \(task.id) did not complete (\(task.state.rawValue))"
+                    waiting.completionTime = Date()
+                    waiting.lastUpdatedAt = Date()
+                    state.tasks[dependent] = waiting
+                    failed.append(waiting)
+                    continue
+                }
+                let remaining = waiting.submission.dependsOn.filter { !(state.tasks[$0]?.state == .completed) }
+                if remaining.isEmpty {
+                    waiting.waitingFor = nil
+                    state.tasks[dependent] = waiting
+                    state.queue.push(dependent, priority: waiting.submission.priority)
+                    released.append(dependent)
+                } else {
+                    waiting.waitingFor = "waiting for \(remaining.joined(separator: ", "))"
+                    state.tasks[dependent] = waiting
+                }
+            }
+            return (waiters, released, failed)
+        }
+        waiters.forEach { $0.succeed(task) }
+        let callbacks = observers.withLock { $0 }
+        callbacks.forEach { $0(task) }
+        for dependent in failedDependents { finished(dependent) }
+        if !released.isEmpty { scheduleDispatch() }
+        logger.debug("task \(task.id) \(task.state.rawValue)")
+    }
+
+    private static func text(of result: RawJSON) -> String {
+        guard let content = result.member("content"), case .array(let blocks) = content.decoded() else { return "no details" }
+        let texts = blocks.compactMap { $0["text"]?.stringValue }
+        return texts.isEmpty ? "no details" : texts.joined(separator: " ")
+    }
+}

@@ -1,0 +1,154 @@
+import Gateway
+import JSONRPC
+import Testing
+
+/// Tasks through a real gateway with an attached agent played by the test.
+@Suite("Tasks over real sockets", .timeLimit(.minutes(1)))
+struct TaskTests {
+    private func registerWorker(_ agent: LineClient, concurrency: Int = 1, name: String = "worker") async throws -> String {
+        let reply = try await agent.call(1, "agents/register", #"{"agentName":"\#(name)","maxConcurrency":\#(concurrency),"tools":[{"name":"work","inputSchema":{"type":"object"}}]}"#)
+        return try #require(reply?["result"]?["agentId"]?.stringValue)
+    }
+
+    private func submit(_ client: LineClient, _ id: Int, _ params: String) async throws -> String {
+        let reply = try await client.call(id, "tasks/submit", params)
+        return try #require(reply?["result"]?["taskId"]?.stringValue, "\(String(describing: reply))")
+    }
+
+    /// Answers the next call the agent receives and returns its arguments.
+    private func serveOne(_ agent: LineClient, result: String = #"{"content":[{"type":"text","text":"ok"}]}"#) async throws -> JSONValue? {
+        let call = try #require(try await agent.receive())
+        #expect(call["method"] == "tools/call")
+        let id = try #require(call["id"]?.stringValue)
+        try await agent.send(#"{"jsonrpc":"2.0","id":"\#(id)","result":\#(result)}"#)
+        return call["params"]?["arguments"]
+    }
+
+    @Test func higherPrioritiesRunFirst() async throws {
+        try await withGateway { gateway in
+            let agent = try await gateway.connect()
+            _ = try await registerWorker(agent)
+            let client = try await gateway.connect()
+            // The first task occupies the only slot; the rest queue behind it.
+            _ = try await submit(client, 1, #"{"taskType":"work","taskData":{"n":0},"priority":5}"#)
+            let first = try #require(try await agent.receive())
+            for (index, priority) in [9, 1, 5, 3].enumerated() {
+                _ = try await submit(client, 10 + index, #"{"taskType":"work","taskData":{"n":\#(priority)},"priority":\#(priority)}"#)
+            }
+            try await agent.send(#"{"jsonrpc":"2.0","id":"\#(first["id"]!.stringValue!)","result":{"content":[]}}"#)
+            var order: [Int64] = []
+            for _ in 0..<4 { order.append(try #require(try await serveOne(agent)?["n"]?.integerValue)) }
+            #expect(order == [1, 3, 5, 9])
+            await agent.close()
+            await client.close()
+        }
+    }
+
+    @Test func aFailedAttemptIsRetriedAndTheResultWaitsForTheEnd() async throws {
+        try await withGateway { gateway in
+            let agent = try await gateway.connect()
+            _ = try await registerWorker(agent)
+            let client = try await gateway.connect()
+            let task = try await submit(client, 1, #"{"taskType":"work","taskData":{},"maxRetries":2,"backoff":"fixed","backoffDelay":0.01}"#)
+            try await client.send(#"{"jsonrpc":"2.0","id":2,"method":"tasks/result","params":{"taskId":"\#(task)"}}"#)
+            _ = try await serveOne(agent, result: #"{"content":[{"type":"text","text":"boom"}],"isError":true}"#)
+            _ = try await serveOne(agent, result: #"{"content":[{"type":"text","text":"fine"}]}"#)
+            let result = try await client.receive()
+            #expect(result?["id"] == 2)
+            #expect(result?["result"]?["content"] == [["type": "text", "text": "fine"]])
+            let status = try await client.call(3, "tasks/get", #"{"taskId":"\#(task)"}"#)
+            #expect(status?["result"]?["state"] == "COMPLETED")
+            #expect(status?["result"]?["status"] == "completed")
+            #expect(status?["result"]?["retryCount"] == 1)
+            await agent.close()
+            await client.close()
+        }
+    }
+
+    @Test func aTaskThatKeepsFailingEndsFailedWithEveryAttempt() async throws {
+        try await withGateway { gateway in
+            let agent = try await gateway.connect()
+            _ = try await registerWorker(agent)
+            let client = try await gateway.connect()
+            let task = try await submit(client, 1, #"{"taskType":"work","taskData":{},"maxRetries":1,"backoff":"fixed","backoffDelay":0}"#)
+            try await client.send(#"{"jsonrpc":"2.0","id":2,"method":"tasks/result","params":{"taskId":"\#(task)"}}"#)
+            for _ in 0..<2 { _ = try await serveOne(agent, result: #"{"content":[{"type":"text","text":"boom"}],"isError":true}"#) }
+            let result = try await client.receive()
+            #expect(result?["error"]?["code"] == .integer(Int64(JSONRPCError.Code.taskFailed)))
+            #expect(result?["error"]?["data"]?["state"] == "FAILED")
+            let message = try #require(result?["error"]?["data"]?["errorMessage"]?.stringValue)
+            #expect(message.contains("#1") && message.contains("#2"))
+            await agent.close()
+            await client.close()
+        }
+    }
+
+    @Test func anAgentThatDoesNotAnswerTimesTheTaskOut() async throws {
+        try await withGateway { gateway in
+            let agent = try await gateway.connect()
+            _ = try await registerWorker(agent)
+            let client = try await gateway.connect()
+            let task = try await submit(client, 1, #"{"taskType":"work","taskData":{},"timeout":0.2,"maxRetries":0}"#)
+            #expect(try await agent.receive()?["method"] == "tools/call")
+            let result = try await client.call(2, "tasks/result", #"{"taskId":"\#(task)"}"#)
+            #expect(result?["error"]?["data"]?["state"] == "TIMEOUT")
+            #expect(result?["error"]?["code"] == .integer(Int64(JSONRPCError.Code.callTimedOut)))
+            await agent.close()
+            await client.close()
+        }
+    }
+
+    @Test func cancellingAPendingAndARunningTask() async throws {
+        try await withGateway { gateway in
+            let agent = try await gateway.connect()
+            _ = try await registerWorker(agent)
+            let client = try await gateway.connect()
+            let running = try await submit(client, 1, #"{"taskType":"work","taskData":{}}"#)
+            let call = try #require(try await agent.receive())
+            let pending = try await submit(client, 2, #"{"taskType":"work","taskData":{}}"#)
+            #expect(try await client.call(3, "tasks/cancel", #"{"taskId":"\#(pending)"}"#)?["result"]?["state"] == "CANCELLED")
+            #expect(try await client.call(4, "tasks/cancel", #"{"taskId":"\#(running)"}"#)?["result"]?["state"] == "CANCELLED")
+            let notice = try await agent.receive()
+            #expect(notice?["method"] == "notifications/cancelled")
+            #expect(notice?["params"]?["requestId"] == call["id"])
+            await agent.close()
+            await client.close()
+        }
+    }
+
+    @Test func dependenciesIdempotencyAndUnknownTasks() async throws {
+        try await withGateway { gateway in
+            let agent = try await gateway.connect()
+            _ = try await registerWorker(agent, concurrency: 4)
+            let client = try await gateway.connect()
+            let first = try await submit(client, 1, #"{"taskType":"work","taskData":{"step":1},"idempotencyKey":"order-42"}"#)
+            #expect(try await submit(client, 2, #"{"taskType":"work","taskData":{"step":1},"idempotencyKey":"order-42"}"#) == first)
+            let second = try await submit(client, 3, #"{"taskType":"work","taskData":{"step":2},"dependsOn":["\#(first)"]}"#)
+            // Only the first runs until it completes; then the second.
+            #expect(try await serveOne(agent)?["step"] == 1)
+            #expect(try await serveOne(agent)?["step"] == 2)
+            #expect(try await client.call(4, "tasks/result", #"{"taskId":"\#(second)"}"#)?["result"] != nil)
+            let unknown = try await client.call(5, "tasks/submit", #"{"taskType":"work","dependsOn":["task-999"]}"#)
+            #expect(unknown?["error"]?["code"] == -32602)
+            #expect(try await client.call(6, "tasks/get", #"{"taskId":"nope"}"#)?["error"]?["code"] == -32602)
+            await agent.close()
+            await client.close()
+        }
+    }
+
+    @Test func aTaskAugmentedToolCallReturnsATaskAtOnce() async throws {
+        try await withGateway { gateway in
+            let agent = try await gateway.connect()
+            _ = try await registerWorker(agent)
+            let client = try await gateway.connect()
+            let created = try await client.call(1, "tools/call", #"{"name":"work","arguments":{"x":1},"task":{"ttl":60000}}"#)
+            let taskID = try #require(created?["result"]?["task"]?["taskId"]?.stringValue)
+            #expect(created?["result"]?["task"]?["status"] == "working")
+            #expect(try await serveOne(agent)?["x"] == 1)
+            let result = try await client.call(2, "tasks/result", #"{"taskId":"\#(taskID)"}"#)
+            #expect(result?["result"]?["content"] == [["type": "text", "text": "ok"]])
+            await agent.close()
+            await client.close()
+        }
+    }
+}
