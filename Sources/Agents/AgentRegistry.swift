@@ -62,6 +62,11 @@ public final class AgentRegistry: Sendable {
         public func finish(succeeded: Bool) {
             registry.finish(self, succeeded: succeeded)
         }
+
+        /// Releases the slot without a verdict: the call never ran, or was cancelled.
+        public func release() {
+            registry.finish(self, succeeded: nil)
+        }
     }
 
     public enum AcquireError: Error, Sendable, CustomStringConvertible {
@@ -444,16 +449,20 @@ public final class AgentRegistry: Sendable {
         }
     }
 
-    fileprivate func finish(_ lease: Lease, succeeded: Bool) {
+    fileprivate func finish(_ lease: Lease, succeeded: Bool?) {
         var drained = false
         mutate { state in
             guard var instance = state.instances[lease.instance] else { return false }
             let now = ContinuousClock.now
             if instance.inFlight > 0 { instance.inFlight -= 1 }
-            if succeeded { instance.completed += 1 } else { instance.failed += 1 }
-            instance.totalLatency += now - lease.started
-            instance.performance[lease.originalName, default: ToolPerformance()].record(latency: now - lease.started, succeeded: succeeded)
-            instance.circuit.record(succeeded: succeeded, now: now)
+            if let succeeded {
+                if succeeded { instance.completed += 1 } else { instance.failed += 1 }
+                instance.totalLatency += now - lease.started
+                instance.performance[lease.originalName, default: ToolPerformance()].record(latency: now - lease.started, succeeded: succeeded)
+                instance.circuit.record(succeeded: succeeded, now: now)
+            } else {
+                instance.circuit.release()
+            }
             drained = instance.lifecycle == .draining && instance.inFlight == 0
             state.instances[lease.instance] = instance
             return false

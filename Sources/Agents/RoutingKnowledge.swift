@@ -69,6 +69,11 @@ public struct CircuitBreaker: Sendable, Equatable {
         }
     }
 
+    /// A call that never ran gives back the half-open probe without a verdict.
+    mutating func release() {
+        probeInFlight = false
+    }
+
     mutating func record(succeeded: Bool, now: ContinuousClock.Instant) {
         probeInFlight = false
         if succeeded {

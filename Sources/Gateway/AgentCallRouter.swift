@@ -83,7 +83,7 @@ final class AgentCallRouter: Sendable {
                 lease = granted
             }
             if cancellation.isCancelled {
-                lease.finish(succeeded: true)
+                lease.release()
                 promise.fail(AgentCallCancelled())
                 return
             }

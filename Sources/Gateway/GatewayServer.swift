@@ -62,6 +62,7 @@ final class GatewayCore: Sendable {
             in: &methods, agents: agents, supervisor: supervisorSlot, requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false)
         calls.register(in: &methods)
         TaskMethods.register(in: &methods, engine: tasks)
+        PatternMethods.register(in: &methods, agents: agents)
         extraMethods(&methods)
         self.methods = methods
 

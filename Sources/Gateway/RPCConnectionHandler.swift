@@ -99,14 +99,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         keepalive = nil
         // The agent is marked down before its calls fail, so that whoever hears of the failure
         // already sees it offline, and no new call is sent its way.
-        if let handle { gateway.connectionClosed(handle, agent: agentInstance, role: role) }
-        let pending = outboundRequests
-        outboundRequests = [:]
-        let reason = agentInstance.map { "the connection to agent \($0) closed" } ?? "the connection closed"
-        for request in pending.values {
-            request.timeout.cancel()
-            request.promise.fail(AgentEndpointClosed(reason: reason))
-        }
+        if let handle, !inputClosed { gateway.connectionClosed(handle, agent: agentInstance, role: role) }
+        failOutboundRequests(reason: agentInstance.map { "the connection to agent \($0) closed" } ?? "the connection closed")
         logger.debug("connection closed")
         context.fireChannelInactive()
     }
@@ -122,8 +116,11 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             logger.debug("TLS \(handshake.protocolVersion) \(handshake.cipher)")
         }
         if case .inputClosed = event as? ChannelEvent {
-            // The peer will send nothing more: answer what is in flight, then close.
+            // The peer will send nothing more: answer what is in flight, then close. Requests we
+            // sent it can no longer be answered, so they fail now rather than at their timeout.
             inputClosed = true
+            if let handle { gateway.connectionClosed(handle, agent: agentInstance, role: role) }
+            failOutboundRequests(reason: agentInstance.map { "agent \($0) closed its side of the connection" } ?? "the peer closed its side of the connection")
             closeIfFinished()
         }
         context.fireUserInboundEventTriggered(event)
@@ -398,8 +395,11 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let timer = context.eventLoop.scheduleTask(in: timeout) {
-            if let request = loopBound.value.outboundRequests.removeValue(forKey: id) {
+            let handler = loopBound.value
+            if let request = handler.outboundRequests.removeValue(forKey: id) {
                 request.promise.fail(AgentCallTimedOut(method: method, timeout: timeout))
+                // The peer may still be working on it: tell it to stop.
+                handler.sendNotification(method: "notifications/cancelled", params: ["requestId": id.jsonValue, "reason": "timed out"])
             }
         }
         outboundRequests[id] = OutboundRequest(promise: promise, timeout: timer)
@@ -426,6 +426,15 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     func close() {
         context?.close(promise: nil)
+    }
+
+    private func failOutboundRequests(reason: String) {
+        let pending = outboundRequests
+        outboundRequests = [:]
+        for request in pending.values {
+            request.timeout.cancel()
+            request.promise.fail(AgentEndpointClosed(reason: reason))
+        }
     }
 
     private func completeOutboundRequest(_ response: JSONRPCResponse) {

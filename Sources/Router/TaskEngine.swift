@@ -209,7 +209,7 @@ public final class TaskEngine: Sendable {
         guard let (task, running) = outcome else { throw .unknownTask(id) }
         if let running {
             running.lease.endpoint.cancel(running.call.id, reason: reason)
-            running.lease.finish(succeeded: true)
+            running.lease.release()
         }
         if task.state == .cancelled { finished(task) }
         return task
@@ -294,7 +294,7 @@ public final class TaskEngine: Sendable {
         if !stillOurs {
             // Cancelled between dispatch and now.
             lease.endpoint.cancel(call.id, reason: "cancelled")
-            lease.finish(succeeded: true)
+            lease.release()
             return
         }
         call.result.whenComplete { [self] outcome in
