@@ -31,7 +31,6 @@ final class AgentSupervisor: Sendable {
 
     /// An instance that has run this long is healthy again: its back-off starts over.
     private let stableAfter: Duration = .seconds(60)
-    private let probeInterval: Duration = .seconds(10)
 
     init(core: GatewayCore) {
         self.core = core
@@ -240,7 +239,7 @@ final class AgentSupervisor: Sendable {
     /// rotation) until one succeeds, and a spawned instance that stopped answering is restarted.
     private func probeHealth() async {
         while !Task.isCancelled {
-            try? await Task.sleep(for: probeInterval)
+            try? await Task.sleep(for: core.settings.healthProbeInterval)
             for (id, endpoint) in core.agents.probeTargets() {
                 let registry = core.agents
                 endpoint.call("ping", params: nil, timeout: .seconds(5)).result.whenComplete { [self] result in

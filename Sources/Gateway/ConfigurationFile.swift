@@ -102,8 +102,9 @@ private struct Reader {
             case "agents": readTemplates(value, section: "agents")
             case "mcpServers": readTemplates(value, section: "mcpServers")
             case "tls": readTLS(value)
+            case "health": readHealth(value)
             default:
-                report(keyNode, "unknown key \"\(key)\" (known: listen, logLevel, limits, keepalive, tls, agents, mcpServers)")
+                report(keyNode, "unknown key \"\(key)\" (known: listen, logLevel, limits, keepalive, health, tls, agents, mcpServers)")
             }
         }
     }
@@ -159,6 +160,18 @@ private struct Reader {
                 if let seconds = number(value, "keepalive.timeoutSeconds", minimum: 0.001) { settings.keepalive.timeout = .seconds(seconds) }
             default:
                 report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in keepalive (known: intervalSeconds, timeoutSeconds)")
+            }
+        }
+    }
+
+    mutating func readHealth(_ node: Node) {
+        guard let fields = mapping(node, "health") else { return }
+        for (keyNode, value) in fields {
+            switch keyNode.string ?? "" {
+            case "intervalSeconds":
+                if let seconds = number(value, "health.intervalSeconds", minimum: 0.01) { settings.healthProbeInterval = .seconds(seconds) }
+            default:
+                report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in health (known: intervalSeconds)")
             }
         }
     }

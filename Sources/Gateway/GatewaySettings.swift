@@ -13,6 +13,8 @@ public struct GatewaySettings: Sendable {
     public var agentTemplates: [AgentTemplate] = []
     /// Certificates for `tls://` listeners.
     public var tls: TLSSettings?
+    /// How often every agent is pinged to judge its health.
+    public var healthProbeInterval: Duration = .seconds(10)
 
     public init() {}
 

@@ -37,6 +37,8 @@ func withGateway(
     var settings = GatewaySettings()
     settings.listen = [.tcp(host: "127.0.0.1", port: 0)]
     settings.limits.shutdownGrace = .seconds(5)
+    // Tests play agents by hand; health pings would interleave with what they expect.
+    settings.healthProbeInterval = .seconds(3600)
     configure(&settings)
     var logger = Logger(label: "test-gateway")
     logger.logLevel = .warning
