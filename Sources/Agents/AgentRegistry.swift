@@ -142,6 +142,9 @@ public final class AgentRegistry: Sendable {
         var instances: [InstanceID: Instance] = [:]
         var activeVersion: [String: String] = [:]
         var versionHistory: [String: [String]] = [:]
+        /// Versions rolled back from, per template: they do not become active again by
+        /// re-registering.
+        var rolledBack: [String: Set<String>] = [:]
         var tools: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
         var prompts: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
         var waiters: [Waiter] = []
@@ -185,13 +188,16 @@ public final class AgentRegistry: Sendable {
             instance.endpoint = endpoint
             state.instances[id] = instance
             let template = registration.template
-            if state.activeVersion[template] != registration.version {
-                if !(state.versionHistory[template] ?? []).contains(registration.version) {
-                    state.versionHistory[template, default: []].append(registration.version)
-                    state.activeVersion[template] = registration.version
-                } else if state.activeVersion[template] == nil {
-                    state.activeVersion[template] = registration.version
-                }
+            let version = registration.version
+            let known = state.versionHistory[template]?.contains(version) ?? false
+            if state.activeVersion[template] == nil {
+                // The only version around is the active one.
+                state.activeVersion[template] = version
+                if !known { state.versionHistory[template, default: []].append(version) }
+            } else if state.activeVersion[template] != version, !known, !(state.rolledBack[template]?.contains(version) ?? false) {
+                // A new version takes over; the one before stays for a rollback.
+                state.versionHistory[template, default: []].append(version)
+                state.activeVersion[template] = version
             }
             return true
         }
@@ -205,6 +211,7 @@ public final class AgentRegistry: Sendable {
             if !state.instances.values.contains(where: { $0.registration.template == template }) {
                 state.activeVersion[template] = nil
                 state.versionHistory[template] = nil
+                state.rolledBack[template] = nil
             }
             return true
         }
@@ -306,6 +313,7 @@ public final class AgentRegistry: Sendable {
             }
             state.activeVersion[template] = previous
             state.versionHistory[template] = Array(history.prefix(index))
+            state.rolledBack[template, default: []].insert(active)
             let newer = state.instances.values.filter { $0.registration.template == template && $0.registration.version == active }.map(\.id)
             return .success((active, previous, newer.sorted()))
         }
@@ -739,12 +747,12 @@ public final class AgentRegistry: Sendable {
     /// `change` returns whether what instances offer (or whether they count) may have changed;
     /// only then is the catalog rebuilt, so the per-call path stays a few lookups.
     private func mutate(_ change: (inout State) -> Bool) {
-        let (catalogChange, granted) = state.withLock { state -> (CatalogChange, [(EventLoopPromise<Lease>, Lease)]) in
+        let (catalogChange, granted) = state.withLock { state -> (CatalogChange, [(EventLoopPromise<Lease>, Result<Lease, AcquireError>)]) in
             let mayHaveChanged = change(&state)
             let changed = mayHaveChanged ? Self.rebuildCatalog(&state) : CatalogChange(tools: false, prompts: false)
             return (changed, state.waiters.isEmpty ? [] : Self.serveWaiters(&state, registry: self))
         }
-        for (promise, lease) in granted { promise.succeed(lease) }
+        for (promise, outcome) in granted { promise.completeWith(outcome.mapError { $0 as any Error }) }
         if catalogChange.tools || catalogChange.prompts {
             let callbacks = observers.withLock { $0.catalogChanged }
             callbacks.forEach { $0(catalogChange) }
@@ -760,19 +768,25 @@ public final class AgentRegistry: Sendable {
         return result
     }
 
-    private static func serveWaiters(_ state: inout State, registry: AgentRegistry) -> [(EventLoopPromise<Lease>, Lease)] {
-        var granted: [(EventLoopPromise<Lease>, Lease)] = []
+    /// Gives freed capacity to waiting calls, first come first served; a call whose template has
+    /// no instance left at all is failed at once rather than at its timeout.
+    private static func serveWaiters(_ state: inout State, registry: AgentRegistry) -> [(EventLoopPromise<Lease>, Result<Lease, AcquireError>)] {
+        var outcomes: [(EventLoopPromise<Lease>, Result<Lease, AcquireError>)] = []
         var remaining: [Waiter] = []
         for waiter in state.waiters {
             if let lease = reserve(waiter.origin, kind: waiter.kind, in: &state, registry: registry) {
                 waiter.timeout?.cancel()
-                granted.append((waiter.promise, lease))
+                outcomes.append((waiter.promise, .success(lease)))
+            } else if !state.instances.values.contains(where: { $0.registration.template == waiter.origin.template && $0.isPresent }) {
+                waiter.timeout?.cancel()
+                let reason = "every instance of \(waiter.origin.template) is gone"
+                outcomes.append((waiter.promise, .failure(.noAgentAvailable(tool: waiter.exposedName, template: waiter.origin.template, reason: reason))))
             } else {
                 remaining.append(waiter)
             }
         }
         state.waiters = remaining
-        return granted
+        return outcomes
     }
 
     private func notifyDrained(_ id: InstanceID) {

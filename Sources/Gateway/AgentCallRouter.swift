@@ -91,11 +91,21 @@ final class AgentCallRouter: Sendable {
             if case .tool = kind, lease.originalName != name { replacements["name"] = .string(lease.originalName) }
             if case .prompt = kind, lease.originalName != name { replacements["name"] = .string(lease.originalName) }
             var relayToken: String?
-            if let meta = params.member("_meta"), let token = meta.member("progressToken") {
-                // Tokens are the client's; two clients may use the same one, so the agent sees ours.
-                let ours = progress.register(caller: caller, token: token)
-                relayToken = ours
-                replacements["_meta"] = .raw(meta.replacingMembers(["progressToken": .string(ours)]))
+            if let meta = params.member("_meta") {
+                var metaChanges: [String: JSONValue?] = [:]
+                // The agent speaks the handshake era with the gateway: the client's own
+                // 2026-07-28 envelope keys describe the client's session, not this call.
+                for (key, _) in meta.members() where key.hasPrefix("io.modelcontextprotocol/") { metaChanges[key] = .some(nil) }
+                if let token = meta.member("progressToken") {
+                    // Tokens are the client's; two clients may use the same one, so the agent sees ours.
+                    let ours = progress.register(caller: caller, token: token)
+                    relayToken = ours
+                    metaChanges["progressToken"] = .string(ours)
+                }
+                if !metaChanges.isEmpty {
+                    let rewritten = meta.replacingMembers(metaChanges)
+                    replacements["_meta"] = rewritten.members().isEmpty ? .some(nil) : .raw(rewritten)
+                }
             }
             let forwarded = replacements.isEmpty ? params : params.replacingMembers(replacements)
             callers.add(lease.instance, caller)
@@ -112,7 +122,7 @@ final class AgentCallRouter: Sendable {
                     // An error the agent answered with is the tool's business, not a failure of
                     // the agent.
                     lease.finish(succeeded: error is JSONRPCError)
-                    promise.fail(AgentCallError(error, name: name, agent: lease.instanceName))
+                    promise.fail(AgentCallError(error, name: name, agent: lease.instance.rawValue))
                 }
             }
         }

@@ -220,7 +220,7 @@ enum AgentMethods {
         let version = params.member("version")?.stringValue ?? "1"
         let id = AgentRegistry.InstanceID("\(name)@\(context.connectionID)")
         var registration = AgentRegistry.Registration(
-            name: id.rawValue, template: name, version: version, kind: .attached,
+            name: name, template: name, version: version, kind: .attached,
             agentType: params.member("agentType")?.stringValue ?? "mcp", capabilities: capabilities,
             maximumConcurrency: maximumConcurrency)
         registration.configuration = params.member("configuration").map(JSONValue.raw)

@@ -80,7 +80,10 @@ final class AgentSupervisor: Sendable {
     /// Starts or stops instances until the template has `count`. Stopped instances drain first.
     func scale(_ templateName: String, to count: Int) throws(ScaleError) -> (before: Int, after: Int) {
         guard let template = state.withLock({ $0.templates[templateName] }) else { throw .unknownTemplate(templateName) }
-        let current = state.withLock { state in state.running.keys.filter { Self.template(of: $0) == templateName }.sorted() }
+        // Oldest first, by the instance number (`name#10` comes after `name#9`).
+        let current = state.withLock { state in
+            state.running.keys.filter { Self.template(of: $0) == templateName }.sorted { Self.index(of: $0) < Self.index(of: $1) }
+        }
         if count > current.count {
             for _ in current.count..<count { startInstance(of: template) }
         } else {
@@ -120,6 +123,10 @@ final class AgentSupervisor: Sendable {
         registration.configuration = configuration
         core.agents.add(id, registration)
         commandSink.yield(.start(template, id, stop))
+    }
+
+    private static func index(of id: AgentRegistry.InstanceID) -> Int {
+        Int(id.rawValue.split(separator: "#").last ?? "") ?? 0
     }
 
     private static func template(of id: AgentRegistry.InstanceID) -> String {

@@ -290,7 +290,7 @@ enum PatternMethods {
                         runStage(index + 1, stages, previous: result, done: done + [record], agents: agents, eventLoop: eventLoop, timeout: timeout, promise: promise)
                     case .failure(let error):
                         lease.finish(succeeded: error is JSONRPCError)
-                        let mapped = AgentCallError(error, name: stage.tool, agent: lease.instanceName).jsonRPCError
+                        let mapped = AgentCallError(error, name: stage.tool, agent: lease.instance.rawValue).jsonRPCError
                         fail(mapped.message, mapped)
                     }
                 }

@@ -34,13 +34,13 @@ def sockdir():
 
 @pytest.fixture
 def start_gateway(sb_bin, sockdir):
-    """Factory: start_gateway("tcp", "unix", extra=[...]) -> a running Gateway.
+    """Factory: start_gateway("tcp", "unix", extra=[...], cwd=..., env=...) -> a running Gateway.
 
     At teardown every gateway still running gets SIGTERM and must exit 0.
     """
     started = []
 
-    def start(*kinds: str, extra: list | None = None) -> Gateway:
+    def start(*kinds: str, extra: list | None = None, cwd=None, env: dict | None = None) -> Gateway:
         args = []
         for n, kind in enumerate(kinds):
             if kind == "tcp":
@@ -49,7 +49,7 @@ def start_gateway(sb_bin, sockdir):
                 args += ["--listen", f"unix://{sockdir}/sb{n}.sock"]
             else:  # pragma: no cover
                 raise ValueError(kind)
-        gw = Gateway(args + list(extra or []))
+        gw = Gateway(args + list(extra or []), cwd=None if cwd is None else str(cwd), env=env)
         started.append(gw)
         gw.start(expected_listeners=len(kinds))
         return gw

@@ -226,6 +226,8 @@ class Gateway:
     endpoints: list = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _eof: bool = False
+    cwd: str | None = None   # the gateway's working directory (agents' relative paths), default ours
+    env: dict | None = None  # its environment (agents inherit it), default ours
 
     def start(self, expected_listeners: int) -> "Gateway":
         self.proc = subprocess.Popen(
@@ -233,6 +235,8 @@ class Gateway:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            cwd=self.cwd,
+            env=self.env,
         )
         threading.Thread(target=self._pump, daemon=True).start()
         self.wait_listening(expected_listeners)
@@ -264,6 +268,24 @@ class Gateway:
                 if remaining <= 0:
                     raise AssertionError(f"no 'listening on' line within {timeout}s:\n" + self.stderr_text())
                 self._cond.wait(remaining)
+
+    def wait_log(self, pattern: str, timeout: float = REPLY_TIMEOUT, start: int = 0) -> str:
+        """The first stderr line (from line number `start` on) matching the regular expression."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.stderr_lines[start:]:
+                    if regex.search(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if self._eof or remaining <= 0:
+                    raise AssertionError(f"no log line matching {pattern!r} within {timeout}s:\n" + self.stderr_text())
+                self._cond.wait(remaining)
+
+    def log_position(self) -> int:
+        with self._cond:
+            return len(self.stderr_lines)
 
     def stderr_text(self, last: int = 40) -> str:
         with self._cond:
@@ -356,3 +378,204 @@ def exchange_all(socks: dict, timeout: float) -> dict:
         f"({len(closed)} were closed by the gateway); first few: {missing[:5]}"
     )
     return replies
+
+
+# --------------------------------------------------------------------------- a session with a reader thread
+
+
+class RpcSession:
+    """A JSON-RPC peer on one socket, with a thread reading what the gateway sends.
+
+    Unlike LineClient it copes with traffic that interleaves with replies: notifications
+    (`notifications/tools/list_changed`, `notifications/progress`) are kept in arrival order,
+    replies are matched by id, and requests from the gateway (`ping`) are answered.
+    Several threads may have requests outstanding at once.
+    """
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.sock.settimeout(None)
+        self._cond = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._replies: dict = {}
+        self.notifications: list = []
+        self.closed = False
+        self._ids = 0
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def connect(cls, endpoint: "Endpoint") -> "RpcSession":
+        return cls(endpoint.connect())
+
+    def _read(self) -> None:
+        reader = self.sock.makefile("rb")
+        try:
+            for line in reader:
+                if not line.strip():
+                    continue
+                message = json.loads(line)
+                if "method" in message and "id" in message:
+                    self._answer_gateway(message)
+                    continue
+                with self._cond:
+                    if "method" in message:
+                        self.notifications.append(message)
+                    else:
+                        self._replies[json.dumps(message.get("id"))] = message
+                    self._cond.notify_all()
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._cond:
+                self.closed = True
+                self._cond.notify_all()
+
+    def _answer_gateway(self, request: dict) -> None:
+        if request["method"] == "ping":
+            self.send({"jsonrpc": "2.0", "id": request["id"], "result": {}})
+        else:
+            self.send({"jsonrpc": "2.0", "id": request["id"],
+                       "error": {"code": -32601, "message": "not offered by this test client"}})
+
+    def send(self, obj) -> None:
+        with self._send_lock:
+            self.sock.sendall(jline(obj))
+
+    def next_id(self) -> str:
+        with self._cond:
+            self._ids += 1
+            return f"t{self._ids}"
+
+    def request(self, method: str, params=None, id_=None):
+        """Sends a request; returns its id (wait for the reply with `reply`)."""
+        id_ = self.next_id() if id_ is None else id_
+        self.send(req(method, id_, params))
+        return id_
+
+    def reply(self, id_, timeout: float = REPLY_TIMEOUT) -> dict:
+        key = json.dumps(id_)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while key not in self._replies:
+                remaining = deadline - time.monotonic()
+                if self.closed:
+                    raise Closed(f"connection closed before the reply to {id_!r}")
+                if remaining <= 0:
+                    raise TimeoutError(f"no reply to {id_!r} within {timeout}s")
+                self._cond.wait(remaining)
+            return self._replies.pop(key)
+
+    def call(self, method: str, params=None, timeout: float = REPLY_TIMEOUT) -> dict:
+        return self.reply(self.request(method, params), timeout)
+
+    def has_reply(self, id_) -> bool:
+        """Whether a reply to `id_` has arrived (and not been taken yet)."""
+        with self._cond:
+            return json.dumps(id_) in self._replies
+
+    def result(self, method: str, params=None, timeout: float = REPLY_TIMEOUT):
+        """The result of a call that must succeed."""
+        reply = self.call(method, params, timeout)
+        assert "result" in reply, f"{method} {params!r} failed: {reply!r}"
+        return reply["result"]
+
+    def count(self, method: str) -> int:
+        with self._cond:
+            return sum(1 for n in self.notifications if n["method"] == method)
+
+    def wait_notification(self, method: str, after: int = 0, timeout: float = REPLY_TIMEOUT,
+                          match=lambda n: True) -> dict:
+        """The first `method` notification after the first `after` of them that satisfies `match`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                seen = [n for n in self.notifications if n["method"] == method]
+                for n in seen[after:]:
+                    if match(n):
+                        return n
+                remaining = deadline - time.monotonic()
+                if self.closed:
+                    raise Closed(f"connection closed while waiting for {method}")
+                if remaining <= 0:
+                    raise TimeoutError(f"no {method} within {timeout}s")
+                self._cond.wait(remaining)
+
+    def initialize(self, version: str = LATEST_HANDSHAKE) -> dict:
+        """The MCP handshake: this session then receives list_changed notifications."""
+        result = self.result("initialize", {"protocolVersion": version, "capabilities": {},
+                                            "clientInfo": {"name": "interop-tests", "version": "1"}})
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return result
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --------------------------------------------------------------------------- helper processes
+
+
+class LoggedProcess:
+    """A helper process (e.g. an example agent) whose stderr lines a thread collects."""
+
+    def __init__(self, args: list, env: dict | None = None):
+        self.args = [str(a) for a in args]
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=env)
+        self.lines: list = []
+        self._cond = threading.Condition()
+        self._eof = False
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for raw in self.proc.stderr:
+            with self._cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def position(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+    def wait_line(self, pattern: str, timeout: float = REPLY_TIMEOUT, start: int = 0) -> re.Match:
+        """The first stderr line (from line number `start` on) matching the regular expression."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[start:]:
+                    m = regex.search(line)
+                    if m:
+                        return m
+                remaining = deadline - time.monotonic()
+                if self._eof or remaining <= 0:
+                    raise AssertionError(
+                        f"{self.args[:2]}: no stderr line matching {pattern!r} within {timeout}s "
+                        f"(exit status {self.proc.poll()}):\n" + self.text())
+                self._cond.wait(remaining)
+
+    def text(self, last: int = 40) -> str:
+        with self._cond:
+            return "\n".join(self.lines[-last:])
+
+    def kill(self, sig=signal.SIGKILL) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=EXIT_TIMEOUT)
