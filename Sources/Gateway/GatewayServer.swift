@@ -67,6 +67,10 @@ final class GatewayCore: Sendable {
         self.methods = methods
 
         supervisorSlot.set(AgentSupervisor(core: self))
+        let callbacks = CallbackPoster(group: group, logger: logger)
+        tasks.onFinished { task in
+            if task.submission.callback != nil { callbacks.deliver(task) }
+        }
         let registry = self.registry
         agents.onCatalogChange { change in
             for handle in registry.handles {

@@ -152,3 +152,68 @@ struct TaskTests {
         }
     }
 }
+
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A one-shot HTTP receiver: records the body of the POSTs it gets and answers with `status`.
+final class CallbackReceiver: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    private var received = ByteBuffer()
+    let bodies: AsyncStream<String>.Continuation
+    let status: Int
+
+    init(bodies: AsyncStream<String>.Continuation, status: Int) {
+        self.bodies = bodies
+        self.status = status
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var chunk = unwrapInboundIn(data)
+        received.writeBuffer(&chunk)
+        let text = String(buffer: received)
+        guard let split = text.range(of: "\r\n\r\n"),
+            let lengthLine = text[..<split.lowerBound].split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
+            let length = Int(lengthLine.split(separator: ":")[1].trimmingPrefix(" "))
+        else { return }
+        let body = text[split.upperBound...]
+        guard body.utf8.count >= length else { return }
+        bodies.yield(String(body))
+        context.writeAndFlush(NIOAny(ByteBuffer(string: "HTTP/1.1 \(status) OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")), promise: nil)
+        context.close(promise: nil)
+    }
+}
+
+@Suite("Task callbacks", .timeLimit(.minutes(1)))
+struct TaskCallbackTests {
+    @Test func aFinishedTaskIsPostedToItsCallback() async throws {
+        let (bodies, continuation) = AsyncStream<String>.makeStream()
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(CallbackReceiver(bodies: continuation, status: 200))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(server.localAddress?.port)
+        try await withGateway { gateway in
+            let agent = try await gateway.connect()
+            _ = try await agent.call(1, "agents/register", #"{"agentName":"worker","tools":[{"name":"work","inputSchema":{"type":"object"}}]}"#)
+            let client = try await gateway.connect()
+            let submitted = try await client.call(1, "tasks/submit", #"{"taskType":"work","taskData":{},"callback":"http://127.0.0.1:\#(port)/hooks/task"}"#)
+            let taskID = try #require(submitted?["result"]?["taskId"]?.stringValue)
+            let call = try #require(try await agent.receive())
+            try await agent.send(#"{"jsonrpc":"2.0","id":"\#(call["id"]!.stringValue!)","result":{"content":[{"type":"text","text":"done"}]}}"#)
+            var iterator = bodies.makeAsyncIterator()
+            let body = try #require(await iterator.next())
+            let posted = try RawJSON(validating: body).decoded()
+            #expect(posted["taskId"] == .string(taskID))
+            #expect(posted["state"] == "COMPLETED")
+            #expect(posted["result"]?["content"] == [["type": "text", "text": "done"]])
+            await agent.close()
+            await client.close()
+        }
+        try await server.close()
+    }
+}

@@ -1,0 +1,165 @@
+import JSONRPC
+import Logging
+import NIOCore
+import NIOPosix
+import Router
+import Transport
+
+/// Delivers a finished task to its `callback` URL as an HTTP POST of the task's JSON, retrying a
+/// few times with back-off when the receiver is down or answers with an error status.
+final class CallbackPoster: Sendable {
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let attempts = 4
+    private let timeout: TimeAmount = .seconds(10)
+
+    init(group: any EventLoopGroup, logger: Logger) {
+        self.group = group
+        self.logger = logger
+    }
+
+    struct Target: Equatable {
+        var secure: Bool
+        var host: String
+        var port: Int
+        var path: String
+
+        init?(_ url: String) {
+            let secure: Bool
+            let rest: Substring
+            if url.hasPrefix("http://") {
+                secure = false
+                rest = url.dropFirst(7)
+            } else if url.hasPrefix("https://") {
+                secure = true
+                rest = url.dropFirst(8)
+            } else {
+                return nil
+            }
+            let authority = rest.prefix { $0 != "/" }
+            let path = rest.dropFirst(authority.count)
+            var host = String(authority)
+            var port = secure ? 443 : 80
+            if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {
+                host = String(authority[authority.index(after: authority.startIndex)..<close])
+                if let colon = authority[close...].firstIndex(of: ":"), let number = Int(authority[authority.index(after: colon)...]) { port = number }
+            } else if let colon = authority.lastIndex(of: ":") {
+                guard let number = Int(authority[authority.index(after: colon)...]) else { return nil }
+                host = String(authority[..<colon])
+                port = number
+            }
+            guard !host.isEmpty, (1...65535).contains(port) else { return nil }
+            self.secure = secure
+            self.host = host
+            self.port = port
+            self.path = path.isEmpty ? "/" : String(path)
+        }
+    }
+
+    func deliver(_ task: TaskRecord) {
+        guard let url = task.submission.callback, let target = Target(url) else { return }
+        var body = ByteBuffer()
+        TaskMethods.status(task).write(to: &body)
+        attempt(1, target: target, url: url, body: body, taskID: task.id)
+    }
+
+    private func attempt(_ number: Int, target: Target, url: String, body: ByteBuffer, taskID: String) {
+        post(target, body: body).whenComplete { [self] result in
+            switch result {
+            case .success(let status) where (200..<300).contains(status):
+                logger.debug("task \(taskID): callback \(url) answered \(status)")
+            case .success(let status) where number < attempts && (status >= 500 || status == 429):
+                retry(number, target: target, url: url, body: body, taskID: taskID, reason: "status \(status)")
+            case .success(let status):
+                logger.warning("task \(taskID): callback \(url) answered \(status); not retried")
+            case .failure(let error) where number < attempts:
+                retry(number, target: target, url: url, body: body, taskID: taskID, reason: "\(error)")
+            case .failure(let error):
+                logger.warning("task \(taskID): callback \(url) failed \(number) times, giving up: \(error)")
+            }
+        }
+    }
+
+    private func retry(_ number: Int, target: Target, url: String, body: ByteBuffer, taskID: String, reason: String) {
+        let delay = TimeAmount.seconds(Int64(1 << (number - 1)))
+        logger.notice("task \(taskID): callback \(url) failed (\(reason)); retrying in \(delay)")
+        group.any().scheduleTask(in: delay) { [self] in
+            attempt(number + 1, target: target, url: url, body: body, taskID: taskID)
+        }
+    }
+
+    /// One POST; completes with the response's status code.
+    private func post(_ target: Target, body: ByteBuffer) -> EventLoopFuture<Int> {
+        let eventLoop = group.any()
+        let promise = eventLoop.makePromise(of: Int.self)
+        var tls: TLSContext?
+        if target.secure {
+            do {
+                tls = try TLSContext(client: .client(serverHostname: target.host))
+            } catch {
+                promise.fail(error)
+                return promise.futureResult
+            }
+        }
+        var request = ByteBuffer()
+        request.writeString(
+            "POST \(target.path) HTTP/1.1\r\nHost: \(target.host)\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(body.readableBytes)\r\nUser-Agent: switchboard/\(BuildInfo.version)\r\nConnection: close\r\n\r\n")
+        var payload = body
+        request.writeBuffer(&payload)
+        let host = target.host
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(timeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(TLSHandler(context: tls, serverHostname: host)) }
+                    try channel.pipeline.syncOperations.addHandler(StatusLineReader(promise: promise))
+                }
+            }
+            .connect(host: target.host, port: target.port)
+            .whenComplete { connected in
+                switch connected {
+                case .failure(let error):
+                    promise.fail(error)
+                case .success(let channel):
+                    channel.writeAndFlush(request, promise: nil)
+                    channel.eventLoop.scheduleTask(in: self.timeout) {
+                        promise.fail(ChannelError.connectTimeout(self.timeout))
+                        channel.close(promise: nil)
+                    }
+                    promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                }
+            }
+        return promise.futureResult
+    }
+
+    /// Reads `HTTP/1.1 200 OK` and nothing more.
+    private final class StatusLineReader: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let promise: EventLoopPromise<Int>
+
+        init(promise: EventLoopPromise<Int>) {
+            self.promise = promise
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let text = String(buffer: unwrapInboundIn(data))
+            let parts = text.prefix { $0 != "\r" && $0 != "\n" }.split(separator: " ")
+            if parts.count >= 2, parts[0].hasPrefix("HTTP/"), let status = Int(parts[1]) {
+                promise.succeed(status)
+            } else {
+                promise.fail(ChannelError.inappropriateOperationForState)
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            promise.fail(ChannelError.eof)
+            context.fireChannelInactive()
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            promise.fail(error)
+            context.close(promise: nil)
+        }
+    }
+}
