@@ -10,6 +10,9 @@ transport:
     python3 run.py --unix /run/switchboard.sock            # fresh connection per case
     python3 run.py --spawn "switchboard serve --listen tcp://127.0.0.1:0" --tcp auto
 
+A case may open several connections to the gateway (sockets only) and may act
+as an agent: expect requests from the gateway and answer them.
+
 Prints one line per case (PASS/FAIL), the number of cases that do not apply to
 the chosen transport, and finally the line "N passed, M failed".  Exit status
 0 when nothing failed, 1 when a case failed, 2 on a usage or case-file error.
@@ -25,6 +28,7 @@ import select
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -39,9 +43,16 @@ DEFAULT_DELAY_MS = 20                   # pause between explicit chunks (split r
 
 STEP_KINDS = ("send", "send_raw", "send_bytes_hex", "send_many", "send_parts",
               "expect", "expect_unordered", "expect_none_before_next",
-              "expect_closed", "close_write", "signal")
+              "expect_closed", "close_write", "signal",
+              "expect_request", "respond", "poll", "disconnect")
 SEND_OPTIONS = ("split_at", "chunk_size", "delay_ms", "total_bytes")
-STEP_OPTIONS = ("timeout", "comment")
+STEP_OPTIONS = ("timeout", "comment", "connection")
+KIND_OPTIONS = {"expect_request": ("as",), "poll": ("until", "interval_ms")}
+ENDING_KINDS = ("close_write", "signal", "expect_closed", "disconnect")
+DEFAULT_CONNECTION = "a"
+CONNECTION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,15}$")
+VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_POLL_INTERVAL_MS = 50
 
 
 class CaseFormatError(Exception):
@@ -141,7 +152,7 @@ def envelope_problem(msg):
     if msg.get("jsonrpc") != "2.0":
         return 'member "jsonrpc" is not exactly "2.0"'
     if "method" in msg:
-        return None  # a request/notification from the gateway; patterns decide
+        return message_problem(msg)
     extra = set(msg) - RESPONSE_MEMBERS
     if extra:
         return "response has members outside jsonrpc/id/result/error: %s" % sorted(extra)
@@ -167,12 +178,76 @@ def envelope_problem(msg):
     return None
 
 
+def message_problem(msg):
+    """Check a request or notification sent by the gateway; None when well-formed."""
+    if not isinstance(msg["method"], str):
+        return "method is %s, not a string" % kind_of(msg["method"])
+    extra = set(msg) - {"jsonrpc", "id", "method", "params"}
+    if extra:
+        return "request or notification has members outside jsonrpc/id/method/params: %s" % sorted(extra)
+    if "id" in msg and kind_of(msg["id"]) not in ("string", "integer"):
+        return "request id is %s (a request id is a string or an integer)" % kind_of(msg["id"])
+    if "params" in msg and kind_of(msg["params"]) not in ("object", "array"):
+        return "params is %s, not an object or array" % kind_of(msg["params"])
+    return None
+
+
+def is_request(msg):
+    return isinstance(msg, dict) and "method" in msg and "id" in msg
+
+
+def is_var_ref(value):
+    return (isinstance(value, dict) and "$var" in value
+            and set(value) <= {"$var", "$times", "$plus"})
+
+
+def substitute(value, variables):
+    """Replace every {"$var": NAME} in a value to send by the variable's value."""
+    if is_var_ref(value):
+        name = value["$var"]
+        if name not in variables:
+            raise CaseFormatError("variable %r is not set (captured by an earlier step?)" % name)
+        v = variables[name]
+        if "$times" in value:
+            v = int(v * value["$times"])
+        if "$plus" in value:
+            v = v + value["$plus"]
+        return v
+    if isinstance(value, dict):
+        return {k: substitute(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, variables) for v in value]
+    return value
+
+
 # --------------------------------------------------------------------------
 # pattern matching
 
 class Matcher:
     def __init__(self, variables):
         self.vars = variables
+        self.pending = {}  # captures of the match in progress, kept only if it succeeds
+
+    def for_case(self):
+        """A matcher with its own copy of the variables, for one case's captures."""
+        return Matcher(dict(self.vars))
+
+    def match_step(self, p, a):
+        """Match a whole message; on success keep the values it captured."""
+        self.pending = {}
+        err = self.match(p, a)
+        if err is None:
+            self.vars.update(self.pending)
+        self.pending = {}
+        return err
+
+    def trial(self, p, a, path="$"):
+        """Match without keeping captures unless it succeeds."""
+        saved = dict(self.pending)
+        err = self.match(p, a, path)
+        if err is not None:
+            self.pending = saved
+        return err
 
     def not_applicable(self, case, transport):
         """Why `case` cannot run here, or None."""
@@ -196,9 +271,12 @@ class Matcher:
 
     def resolve_var(self, spec):
         name = spec["$var"]
-        if name not in self.vars:
-            raise CaseFormatError("unknown variable %r" % name)
-        v = self.vars[name]
+        if name in self.pending:
+            v = self.pending[name]
+        elif name in self.vars:
+            v = self.vars[name]
+        else:
+            raise CaseFormatError("unknown variable %r (not captured by an earlier step?)" % name)
         if "$times" in spec:
             v = int(v * spec["$times"])
         if "$plus" in spec:
@@ -256,6 +334,18 @@ class Matcher:
     def one_matcher(self, op, arg, whole, a, path):
         if op == "$any":
             return None
+        if op == "$capture":
+            if not isinstance(arg, str) or not VARIABLE_NAME.match(arg):
+                raise CaseFormatError("$capture takes a variable name, got %r" % (arg,))
+            self.pending[arg] = a
+            return None
+        if op == "$not":
+            saved = dict(self.pending)
+            err = self.match(arg, a, path)
+            self.pending = saved
+            if err is None:
+                return "%s: expected not to match %s, got %s" % (path, preview(arg, 120), preview(a, 120))
+            return None
         if op in ("$absent", "$optional"):
             if op == "$optional":
                 return self.match(arg, a, path)
@@ -294,10 +384,13 @@ class Matcher:
                 return "%s: expected %s %s, got %s" % (path, op[1:], arg, a)
             return None
         if op == "$one_of":
-            errs = [self.match(alt, a, path) for alt in arg]
-            if all(errs):
-                return "%s: matches none of the alternatives (%s)" % (path, "; ".join(errs))
-            return None
+            errs = []
+            for alt in arg:
+                err = self.trial(alt, a, path)
+                if err is None:
+                    return None
+                errs.append(err)
+            return "%s: matches none of the alternatives (%s)" % (path, "; ".join(errs))
         if op == "$exact":
             if isinstance(arg, dict) and not self.is_matcher(arg):
                 if not isinstance(a, dict):
@@ -321,7 +414,7 @@ class Matcher:
         if op == "$includes":
             if not isinstance(a, list):
                 return "%s: expected an array, got %s" % (path, kind_of(a))
-            if any(self.match(arg, item) is None for item in a):
+            if any(self.trial(arg, item) is None for item in a):
                 return None
             return "%s: no element matches %s in %s" % (path, preview(arg, 120), preview(a, 200))
         if op == "$len":
@@ -339,7 +432,14 @@ class Matcher:
             return "%s: expected %d entries (any order), got %d: %s" % (
                 path, len(patterns), len(items), preview(items, 400))
         n = len(items)
-        ok = [[self.match(patterns[i], items[j]) is None for j in range(n)] for i in range(n)]
+        saved = dict(self.pending)
+        ok = []
+        for i in range(n):
+            row = []
+            for j in range(n):
+                row.append(self.match(patterns[i], items[j]) is None)
+                self.pending = dict(saved)
+            ok.append(row)
         owner = [-1] * n  # item j -> pattern index
 
         def augment(i, seen):
@@ -353,6 +453,8 @@ class Matcher:
 
         unmatched = [i for i in range(n) if not augment(i, [False] * n)]
         if not unmatched:
+            for j in range(n):  # once more, pair by pair, to keep what the patterns capture
+                self.match(patterns[owner[j]], items[j])
             return None
         leftovers = [items[j] for j in range(n) if owner[j] < 0]
         details = []
@@ -503,8 +605,12 @@ class SocketChannel:
         except OSError:
             pass
 
-    def close(self):
+    def close(self, abort=False):
         try:
+            if abort:
+                # A reset, so that the gateway notices at once even while it still waits for
+                # this connection (a failed case may leave requests unanswered on both sides).
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.sock.close()
         except OSError:
             pass
@@ -533,7 +639,7 @@ class PipeChannel:
             except OSError:
                 pass
 
-    def close(self):
+    def close(self, abort=False):
         self.shutdown_write()
         try:
             self.proc.stdout.close()
@@ -667,14 +773,17 @@ class Writer(threading.Thread):
 # one connection / process per case
 
 class Session:
-    def __init__(self, opts, verbose_prefix="    "):
+    def __init__(self, opts, verbose_prefix="    ", name=DEFAULT_CONNECTION):
         self.opts = opts
         self.proc = None
         self.vp = verbose_prefix
+        self.name = name
         self.probe_n = 0
+        self.poll_n = 0
         self.closed = False
         self.eof_note = None
         self.exit_checked = False
+        self.ended = False  # this side ended the stream: close_write, signal or disconnect
         if opts.transport == "stdio":
             args = shlex.split(opts.target)
             if opts.stderr_log:
@@ -737,7 +846,27 @@ class Session:
 
     def close_write(self):
         self.log("-> (end of input)")
+        self.ended = True
         self.writer.submit(("close_write",))
+
+    def send_value(self, value):
+        self.send_bytes(compact(value) + b"\n")
+
+    def disconnect(self):
+        """Close the connection at once, both ways, without reading what is left."""
+        if self.proc is not None:
+            raise CaseFormatError("disconnect steps need a socket transport")
+        self.log("-> (disconnect)")
+        self.ended = True
+        self.writer.wait_idle(self.opts.timeout)
+        self.writer.stop.set()
+        self.writer.q.put(None)
+        self.reader.stop.set()
+        self.chan.wake_reader()
+        self.reader.join(2)
+        self.chan.close()
+        self.closed = True
+        self.eof_note = "disconnected by the case"
 
     # receiving ----------------------------------------------------------
     def next_message(self, timeout, waiting_for):
@@ -771,6 +900,12 @@ class Session:
             problem = envelope_problem(msg)
             if problem:
                 raise Failure("malformed reply (%s): %s" % (problem, preview(payload)))
+            if is_request(msg) and msg["method"] == "ping":
+                # The gateway may ping any peer that serves requests (an agent, a legacy
+                # client): answer at once, and never show the ping to the steps.
+                self.log("-> (answering the gateway's ping)")
+                self.send_value({"jsonrpc": "2.0", "id": msg["id"], "result": {}})
+                continue
             return ("msg", msg)
 
     def expect(self, matcher, pattern, timeout):
@@ -778,10 +913,60 @@ class Session:
         if kind == "eof":
             extra = " (write failed: %s)" % self.writer.error if self.writer.error else ""
             raise Failure("connection closed (%s)%s; expected %s" % (msg, extra, preview(pattern, 300)))
-        err = matcher.match(pattern, msg)
+        err = matcher.match_step(pattern, msg)
         if err:
             raise Failure("%s\n      expected: %s\n      received: %s" % (
                 err, preview(pattern, 400), preview(msg, 400)))
+
+    def expect_request(self, matcher, pattern, capture_as, timeout):
+        kind, msg = self.next_message(timeout, "a request matching %s" % preview(pattern, 200))
+        if kind == "eof":
+            raise Failure("connection closed (%s); expected a request matching %s" % (msg, preview(pattern, 300)))
+        if not is_request(msg):
+            raise Failure("expected a request from the gateway, received %s" % preview(msg, 400))
+        err = matcher.match_step(pattern, msg)
+        if err:
+            raise Failure("%s\n      expected: %s\n      received: %s" % (
+                err, preview(pattern, 400), preview(msg, 400)))
+        if capture_as:
+            matcher.vars[capture_as] = msg["id"]
+
+    def respond(self, matcher, spec):
+        to = spec["to"]
+        if isinstance(to, str) and to.startswith("$"):
+            name = to[1:]
+            if name not in matcher.vars:
+                raise CaseFormatError("respond: variable %r is not set (no expect_request captured it)" % name)
+            to = matcher.vars[name]
+        reply = {"jsonrpc": "2.0", "id": to}
+        for key in ("result", "error"):
+            if key in spec:
+                reply[key] = substitute(spec[key], matcher.vars)
+        self.send_value(reply)
+
+    def poll(self, matcher, request, until, interval, timeout):
+        """Send `request` again and again until its reply matches `until`."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            self.poll_n += 1
+            rid = "conformance-poll-%d" % self.poll_n
+            message = dict(substitute(request, matcher.vars))
+            message["jsonrpc"] = "2.0"
+            message["id"] = rid
+            self.send_value(message)
+            kind, msg = self.next_message(timeout, "the reply to poll request %r" % rid)
+            if kind == "eof":
+                raise Failure("connection closed (%s) while polling" % msg)
+            if not isinstance(msg, dict) or msg.get("id") != rid or "method" in msg:
+                raise Failure("expected the reply to poll request %r, received %s" % (rid, preview(msg, 400)))
+            last = matcher.match_step(until, msg)
+            if last is None:
+                return
+            if time.monotonic() + interval > deadline:
+                raise Failure("no reply matched within %gs; last: %s\n      expected: %s\n      received: %s" % (
+                    timeout, last, preview(until, 400), preview(msg, 400)))
+            time.sleep(interval)
 
     def expect_unordered(self, matcher, patterns, timeout):
         got = []
@@ -791,7 +976,11 @@ class Session:
                 raise Failure("connection closed (%s) after %d of %d replies; received %s" % (
                     msg, i, len(patterns), preview(got, 400)))
             got.append(msg)
+        matcher.pending = {}
         err = matcher.match({"$unordered": patterns}, got, "replies")
+        if err is None:
+            matcher.vars.update(matcher.pending)
+        matcher.pending = {}
         if err:
             raise Failure(err)
 
@@ -816,8 +1005,10 @@ class Session:
     def finish(self, matcher, final_probe, exit_code):
         """Final checks; raises Failure.  Always call close() afterwards."""
         t = self.opts.timeout
-        if final_probe and not self.closed:
+        if final_probe and not self.closed and not self.ended:
             self.probe(matcher, t, "at the end of the case (an unexpected extra reply?)")
+        if self.closed and self.eof_note == "disconnected by the case":
+            return
         if not self.writer.wait_idle(t):
             raise Failure("writing stalled for %gs: the peer stopped reading" % t)
         if self.writer.error and not self.closed:
@@ -846,16 +1037,17 @@ class Session:
         if sig is None:
             raise CaseFormatError("unknown signal %r" % name)
         self.log("-> (signal %s)" % name)
+        self.ended = True
         try:
             self.proc.send_signal(sig)
         except ProcessLookupError:
             pass
 
-    def close(self):
+    def close(self, abort=False):
         self.writer.stop.set()
         self.writer.q.put(None)
         self.reader.stop.set()
-        if isinstance(self.chan, SocketChannel):
+        if isinstance(self.chan, SocketChannel) and not self.closed and not abort:
             self.chan.wake_reader()
         self.writer.join(2)
         self.reader.join(2)
@@ -870,7 +1062,7 @@ class Session:
                     except (ProcessLookupError, PermissionError):
                         self.proc.kill()
                     self.proc.wait()
-        self.chan.close()
+        self.chan.close(abort=abort)
 
 
 # --------------------------------------------------------------------------
@@ -890,10 +1082,9 @@ class Case:
         self.transports = raw.get("transports", list(TRANSPORTS))
         if not isinstance(self.transports, list) or not set(self.transports) <= set(TRANSPORTS):
             raise CaseFormatError("%s: transports must be a subset of %s" % (self.full_name, TRANSPORTS))
-        ends_stream = any(isinstance(st, dict) and ("close_write" in st or "signal" in st
-                                                     or "expect_closed" in st)
-                          for st in (raw.get("steps") or []))
-        self.final_probe = raw.get("final_probe", not ends_stream)
+        self.final_probe = raw.get("final_probe")  # None: probe every connection not ended
+        if self.final_probe is not None and not isinstance(self.final_probe, bool):
+            raise CaseFormatError("%s: final_probe must be a boolean" % self.full_name)
         self.exit_code = raw.get("exit_code", 0)
         self.requires_min = raw.get("requires_min", {})
         self.requires_max = raw.get("requires_max", {})
@@ -915,11 +1106,43 @@ class Case:
             if len(kinds) != 1:
                 raise CaseFormatError("%s step %d: exactly one of %s expected, got %s" % (
                     self.full_name, i + 1, STEP_KINDS, sorted(st)))
-            bad = set(st) - set(STEP_KINDS) - set(SEND_OPTIONS) - set(STEP_OPTIONS)
+            kind = kinds[0]
+            allowed = set(STEP_KINDS) | set(STEP_OPTIONS) | set(KIND_OPTIONS.get(kind, ()))
+            if kind.startswith("send"):
+                allowed |= set(SEND_OPTIONS)
+            bad = set(st) - allowed
             if bad:
                 raise CaseFormatError("%s step %d: unknown keys %s" % (self.full_name, i + 1, sorted(bad)))
+            where = "%s step %d" % (self.full_name, i + 1)
+            conn = st.get("connection", DEFAULT_CONNECTION)
+            if not isinstance(conn, str) or not CONNECTION_NAME.match(conn):
+                raise CaseFormatError("%s: connection must be a short lower-case name such as \"b\"" % where)
+            if conn != DEFAULT_CONNECTION and "stdio" in self.transports:
+                raise CaseFormatError("%s: a second connection (%r) needs \"transports\" without stdio" % (where, conn))
             if "signal" in st and self.transports != ["stdio"]:
                 raise CaseFormatError("%s: signal steps need \"transports\": [\"stdio\"]" % self.full_name)
+            if "disconnect" in st and "stdio" in self.transports:
+                raise CaseFormatError("%s: disconnect steps need \"transports\" without stdio" % where)
+            if kind == "expect_request" and "as" in st and (
+                    not isinstance(st["as"], str) or not VARIABLE_NAME.match(st["as"])):
+                raise CaseFormatError("%s: \"as\" takes a variable name" % where)
+            if kind == "respond":
+                spec = st["respond"]
+                if (not isinstance(spec, dict) or "to" not in spec
+                        or len([k for k in ("result", "error") if k in spec]) != 1
+                        or set(spec) - {"to", "result", "error"}):
+                    raise CaseFormatError("%s: respond takes {\"to\": ID or \"$var\", and one of \"result\", \"error\"}" % where)
+            if kind == "poll":
+                if not isinstance(st["poll"], dict) or not isinstance(st["poll"].get("method"), str) or "until" not in st:
+                    raise CaseFormatError("%s: poll takes a request object with a method, and \"until\"" % where)
+        self.connections = []
+        self.ending = set()
+        for st in self.steps:
+            conn = st.get("connection", DEFAULT_CONNECTION)
+            if conn not in self.connections:
+                self.connections.append(conn)
+            if any(k in st for k in ENDING_KINDS):
+                self.ending.add(conn)
 
 
 def load_cases(folder):
@@ -955,7 +1178,7 @@ def run_step(sess, matcher, step, opts):
     split = dict(split_at=step.get("split_at"), chunk_size=step.get("chunk_size"),
                  delay_ms=step.get("delay_ms"))
     if "send" in step:
-        sess.send_bytes(compact(step["send"]) + b"\n", **split)
+        sess.send_bytes(compact(substitute(step["send"], matcher.vars)) + b"\n", **split)
     elif "send_raw" in step:
         if not isinstance(step["send_raw"], str):
             raise CaseFormatError("send_raw takes a string")
@@ -965,7 +1188,8 @@ def run_step(sess, matcher, step, opts):
     elif "send_many" in step:
         if not isinstance(step["send_many"], list):
             raise CaseFormatError("send_many takes a list of JSON values")
-        sess.send_bytes(b"".join(compact(v) + b"\n" for v in step["send_many"]), **split)
+        sess.send_bytes(b"".join(compact(substitute(v, matcher.vars)) + b"\n"
+                                 for v in step["send_many"]), **split)
     elif "send_parts" in step:
         length, gen = build_parts(step["send_parts"], step.get("total_bytes"), matcher.vars)
         if split["split_at"] or split["chunk_size"]:
@@ -988,24 +1212,56 @@ def run_step(sess, matcher, step, opts):
         sess.close_write()
     elif "signal" in step:
         sess.signal(step["signal"])
+    elif "expect_request" in step:
+        sess.expect_request(matcher, step["expect_request"], step.get("as"), timeout)
+    elif "respond" in step:
+        sess.respond(matcher, step["respond"])
+    elif "poll" in step:
+        interval = step.get("interval_ms", DEFAULT_POLL_INTERVAL_MS) / 1000.0
+        sess.poll(matcher, step["poll"], step["until"], interval, timeout)
+    elif "disconnect" in step:
+        sess.disconnect()
 
 
 def run_case(case, opts, matcher):
-    sess = None
+    """Run one case on fresh connections ("a" first, the others when a step first uses them)."""
+    matcher = matcher.for_case()
+    sessions = {}
+    multi = len(case.connections) > 1
+
+    def session(name):
+        if name not in sessions:
+            prefix = "    [%s] " % name if multi else "    "
+            sessions[name] = Session(opts, verbose_prefix=prefix, name=name)
+        return sessions[name]
+
+    failed = True
     try:
-        sess = Session(opts)
+        session(DEFAULT_CONNECTION)
         for i, step in enumerate(case.steps):
+            conn = step.get("connection", DEFAULT_CONNECTION)
+            kind = [k for k in step if k in STEP_KINDS][0]
             try:
+                sess = session(conn)
+                if sess.closed and sess.eof_note == "disconnected by the case":
+                    raise Failure("connection %r was disconnected by an earlier step" % conn)
                 run_step(sess, matcher, step, opts)
             except Failure as f:
-                raise Failure("step %d (%s): %s" % (i + 1, [k for k in step if k in STEP_KINDS][0], f))
-        sess.finish(matcher, case.final_probe, case.exit_code)
+                label = kind if not multi else "%s on %s" % (kind, conn)
+                raise Failure("step %d (%s): %s" % (i + 1, label, f))
+        for name, sess in sessions.items():
+            probe = case.final_probe if case.final_probe is not None else name not in case.ending
+            try:
+                sess.finish(matcher, probe, case.exit_code)
+            except Failure as f:
+                raise Failure("%s%s" % ("connection %s: " % name if multi else "", f))
+        failed = False
         return None
     except Failure as f:
         return str(f)
     finally:
-        if sess is not None:
-            sess.close()
+        for sess in sessions.values():
+            sess.close(abort=failed)
 
 
 # --------------------------------------------------------------------------

@@ -128,6 +128,7 @@ public final class AgentRegistry: Sendable {
         var kind: OfferKind
         var exposedName: String
         var origin: ToolNaming.Origin
+        var constraints: Constraints
         var promise: EventLoopPromise<Lease>
         var timeout: Scheduled<Void>?
     }
@@ -416,7 +417,13 @@ public final class AgentRegistry: Sendable {
     /// Reserves a slot on the best instance for `exposedName`: a ready, healthy instance of the
     /// active version with free capacity, least loaded first. When every instance is busy (or
     /// restarting) the call waits, first come first served, up to `timeout`.
-    public func acquire(_ kind: OfferKind, _ exposedName: String, on eventLoop: any EventLoop, timeout: Duration) -> EventLoopFuture<Lease> {
+    ///
+    /// A nested call (made by an agent while serving a call) waits ahead of top-level calls, so
+    /// that the agents it waits on cannot be starved of capacity by new work.
+    public func acquire(
+        _ kind: OfferKind, _ exposedName: String, on eventLoop: any EventLoop, timeout: Duration,
+        constraints: Constraints = Constraints(), nested: Bool = false
+    ) -> EventLoopFuture<Lease> {
         enum Outcome {
             case leased(Lease)
             case refused(AcquireError)
@@ -433,9 +440,15 @@ public final class AgentRegistry: Sendable {
             case .resource(let template):
                 origin = ToolNaming.Origin(template: template, name: exposedName)
             }
-            if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self) { return .leased(lease) }
-            guard state.instances.values.contains(where: { $0.registration.template == origin.template && $0.isPresent }) else {
+            if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self, constraints: constraints) { return .leased(lease) }
+            let present = state.instances.values.filter { $0.registration.template == origin.template && $0.isPresent }
+            guard !present.isEmpty else {
                 return .refused(.noAgentAvailable(tool: exposedName, template: origin.template, reason: "every instance is offline"))
+            }
+            guard present.contains(where: { !constraints.excluding.contains($0.id) }) else {
+                return .refused(.noAgentAvailable(
+                    tool: exposedName, template: origin.template,
+                    reason: "every instance is already in this call's chain, so the call would wait on itself"))
             }
             state.sequence += 1
             let sequence = state.sequence
@@ -447,7 +460,13 @@ public final class AgentRegistry: Sendable {
                 }
                 expired?.promise.fail(AcquireError.timedOut(tool: exposedName, template: origin.template, waited: timeout))
             }
-            state.waiters.append(Waiter(sequence: sequence, kind: kind, exposedName: exposedName, origin: origin, promise: promise, timeout: timer))
+            let waiter = Waiter(
+                sequence: sequence, kind: kind, exposedName: exposedName, origin: origin, constraints: constraints, promise: promise, timeout: timer)
+            if nested, let firstTopLevel = state.waiters.firstIndex(where: { $0.constraints.excluding.isEmpty }) {
+                state.waiters.insert(waiter, at: firstTopLevel)
+            } else {
+                state.waiters.append(waiter)
+            }
             return .waiting(promise.futureResult)
         }
         switch outcome {
@@ -488,10 +507,15 @@ public final class AgentRegistry: Sendable {
         public var avoiding: Set<InstanceID> = []
         /// An instance to use if it can take the call (a sticky routing key's agent).
         public var preferred: InstanceID?
-        public init(requiredCapabilities: [String] = [], avoiding: Set<InstanceID> = [], preferred: InstanceID? = nil) {
+        /// Instances never to use (those already in a nested call's chain).
+        public var excluding: Set<InstanceID> = []
+        public init(
+            requiredCapabilities: [String] = [], avoiding: Set<InstanceID> = [], preferred: InstanceID? = nil, excluding: Set<InstanceID> = []
+        ) {
             self.requiredCapabilities = requiredCapabilities
             self.avoiding = avoiding
             self.preferred = preferred
+            self.excluding = excluding
         }
     }
 
@@ -550,7 +574,7 @@ public final class AgentRegistry: Sendable {
             guard instance.registration.template == origin.template, instance.registration.version == active,
                 instance.lifecycle == .ready, instance.health != .unhealthy, instance.endpoint != nil,
                 instance.inFlight < instance.registration.maximumConcurrency, instance.circuit.wouldAdmit(now: now),
-                carries(instance, constraints.requiredCapabilities)
+                !constraints.excluding.contains(instance.id), carries(instance, constraints.requiredCapabilities)
             else { continue }
             switch kind {
             case .tool: guard instance.offer.tools.contains(where: { $0.name == origin.name }) else { continue }
@@ -774,7 +798,7 @@ public final class AgentRegistry: Sendable {
         var outcomes: [(EventLoopPromise<Lease>, Result<Lease, AcquireError>)] = []
         var remaining: [Waiter] = []
         for waiter in state.waiters {
-            if let lease = reserve(waiter.origin, kind: waiter.kind, in: &state, registry: registry) {
+            if let lease = reserve(waiter.origin, kind: waiter.kind, in: &state, registry: registry, constraints: waiter.constraints) {
                 waiter.timeout?.cancel()
                 outcomes.append((waiter.promise, .success(lease)))
             } else if !state.instances.values.contains(where: { $0.registration.template == waiter.origin.template && $0.isPresent }) {

@@ -69,13 +69,36 @@ final class AgentCallRouter: Sendable {
         return forward(.resource(template: template), name: uri, method: "resources/read", params: params, context)
     }
 
+    /// How many agents deep a chain of nested calls may go.
+    static let maximumChainDepth = 8
+
     private func forward(_ kind: AgentRegistry.OfferKind, name: String, method: String, params: RawJSON, _ context: MethodContext) -> MethodReply {
+        // A call an agent makes while serving calls belongs to their chains: it must not go back
+        // to an agent in them (it would wait on itself), nor go deeper than the limit.
+        var chain: [AgentRegistry.InstanceID] = []
+        if let agent = context.agentInstance {
+            chain = callers.chain(through: agent)
+            guard chain.count <= Self.maximumChainDepth else {
+                return .error(JSONRPCError(
+                    code: JSONRPCError.Code.callChainRefused,
+                    message: "Call chain too deep: \(chain.count) agents (the limit is \(Self.maximumChainDepth))",
+                    data: ["reason": "too deep", "chain": .array(chain.map { .string($0.rawValue) }), "limit": .integer(Int64(Self.maximumChainDepth))]))
+            }
+        }
         let promise = context.eventLoop.makePromise(of: JSONValue.self)
         let cancellation = CallCancellation()
         let caller = context.connection
-        agents.acquire(kind, name, on: context.eventLoop, timeout: queueTimeout).whenComplete { [self] acquired in
+        let constraints = AgentRegistry.Constraints(excluding: Set(chain))
+        agents.acquire(kind, name, on: context.eventLoop, timeout: queueTimeout, constraints: constraints, nested: !chain.isEmpty)
+            .whenComplete { [self] acquired in
             let lease: AgentRegistry.Lease
             switch acquired {
+            case .failure(AgentRegistry.AcquireError.noAgentAvailable(_, _, let reason)) where !chain.isEmpty && reason.contains("chain"):
+                promise.fail(JSONRPCError(
+                    code: JSONRPCError.Code.callChainRefused,
+                    message: "Call cycle refused: every agent offering \"\(name)\" is already in this call's chain",
+                    data: ["reason": "cycle", "tool": .string(name), "chain": .array(chain.map { .string($0.rawValue) })]))
+                return
             case .failure(let error):
                 promise.fail(AgentCallError(error, name: name))
                 return
@@ -108,7 +131,7 @@ final class AgentCallRouter: Sendable {
                 }
             }
             let forwarded = replacements.isEmpty ? params : params.replacingMembers(replacements)
-            callers.add(lease.instance, caller)
+            callers.add(lease.instance, caller, chain: chain)
             let call = lease.endpoint.call(method, params: .raw(forwarded), timeout: TimeAmount(lease.callTimeout))
             cancellation.started(call.id, on: lease.endpoint)
             call.result.whenComplete { [self] outcome in
@@ -118,6 +141,10 @@ final class AgentCallRouter: Sendable {
                 case .success(let result):
                     lease.finish(succeeded: true)
                     promise.succeed(.raw(result))
+                case .failure(is AgentCallCancelled):
+                    // The client changed its mind: no verdict on the agent.
+                    lease.release()
+                    promise.fail(AgentCallCancelled())
                 case .failure(let error):
                     // An error the agent answered with is the tool's business, not a failure of
                     // the agent.
@@ -137,7 +164,8 @@ final class AgentCallRouter: Sendable {
         guard let instance = context.agentInstance else {
             return .error(.methodNotFound(request.method))
         }
-        guard let caller = callers.callers(of: instance).first(where: { $0.clientCapabilities?[capability] != nil }) else {
+        // Only handshake-era sessions take requests from the gateway.
+        guard let caller = callers.callers(of: instance).first(where: { $0.acceptsServerRequests && $0.clientCapabilities?[capability] != nil }) else {
             return .error(JSONRPCError(
                 code: JSONRPCError.Code.methodNotFound,
                 message: "No client of this agent's calls offers \(capability)",
@@ -242,17 +270,23 @@ final class ProgressRelay: Sendable {
     }
 }
 
-/// Which clients have calls in flight on which agent instance.
+/// Which clients have calls in flight on which agent instance, and the chain of agents each call
+/// came through (for calls that agents make while serving calls).
 final class CallerTracker: Sendable {
-    private let calls = Mutex<[AgentRegistry.InstanceID: [ConnectionHandle]]>([:])
+    private struct Call {
+        var caller: ConnectionHandle
+        var chain: [AgentRegistry.InstanceID]
+    }
 
-    func add(_ instance: AgentRegistry.InstanceID, _ caller: ConnectionHandle) {
-        calls.withLock { $0[instance, default: []].append(caller) }
+    private let calls = Mutex<[AgentRegistry.InstanceID: [Call]]>([:])
+
+    func add(_ instance: AgentRegistry.InstanceID, _ caller: ConnectionHandle, chain: [AgentRegistry.InstanceID] = []) {
+        calls.withLock { $0[instance, default: []].append(Call(caller: caller, chain: chain)) }
     }
 
     func remove(_ instance: AgentRegistry.InstanceID, _ caller: ConnectionHandle) {
         calls.withLock { calls in
-            guard let index = calls[instance]?.firstIndex(where: { $0 === caller }) else { return }
+            guard let index = calls[instance]?.firstIndex(where: { $0.caller === caller }) else { return }
             calls[instance]!.remove(at: index)
             if calls[instance]!.isEmpty { calls[instance] = nil }
         }
@@ -260,6 +294,21 @@ final class CallerTracker: Sendable {
 
     /// Oldest call first.
     func callers(of instance: AgentRegistry.InstanceID) -> [ConnectionHandle] {
-        calls.withLock { $0[instance] ?? [] }
+        calls.withLock { ($0[instance] ?? []).map(\.caller) }
+    }
+
+    /// The agents a call made by `agent` goes through: those of every call `agent` is serving
+    /// (it may be serving several; any of them may have led to this one), then `agent`. Empty
+    /// when `agent` serves nothing: then its call is a call like any client's.
+    func chain(through agent: AgentRegistry.InstanceID) -> [AgentRegistry.InstanceID] {
+        calls.withLock { calls in
+            guard let serving = calls[agent], !serving.isEmpty else { return [] }
+            var chain: [AgentRegistry.InstanceID] = []
+            for call in serving {
+                for member in call.chain where !chain.contains(member) { chain.append(member) }
+            }
+            if !chain.contains(agent) { chain.append(agent) }
+            return chain
+        }
     }
 }

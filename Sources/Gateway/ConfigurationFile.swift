@@ -235,8 +235,11 @@ private struct Reader {
             guard let fields = self.mapping(body, "agent \"\(name)\"") else { continue }
             var template: AgentTemplate?
             var pending: [(Node, Node)] = []
+            var disabled = false
             for (keyNode, value) in fields {
-                if keyNode.string == "command" {
+                if keyNode.string == "disabled", case .scalar(let scalar) = value, Bool(scalar.string) == true {
+                    disabled = true
+                } else if keyNode.string == "command" {
                     if let command = string(value, "\(section).\(name).command"), !command.isEmpty {
                         template = AgentTemplate(name: name, command: command)
                     }
@@ -271,7 +274,8 @@ private struct Reader {
                     report(keyNode, "unknown key \"\(key)\" in \(path)")
                 }
             }
-            settings.agentTemplates.append(template)
+            // MCP hosts mark servers they keep in the file but do not run.
+            if !disabled { settings.agentTemplates.append(template) }
         }
     }
 

@@ -14,6 +14,13 @@ final class ConnectionHandle: AgentEndpoint, Sendable {
     private let nextRequestID = Atomic<UInt64>(1)
     private let capabilities = Mutex<JSONValue?>(nil)
     private let identity = Mutex<TLSPeerIdentity?>(nil)
+    private let serverRequests = Atomic<Bool>(false)
+
+    /// Whether the peer's session takes requests from the gateway (an MCP handshake session).
+    var acceptsServerRequests: Bool {
+        get { serverRequests.load(ordering: .relaxed) }
+        set { serverRequests.store(newValue, ordering: .relaxed) }
+    }
 
     /// Who the peer proved to be with its TLS client certificate.
     var peerIdentity: TLSPeerIdentity? {

@@ -267,6 +267,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 return .now(.error(request.id, error))
             case .answered(let result):
                 handle?.clientCapabilities = session.clientCapabilities
+                handle?.acceptsServerRequests = session.acceptsServerRequests
                 startKeepaliveIfNeeded()
                 return .now(.result(request.id, result))
             case .proceed:

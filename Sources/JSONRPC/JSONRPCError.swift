@@ -45,6 +45,8 @@ extension JSONRPCError {
         public static let callTimedOut = -32013
         /// A task ended FAILED or CANCELLED (`tasks/result`); data is the task.
         public static let taskFailed = -32014
+        /// A nested call would go back to an agent already in its chain, or too deep.
+        public static let callChainRefused = -32015
     }
 
     public static func parseError(_ syntax: JSONSyntaxError) -> JSONRPCError {

@@ -9,11 +9,16 @@ Usage: python3 check_examples.py        (needs the `jsonschema` package)
    fenced block) MUST pass, and for every error it carries with a code that chapter 03
    defines, the `data` MUST match that code's schema fragment in chapter 03 and the `id`
    MUST follow chapter 03's rule for that code (null for -32700 and -32003, the request's
-   id for -32601, -32602, -32603, -32004 and -32022).
+   id for every other code chapter 03 defines). A request the gateway sends (a line with
+   `method` and `id`) MUST have a string id beginning "sb-".
 3. Within one fenced block, a result whose id is that of a `gateway/status` request quoted
    in the block MUST match the result schema of chapter 05, section 5.5; one whose id is
-   that of a `tools/list` request and that carries the modern-era stamp (`resultType`) MUST
-   carry "cacheScope": "public" and "ttlMs": 5000 (chapter 05, section 5.3).
+   that of a `tools/list`, `prompts/list`, `resources/list` or `resources/templates/list`
+   request and that carries the modern-era stamp (`resultType`) MUST carry
+   "cacheScope": "public" and "ttlMs": 5000 (chapter 05, section 5.3); the result of an
+   `agents/get`, `agents/setState` or `agents/drain` request, and every entry of the `agents`
+   array of an `agents/list` result, MUST match the AgentStatus schema of chapter 07,
+   section 7.4.
 
 "Pass" means the wire rules of chapters 01 and 02 that JSON Schema cannot express hold
 (UTF-8, one line, no byte order mark, size: at most 8388608 bytes without the "\n" and
@@ -38,8 +43,10 @@ MAX_MESSAGE_BYTES = 8388608
 MAX_NESTING_DEPTH = 512
 ENVELOPE_MEMBERS = {"jsonrpc", "id", "method", "params", "result", "error"}
 NULL_ID_CODES = {-32700, -32003}
-ECHOED_ID_CODES = {-32601, -32602, -32603, -32004, -32022}
+ECHOED_ID_CODES = {-32601, -32602, -32603, -32002, -32004, -32010, -32011, -32012, -32013, -32022}
 MODERN_LIST_MEMBERS = {"cacheScope": "public", "ttlMs": 5000}
+LIST_METHODS = {"tools/list", "prompts/list", "resources/list", "resources/templates/list"}
+AGENT_STATUS_METHODS = {"agents/get", "agents/setState", "agents/drain"}
 
 
 class WireError(Exception):
@@ -157,6 +164,14 @@ def status_schema():
     return json.loads(match.group(1))
 
 
+def agent_status_schema():
+    """The AgentStatus schema, the JSON block of chapter 07, section 7.4."""
+    text = (SPEC / "07-agents.md").read_text(encoding="utf-8")
+    section = text[text.index("## 7.4 The AgentStatus object"):]
+    match = re.search(r"^```json\n(.*?)^```", section, re.M | re.S)
+    return json.loads(match.group(1))
+
+
 def example_blocks():
     """Every fenced block that quotes messages: (chapter, [(line number, marker, text)])."""
     for chapter in sorted(SPEC.glob("[0-9][0-9]-*.md")):
@@ -186,7 +201,7 @@ def requested_methods(block):
     return methods
 
 
-def check_gateway_message(message, methods, data_schemas, status_validator):
+def check_gateway_message(message, methods, data_schemas, status_validator, agent_validator):
     """The problems of one message the gateway sends, beyond the envelope schema."""
     if "method" in message and "id" in message and not str(message["id"]).startswith("sb-"):
         yield "a gateway request id must be a string starting sb-"
@@ -196,10 +211,21 @@ def check_gateway_message(message, methods, data_schemas, status_validator):
         if method == "gateway/status":
             for problem in status_validator.iter_errors(result):
                 yield f"gateway/status result: {problem.message[:160]}"
-        if method == "tools/list" and isinstance(result, dict) and "resultType" in result:
+        if method in LIST_METHODS and isinstance(result, dict) and "resultType" in result:
             for name, expected in MODERN_LIST_MEMBERS.items():
                 if result.get(name) != expected:
-                    yield f"a modern tools/list result needs {name}: {json.dumps(expected)}"
+                    yield f"a modern {method} result needs {name}: {json.dumps(expected)}"
+        statuses = []
+        if method in AGENT_STATUS_METHODS:
+            statuses = [result]
+        elif method == "agents/list":
+            if not isinstance(result, dict) or not isinstance(result.get("agents"), list):
+                yield "an agents/list result needs an agents array"
+            else:
+                statuses = result["agents"]
+        for status in statuses:
+            for problem in agent_validator.iter_errors(status):
+                yield f"{method} AgentStatus: {problem.message[:160]}"
     error = message.get("error")
     if error is None or error["code"] not in data_schemas:
         return
@@ -234,10 +260,14 @@ def main():
                 failures.append(f"examples/{kind}/{path.name} should fail but passes")
 
     data_schemas = error_data_schemas()
-    for code in (-32700, -32600, -32601, -32602, -32603, -32003, -32004, -32022):
+    for code in (-32700, -32600, -32601, -32602, -32603, -32002, -32003, -32004,
+                 -32010, -32011, -32012, -32013, -32022):
         if code not in data_schemas:
             failures.append(f"03-errors.md gives no data schema for {code}")
     status_validator = StrictValidator(status_schema())
+    agent_schema = agent_status_schema()
+    StrictValidator.check_schema(agent_schema)
+    agent_validator = StrictValidator(agent_schema)
     for chapter, block in example_blocks():
         methods = requested_methods(block)
         for number, marker, text in block:
@@ -251,7 +281,8 @@ def main():
                 continue
             for message in value if isinstance(value, list) else [value]:
                 failures.extend(f"{where}: {problem}" for problem in
-                                check_gateway_message(message, methods, data_schemas, status_validator))
+                                check_gateway_message(message, methods, data_schemas, status_validator,
+                                                      agent_validator))
 
     for failure in failures:
         print("FAIL", failure)
