@@ -171,9 +171,11 @@ enum AgentMethods {
             return .error(.invalidRequest("this connection is already registered as agent \(existing)"))
         }
         guard let name = params.member("agentName")?.stringValue, !name.isEmpty,
-            name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil || "_-.".unicodeScalars.contains($0)) })
+            name.utf8.count <= 256,
+            // ':' and '/' let a URI SAN (a SPIFFE ID, say) be the name.
+            name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil || "_-.:/".unicodeScalars.contains($0)) })
         else {
-            return .error(.invalidParams("\"agentName\" must be a non-empty name of letters, digits, '_', '-' or '.'"))
+            return .error(.invalidParams("\"agentName\" must be 1 to 256 letters, digits, '_', '-', '.', ':' or '/'"))
         }
         if requireAgentNameMatch {
             guard let identity = context.peerIdentity else {
@@ -255,13 +257,9 @@ enum AgentMethods {
 }
 
 extension TLSPeerIdentity {
-    /// The names an agent may register under: the subject's common name, DNS and URI SANs.
+    /// The names an agent may register under: the subject's common names, DNS and URI SANs.
     var names: [String] {
-        let commonNames = subject.split(separator: ",").compactMap { part -> String? in
-            let trimmed = part.trimmingPrefix(" ")
-            return trimmed.hasPrefix("CN=") ? String(trimmed.dropFirst(3)) : nil
-        }
-        return commonNames + dnsNames + uris
+        commonNames + dnsNames + uris
     }
 
     var jsonValue: JSONValue {

@@ -218,6 +218,9 @@ private struct Reader {
         if tls.clientAuthentication != .none && tls.trustRootsPath == nil {
             report(node, "tls.clientAuth \(tls.clientAuthentication.rawValue) needs tls.ca: the CA that client certificates must chain to")
         }
+        if tls.requireAgentNameMatch && tls.clientAuthentication == .none {
+            report(node, "tls.requireAgentNameMatch needs clientAuth optional or require: without client certificates no agent could register")
+        }
         settings.tls = tls
     }
 

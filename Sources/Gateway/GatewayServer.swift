@@ -181,6 +181,8 @@ public final class GatewayServer: Service {
         ResourceLimits.raiseOpenFileLimit(logger: logger)
 
         let tls = try makeTLSContext()
+        // Trapped before anything is announced, so that a SIGHUP never finds the default action.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         var listeners: [(address: ListenAddress, channel: any Channel)] = []
         do {
             for address in settings.listen {
@@ -207,9 +209,7 @@ public final class GatewayServer: Service {
         // The agents run beside the listeners, until the very end.
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.core.supervisor.run(templates: settings.agentTemplates) }
-            if let tls {
-                group.addTask { await self.reloadCertificatesOnHangup(tls) }
-            }
+            group.addTask { await self.reloadCertificatesOnHangup(tls, signals: hangups) }
             await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
             await core.supervisor.stopAll()
             group.cancelAll()
@@ -277,8 +277,13 @@ public final class GatewayServer: Service {
     }
 
     /// SIGHUP reloads the certificate and key: new connections get them, live ones keep theirs.
-    private func reloadCertificatesOnHangup(_ tls: TLSContext) async {
-        for await _ in await UnixSignalsSequence(trapping: .sighup) {
+    /// Without TLS there is nothing to reload, and SIGHUP is ignored rather than fatal.
+    private func reloadCertificatesOnHangup(_ tls: TLSContext?, signals: UnixSignalsSequence) async {
+        for await _ in signals {
+            guard let tls else {
+                logger.notice("SIGHUP: no TLS listener, nothing to reload")
+                continue
+            }
             do {
                 try tls.reload()
                 logger.notice("TLS: certificates reloaded on SIGHUP")

@@ -129,7 +129,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let error = error as? TLSError {
             // Certificate and protocol problems are the operator's business: say them plainly.
-            logger.warning("TLS: \(error.reason)")
+            // A peer that hangs up without close_notify is common and harmless.
+            if error.code == .uncleanShutdown {
+                logger.debug("TLS: \(error.reason)")
+            } else {
+                logger.warning("TLS: \(error.reason)")
+            }
         } else {
             logger.debug("connection error: \(error)")
         }

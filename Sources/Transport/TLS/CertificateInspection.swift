@@ -29,7 +29,7 @@ enum CertificateInspection {
     }
 
     static func identity(of certificate: OpaquePointer) -> TLSPeerIdentity {
-        var identity = TLSPeerIdentity(subject: subjectRFC2253(of: certificate))
+        var identity = TLSPeerIdentity(subject: subjectRFC2253(of: certificate), commonNames: commonNames(of: certificate))
         guard let raw = X509_get_ext_d2i(certificate, NID_subject_alt_name, nil, nil) else { return identity }
         let names = OpaquePointer(raw)
         defer { GENERAL_NAMES_free(names) }
@@ -47,6 +47,22 @@ enum CertificateInspection {
             }
         }
         return identity
+    }
+
+    static func commonNames(of certificate: OpaquePointer) -> [String] {
+        guard let name = X509_get_subject_name(certificate) else { return [] }
+        var names: [String] = []
+        var position: Int32 = -1
+        while true {
+            position = X509_NAME_get_index_by_NID(name, NID_commonName, position)
+            guard position >= 0, let entry = X509_NAME_get_entry(name, position), let data = X509_NAME_ENTRY_get_data(entry) else { break }
+            var utf8: UnsafeMutablePointer<UInt8>?
+            let length = ASN1_STRING_to_UTF8(&utf8, data)
+            guard length >= 0, let utf8 else { continue }
+            names.append(String(decoding: UnsafeBufferPointer(start: utf8, count: Int(length)), as: UTF8.self))
+            CRYPTO_free(utf8, #file, #line)
+        }
+        return names
     }
 
     static func subjectRFC2253(of certificate: OpaquePointer) -> String {

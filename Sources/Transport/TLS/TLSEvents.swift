@@ -5,6 +5,9 @@
 public struct TLSPeerIdentity: Sendable, Hashable {
     /// The certificate's subject as an RFC 2253 string, e.g. `CN=agent-7,O=Example`.
     public var subject: String
+    /// The subject's common names, read attribute by attribute (never parsed out of `subject`,
+    /// where an escaped comma inside another attribute could pass for one).
+    public var commonNames: [String]
     /// Subject alternative names of type DNS.
     public var dnsNames: [String]
     /// Subject alternative names of type IP address, in their usual text form.
@@ -16,12 +19,14 @@ public struct TLSPeerIdentity: Sendable, Hashable {
 
     public init(
         subject: String,
+        commonNames: [String] = [],
         dnsNames: [String] = [],
         ipAddresses: [String] = [],
         uris: [String] = [],
         emailAddresses: [String] = []
     ) {
         self.subject = subject
+        self.commonNames = commonNames
         self.dnsNames = dnsNames
         self.ipAddresses = ipAddresses
         self.uris = uris
