@@ -33,7 +33,7 @@ struct TLSHandlerTests {
         let client = try #require(pair.clientEvents.handshake)
         #expect(client.protocolVersion == "TLSv1.3")
         #expect(client.cipher.hasPrefix("TLS_AES_") || client.cipher.hasPrefix("TLS_CHACHA20"))
-        #expect(client.peer == TLSPeerIdentity(subject: "CN=localhost", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
+        #expect(client.peer == TLSPeerIdentity(subject: "CN=localhost", commonNames: ["localhost"], dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"]))
 
         let server = try #require(pair.serverEvents.handshake)
         #expect(server.protocolVersion == "TLSv1.3")
