@@ -68,11 +68,18 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Backends: shared memory (key-value with TTL and compare-and-set) and publish-subscribe,
+        // as protocols with an in-memory implementation (Redis implements them later).
+        .target(
+            name: "Backend",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
         // The composition root: sessions, method table, configuration, the server service.
         .target(
             name: "Gateway",
             dependencies: [
-                "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router",
+                "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router", "Backend",
                 "CSwitchboardOpenSSL", "CSwitchboardHiredis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -114,6 +121,11 @@ let package = Package(
         .testTarget(
             name: "RouterTests",
             dependencies: ["Router", "Agents", "JSONRPC", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "BackendTests",
+            dependencies: ["Backend", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         .testTarget(name: "MCPProtocolTests", dependencies: ["MCPProtocol", "JSONRPC"], swiftSettings: strictSettings),

@@ -495,8 +495,6 @@ public final class AgentRegistry: Sendable {
             return false
         }
         if drained { notifyDrained(lease.instance) }
-        let callbacks = observers.withLock { $0.capacityFreed }
-        callbacks.forEach { $0() }
     }
 
     /// Which instances may take a call beyond offering it.
@@ -552,7 +550,8 @@ public final class AgentRegistry: Sendable {
         }
     }
 
-    /// Called (outside the lock) when a call finishes, so that waiting work can be dispatched.
+    /// Called (outside the lock) after every change that may free capacity (a call finished, an
+    /// instance became ready or left maintenance), so that waiting work can be dispatched.
     public func onCapacityFreed(_ observer: @escaping @Sendable () -> Void) {
         observers.withLock { $0.capacityFreed.append(observer) }
     }
@@ -777,10 +776,13 @@ public final class AgentRegistry: Sendable {
             return (changed, state.waiters.isEmpty ? [] : Self.serveWaiters(&state, registry: self))
         }
         for (promise, outcome) in granted { promise.completeWith(outcome.mapError { $0 as any Error }) }
+        let (catalogObservers, capacityObservers) = observers.withLock { ($0.catalogChanged, $0.capacityFreed) }
         if catalogChange.tools || catalogChange.prompts {
-            let callbacks = observers.withLock { $0.catalogChanged }
-            callbacks.forEach { $0(catalogChange) }
+            catalogObservers.forEach { $0(catalogChange) }
         }
+        // Any change (a call finished, an instance came back or out of maintenance) may let
+        // waiting work run; the task engine coalesces these into one dispatch pass.
+        capacityObservers.forEach { $0() }
     }
 
     private func mutateResult<T>(_ change: (inout State) -> Result<T, StateChangeError>) -> Result<T, StateChangeError> {

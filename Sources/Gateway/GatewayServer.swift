@@ -29,6 +29,7 @@ final class GatewayCore: Sendable {
     let agents: AgentRegistry
     let calls: AgentCallRouter
     let tasks: TaskEngine
+    let coordination: CoordinationMethods
     private let supervisorSlot: SupervisorSlot
 
     var supervisor: AgentSupervisor { supervisorSlot.value }
@@ -63,6 +64,7 @@ final class GatewayCore: Sendable {
         calls.register(in: &methods)
         TaskMethods.register(in: &methods, engine: tasks)
         PatternMethods.register(in: &methods, agents: agents)
+        self.coordination = CoordinationMethods.register(in: &methods, agents: agents, logger: logger)
         extraMethods(&methods)
         self.methods = methods
 
@@ -85,6 +87,7 @@ final class GatewayCore: Sendable {
     }
 
     func connectionClosed(_ handle: ConnectionHandle, agent: AgentRegistry.InstanceID?, role: RPCConnectionHandler.Role) {
+        coordination.connectionClosed(handle)
         guard let agent else { return }
         switch role {
         case .server:
@@ -209,6 +212,7 @@ public final class GatewayServer: Service {
         // The agents run beside the listeners, until the very end.
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.core.supervisor.run(templates: settings.agentTemplates) }
+            group.addTask { await self.core.coordination.run() }
             group.addTask { await self.reloadCertificatesOnHangup(tls, signals: hangups) }
             await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
             await core.supervisor.stopAll()
@@ -355,7 +359,8 @@ public final class GatewayServer: Service {
             try channel.pipeline.syncOperations.addHandlers(
                 BackPressureHandler(),
                 ByteToMessageHandler(LineFrameDecoder(maximumLineLength: core.settings.limits.maximumMessageBytes)),
-                RPCConnectionHandler(gateway: core)
+                RPCConnectionHandler(gateway: core),
+                core.coordination.flowControlHandler()
             )
         }
     }

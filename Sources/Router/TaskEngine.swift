@@ -68,6 +68,32 @@ public final class TaskEngine: Sendable {
         self.logger = logger
         agents.onCapacityFreed { [weak self] in self?.scheduleDispatch() }
         agents.onCatalogChange { [weak self] _ in self?.scheduleDispatch() }
+        group.any().scheduleRepeatedTask(initialDelay: .seconds(30), delay: .seconds(30)) { [weak self] task in
+            guard let self else {
+                task.cancel()
+                return
+            }
+            self.forgetExpired()
+        }
+    }
+
+    /// Finished tasks are kept for their retention (an hour by default), then forgotten, so that
+    /// memory follows the work in progress rather than the work ever done.
+    func forgetExpired(now: Date = Date()) {
+        state.withLock { state in
+            var forgotten: Set<String> = []
+            for (id, task) in state.tasks where task.state.isFinal {
+                guard let ended = task.completionTime, now.timeIntervalSince(ended) > task.submission.retention.seconds else { continue }
+                forgotten.insert(id)
+            }
+            guard !forgotten.isEmpty else { return }
+            for id in forgotten {
+                if let key = state.tasks.removeValue(forKey: id)?.submission.idempotencyKey, state.idempotency[key] == id {
+                    state.idempotency[key] = nil
+                }
+            }
+            state.order.removeAll { forgotten.contains($0) }
+        }
     }
 
     /// Called with every task that reaches a final state (callbacks, metrics).
@@ -413,5 +439,11 @@ public final class TaskEngine: Sendable {
         guard let content = result.member("content"), case .array(let blocks) = content.decoded() else { return "no details" }
         let texts = blocks.compactMap { $0["text"]?.stringValue }
         return texts.isEmpty ? "no details" : texts.joined(separator: " ")
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

@@ -10,7 +10,7 @@ struct BenchmarkCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard-bench",
         abstract: "Benchmarks of switchboard: ping round trips, and tools/call through the gateway against the agent directly.",
-        subcommands: [PingBenchmark.self, ToolsBenchmark.self, TLSBenchmark.self],
+        subcommands: [PingBenchmark.self, ToolsBenchmark.self, TLSBenchmark.self, RoutingBenchmark.self, TaskThroughputBenchmark.self],
         defaultSubcommand: PingBenchmark.self
     )
 }

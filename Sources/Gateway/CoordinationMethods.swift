@@ -1,0 +1,880 @@
+import Agents
+import Backend
+import FoundationEssentials
+import JSONRPC
+import Logging
+import NIOCore
+import Synchronization
+import Transport
+
+/// What the coordination methods keep their state in: shared memory and pub-sub, embedded now,
+/// Redis later (same protocols, same methods).
+struct CoordinationBackend: Sendable {
+    var store: any KeyValueStore
+    var events: any PubSub
+    var clock: any BackendClock
+    /// Runs until cancelled: the upkeep the backend needs (expiry sweeps for the embedded one).
+    var maintenance: @Sendable () async -> Void
+
+    /// The in-process backend. Expired keys nobody reads are swept every `sweepInterval`.
+    static func embedded(clock: any BackendClock = SystemClock(), sweepInterval: Duration = .seconds(1)) -> CoordinationBackend {
+        let store = InMemoryKeyValueStore(clock: clock)
+        return CoordinationBackend(
+            store: store, events: InMemoryPubSub(), clock: clock,
+            maintenance: { await store.runExpirySweeper(every: sweepInterval) })
+    }
+}
+
+/// Which memory namespaces a peer may use.
+///
+/// Today every peer may use every namespace. This is where a TLS client identity (chapter 12)
+/// will restrict a tenant to its own: the check runs on every `memory/*` request, and a refusal
+/// is `-32005` with `data: {reason, namespace}`.
+struct NamespacePolicy: Sendable {
+    var allows: @Sendable (_ namespace: String, _ identity: TLSPeerIdentity?, _ agent: AgentRegistry.InstanceID?) -> Bool
+
+    static let unrestricted = NamespacePolicy { _, _, _ in true }
+}
+
+/// Agent communication (issue: shared memory, messaging, publish-subscribe):
+/// `memory/get|set|delete|cas|list`, `events/subscribe|unsubscribe|publish` with the
+/// notification `notifications/events/message`, and `messages/send` to agents by id or by
+/// capability.
+///
+/// Backend calls of one connection run one after another, in the order the requests arrived:
+/// pipelined writes to one key apply in order, and one connection's events are published in
+/// order. Events reach each subscribed connection through a bounded queue per subscription,
+/// drained only while the connection's socket takes more bytes; when a queue is full its oldest
+/// event is dropped and counted (`dropped` in the next notification), so a slow subscriber slows
+/// neither publishers nor other subscribers.
+final class CoordinationMethods: Sendable {
+    /// Keys and prefixes: at most this many UTF-8 bytes.
+    static let maximumKeyBytes = 1_024
+    static let maximumNamespaceBytes = 128
+    static let maximumTopicBytes = 256
+    static let maximumListLimit = 1_000
+    static let defaultListLimit = 100
+    /// Ten years: longer is a mistake, not a TTL.
+    static let maximumTTLSeconds = 315_360_000.0
+    static let maximumSubscriptionsPerConnection = 1_000
+    static let defaultQueueLimit = SubscriptionLimits(messages: 1_000, bytes: 16 << 20)
+    static let defaultMessageTTLSeconds = 300.0
+    static let maximumMessageTTLSeconds = 86_400.0
+
+    private let agents: AgentRegistry
+    private let backend: CoordinationBackend
+    private let namespaces: NamespacePolicy
+    private let logger: Logger
+    private let connections = Mutex<[UInt64: CoordinatedConnection]>([:])
+    private let counters = CoordinationCounters()
+
+    private init(agents: AgentRegistry, backend: CoordinationBackend, namespaces: NamespacePolicy, logger: Logger) {
+        self.agents = agents
+        self.backend = backend
+        self.namespaces = namespaces
+        self.logger = logger
+    }
+
+    /// Registers the methods and returns the object that owns their per-connection state: the
+    /// gateway calls its `connectionClosed(_:)` for every connection that closes, and runs its
+    /// `run()` beside the listeners.
+    static func register(
+        in table: inout MethodTable, agents: AgentRegistry, logger: Logger,
+        backend: CoordinationBackend = .embedded(), namespaces: NamespacePolicy = .unrestricted
+    ) -> CoordinationMethods {
+        let methods = CoordinationMethods(agents: agents, backend: backend, namespaces: namespaces, logger: logger)
+        table.register("memory/get") { [methods] request, context in methods.memoryGet(request, context) }
+        table.register("memory/set") { [methods] request, context in methods.memorySet(request, context) }
+        table.register("memory/delete") { [methods] request, context in methods.memoryDelete(request, context) }
+        table.register("memory/cas") { [methods] request, context in methods.memoryCompareAndSet(request, context) }
+        table.register("memory/list") { [methods] request, context in methods.memoryList(request, context) }
+        table.register("events/subscribe") { [methods] request, context in methods.subscribe(request, context) }
+        table.register("events/unsubscribe") { [methods] request, context in methods.unsubscribe(request, context) }
+        table.register("events/publish") { [methods] request, context in methods.publish(request, context) }
+        table.register("messages/send") { [methods] request, context in methods.send(request, context) }
+        return methods
+    }
+
+    /// The backend's upkeep; returns when cancelled.
+    func run() async {
+        await backend.maintenance()
+    }
+
+    /// Ends the connection's subscriptions. Call it for every connection that closes.
+    func connectionClosed(_ handle: ConnectionHandle) {
+        guard let connection = connections.withLock({ $0.removeValue(forKey: handle.id) }) else { return }
+        for pump in connection.close() { pump.stop() }
+    }
+
+    /// Counters for `gateway/status`.
+    func statusSnapshot() -> JSONValue {
+        let open = connections.withLock { $0.values.reduce(0) { $0 + $1.subscriptionCount } }
+        return [
+            "subscriptions": .integer(Int64(open)),
+            "eventsPublished": .integer(Int64(counters.published.load(ordering: .relaxed))),
+            "eventsDropped": .integer(Int64(counters.dropped.load(ordering: .relaxed))),
+            "messagesSent": .integer(Int64(counters.messages.load(ordering: .relaxed))),
+        ]
+    }
+
+    /// The pipeline handler that tells this connection's event deliveries when its socket takes
+    /// more bytes. Add it after `RPCConnectionHandler`.
+    func flowControlHandler() -> EventFlowHandler {
+        EventFlowHandler(coordination: self)
+    }
+
+    fileprivate func attach(_ handle: ConnectionHandle, gate: FlowGate) {
+        connections.withLock { connections in
+            if connections[handle.id] == nil { connections[handle.id] = CoordinatedConnection(handle: handle, gate: gate) }
+        }
+    }
+
+    private func connection(_ context: MethodContext) -> CoordinatedConnection {
+        connections.withLock { connections in
+            if let existing = connections[context.connectionID] { return existing }
+            // A connection without the flow-control handler (an agent's pipes): no gate.
+            let created = CoordinatedConnection(handle: context.connection, gate: nil)
+            connections[context.connectionID] = created
+            return created
+        }
+    }
+
+    // MARK: Memory
+
+    private func memoryGet(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
+        let store = backend.store
+        return perform(request, context) { params in
+            let key = try Self.key(params, "key")
+            let namespace = try self.namespace(params, context)
+            return { () async throws -> JSONValue in
+                guard let entry = try await store.get(key, namespace: namespace) else {
+                    return ["key": .string(key), "found": false]
+                }
+                var result: [String: JSONValue] = [
+                    "key": .string(key), "found": true, "version": .integer(entry.version),
+                    // Stored as the JSON bytes that arrived; only gateways write them.
+                    "value": .raw(RawJSON(unchecked: entry.value)),
+                ]
+                if let expiresAt = entry.expiresAt { result["expiresAt"] = .string(expiresAt.iso8601) }
+                return .object(result)
+            }
+        }
+    }
+
+    private func memorySet(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
+        let store = backend.store
+        return perform(request, context) { params in
+            let key = try Self.key(params, "key")
+            let value = try Self.value(params, "value")
+            let ttl = try Self.ttl(params)
+            let namespace = try self.namespace(params, context)
+            return { () async throws -> JSONValue in
+                let write = try await store.set(key, to: value.buffer, ttl: ttl, namespace: namespace)
+                return .object(Self.written(key, write))
+            }
+        }
+    }
+
+    private func memoryDelete(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
+        let store = backend.store
+        return perform(request, context) { params in
+            let key = try Self.key(params, "key")
+            let namespace = try self.namespace(params, context)
+            return { () async throws -> JSONValue in
+                ["key": .string(key), "deleted": .bool(try await store.delete(key, namespace: namespace))]
+            }
+        }
+    }
+
+    private func memoryCompareAndSet(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
+        let store = backend.store
+        return perform(request, context) { params in
+            let key = try Self.key(params, "key")
+            guard let expected = params.member("expectedVersion"), let version = Self.integer(expected), version >= 0 else {
+                throw JSONRPCError.invalidParams("\"expectedVersion\" must be an integer: the key's current version, or 0 for a key that must not exist yet")
+            }
+            let value = try Self.value(params, "value")
+            let ttl = try Self.ttl(params)
+            let namespace = try self.namespace(params, context)
+            return { () async throws -> JSONValue in
+                switch try await store.compareAndSet(key, expectedVersion: version, to: value.buffer, ttl: ttl, namespace: namespace) {
+                case .stored(let write):
+                    var result = Self.written(key, write)
+                    result["ok"] = true
+                    return .object(result)
+                case .conflict(let current):
+                    return ["key": .string(key), "ok": false, "currentVersion": .integer(current)]
+                }
+            }
+        }
+    }
+
+    private func memoryList(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
+        let store = backend.store
+        return perform(request, context, paramsOptional: true) { params in
+            var prefix = ""
+            if let value = params.member("prefix"), value.kind != .null {
+                guard let text = value.stringValue, text.utf8.count <= Self.maximumKeyBytes else {
+                    throw JSONRPCError.invalidParams("\"prefix\" must be a string of at most \(Self.maximumKeyBytes) bytes")
+                }
+                prefix = text
+            }
+            var cursor: String?
+            if let value = params.member("cursor"), value.kind != .null {
+                guard let text = value.stringValue, !text.isEmpty else {
+                    throw JSONRPCError.invalidParams("\"cursor\" must be the nextCursor of an earlier page", extra: ["cursor": .raw(value)])
+                }
+                cursor = text
+            }
+            var limit = Self.defaultListLimit
+            if let value = params.member("limit"), value.kind != .null {
+                guard let number = Self.integer(value), number >= 1, number <= Self.maximumListLimit else {
+                    throw JSONRPCError.invalidParams("\"limit\" must be an integer from 1 to \(Self.maximumListLimit)")
+                }
+                limit = Int(number)
+            }
+            let namespace = try self.namespace(params, context)
+            return { [prefix, cursor, limit] () async throws -> JSONValue in
+                let page = try await store.list(namespace: namespace, prefix: prefix, after: cursor, limit: limit)
+                var result: [String: JSONValue] = [
+                    "keys": .array(page.entries.map { entry in
+                        var item: [String: JSONValue] = ["key": .string(entry.key), "version": .integer(entry.version)]
+                        if let expiresAt = entry.expiresAt { item["expiresAt"] = .string(expiresAt.iso8601) }
+                        return .object(item)
+                    })
+                ]
+                if let next = page.nextCursor { result["nextCursor"] = .string(next) }
+                return .object(result)
+            }
+        }
+    }
+
+    private static func written(_ key: String, _ write: KeyValueWrite) -> [String: JSONValue] {
+        var result: [String: JSONValue] = ["key": .string(key), "version": .integer(write.version)]
+        if let expiresAt = write.expiresAt { result["expiresAt"] = .string(expiresAt.iso8601) }
+        return result
+    }
+
+    /// The request's namespace: `namespace` if given, else the caller's own (an agent's is
+    /// `agent:NAME`, everyone else's `default`), if the policy lets the caller use it.
+    private func namespace(_ params: RawJSON, _ context: MethodContext) throws -> String {
+        let namespace: String
+        if let value = params.member("namespace"), value.kind != .null {
+            guard let text = value.stringValue, Self.isValidNamespace(text) else {
+                throw JSONRPCError.invalidParams(
+                    "\"namespace\" must be 1 to \(Self.maximumNamespaceBytes) letters, digits or _ - . : @ # /",
+                    extra: ["namespace": .raw(value)])
+            }
+            namespace = text
+        } else if let agent = context.agentInstance {
+            let name = agents.status(agent)?["template"]?.stringValue ?? agent.rawValue
+            namespace = "agent:\(name)"
+        } else {
+            namespace = "default"
+        }
+        guard namespaces.allows(namespace, context.peerIdentity, context.agentInstance) else {
+            throw JSONRPCError(
+                code: JSONRPCError.Code.forbidden, message: "This connection may not use namespace \"\(namespace)\"",
+                data: ["reason": "the namespace belongs to another tenant", "namespace": .string(namespace)])
+        }
+        return namespace
+    }
+
+    private static func isValidNamespace(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.count <= maximumNamespaceBytes
+            && text.unicodeScalars.allSatisfy { scalar in
+                scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) || "_-.:@#/".unicodeScalars.contains(scalar))
+            }
+    }
+
+    private static func key(_ params: RawJSON, _ name: String) throws -> String {
+        guard let key = params.member(name)?.stringValue, !key.isEmpty, key.utf8.count <= maximumKeyBytes else {
+            throw JSONRPCError.invalidParams("\"\(name)\" must be a non-empty string of at most \(maximumKeyBytes) bytes")
+        }
+        return key
+    }
+
+    private static func value(_ params: RawJSON, _ name: String) throws -> RawJSON {
+        guard let value = params.member(name) else {
+            throw JSONRPCError.invalidParams("\"\(name)\" is required (any JSON value, null included)")
+        }
+        return value
+    }
+
+    private static func ttl(_ params: RawJSON) throws -> Duration? {
+        guard let value = params.member("ttlSeconds"), value.kind != .null else { return nil }
+        guard let seconds = number(value), seconds >= 0.001, seconds <= maximumTTLSeconds else {
+            throw JSONRPCError.invalidParams("\"ttlSeconds\" must be a number of seconds from 0.001 to \(Int(maximumTTLSeconds))")
+        }
+        return .nanoseconds(Int64((seconds * 1e9).rounded(.up)))
+    }
+
+    // MARK: Events
+
+    private func subscribe(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
+        let events = backend.events
+        let connection = connection(context)
+        let counters = self.counters
+        return perform(request, context) { params in
+            let topic = params.member("topic")
+            let pattern = params.member("pattern")
+            let filter: TopicFilter
+            switch (topic, pattern) {
+            case (let topic?, nil):
+                guard let text = topic.stringValue, Self.isValidTopic(text) else {
+                    throw JSONRPCError.invalidParams(Self.topicRule, extra: ["topic": .raw(topic)])
+                }
+                filter = .topic(text)
+            case (nil, let pattern?):
+                guard let text = pattern.stringValue, !text.isEmpty, text.utf8.count <= Self.maximumTopicBytes,
+                    text.utf8.allSatisfy({ (0x21...0x7E).contains($0) })
+                else {
+                    throw JSONRPCError.invalidParams(
+                        "\"pattern\" must be 1 to \(Self.maximumTopicBytes) printable ASCII characters, no spaces", extra: ["pattern": .raw(pattern)])
+                }
+                do throws(TopicPattern.SyntaxError) {
+                    filter = .pattern(try TopicPattern(text))
+                } catch {
+                    throw JSONRPCError.invalidParams(error.reason, extra: ["pattern": .string(text)])
+                }
+            default:
+                throw JSONRPCError.invalidParams("events/subscribe takes exactly one of \"topic\" (a topic name) and \"pattern\" (a glob such as market.*)")
+            }
+            var limits = Self.defaultQueueLimit
+            if let value = params.member("queueLimit"), value.kind != .null {
+                guard let count = Self.integer(value), count >= 1, count <= Int64(Self.defaultQueueLimit.messages) else {
+                    throw JSONRPCError.invalidParams("\"queueLimit\" must be an integer from 1 to \(Self.defaultQueueLimit.messages)")
+                }
+                limits.messages = Int(count)
+            }
+            return { [limits] () async throws -> JSONValue in
+                guard connection.subscriptionCount < Self.maximumSubscriptionsPerConnection else {
+                    throw JSONRPCError.invalidParams(
+                        "this connection already has \(Self.maximumSubscriptionsPerConnection) subscriptions; unsubscribe from some first")
+                }
+                let subscription = try await events.subscribe(filter, limits: limits)
+                let pump = EventPump(subscription: subscription, connection: connection, counters: counters)
+                guard connection.add(pump) else {
+                    // The connection closed while the subscription was being made.
+                    pump.stop()
+                    throw JSONRPCError.internalError("the connection closed while subscribing")
+                }
+                pump.start()
+                return ["subscriptionId": .string(subscription.id)]
+            }
+        }
+    }
+
+    private func unsubscribe(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
+        let events = backend.events
+        let connection = connection(context)
+        return perform(request, context) { params in
+            guard let id = params.member("subscriptionId")?.stringValue else {
+                throw JSONRPCError.invalidParams("\"subscriptionId\" must be the id events/subscribe returned")
+            }
+            return { () async throws -> JSONValue in
+                // Only the connection that subscribed can end a subscription.
+                guard let pump = connection.remove(id) else { return ["unsubscribed": false] }
+                await events.unsubscribe(id)
+                pump.stop()
+                let statistics = pump.subscription.statistics
+                return ["unsubscribed": true, "delivered": .integer(Int64(statistics.delivered)), "dropped": .integer(Int64(statistics.dropped))]
+            }
+        }
+    }
+
+    private func publish(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
+        let events = backend.events
+        let clock = backend.clock
+        let counters = self.counters
+        return perform(request, context) { params in
+            guard let topic = params.member("topic")?.stringValue, Self.isValidTopic(topic) else {
+                throw JSONRPCError.invalidParams(Self.topicRule, extra: params.member("topic").map { ["topic": .raw($0)] } ?? [:])
+            }
+            let data = params.member("data") ?? RawJSON.null
+            let publisher = context.agentInstance?.rawValue
+            return { () async throws -> JSONValue in
+                let message = PubSubMessage(topic: topic, payload: data.buffer, publishedAt: clock.now(), publisher: publisher)
+                let delivered = try await events.publish(message)
+                counters.published.add(1, ordering: .relaxed)
+                return ["topic": .string(topic), "delivered": .integer(Int64(delivered))]
+            }
+        }
+    }
+
+    private static let topicRule =
+        "\"topic\" must be 1 to 256 printable ASCII characters without spaces or the pattern characters * ? [ ] \\"
+
+    private static func isValidTopic(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.count <= maximumTopicBytes
+            && text.utf8.allSatisfy { byte in
+                (0x21...0x7E).contains(byte) && !"*?[]\\".utf8.contains(byte)
+            }
+    }
+
+    // MARK: Messages
+
+    private enum Recipients {
+        case agent(String)
+        case capability(String)
+        case everyone
+    }
+
+    /// A `messages/send` request, checked.
+    private struct OutgoingMessage {
+        var recipients: Recipients
+        var messageType: String
+        var data: RawJSON
+        var expectResponse: Bool
+        var ttl: Duration
+        var priority: Int64?
+
+        var isBroadcast: Bool { messageType == "broadcast" }
+
+        init(_ params: RawJSON) throws {
+            messageType = "request"
+            if let value = params.member("messageType"), value.kind != .null {
+                guard let text = value.stringValue, ["request", "notification", "broadcast"].contains(text) else {
+                    throw JSONRPCError.invalidParams(
+                        "\"messageType\" must be request, notification or broadcast (a response travels as the reply to messages/deliver)")
+                }
+                messageType = text
+            }
+            let target = params.member("targetAgentId").flatMap { $0.kind == .null ? nil : $0 }
+            let capability = params.member("capability").flatMap { $0.kind == .null ? nil : $0 }
+            switch (target, capability) {
+            case (let target?, nil):
+                guard let name = target.stringValue, !name.isEmpty else {
+                    throw JSONRPCError.invalidParams("\"targetAgentId\" must be an agentId or an agent name")
+                }
+                recipients = .agent(name)
+            case (nil, let capability?):
+                guard let tag = capability.stringValue, !tag.isEmpty else {
+                    throw JSONRPCError.invalidParams("\"capability\" must be a capability tag")
+                }
+                recipients = .capability(tag)
+            case (nil, nil):
+                guard messageType == "broadcast" else {
+                    throw JSONRPCError.invalidParams(
+                        "messages/send needs \"targetAgentId\" or \"capability\" (only a broadcast may omit both: it goes to every agent)")
+                }
+                recipients = .everyone
+            case (_?, _?):
+                throw JSONRPCError.invalidParams("give \"targetAgentId\" or \"capability\", not both")
+            }
+            guard let data = params.member("messageData") else {
+                throw JSONRPCError.invalidParams("\"messageData\" is required (any JSON value)")
+            }
+            self.data = data
+            expectResponse = messageType == "request"
+            if let value = params.member("expectResponse"), value.kind != .null {
+                guard case .bool(let flag) = value.decoded() else { throw JSONRPCError.invalidParams("\"expectResponse\" must be true or false") }
+                expectResponse = flag
+            }
+            if expectResponse && messageType != "request" {
+                throw JSONRPCError.invalidParams(
+                    "only a request can expect a response (a \(messageType) is delivered as a notification; tasks/scatter gathers answers from several agents)")
+            }
+            var seconds = CoordinationMethods.defaultMessageTTLSeconds
+            if let value = params.member("ttl"), value.kind != .null {
+                guard let number = CoordinationMethods.number(value), number > 0, number <= CoordinationMethods.maximumMessageTTLSeconds else {
+                    throw JSONRPCError.invalidParams(
+                        "\"ttl\" must be a number of seconds above 0 and at most \(Int(CoordinationMethods.maximumMessageTTLSeconds))")
+                }
+                seconds = number
+            }
+            ttl = .nanoseconds(Int64(seconds * 1e9))
+            if let value = params.member("priority"), value.kind != .null {
+                guard let number = CoordinationMethods.integer(value), (1...10).contains(number) else {
+                    throw JSONRPCError.invalidParams("\"priority\" must be an integer from 1 (highest) to 10 (lowest)")
+                }
+                priority = number
+            }
+        }
+    }
+
+    private func send(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
+        guard let params = request.params, params.kind == .object else {
+            return .error(.invalidParams("messages/send takes an object: targetAgentId or capability, messageType, messageData, expectResponse, ttl, priority"))
+        }
+        let message: OutgoingMessage
+        let chosen: [Recipient]
+        do {
+            message = try OutgoingMessage(params)
+            chosen = try choose(message.recipients, broadcast: message.isBroadcast)
+        } catch let error as JSONRPCError {
+            return .error(error)
+        } catch {
+            return .error(.internalError("\(error)"))
+        }
+        let messageID = "msg-\(UUID().uuidString.lowercased())"
+        var delivery: [String: JSONValue] = [
+            "messageId": .string(messageID),
+            "from": .string(context.agentInstance?.rawValue ?? "client:\(context.connectionID)"),
+            "messageType": .string(message.messageType),
+            "messageData": .raw(message.data),
+        ]
+        if let priority = message.priority { delivery["priority"] = .integer(priority) }
+        counters.messages.add(1, ordering: .relaxed)
+
+        guard message.expectResponse, let recipient = chosen.first else {
+            for recipient in chosen { recipient.endpoint.notify("notifications/messages/message", params: .object(delivery)) }
+            return .result(["messageId": .string(messageID), "delivered": .integer(Int64(chosen.count))])
+        }
+        return deliverRequest(.object(delivery), messageID: messageID, to: recipient, ttl: message.ttl, context)
+    }
+
+    private struct Recipient {
+        var id: AgentRegistry.InstanceID
+        var endpoint: any AgentEndpoint
+    }
+
+    /// The agents a message goes to: all that match for a broadcast, else the one best able to
+    /// take it (in service before in maintenance, then the least loaded).
+    private func choose(_ recipients: Recipients, broadcast: Bool) throws -> [Recipient] {
+        let candidates: [JSONValue]
+        switch recipients {
+        case .agent(let name):
+            if let id = agents.instance(named: name), let status = agents.status(id) {
+                candidates = [status]
+            } else {
+                candidates = agents.list(AgentRegistry.Filter(template: name))
+                guard !candidates.isEmpty else {
+                    throw JSONRPCError.invalidParams("no agent \"\(name)\"", extra: ["targetAgentId": .string(name)])
+                }
+            }
+        case .capability(let tag):
+            candidates = agents.list(AgentRegistry.Filter(capability: tag))
+        case .everyone:
+            candidates = agents.list()
+        }
+        var reachable: [(recipient: Recipient, inService: Bool, load: Int64)] = []
+        for status in candidates {
+            guard let id = status["agentId"]?.stringValue.map(AgentRegistry.InstanceID.init),
+                let state = status["currentState"]?.stringValue, state != "OFFLINE", state != "ERROR",
+                let endpoint = agents.endpoint(id)
+            else { continue }
+            let inService = state != "MAINTENANCE" && status["draining"] != .bool(true)
+            reachable.append((Recipient(id: id, endpoint: endpoint), inService, status["inFlight"]?.integerValue ?? 0))
+        }
+        guard !reachable.isEmpty else {
+            let (what, data): (String, [String: JSONValue]) = switch recipients {
+            case .agent(let name): ("agent \(name) is offline", ["agent": .string(name)])
+            case .capability(let tag): (candidates.isEmpty ? "no agent has capability \(tag)" : "every agent with capability \(tag) is offline", ["capability": .string(tag)])
+            case .everyone: ("no agent is online", [:])
+            }
+            var details = data
+            let reason = candidates.first?["error"]?.stringValue.map { "\(what) (\($0))" } ?? what
+            details["reason"] = .string(reason)
+            throw JSONRPCError(code: JSONRPCError.Code.noAgentAvailable, message: "No agent available: \(reason)", data: .object(details))
+        }
+        if broadcast { return reachable.map(\.recipient) }
+        let best = reachable.min { lhs, rhs in
+            if lhs.inService != rhs.inService { return lhs.inService }
+            if lhs.load != rhs.load { return lhs.load < rhs.load }
+            return lhs.recipient.id < rhs.recipient.id
+        }!
+        return [best.recipient]
+    }
+
+    /// Sends `messages/deliver` and relays the agent's answer. The ttl bounds the wait; when it
+    /// runs out the agent is told (`notifications/cancelled`) and the sender gets -32013.
+    private func deliverRequest(_ params: JSONValue, messageID: String, to recipient: Recipient, ttl: Duration, _ context: MethodContext) -> MethodReply {
+        let agent = recipient.id.rawValue
+        let endpoint = recipient.endpoint
+        // The endpoint's own timeout is a backstop; the ttl timer below cancels first.
+        let call = endpoint.call("messages/deliver", params: params, timeout: TimeAmount(ttl) + .seconds(5))
+        let expiredFlag = ExpiryFlag()
+        let timer = context.eventLoop.scheduleTask(in: TimeAmount(ttl)) {
+            expiredFlag.set()
+            endpoint.cancel(call.id, reason: "the message's ttl ran out")
+        }
+        let seconds = Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18
+        let future = call.result.hop(to: context.eventLoop).always { _ in timer.cancel() }
+            .map { response -> JSONValue in
+                ["messageId": .string(messageID), "agentId": .string(agent), "response": .raw(response)]
+            }
+            .flatMapErrorThrowing { error -> JSONValue in
+                switch error {
+                case let error as JSONRPCError:
+                    throw error  // the agent's own answer
+                case is AgentCallTimedOut,
+                    is AgentCallCancelled where expiredFlag.isSet:
+                    throw JSONRPCError(
+                        code: JSONRPCError.Code.callTimedOut, message: "Agent \(agent) did not answer within the message's ttl",
+                        data: ["agent": .string(agent), "messageId": .string(messageID), "timeoutSeconds": .double(seconds)])
+                case let error as AgentEndpointClosed:
+                    throw JSONRPCError(
+                        code: JSONRPCError.Code.agentFailed, message: "Agent \(agent) went away before answering: \(error.reason)",
+                        data: ["agent": .string(agent), "messageId": .string(messageID), "reason": .string(error.reason)])
+                default:
+                    throw error
+                }
+            }
+        return .cancellable(future) { endpoint.cancel(call.id, reason: "cancelled by the sender") }
+    }
+
+    // MARK: Plumbing
+
+    /// Parses and checks the params on the event loop (errors at once), then runs the backend
+    /// call after the connection's earlier backend calls.
+    private func perform(
+        _ request: JSONRPCRequest, _ context: MethodContext, paramsOptional: Bool = false,
+        _ prepare: (RawJSON) throws -> @Sendable () async throws -> JSONValue
+    ) -> MethodReply {
+        let params: RawJSON
+        switch request.params {
+        case let given? where given.kind == .object:
+            params = given
+        case nil where paramsOptional:
+            params = .emptyObject
+        default:
+            return .error(.invalidParams("\(request.method) takes its params as an object"))
+        }
+        let operation: @Sendable () async throws -> JSONValue
+        do {
+            operation = try prepare(params)
+        } catch let error as JSONRPCError {
+            return .error(error)
+        } catch {
+            return .error(.internalError("\(error)"))
+        }
+        let logger = self.logger
+        let method = request.method
+        let future = connection(context).serially(operation).flatMapErrorThrowing { error -> JSONValue in
+            switch error {
+            case let error as JSONRPCError: throw error
+            case let error as BackendUnavailable:
+                logger.error("\(method): the backend failed: \(error.reason)")
+                throw JSONRPCError.internalError("the backend is unavailable: \(error.reason)")
+            default: throw error
+            }
+        }
+        return .later(future)
+    }
+
+    fileprivate static func integer(_ value: RawJSON) -> Int64? {
+        guard value.kind == .number else { return nil }
+        return value.decoded().integerValue
+    }
+
+    fileprivate static func number(_ value: RawJSON) -> Double? {
+        switch value.decoded() {
+        case .integer(let integer): return Double(integer)
+        case .double(let double) where double.isFinite: return double
+        default: return nil
+        }
+    }
+}
+
+/// Set once when a message's ttl runs out.
+private final class ExpiryFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
+}
+
+/// Gateway-wide counts of coordination traffic.
+private final class CoordinationCounters: Sendable {
+    let published = Atomic<UInt64>(0)
+    let dropped = Atomic<UInt64>(0)
+    let messages = Atomic<UInt64>(0)
+}
+
+/// One connection's subscriptions and the queue its backend calls wait in.
+private final class CoordinatedConnection: Sendable {
+    let handle: ConnectionHandle
+    let gate: FlowGate?
+
+    private struct State {
+        var pumps: [Subscription.ID: EventPump] = [:]
+        var closed = false
+        /// Completes when the connection's latest backend call has finished.
+        var tail: EventLoopFuture<Void>?
+    }
+
+    private let state = Mutex(State())
+
+    init(handle: ConnectionHandle, gate: FlowGate?) {
+        self.handle = handle
+        self.gate = gate
+    }
+
+    var subscriptionCount: Int { state.withLock { $0.pumps.count } }
+
+    /// False when the connection has closed: the caller stops the pump.
+    func add(_ pump: EventPump) -> Bool {
+        state.withLock { state in
+            guard !state.closed else { return false }
+            state.pumps[pump.subscription.id] = pump
+            return true
+        }
+    }
+
+    func remove(_ id: Subscription.ID) -> EventPump? {
+        state.withLock { $0.pumps.removeValue(forKey: id) }
+    }
+
+    /// Marks the connection closed and hands back its subscriptions' pumps to stop.
+    func close() -> [EventPump] {
+        state.withLock { state in
+            state.closed = true
+            defer { state.pumps = [:] }
+            return Array(state.pumps.values)
+        }
+    }
+
+    /// Runs `operation` once every backend call this connection made before it has finished.
+    func serially(_ operation: @escaping @Sendable () async throws -> JSONValue) -> EventLoopFuture<JSONValue> {
+        let promise = handle.eventLoop.makePromise(of: JSONValue.self)
+        let done = promise.futureResult.map { _ in () }.recover { _ in () }
+        let previous = state.withLock { state in
+            defer { state.tail = done }
+            return state.tail
+        }
+        if let previous {
+            previous.whenComplete { _ in promise.completeWithTask(operation) }
+        } else {
+            promise.completeWithTask(operation)
+        }
+        return promise.futureResult
+    }
+}
+
+/// Moves one subscription's queued events to its connection, on the connection's event loop,
+/// only while the connection's socket takes more bytes. Everything else waits in the
+/// subscription's bounded queue, where the oldest events give way to new ones.
+private final class EventPump: Sendable {
+    /// Events sent per turn of the event loop, so one busy subscription cannot starve the rest.
+    static let burst = 32
+
+    let subscription: Subscription
+    let connection: CoordinatedConnection
+    let counters: CoordinationCounters
+    private let countedDrops = Atomic<UInt64>(0)
+
+    init(subscription: Subscription, connection: CoordinatedConnection, counters: CoordinationCounters) {
+        self.subscription = subscription
+        self.connection = connection
+        self.counters = counters
+    }
+
+    func start() { schedule() }
+
+    /// Ends the subscription and counts the drops no delivery reported.
+    func stop() {
+        subscription.cancel()
+        countDrops(upTo: subscription.statistics.dropped)
+    }
+
+    private func countDrops(upTo total: UInt64) {
+        let counted = countedDrops.exchange(total, ordering: .relaxed)
+        if total > counted { counters.dropped.add(total - counted, ordering: .relaxed) }
+    }
+
+    private func schedule() {
+        connection.handle.eventLoop.execute { self.drain() }
+    }
+
+    private func drain() {
+        for _ in 0..<Self.burst {
+            if let gate = connection.gate, !gate.isWritable {
+                gate.whenWritable { self.drain() }
+                return
+            }
+            guard let delivery = subscription.poll(orWhenAvailable: { self.schedule() }) else { return }
+            countDrops(upTo: delivery.dropped)
+            connection.handle.notify("notifications/events/message", params: Self.notification(delivery, subscription: subscription.id))
+        }
+        schedule()
+    }
+
+    private static func notification(_ delivery: Subscription.Delivery, subscription: Subscription.ID) -> JSONValue {
+        let message = delivery.message
+        var params: [String: JSONValue] = [
+            "subscriptionId": .string(subscription),
+            "topic": .string(message.topic),
+            // Published as validated JSON bytes; passed on as they are.
+            "data": .raw(RawJSON(unchecked: message.payload)),
+            "publishedAt": .string(message.publishedAt.iso8601),
+        ]
+        if let publisher = message.publisher { params["publisher"] = .string(publisher) }
+        if delivery.dropped > 0 { params["dropped"] = .integer(Int64(delivery.dropped)) }
+        return .object(params)
+    }
+}
+
+/// Whether a connection's socket takes more bytes, and who waits until it does.
+final class FlowGate: Sendable {
+    private let channel: any Channel
+    private let waiters: NIOLoopBoundBox<[() -> Void]>
+
+    /// On the channel's event loop.
+    init(channel: any Channel) {
+        self.channel = channel
+        self.waiters = NIOLoopBoundBox([], eventLoop: channel.eventLoop)
+    }
+
+    var isWritable: Bool { channel.isWritable }
+
+    /// Runs `body` (on the event loop) once the socket takes bytes again.
+    func whenWritable(_ body: @escaping () -> Void) {
+        if channel.isWritable {
+            body()
+        } else {
+            waiters.value.append(body)
+        }
+    }
+
+    fileprivate func writabilityChanged() {
+        guard channel.isWritable, !waiters.value.isEmpty else { return }
+        let ready = waiters.value
+        waiters.value = []
+        ready.forEach { $0() }
+    }
+
+    fileprivate func drop() {
+        waiters.value = []
+    }
+}
+
+/// Watches a connection's writability for its event deliveries. Sits after
+/// `RPCConnectionHandler` (which never passes reads on), so it sees only channel events.
+final class EventFlowHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let coordination: CoordinationMethods
+    private var gate: FlowGate?
+
+    init(coordination: CoordinationMethods) {
+        self.coordination = coordination
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { attach(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        attach(context)
+        context.fireChannelActive()
+    }
+
+    private func attach(_ context: ChannelHandlerContext) {
+        // The connection handler in front of us registered the connection just before.
+        guard gate == nil, let handle = try? context.pipeline.syncOperations.handler(type: RPCConnectionHandler.self).handle else { return }
+        let gate = FlowGate(channel: context.channel)
+        self.gate = gate
+        coordination.attach(handle, gate: gate)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        gate?.writabilityChanged()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        gate?.drop()
+        gate = nil
+        context.fireChannelInactive()
+    }
+}
