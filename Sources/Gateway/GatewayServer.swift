@@ -69,6 +69,25 @@ final class GatewayCore: Sendable {
         self.methods = methods
 
         supervisorSlot.set(AgentSupervisor(core: self))
+        let coordination = self.coordination
+        status.addSection("tasks") {
+            let statistics = tasks.statistics()
+            var section: [String: JSONValue] = [
+                "queued": .integer(Int64(statistics.queued)),
+                "byState": .object(Dictionary(uniqueKeysWithValues: statistics.byState.map { ($0.key.rawValue, JSONValue.integer(Int64($0.value))) })),
+            ]
+            if let latency = statistics.assignmentLatencyMilliseconds {
+                section["assignmentLatencyMs"] = ["p50": .double((latency.p50 * 1000).rounded() / 1000), "p99": .double((latency.p99 * 1000).rounded() / 1000)]
+            }
+            return .object(section)
+        }
+        status.addSection("agents") {
+            let all = agents.list()
+            var byState: [String: Int64] = [:]
+            for agent in all { byState[agent["currentState"]?.stringValue ?? "?", default: 0] += 1 }
+            return ["count": .integer(Int64(all.count)), "byState": .object(byState.mapValues(JSONValue.integer))]
+        }
+        status.addSection("coordination") { coordination.statusSnapshot() }
         let callbacks = CallbackPoster(group: group, logger: logger)
         tasks.onFinished { task in
             if task.submission.callback != nil { callbacks.deliver(task) }

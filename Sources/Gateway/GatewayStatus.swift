@@ -8,10 +8,16 @@ final class GatewayStatusSource: Sendable {
     private let settings: GatewaySettings
     private let started = ContinuousClock.now
     private let boundListeners = Mutex<[String]>([])
+    private let sections = Mutex<[(name: String, snapshot: @Sendable () -> JSONValue)]>([])
 
     init(registry: ConnectionRegistry, settings: GatewaySettings) {
         self.registry = registry
         self.settings = settings
+    }
+
+    /// Adds a section that the layers above the core report in `gateway/status`.
+    func addSection(_ name: String, _ snapshot: @escaping @Sendable () -> JSONValue) {
+        sections.withLock { $0.append((name, snapshot)) }
     }
 
     func listenerBound(_ url: String) {
@@ -22,7 +28,7 @@ final class GatewayStatusSource: Sendable {
         let counts = registry.counts
         let uptime = ContinuousClock.now - started
         let seconds = Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18
-        return [
+        var result: [String: JSONValue] = [
             "server": ["name": "switchboard", "version": .string(BuildInfo.version)],
             "backend": "embedded",
             "uptimeSeconds": .double((seconds * 1000).rounded() / 1000),
@@ -36,5 +42,7 @@ final class GatewayStatusSource: Sendable {
                 "maxInFlightPerConnection": .integer(Int64(settings.limits.maximumInFlightPerConnection)),
             ],
         ]
+        for section in sections.withLock({ $0 }) { result[section.name] = section.snapshot() }
+        return .object(result)
     }
 }
