@@ -75,9 +75,8 @@ final class AgentCallRouter: Sendable {
     private func forward(_ kind: AgentRegistry.OfferKind, name: String, method: String, params: RawJSON, _ context: MethodContext) -> MethodReply {
         // A call an agent makes while serving calls belongs to their chains: it must not go back
         // to an agent in them (it would wait on itself), nor go deeper than the limit.
-        var chain: [AgentRegistry.InstanceID] = []
-        if let agent = context.agentInstance {
-            chain = callers.chain(through: agent)
+        let chain = context.agentInstance.map { callers.chain(through: $0) } ?? []
+        if !chain.isEmpty {
             guard chain.count <= Self.maximumChainDepth else {
                 return .error(JSONRPCError(
                     code: JSONRPCError.Code.callChainRefused,
@@ -110,27 +109,7 @@ final class AgentCallRouter: Sendable {
                 promise.fail(AgentCallCancelled())
                 return
             }
-            var replacements: [String: JSONValue?] = [:]
-            if case .tool = kind, lease.originalName != name { replacements["name"] = .string(lease.originalName) }
-            if case .prompt = kind, lease.originalName != name { replacements["name"] = .string(lease.originalName) }
-            var relayToken: String?
-            if let meta = params.member("_meta") {
-                var metaChanges: [String: JSONValue?] = [:]
-                // The agent speaks the handshake era with the gateway: the client's own
-                // 2026-07-28 envelope keys describe the client's session, not this call.
-                for (key, _) in meta.members() where key.hasPrefix("io.modelcontextprotocol/") { metaChanges[key] = .some(nil) }
-                if let token = meta.member("progressToken") {
-                    // Tokens are the client's; two clients may use the same one, so the agent sees ours.
-                    let ours = progress.register(caller: caller, token: token)
-                    relayToken = ours
-                    metaChanges["progressToken"] = .string(ours)
-                }
-                if !metaChanges.isEmpty {
-                    let rewritten = meta.replacingMembers(metaChanges)
-                    replacements["_meta"] = rewritten.members().isEmpty ? .some(nil) : .raw(rewritten)
-                }
-            }
-            let forwarded = replacements.isEmpty ? params : params.replacingMembers(replacements)
+            let (forwarded, relayToken) = rewrite(params, kind: kind, exposedName: name, originalName: lease.originalName, caller: caller)
             callers.add(lease.instance, caller, chain: chain)
             let call = lease.endpoint.call(method, params: .raw(forwarded), timeout: TimeAmount(lease.callTimeout))
             cancellation.started(call.id, on: lease.endpoint)
@@ -154,6 +133,35 @@ final class AgentCallRouter: Sendable {
             }
         }
         return .cancellable(promise.futureResult) { cancellation.cancel(reason: "cancelled by the client") }
+    }
+
+    /// The params as the agent must see them: its own name for the tool or prompt, without the
+    /// client's 2026-07-28 envelope keys (the agent speaks the handshake era with the gateway,
+    /// and those keys describe the client's session), and with a progress token of the gateway's
+    /// (two clients may use the same token). Everything else is copied as bytes.
+    private func rewrite(
+        _ params: RawJSON, kind: AgentRegistry.OfferKind, exposedName: String, originalName: String, caller: ConnectionHandle
+    ) -> (RawJSON, relayToken: String?) {
+        var replacements: [String: JSONValue?] = [:]
+        switch kind {
+        case .tool, .prompt: if originalName != exposedName { replacements["name"] = .string(originalName) }
+        case .resource: break
+        }
+        var relayToken: String?
+        if let meta = params.member("_meta") {
+            var metaChanges: [String: JSONValue?] = [:]
+            for (key, _) in meta.members() where key.hasPrefix("io.modelcontextprotocol/") { metaChanges[key] = .some(nil) }
+            if let token = meta.member("progressToken") {
+                let ours = progress.register(caller: caller, token: token)
+                relayToken = ours
+                metaChanges["progressToken"] = .string(ours)
+            }
+            if !metaChanges.isEmpty {
+                let rewritten = meta.replacingMembers(metaChanges)
+                replacements["_meta"] = rewritten.members().isEmpty ? .some(nil) : .raw(rewritten)
+            }
+        }
+        return (replacements.isEmpty ? params : params.replacingMembers(replacements), relayToken)
     }
 
     // MARK: Agent → client
