@@ -92,21 +92,14 @@ final class CallbackPoster: Sendable {
     private func post(_ target: Target, body: ByteBuffer) -> EventLoopFuture<Int> {
         let eventLoop = group.any()
         let promise = eventLoop.makePromise(of: Int.self)
-        var tls: TLSContext?
-        if target.secure {
-            do {
-                tls = try TLSContext(client: .client(serverHostname: target.host))
-            } catch {
-                promise.fail(error)
-                return promise.futureResult
-            }
+        let tls: TLSContext?
+        do {
+            tls = target.secure ? try TLSContext(client: .client(serverHostname: target.host)) : nil
+        } catch {
+            promise.fail(error)
+            return promise.futureResult
         }
-        var request = ByteBuffer()
-        request.writeString(
-            "POST \(target.path) HTTP/1.1\r\nHost: \(target.host)\r\nContent-Type: application/json\r\n"
-                + "Content-Length: \(body.readableBytes)\r\nUser-Agent: switchboard/\(BuildInfo.version)\r\nConnection: close\r\n\r\n")
-        var payload = body
-        request.writeBuffer(&payload)
+        let request = Self.request(for: target, body: body)
         let host = target.host
         ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
@@ -131,6 +124,16 @@ final class CallbackPoster: Sendable {
                 }
             }
         return promise.futureResult
+    }
+
+    private static func request(for target: Target, body: ByteBuffer) -> ByteBuffer {
+        var request = ByteBuffer()
+        request.writeString(
+            "POST \(target.path) HTTP/1.1\r\nHost: \(target.host)\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(body.readableBytes)\r\nUser-Agent: switchboard/\(BuildInfo.version)\r\nConnection: close\r\n\r\n")
+        var payload = body
+        request.writeBuffer(&payload)
+        return request
     }
 
     /// Reads `HTTP/1.1 200 OK` and nothing more.
