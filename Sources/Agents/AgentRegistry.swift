@@ -54,6 +54,8 @@ public final class AgentRegistry: Sendable {
         /// The name the agent itself knows the tool (or prompt) by.
         public var originalName: String
         public var callTimeout: Duration
+        /// The share of the required capabilities the chosen instance carries (1: all of them).
+        public var matchConfidence: Double
         fileprivate let registry: AgentRegistry
         fileprivate let started: ContinuousClock.Instant
 
@@ -507,6 +509,9 @@ public final class AgentRegistry: Sendable {
         public var preferred: InstanceID?
         /// Instances never to use (those already in a nested call's chain).
         public var excluding: Set<InstanceID> = []
+        /// The least share of `requiredCapabilities` a candidate must carry (1: all). Below 1,
+        /// the best-matching candidates are chosen and the lease says how well they match.
+        public var minimumMatch = 1.0
         public init(
             requiredCapabilities: [String] = [], avoiding: Set<InstanceID> = [], preferred: InstanceID? = nil, excluding: Set<InstanceID> = []
         ) {
@@ -539,7 +544,7 @@ public final class AgentRegistry: Sendable {
             if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self, constraints: constraints) { return .leased(lease) }
             let eligible = state.instances.values.contains { instance in
                 instance.registration.template == origin.template && instance.isPresent
-                    && Self.carries(instance, constraints.requiredCapabilities)
+                    && Self.carries(instance, constraints.requiredCapabilities, minimum: constraints.minimumMatch)
             }
             guard eligible else {
                 let reason = constraints.requiredCapabilities.isEmpty
@@ -556,10 +561,18 @@ public final class AgentRegistry: Sendable {
         observers.withLock { $0.capacityFreed.append(observer) }
     }
 
-    private static func carries(_ instance: Instance, _ required: [String]) -> Bool {
-        required.allSatisfy { tag in
+    /// The share of `required` capability tags (or tool names) the instance carries, 1 when
+    /// nothing is required: the confidence that it is the agent the work asks for.
+    private static func matchConfidence(_ instance: Instance, _ required: [String]) -> Double {
+        guard !required.isEmpty else { return 1 }
+        let carried = required.filter { tag in
             instance.registration.capabilities.contains(tag) || instance.offer.tools.contains { $0.name == tag }
         }
+        return Double(carried.count) / Double(required.count)
+    }
+
+    private static func carries(_ instance: Instance, _ required: [String], minimum: Double = 1) -> Bool {
+        matchConfidence(instance, required) >= minimum - 1e-9
     }
 
     private static func reserve(
@@ -573,7 +586,8 @@ public final class AgentRegistry: Sendable {
             guard instance.registration.template == origin.template, instance.registration.version == active,
                 instance.lifecycle == .ready, instance.health != .unhealthy, instance.endpoint != nil,
                 instance.inFlight < instance.registration.maximumConcurrency, instance.circuit.wouldAdmit(now: now),
-                !constraints.excluding.contains(instance.id), carries(instance, constraints.requiredCapabilities)
+                !constraints.excluding.contains(instance.id),
+                carries(instance, constraints.requiredCapabilities, minimum: constraints.minimumMatch)
             else { continue }
             switch kind {
             case .tool: guard instance.offer.tools.contains(where: { $0.name == origin.name }) else { continue }
@@ -582,8 +596,12 @@ public final class AgentRegistry: Sendable {
             }
             candidates.append(instance)
         }
-        let fresh = candidates.filter { !constraints.avoiding.contains($0.id) }
-        let pool = fresh.isEmpty ? candidates : fresh
+        // Partial matches are allowed down to `minimumMatch`; only the best-matching instances
+        // compete on cost.
+        let bestMatch = candidates.map { matchConfidence($0, constraints.requiredCapabilities) }.max() ?? 1
+        let matching = candidates.filter { matchConfidence($0, constraints.requiredCapabilities) >= bestMatch - 1e-9 }
+        let fresh = matching.filter { !constraints.avoiding.contains($0.id) }
+        let pool = fresh.isEmpty ? matching : fresh
         let chosen: Instance?
         if let preferred = constraints.preferred, let sticky = pool.first(where: { $0.id == preferred }) {
             chosen = sticky
@@ -597,7 +615,8 @@ public final class AgentRegistry: Sendable {
         state.instances[chosen.id]!.lastAssigned = state.sequence
         return Lease(
             instance: chosen.id, instanceName: chosen.registration.name, template: origin.template, endpoint: endpoint,
-            originalName: origin.name, callTimeout: chosen.registration.callTimeout, registry: registry, started: .now
+            originalName: origin.name, callTimeout: chosen.registration.callTimeout,
+            matchConfidence: matchConfidence(chosen, constraints.requiredCapabilities), registry: registry, started: .now
         )
     }
 

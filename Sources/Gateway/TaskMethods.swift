@@ -149,6 +149,12 @@ enum TaskMethods {
                 submission.timeout = .milliseconds(Int64(seconds * 1000))
             }
             submission.requiredCapabilities = try strings("requiredCapabilities").get()
+            if let value = params.member("minimumMatch") {
+                guard let share = value.decoded().numberValue, share > 0, share <= 1 else {
+                    throw JSONRPCError.invalidParams("\"minimumMatch\" must be a number above 0 and at most 1")
+                }
+                submission.minimumMatch = share
+            }
             submission.dependsOn = try strings("dependsOn").get()
             submission.idempotencyKey = params.member("idempotencyKey")?.stringValue
             if let callback = params.member("callback") {

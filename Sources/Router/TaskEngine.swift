@@ -268,6 +268,7 @@ public final class TaskEngine: Sendable {
                 let tool = task.submission.taskType
                 if busyTools.contains(tool) { continue }
                 var constraints = AgentRegistry.Constraints(requiredCapabilities: task.submission.requiredCapabilities)
+                constraints.minimumMatch = task.submission.minimumMatch
                 if let tenant = task.submission.routing.tenant { constraints.requiredCapabilities.append("tenant:\(tenant)") }
                 constraints.avoiding = Set(task.attempts.map { AgentRegistry.InstanceID($0.agent) })
                 if let key = task.submission.routing.stickyKey { constraints.preferred = state.sticky[key] }
@@ -294,7 +295,7 @@ public final class TaskEngine: Sendable {
                     task.state = .assigned
                     task.waitingFor = nil
                     task.assignedAgent = (lease.instance.rawValue, lease.instanceName)
-                    task.attempts.append(TaskAttempt(agent: lease.instance.rawValue, started: now))
+                    task.attempts.append(TaskAttempt(agent: lease.instance.rawValue, matchConfidence: lease.matchConfidence, started: now))
                     task.lastUpdatedAt = now
                     state.tasks[task.id] = task
                     started.append((task, lease))

@@ -74,6 +74,8 @@ public struct TaskSubmission: Sendable {
     public var taskType: String
     public var taskData: RawJSON
     public var requiredCapabilities: [String] = []
+    /// The least share of `requiredCapabilities` an agent must carry (1: all of them).
+    public var minimumMatch = 1.0
     public var priority = 5
     public var timeout: Duration = .seconds(300)
     public var maximumRetries = 3
@@ -94,12 +96,17 @@ public struct TaskSubmission: Sendable {
 /// One try of a task on one agent.
 public struct TaskAttempt: Sendable {
     public var agent: String
+    /// How well the agent matched the required capabilities (1: all of them).
+    public var matchConfidence = 1.0
     public var started: Date
     public var ended: Date?
     public var error: String?
 
     var jsonValue: JSONValue {
-        var object: [String: JSONValue] = ["agentId": .string(agent), "startTime": .string(started.formatted(.iso8601))]
+        var object: [String: JSONValue] = [
+            "agentId": .string(agent), "startTime": .string(started.formatted(.iso8601)),
+            "matchConfidence": .double((matchConfidence * 1000).rounded() / 1000),
+        ]
         if let ended { object["endTime"] = .string(ended.formatted(.iso8601)) }
         if let error { object["error"] = .string(error) }
         return .object(object)

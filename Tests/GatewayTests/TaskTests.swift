@@ -136,6 +136,30 @@ struct TaskTests {
         }
     }
 
+    @Test func partialCapabilityMatchesGoToTheBestMatchWithTheirConfidence() async throws {
+        try await withGateway { gateway in
+            let narrow = try await gateway.connect()
+            _ = try await narrow.call(1, "agents/register", #"{"agentName":"pricer","capabilities":["pricing"],"tools":[{"name":"work","inputSchema":{"type":"object"}}]}"#)
+            let broad = try await gateway.connect()
+            _ = try await broad.call(1, "agents/register", #"{"agentName":"pricer","capabilities":["pricing","fx"],"tools":[{"name":"work","inputSchema":{"type":"object"}}]}"#)
+            let client = try await gateway.connect()
+            let strict = try await submit(client, 1, #"{"taskType":"work","requiredCapabilities":["pricing","fx","options"],"maxRetries":0}"#)
+            let refused = try await client.call(2, "tasks/result", #"{"taskId":"\#(strict)"}"#)
+            #expect(refused?["error"]?["data"]?["state"] == "FAILED")
+            let partial = try await submit(client, 3, #"{"taskType":"work","requiredCapabilities":["pricing","fx","options"],"minimumMatch":0.5}"#)
+            _ = try await serveOne(broad)
+            let status = try await client.call(4, "tasks/result", #"{"taskId":"\#(partial)"}"#)
+            #expect(status?["result"] != nil)
+            let task = try await client.call(5, "tasks/get", #"{"taskId":"\#(partial)"}"#)
+            guard case .array(let attempts)? = task?["result"]?["attempts"], let attempt = attempts.first else {
+                Issue.record("the task must list its attempt")
+                return
+            }
+            #expect(attempt["matchConfidence"] == 0.667)
+            for connection in [narrow, broad, client] { await connection.close() }
+        }
+    }
+
     @Test func aTaskAugmentedToolCallReturnsATaskAtOnce() async throws {
         try await withGateway { gateway in
             let agent = try await gateway.connect()
