@@ -34,6 +34,17 @@ struct NamespacePolicy: Sendable {
     var allows: @Sendable (_ namespace: String, _ identity: TLSPeerIdentity?, _ agent: AgentRegistry.InstanceID?) -> Bool
 
     static let unrestricted = NamespacePolicy { _, _, _ in true }
+
+    /// A peer that proved who it is with a TLS client certificate is a tenant: it may use only
+    /// `tenant:NAME` (and `tenant:NAME/…`) and `agent:NAME` for the names its certificate carries.
+    /// Peers without a certificate (local stdio, Unix sockets, plain TCP behind a trusted network)
+    /// are the operator's and may use any namespace.
+    static let certificateTenants = NamespacePolicy { namespace, identity, _ in
+        guard let identity else { return true }
+        return identity.names.contains { name in
+            namespace == "tenant:\(name)" || namespace.hasPrefix("tenant:\(name)/") || namespace == "agent:\(name)"
+        }
+    }
 }
 
 /// Agent communication (issue: shared memory, messaging, publish-subscribe):
@@ -80,7 +91,7 @@ final class CoordinationMethods: Sendable {
     /// `run()` beside the listeners.
     static func register(
         in table: inout MethodTable, agents: AgentRegistry, logger: Logger,
-        backend: CoordinationBackend = .embedded(), namespaces: NamespacePolicy = .unrestricted
+        backend: CoordinationBackend = .embedded(), namespaces: NamespacePolicy = .certificateTenants
     ) -> CoordinationMethods {
         let methods = CoordinationMethods(agents: agents, backend: backend, namespaces: namespaces, logger: logger)
         table.register("memory/get") { [methods] request, context in methods.memoryGet(request, context) }
@@ -269,6 +280,8 @@ final class CoordinationMethods: Sendable {
         } else if let agent = context.agentInstance {
             let name = agents.status(agent)?["template"]?.stringValue ?? agent.rawValue
             namespace = "agent:\(name)"
+        } else if let tenant = context.peerIdentity?.names.first {
+            namespace = "tenant:\(tenant)"
         } else {
             namespace = "default"
         }

@@ -723,3 +723,25 @@ def test_a_client_that_never_handshakes_is_closed_after_the_timeout_while_others
         log_warning(gw, "the peer did not complete the TLS handshake within 1 s")
         # A connection whose handshake is done is not subject to the timeout, however idle.
         early.ping_ok()
+
+
+def test_a_certificate_confines_shared_memory_to_its_own_tenant_namespace(tls_gateway, pki):
+    gw = tls_gateway(*mtls_args(pki, "optional"))
+    with TLSClient.open(gw.address, client_context(pki, cert=pki.agent)) as tenant, \
+            TLSClient.open(gw.address, client_context(pki, cert=pki.operator)) as other, \
+            TLSClient.open(gw.address, client_context(pki)) as anonymous:
+        # Without a namespace, a tenant's keys land in its own.
+        stored = tenant.call("memory/set", {"key": "position", "value": {"qty": 7}})
+        assert "result" in stored, stored
+        mine = tenant.call("memory/get", {"key": "position"})["result"]
+        assert mine["value"] == {"qty": 7}
+        # Another tenant can neither read nor write it.
+        refused = other.call("memory/get", {"key": "position", "namespace": f"tenant:{AGENT_CN}"})
+        assert refused["error"]["code"] == -32005
+        assert refused["error"]["data"]["namespace"] == f"tenant:{AGENT_CN}"
+        assert other.call("memory/get", {"key": "position"})["result"].get("found") is False
+        # Its own sub-namespaces are its own.
+        assert "result" in tenant.call("memory/set", {"key": "k", "value": 1, "namespace": f"tenant:{AGENT_CN}/desk-1"})
+        # A peer without a certificate is the operator's and sees every namespace.
+        seen = anonymous.call("memory/get", {"key": "position", "namespace": f"tenant:{AGENT_CN}"})["result"]
+        assert seen["value"] == {"qty": 7}
