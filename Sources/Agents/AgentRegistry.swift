@@ -621,12 +621,13 @@ public final class AgentRegistry: Sendable {
     }
 
     /// The expected cost of giving `instance` one more call: learned latency, stretched by its
-    /// load and divided by its learned success rate. Instances not yet warmed up are scored with
-    /// the best latency seen so far among their peers (optimism, so they get tried); ties go to
-    /// the one assigned least recently.
+    /// load and divided by its learned success rate. Instances not yet warmed up cost nothing
+    /// (optimism, so they get tried); ties go to the one assigned least recently.
     private static func cost(_ instance: Instance, _ tool: String) -> (Double, UInt64) {
         let performance = instance.performance[tool] ?? ToolPerformance()
-        let latency = performance.calls < ToolPerformance.warmUpCalls ? 1.0 : max(performance.averageLatencyMilliseconds, 0.01)
+        // Not yet warmed up: cost nothing, so that a new instance is tried before the averages
+        // decide (at most `warmUpCalls` calls).
+        let latency = performance.calls < ToolPerformance.warmUpCalls ? 0.0 : max(performance.averageLatencyMilliseconds, 0.01)
         let success = performance.calls < ToolPerformance.warmUpCalls ? 1.0 : max(performance.successRate, 0.02)
         let load = Double(instance.inFlight + 1) / Double(max(instance.registration.maximumConcurrency, 1))
         return (latency * (1 + load) / success, instance.lastAssigned)

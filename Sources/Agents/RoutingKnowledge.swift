@@ -83,6 +83,9 @@ public struct CircuitBreaker: Sendable, Equatable {
             return
         }
         consecutiveFailures += 1
+        // Calls that were already in flight when it opened fail too; they do not make the
+        // pause longer.
+        if state == .open { return }
         if state == .halfOpen || consecutiveFailures >= Self.threshold {
             state = .open
             openUntil = now + nextOpenDuration

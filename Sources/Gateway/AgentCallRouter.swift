@@ -45,7 +45,7 @@ final class AgentCallRouter: Sendable {
         if let arguments = params.member("arguments"), arguments.kind != .object, arguments.kind != .null {
             return .error(.invalidParams("\"arguments\" must be an object", extra: ["tool": .string(name)]))
         }
-        if params.member("task") != nil {
+        if params.member("task")?.kind == .object {
             // MCP 2025-11-25: a task-augmented call returns a task at once; its result comes later.
             return TaskMethods.callAsTask(request, params: params, engine: tasks)
         }

@@ -82,8 +82,15 @@ enum PatternMethods {
                 timeout: TimeAmount(timeout) + .seconds(5))
             gather.started(index, agent: lease.instance.rawValue, call: call, endpoint: lease.endpoint)
             call.result.whenComplete { outcome in
-                let isError = (try? outcome.get())?.member("isError")?.decoded() == .bool(true)
-                lease.finish(succeeded: (try? outcome.get()) != nil && !isError)
+                switch outcome {
+                case .failure(is AgentCallCancelled):
+                    // Cancelled because another answered first or time ran out: no verdict.
+                    lease.release()
+                case .success(let result):
+                    lease.finish(succeeded: result.member("isError")?.decoded() != .bool(true))
+                case .failure(let error):
+                    lease.finish(succeeded: error is JSONRPCError)
+                }
                 gather.ended(index, outcome: outcome, after: ContinuousClock.now - started)
             }
         }
@@ -146,7 +153,7 @@ enum PatternMethods {
                     state.outcomes[index].error = error.description
                 case .failure(let error):
                     state.outcomes[index].status = "error"
-                    state.outcomes[index].error = String(describing: error)
+                    state.outcomes[index].error = AgentCallError(error, name: "", agent: state.outcomes[index].agent).jsonRPCError.message
                 }
                 guard !state.answered else { return nil }
                 let firstSuccess = aggregation == .first && state.outcomes[index].status == "ok"
@@ -245,7 +252,13 @@ enum PatternMethods {
             guard case .object = arguments else { return .error(.invalidParams("stage \(index): \"arguments\" must be an object", extra: ["stage": .integer(Int64(index))])) }
             parsed.append((tool, arguments))
         }
-        let timeout = request.params?.member("timeout")?.decoded().numberValue.map { Duration.milliseconds(Int64($0 * 1000)) } ?? .seconds(300)
+        var timeout = Duration.seconds(300)
+        if let value = request.params?.member("timeout") {
+            guard let seconds = value.decoded().numberValue, seconds > 0, seconds <= 86_400 else {
+                return .error(.invalidParams("\"timeout\" must be a number of seconds from 0 to 86400 (per stage)"))
+            }
+            timeout = .milliseconds(Int64(seconds * 1000))
+        }
         let promise = context.eventLoop.makePromise(of: JSONValue.self)
         runStage(0, parsed, previous: nil, done: [], agents: agents, eventLoop: context.eventLoop, timeout: timeout, promise: promise)
         return .later(promise.futureResult)

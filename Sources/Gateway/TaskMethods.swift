@@ -106,7 +106,7 @@ enum TaskMethods {
             "status": .string(task.state.mcpStatus),
             "createdAt": .string(task.createdAt.formatted(.iso8601)),
             "lastUpdatedAt": .string(task.lastUpdatedAt.formatted(.iso8601)),
-            "ttl": .integer(task.submission.retention.components.seconds * 1000),
+            "ttl": .integer(task.submission.retention.components.seconds * 1000 + task.submission.retention.components.attoseconds / 1_000_000_000_000_000),
             "pollInterval": .integer(pollIntervalMilliseconds),
         ]
         if let message = task.errorMessage ?? task.waitingFor { object["statusMessage"] = .string(message) }

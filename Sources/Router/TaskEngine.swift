@@ -68,6 +68,15 @@ public final class TaskEngine: Sendable {
         self.logger = logger
         agents.onCapacityFreed { [weak self] in self?.scheduleDispatch() }
         agents.onCatalogChange { [weak self] _ in self?.scheduleDispatch() }
+        // Some waits end without an event: an open circuit's pause, a back-off elsewhere. A pass
+        // every second while work is queued picks those tasks up.
+        group.any().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [weak self] task in
+            guard let self else {
+                task.cancel()
+                return
+            }
+            if self.state.withLock({ !$0.queue.isEmpty }) { self.scheduleDispatch() }
+        }
         group.any().scheduleRepeatedTask(initialDelay: .seconds(30), delay: .seconds(30)) { [weak self] task in
             guard let self else {
                 task.cancel()
@@ -259,14 +268,18 @@ public final class TaskEngine: Sendable {
         var refused: [TaskRecord] = []
         state.withLock { state in
             state.dispatchScheduled = false
-            var busyTools: Set<String> = []
+            // What found no free agent in this pass: the tool with the same constraints, so that
+            // a task needing a busy specialist does not hold up the others of its tool.
+            var busy: Set<String> = []
             for entry in state.queue.ordered(limit: scanLimit) {
                 guard var task = state.tasks[entry.taskID] else {
                     state.queue.remove(entry.taskID)
                     continue
                 }
                 let tool = task.submission.taskType
-                if busyTools.contains(tool) { continue }
+                let demand = [tool, task.submission.requiredCapabilities.sorted().joined(separator: ","),
+                              task.submission.routing.tenant ?? "", String(task.submission.minimumMatch)].joined(separator: "|")
+                if busy.contains(demand) { continue }
                 var constraints = AgentRegistry.Constraints(requiredCapabilities: task.submission.requiredCapabilities)
                 constraints.minimumMatch = task.submission.minimumMatch
                 if let tenant = task.submission.routing.tenant { constraints.requiredCapabilities.append("tenant:\(tenant)") }
@@ -274,11 +287,15 @@ public final class TaskEngine: Sendable {
                 if let key = task.submission.routing.stickyKey { constraints.preferred = state.sticky[key] }
                 switch agents.tryAcquire(.tool, tool, constraints: constraints) {
                 case .busy:
-                    busyTools.insert(tool)
+                    busy.insert(demand)
                 case .refused(let error):
                     state.queue.remove(task.id)
                     task.state = .failed
-                    task.errorMessage = "\(error)"
+                    task.errorMessage = task.attempts.isEmpty
+                        ? "\(error)"
+                        : "\(error) after \(task.attempts.count) attempts: "
+                            + task.attempts.enumerated().map { "#\($0.offset + 1) on \($0.element.agent): \($0.element.error ?? "?")" }
+                            .joined(separator: "; ")
                     task.completionTime = Date()
                     task.lastUpdatedAt = Date()
                     state.tasks[task.id] = task
