@@ -24,6 +24,12 @@ final class CallbackPoster: Sendable {
         var port: Int
         var path: String
 
+        /// `host`, or `host:port` when the port is not the scheme's default (RFC 9110, 7.2).
+        var hostHeader: String {
+            let host = self.host.contains(":") ? "[\(self.host)]" : self.host
+            return port == (secure ? 443 : 80) ? host : "\(host):\(port)"
+        }
+
         init?(_ url: String) {
             let secure: Bool
             let rest: Substring
@@ -129,7 +135,7 @@ final class CallbackPoster: Sendable {
     private static func request(for target: Target, body: ByteBuffer) -> ByteBuffer {
         var request = ByteBuffer()
         request.writeString(
-            "POST \(target.path) HTTP/1.1\r\nHost: \(target.host)\r\nContent-Type: application/json\r\n"
+            "POST \(target.path) HTTP/1.1\r\nHost: \(target.hostHeader)\r\nContent-Type: application/json\r\n"
                 + "Content-Length: \(body.readableBytes)\r\nUser-Agent: switchboard/\(BuildInfo.version)\r\nConnection: close\r\n\r\n")
         var payload = body
         request.writeBuffer(&payload)

@@ -185,11 +185,20 @@ public final class TaskEngine: Sendable {
         public var nextCursor: String?
     }
 
-    /// Tasks in submission order, filtered; `cursor` is the position to continue from.
+    /// Tasks in submission order, filtered. `cursor` is the number of the last task of the
+    /// previous page (task ids are `task-N` with N increasing), so pages stay exact while old
+    /// tasks are forgotten.
     public func list(state wanted: TaskState? = nil, taskType: String? = nil, cursor: Int = 0, limit: Int = 100) -> Page {
         state.withLock { state in
+            // `order` is sorted by task number: find where the page starts.
+            var low = 0
+            var high = state.order.count
+            while low < high {
+                let middle = (low + high) / 2
+                if Self.number(of: state.order[middle]) <= cursor { low = middle + 1 } else { high = middle }
+            }
             var tasks: [TaskRecord] = []
-            var index = cursor
+            var index = low
             while index < state.order.count, tasks.count < limit {
                 if let task = state.tasks[state.order[index]],
                     wanted == nil || task.state == wanted, taskType == nil || task.submission.taskType == taskType
@@ -198,8 +207,13 @@ public final class TaskEngine: Sendable {
                 }
                 index += 1
             }
-            return Page(tasks: tasks, nextCursor: index < state.order.count ? String(index) : nil)
+            let next = index < state.order.count && index > 0 ? String(Self.number(of: state.order[index - 1])) : nil
+            return Page(tasks: tasks, nextCursor: next)
         }
+    }
+
+    private static func number(of id: String) -> Int {
+        Int(id.dropFirst("task-".count)) ?? 0
     }
 
     public struct Statistics: Sendable {
