@@ -22,8 +22,17 @@ public struct ServerIdentity: Sendable {
         ["name": .string(name), "title": .string(title), "version": .string(version)]
     }
 
+    /// MCP 2025-11-25's task capability: `tasks/list`, `tasks/cancel`, and task-augmented
+    /// `tools/call`. Only that revision has it (2026-07-28 moved tasks to an extension).
+    static let tasksCapability: JSONValue = ["list": [:], "cancel": [:], "requests": ["tools": ["call": [:]]]]
+
     func initializeResult(protocolVersion: String) -> JSONValue {
-        [
+        var capabilities = self.capabilities
+        if protocolVersion == "2025-11-25", case .object(var members) = capabilities {
+            members["tasks"] = Self.tasksCapability
+            capabilities = .object(members)
+        }
+        return [
             "protocolVersion": .string(protocolVersion),
             "capabilities": capabilities,
             "serverInfo": implementation,

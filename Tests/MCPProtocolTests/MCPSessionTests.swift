@@ -25,6 +25,7 @@ struct MCPSessionTests {
         var session = MCPSession(identity: identity)
         let answer = result(session.admit(request("initialize", #"{"protocolVersion":"\#(version)","capabilities":{}}"#)))
         #expect(answer?["protocolVersion"] == .string(version))
+        #expect((answer?["capabilities"]?["tasks"] != nil) == (version == "2025-11-25"))
         #expect(session.era == .legacy(protocolVersion: version, initialized: false))
     }
 
@@ -34,7 +35,9 @@ struct MCPSessionTests {
         let answer = result(session.admit(request("initialize", #"{"protocolVersion":"\#(version)"}"#)))
         #expect(answer?["protocolVersion"] == "2025-11-25")
         #expect(answer?["serverInfo"]?["name"] == "switchboard")
-        #expect(answer?["capabilities"] == ["tools": [:]])
+        // 2025-11-25 is the one revision with the tasks capability.
+        #expect(answer?["capabilities"]?["tools"] == [:])
+        #expect(answer?["capabilities"]?["tasks"]?["requests"]?["tools"]?["call"] == [:])
     }
 
     @Test func refusesASecondInitializeAndBadParams() {
