@@ -69,10 +69,10 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // Backends: shared memory (key-value with TTL and compare-and-set) and publish-subscribe,
-        // as protocols with an in-memory implementation (Redis implements them later).
+        // as protocols with an in-memory and a Redis implementation.
         .target(
             name: "Backend",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["Redis", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         // Redis over SwiftNIO with hiredis as the RESP codec: pipelining, a pool, pub-sub, scripts.
@@ -136,7 +136,11 @@ let package = Package(
         ),
         .testTarget(
             name: "BackendTests",
-            dependencies: ["Backend", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "Backend", "Redis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(name: "MCPProtocolTests", dependencies: ["MCPProtocol", "JSONRPC"], swiftSettings: strictSettings),

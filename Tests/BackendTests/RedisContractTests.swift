@@ -1,0 +1,77 @@
+import Backend
+import NIOCore
+import Redis
+import Testing
+
+/// The contract suites against the Redis backends, each case on its own `redis-server` (started
+/// on a free loopback port and killed when the case ends), so cases run in parallel and leave
+/// nothing behind. Names are still isolated with a prefix, as on a shared server.
+///
+/// Time for TTLs: `advanceTime(d)` shifts the expiry of every key of the case's store `d`
+/// earlier (PEXPIRETIME − d, set back with PEXPIREAT; a time in the past makes Redis delete the
+/// key, exactly as if it had expired). No sleeps, and Redis's own expiry does the rest. The
+/// server's clock does not move, so an `expiresAt` read after advancing is `d` earlier than the
+/// one the write returned; the contract never compares them across an advance.
+@Suite("Backend contract: Redis", .timeLimit(.minutes(1)))
+struct RedisContractTests {
+    @Test(arguments: KeyValueStoreContract.cases)
+    func keyValueStore(_ contract: ContractCase<KeyValueStoreSubject>) async throws {
+        let server = try await RedisServerProcess()
+        defer { server.stop() }
+        let client = RedisClient(configuration: server.configuration, connections: 4)
+        let keyPrefix = "contract:"
+        let store = RedisKeyValueStore(client: client, keyPrefix: keyPrefix)
+        let subject = KeyValueStoreSubject(store: store, isolation: "iso/", advanceTime: { duration in
+            try await Self.shiftExpiries(client, matching: keyPrefix + "*", by: duration)
+        })
+        do {
+            try await contract.run(subject)
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        await client.shutdown()
+    }
+
+    @Test(arguments: PubSubContract.cases)
+    func pubSub(_ contract: ContractCase<PubSubSubject>) async throws {
+        let server = try await RedisServerProcess()
+        defer { server.stop() }
+        let client = RedisClient(configuration: server.configuration, connections: 4)
+        let pubsub = RedisPubSub(client: client, channelPrefix: "sb:")
+        do {
+            try await contract.run(PubSubSubject(pubsub: pubsub, isolation: "iso."))
+        } catch {
+            await pubsub.shutdown()
+            await client.shutdown()
+            throw error
+        }
+        await pubsub.shutdown()
+        await client.shutdown()
+    }
+
+    /// Makes `duration` pass for every key matching `pattern` that has a TTL.
+    static let shiftScript = RedisScript("""
+        local at = redis.call('PEXPIRETIME', KEYS[1])
+        if at < 0 then return 0 end
+        redis.call('PEXPIREAT', KEYS[1], at - tonumber(ARGV[1]))
+        return 1
+        """)
+
+    static func shiftExpiries(_ client: RedisClient, matching pattern: String, by duration: Duration) async throws {
+        let (seconds, attoseconds) = duration.components
+        let milliseconds = Int(seconds * 1_000 + attoseconds / 1_000_000_000_000_000)
+        var cursor = "0"
+        repeat {
+            let reply = try await client.send(["SCAN", RedisArgument(cursor), "MATCH", RedisArgument(pattern), "COUNT", 1_000])
+            guard let parts = reply.array, parts.count == 2, let next = parts[0].string, let keys = parts[1].array else {
+                throw RedisError(.unexpectedReply, "SCAN answered \(reply)")
+            }
+            for key in keys {
+                guard case .bulkString(let name) = key else { continue }
+                try await client.evaluate(shiftScript, keys: [RedisArgument(name)], arguments: [RedisArgument(milliseconds)])
+            }
+            cursor = next
+        } while cursor != "0"
+    }
+}
