@@ -137,7 +137,7 @@ let package = Package(
         .testTarget(
             name: "BackendTests",
             dependencies: [
-                "Backend", "Redis",
+                "Backend", "Redis", "RedisTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -165,10 +165,17 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // A real redis-server on a free loopback port, for the tests that need one.
+        .target(
+            name: "RedisTestSupport",
+            dependencies: ["Redis", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            path: "Tests/RedisTestSupport",
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "RedisTests",
             dependencies: [
-                "Redis",
+                "Redis", "RedisTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

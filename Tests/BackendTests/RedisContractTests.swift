@@ -1,6 +1,7 @@
 import Backend
 import NIOCore
 import Redis
+import RedisTestSupport
 import Testing
 
 /// The contract suites against the Redis backends, each case on its own `redis-server` (started

@@ -1,5 +1,6 @@
 import NIOCore
 import Redis
+import RedisTestSupport
 import Testing
 
 @Suite("Redis client, pub-sub and scripts against a real server")

@@ -1,5 +1,6 @@
 import NIOCore
 import Redis
+import RedisTestSupport
 import Testing
 
 @Suite("Redis against a real server")

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOPosix
 import Redis
 
 #if canImport(Glibc)
@@ -9,23 +10,23 @@ import Darwin
 #endif
 
 /// A real `redis-server` on a free loopback port, owned by one test.
-final class RedisServerProcess: @unchecked Sendable {
-    let port: Int
+public final class RedisServerProcess: @unchecked Sendable {
+    public let port: Int
     private let extraArguments: [String]
     private var process: Process?
 
-    init(arguments: [String] = []) async throws {
+    public init(arguments: [String] = []) async throws {
         self.port = try Self.freeLoopbackPort()
         self.extraArguments = arguments
         try await start()
     }
 
-    var configuration: RedisConfiguration {
+    public var configuration: RedisConfiguration {
         RedisConfiguration(address: .tcp(host: "127.0.0.1", port: port), commandTimeout: .seconds(20))
     }
 
     /// Starts the server (again, on the same port) and returns once it answers PING.
-    func start() async throws {
+    public func start() async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["redis-server", "--port", String(port), "--bind", "127.0.0.1",
@@ -43,7 +44,7 @@ final class RedisServerProcess: @unchecked Sendable {
     }
 
     /// Kills the server and waits until it has exited.
-    func stop() {
+    public func stop() {
         guard let process, process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
@@ -52,7 +53,7 @@ final class RedisServerProcess: @unchecked Sendable {
 
     deinit { stop() }
 
-    static func freeLoopbackPort() throws -> Int {
+    public static func freeLoopbackPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw RedisError(.connectFailed, "socket() failed") }
         defer { close(fd) }
