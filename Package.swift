@@ -86,11 +86,23 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Workflows: YAML definitions, validation, the expression language, schedules, the
+        // durable executor.
+        .target(
+            name: "Workflows",
+            dependencies: [
+                "JSONRPC", "Backend",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The composition root: sessions, method table, configuration, the server service.
         .target(
             name: "Gateway",
             dependencies: [
-                "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router", "Backend",
+                "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router", "Backend", "Workflows",
                 "CSwitchboardOpenSSL", "CSwitchboardHiredis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -141,6 +153,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "WorkflowsTests",
+            dependencies: ["Workflows", "JSONRPC", "Backend", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         .testTarget(name: "MCPProtocolTests", dependencies: ["MCPProtocol", "JSONRPC"], swiftSettings: strictSettings),
