@@ -29,6 +29,9 @@ public final class AgentRegistry: Sendable {
         public var callTimeout: Duration
         public var processID: Int32?
         public var identity: JSONValue?
+        /// The gateway replica the agent runs on, when it is not this one: calls to it travel
+        /// through that replica.
+        public var replica: String?
 
         public init(
             name: String, template: String, version: String, kind: AgentKind, agentType: String = "mcp",
@@ -156,6 +159,12 @@ public final class AgentRegistry: Sendable {
 
     private let state = Mutex(State())
     private let observers = Mutex(Observers())
+    private let localReplica = Mutex<String?>(nil)
+
+    /// Names this process's replica in agent statuses (with a shared backend).
+    public func setLocalReplica(_ replica: String) {
+        localReplica.withLock { $0 = replica }
+    }
 
     /// Which parts of the catalog changed.
     public struct CatalogChange: Sendable, Equatable {
@@ -232,6 +241,15 @@ public final class AgentRegistry: Sendable {
             instance.lastHeartbeat = Date()
             if let processID { instance.registration.processID = processID }
             state.instances[id] = instance
+            return true
+        }
+    }
+
+    /// Like `updateOffer`, without touching the catalog when nothing changed.
+    public func updateOfferIfChanged(_ id: InstanceID, _ offer: AgentOffer) {
+        mutate { state in
+            guard state.instances[id] != nil, state.instances[id]!.offer != offer else { return false }
+            state.instances[id]!.offer = offer
             return true
         }
     }
@@ -512,6 +530,8 @@ public final class AgentRegistry: Sendable {
         /// The least share of `requiredCapabilities` a candidate must carry (1: all). Below 1,
         /// the best-matching candidates are chosen and the lease says how well they match.
         public var minimumMatch = 1.0
+        /// Only instances of this replica (a task dispatcher claims work for its own agents).
+        public var localOnly = false
         public init(
             requiredCapabilities: [String] = [], avoiding: Set<InstanceID> = [], preferred: InstanceID? = nil, excluding: Set<InstanceID> = []
         ) {
@@ -587,6 +607,7 @@ public final class AgentRegistry: Sendable {
                 instance.lifecycle == .ready, instance.health != .unhealthy, instance.endpoint != nil,
                 instance.inFlight < instance.registration.maximumConcurrency, instance.circuit.wouldAdmit(now: now),
                 !constraints.excluding.contains(instance.id),
+                !(constraints.localOnly && instance.registration.replica != nil),
                 carries(instance, constraints.requiredCapabilities, minimum: constraints.minimumMatch)
             else { continue }
             switch kind {
@@ -630,7 +651,11 @@ public final class AgentRegistry: Sendable {
         let latency = performance.calls < ToolPerformance.warmUpCalls ? 0.0 : max(performance.averageLatencyMilliseconds, 0.01)
         let success = performance.calls < ToolPerformance.warmUpCalls ? 1.0 : max(performance.successRate, 0.02)
         let load = Double(instance.inFlight + 1) / Double(max(instance.registration.maximumConcurrency, 1))
-        return (latency * (1 + load) / success, instance.lastAssigned)
+        guard instance.registration.replica != nil else { return (latency * (1 + load) / success, instance.lastAssigned) }
+        // Another replica's agent costs a hop through Redis: before anything is learned it
+        // counts as a millisecond, so that a free local instance goes first.
+        let remoteLatency = performance.calls < ToolPerformance.warmUpCalls ? 1.0 : latency
+        return (remoteLatency * (1 + load) / success, instance.lastAssigned)
     }
 
     // MARK: Views
@@ -649,7 +674,8 @@ public final class AgentRegistry: Sendable {
     }
 
     public func list(_ filter: Filter = Filter()) -> [JSONValue] {
-        state.withLock { state in
+        let replica = localReplica.withLock { $0 }
+        return state.withLock { state in
             state.instances.values.sorted { $0.id < $1.id }.filter { instance in
                 if let wanted = filter.state, instance.state != wanted { return false }
                 if let wanted = filter.agentType, instance.registration.agentType != wanted { return false }
@@ -659,12 +685,13 @@ public final class AgentRegistry: Sendable {
                     if !tags.contains(wanted) { return false }
                 }
                 return true
-            }.map { Self.status(of: $0, in: state) }
+            }.map { Self.status(of: $0, in: state, localReplica: replica) }
         }
     }
 
     public func status(_ id: InstanceID) -> JSONValue? {
-        state.withLock { state in state.instances[id].map { Self.status(of: $0, in: state) } }
+        let replica = localReplica.withLock { $0 }
+        return state.withLock { state in state.instances[id].map { Self.status(of: $0, in: state, localReplica: replica) } }
     }
 
     public func instances(ofTemplate template: String) -> [InstanceID] {
@@ -675,6 +702,68 @@ public final class AgentRegistry: Sendable {
         state.withLock { state in
             if state.instances[InstanceID(nameOrID)] != nil { return InstanceID(nameOrID) }
             return state.instances.values.first { $0.registration.name == nameOrID }?.id
+        }
+    }
+
+    /// The name a client calls an instance's tool (or prompt) by, given the name its agent
+    /// knows it by; nil when the instance does not offer it.
+    public func exposedName(_ kind: OfferKind, of originalName: String, offeredBy id: InstanceID) -> String? {
+        state.withLock { state in
+            guard let template = state.instances[id]?.registration.template else { return nil }
+            let catalog = kind == .prompt ? state.prompts : state.tools
+            return catalog.first { $0.value.template == template && $0.value.name == originalName }?.key
+        }
+    }
+
+    public func templateOf(_ id: InstanceID) -> String? {
+        state.withLock { $0.instances[id]?.registration.template }
+    }
+
+    /// Whether any present instance, here or on another replica, offers the tool.
+    public func offersTool(_ exposedName: String) -> Bool {
+        state.withLock { $0.tools[exposedName] != nil }
+    }
+
+    /// One instance as other replicas need to know it.
+    public struct InstanceSnapshot: Sendable {
+        public var id: InstanceID
+        public var registration: Registration
+        public var offer: AgentOffer
+        public var state: AgentState
+        public var health: AgentHealth
+        public var inFlight: Int
+    }
+
+    /// This replica's own present instances, for the replica directory.
+    public func localSnapshots() -> [InstanceSnapshot] {
+        state.withLock { state in
+            state.instances.values.filter { $0.registration.replica == nil && $0.isPresent }.sorted { $0.id < $1.id }.map {
+                InstanceSnapshot(id: $0.id, registration: $0.registration, offer: $0.offer, state: $0.state, health: $0.health, inFlight: $0.inFlight)
+            }
+        }
+    }
+
+    /// The instances this replica runs itself (not those of other replicas).
+    public func localInstances() -> [InstanceID] {
+        state.withLock { state in state.instances.values.filter { $0.registration.replica == nil }.map(\.id).sorted() }
+    }
+
+    /// The instances that run on `replica`.
+    public func instances(onReplica replica: String) -> [InstanceID] {
+        state.withLock { state in state.instances.values.filter { $0.registration.replica == replica }.map(\.id).sorted() }
+    }
+
+    /// Another replica's view of its instance: its health and whether it takes work.
+    public func setReported(_ id: InstanceID, health: AgentHealth, takesWork: Bool) {
+        mutate { state in
+            guard var instance = state.instances[id], instance.registration.replica != nil else { return false }
+            let lifecycle: AgentLifecycle = takesWork ? .ready : .maintenance
+            instance.lastHeartbeat = Date()
+            let changed = instance.health != health || instance.lifecycle != lifecycle
+            instance.health = health
+            instance.lifecycle = lifecycle
+            state.instances[id] = instance
+            return changed
         }
     }
 
@@ -696,7 +785,7 @@ public final class AgentRegistry: Sendable {
         }
     }
 
-    private static func status(of instance: Instance, in state: State) -> JSONValue {
+    private static func status(of instance: Instance, in state: State, localReplica: String?) -> JSONValue {
         let registration = instance.registration
         let calls = instance.completed + instance.failed
         let averageMilliseconds = calls == 0 ? 0 : Double(instance.totalLatency.components.seconds * 1000)
@@ -746,6 +835,7 @@ public final class AgentRegistry: Sendable {
         if let configuration = registration.configuration { status["configuration"] = configuration }
         if let requirements = registration.resourceRequirements { status["resourceRequirements"] = requirements }
         if let identity = registration.identity { status["identity"] = identity }
+        if let replica = registration.replica ?? localReplica { status["replica"] = .string(replica) }
         if let serverInfo = instance.offer.serverInfo { status["serverInfo"] = serverInfo }
         return .object(status)
     }

@@ -12,13 +12,13 @@ import Synchronization
 /// (an exposed tool name, a progress token) are rewritten.
 final class AgentCallRouter: Sendable {
     let agents: AgentRegistry
-    let tasks: TaskEngine
+    let tasks: any TaskService
     let progress = ProgressRelay()
     let callers = CallerTracker()
     /// How long a call waits for a busy or restarting agent before giving up.
     let queueTimeout: Duration
 
-    init(agents: AgentRegistry, tasks: TaskEngine, queueTimeout: Duration = .seconds(60)) {
+    init(agents: AgentRegistry, tasks: any TaskService, queueTimeout: Duration = .seconds(60)) {
         self.agents = agents
         self.tasks = tasks
         self.queueTimeout = queueTimeout
@@ -47,7 +47,7 @@ final class AgentCallRouter: Sendable {
         }
         if params.member("task")?.kind == .object {
             // MCP 2025-11-25: a task-augmented call returns a task at once; its result comes later.
-            return TaskMethods.callAsTask(request, params: params, engine: tasks)
+            return TaskMethods.callAsTask(request, params: params, engine: tasks, context: context)
         }
         return forward(.tool, name: name, method: "tools/call", params: params, context)
     }

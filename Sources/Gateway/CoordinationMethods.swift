@@ -659,8 +659,11 @@ final class CoordinationMethods: Sendable {
             case let error as JSONRPCError: throw error
             case let error as BackendUnavailable:
                 logger.error("\(method): the backend failed: \(error.reason)")
-                throw JSONRPCError.internalError("the backend is unavailable: \(error.reason)")
-            default: throw error
+                throw JSONRPCError.backendUnavailable(error.reason)
+            default:
+                // Only the backend throws past the checks above (a Redis connection error).
+                logger.error("\(method): the backend failed: \(error)")
+                throw JSONRPCError.backendUnavailable("\(error)")
             }
         }
         return .later(future)

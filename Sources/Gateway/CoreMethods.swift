@@ -5,6 +5,6 @@ import MCPProtocol
 enum CoreMethods {
     static func register(in table: inout MethodTable, status: GatewayStatusSource) {
         table.register("ping") { _, _ in .result([:]) }
-        table.register("gateway/status") { _, _ in .result(status.snapshot()) }
+        table.register("gateway/status") { _, context in .later(context.eventLoop.makeFutureWithTask { await status.snapshot() }) }
     }
 }

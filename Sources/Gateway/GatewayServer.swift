@@ -28,8 +28,10 @@ final class GatewayCore: Sendable {
     let group: any EventLoopGroup
     let agents: AgentRegistry
     let calls: AgentCallRouter
-    let tasks: TaskEngine
+    let tasks: any TaskService
     let coordination: CoordinationMethods
+    /// With `--redis`: what this replica shares with the others.
+    let cluster: Cluster?
     private let supervisorSlot: SupervisorSlot
 
     var supervisor: AgentSupervisor { supervisorSlot.value }
@@ -50,7 +52,10 @@ final class GatewayCore: Sendable {
             capabilities: ["tools": ["listChanged": true], "prompts": ["listChanged": true], "resources": [:]]
         )
         let agents = AgentRegistry()
-        let tasks = TaskEngine(agents: agents, group: group, logger: logger)
+        let status = self.status
+        let cluster = settings.redis.map { Cluster(settings: $0, agents: agents, group: group, logger: logger, listeners: { status.listeners }) }
+        let tasks: any TaskService = cluster?.tasks ?? TaskEngine(agents: agents, group: group, logger: logger)
+        self.cluster = cluster
         let calls = AgentCallRouter(agents: agents, tasks: tasks)
         let supervisorSlot = SupervisorSlot()
         self.agents = agents
@@ -64,14 +69,14 @@ final class GatewayCore: Sendable {
         calls.register(in: &methods)
         TaskMethods.register(in: &methods, engine: tasks)
         PatternMethods.register(in: &methods, agents: agents)
-        self.coordination = CoordinationMethods.register(in: &methods, agents: agents, logger: logger)
+        self.coordination = CoordinationMethods.register(in: &methods, agents: agents, logger: logger, backend: cluster?.coordination ?? .embedded())
         extraMethods(&methods)
         self.methods = methods
 
         supervisorSlot.set(AgentSupervisor(core: self))
         let coordination = self.coordination
         status.addSection("tasks") {
-            let statistics = tasks.statistics()
+            let statistics = await tasks.statistics()
             var section: [String: JSONValue] = [
                 "queued": .integer(Int64(statistics.queued)),
                 "byState": .object(Dictionary(uniqueKeysWithValues: statistics.byState.map { ($0.key.rawValue, JSONValue.integer(Int64($0.value))) })),
@@ -79,6 +84,8 @@ final class GatewayCore: Sendable {
             if let latency = statistics.assignmentLatencyMilliseconds {
                 section["assignmentLatencyMs"] = ["p50": .double((latency.p50 * 1000).rounded() / 1000), "p99": .double((latency.p99 * 1000).rounded() / 1000)]
             }
+            if !statistics.queues.isEmpty { section["queues"] = .object(statistics.queues.mapValues { .integer(Int64($0)) }) }
+            if let deadLettered = statistics.deadLettered { section["deadLettered"] = .integer(Int64(deadLettered)) }
             return .object(section)
         }
         status.addSection("agents") {
@@ -88,6 +95,9 @@ final class GatewayCore: Sendable {
             return ["count": .integer(Int64(all.count)), "byState": .object(byState.mapValues(JSONValue.integer))]
         }
         status.addSection("coordination") { coordination.statusSnapshot() }
+        if let cluster {
+            status.addSection("replicas") { cluster.membership.status() }
+        }
         let callbacks = CallbackPoster(group: group, logger: logger)
         tasks.onFinished { task in
             if task.submission.callback != nil { callbacks.deliver(task) }
@@ -232,6 +242,7 @@ public final class GatewayServer: Service {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.core.supervisor.run(templates: settings.agentTemplates) }
             group.addTask { await self.core.coordination.run() }
+            if let cluster = self.core.cluster { group.addTask { await cluster.run() } }
             group.addTask { await self.reloadCertificatesOnHangup(tls, signals: hangups) }
             await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
             await core.supervisor.stopAll()

@@ -13,6 +13,8 @@ public struct GatewaySettings: Sendable {
     public var agentTemplates: [AgentTemplate] = []
     /// Certificates for `tls://` listeners.
     public var tls: TLSSettings?
+    /// A shared Redis: several replicas act as one gateway. Nil: the embedded backend.
+    public var redis: RedisSettings?
     /// How often every agent is pinged to judge its health.
     public var healthProbeInterval: Duration = .seconds(10)
 

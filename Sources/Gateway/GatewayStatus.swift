@@ -8,7 +8,7 @@ final class GatewayStatusSource: Sendable {
     private let settings: GatewaySettings
     private let started = ContinuousClock.now
     private let boundListeners = Mutex<[String]>([])
-    private let sections = Mutex<[(name: String, snapshot: @Sendable () -> JSONValue)]>([])
+    private let sections = Mutex<[(name: String, snapshot: @Sendable () async -> JSONValue)]>([])
 
     init(registry: ConnectionRegistry, settings: GatewaySettings) {
         self.registry = registry
@@ -16,7 +16,7 @@ final class GatewayStatusSource: Sendable {
     }
 
     /// Adds a section that the layers above the core report in `gateway/status`.
-    func addSection(_ name: String, _ snapshot: @escaping @Sendable () -> JSONValue) {
+    func addSection(_ name: String, _ snapshot: @escaping @Sendable () async -> JSONValue) {
         sections.withLock { $0.append((name, snapshot)) }
     }
 
@@ -24,13 +24,15 @@ final class GatewayStatusSource: Sendable {
         boundListeners.withLock { $0.append(url) }
     }
 
-    func snapshot() -> JSONValue {
+    var listeners: [String] { boundListeners.withLock { $0 } }
+
+    func snapshot() async -> JSONValue {
         let counts = registry.counts
         let uptime = ContinuousClock.now - started
         let seconds = Double(uptime.components.seconds) + Double(uptime.components.attoseconds) / 1e18
         var result: [String: JSONValue] = [
             "server": ["name": "switchboard", "version": .string(BuildInfo.version)],
-            "backend": "embedded",
+            "backend": settings.redis == nil ? "embedded" : "redis",
             "uptimeSeconds": .double((seconds * 1000).rounded() / 1000),
             "connections": ["open": .integer(Int64(counts.open)), "accepted": .integer(Int64(counts.accepted))],
             "inFlight": .integer(Int64(counts.inFlight)),
@@ -42,7 +44,7 @@ final class GatewayStatusSource: Sendable {
                 "maxInFlightPerConnection": .integer(Int64(settings.limits.maximumInFlightPerConnection)),
             ],
         ]
-        for section in sections.withLock({ $0 }) { result[section.name] = section.snapshot() }
+        for section in sections.withLock({ $0 }) { result[section.name] = await section.snapshot() }
         return .object(result)
     }
 }

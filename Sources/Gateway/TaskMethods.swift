@@ -10,38 +10,27 @@ enum TaskMethods {
     /// How often MCP clients are told to poll a task.
     static let pollIntervalMilliseconds: Int64 = 1_000
 
-    static func register(in table: inout MethodTable, engine: TaskEngine) {
-        table.register("tasks/submit") { request, _ in
+    static func register(in table: inout MethodTable, engine: any TaskService) {
+        table.register("tasks/submit") { request, context in
             switch submission(from: request.params) {
             case .failure(let error): return .error(error)
             case .success(let submission):
-                do {
-                    return .result(status(try engine.submit(submission)))
-                } catch {
-                    return .error(.invalidParams("\(error)"))
-                }
+                return answer(on: context) { status(try await engine.submit(submission)) }
             }
         }
-        table.register("tasks/get") { request, _ in
+        table.register("tasks/get") { request, context in
             guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/get needs \"taskId\"")) }
-            do {
-                return .result(status(try engine.get(id)))
-            } catch {
-                return .error(unknownTask(id))
-            }
+            return answer(on: context) { status(try await engine.get(id)) }
         }
         table.register("tasks/result") { request, context in
             guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/result needs \"taskId\"")) }
-            let future = engine.result(id, on: context.eventLoop).flatMapThrowing { task -> JSONValue in
+            return answer(on: context) {
+                let task = try await engine.result(id)
                 guard task.state == .completed, let result = task.result else { throw TaskEnded(task: task) }
                 return .raw(result)
-            }.flatMapErrorThrowing { error -> JSONValue in
-                if error is TaskEngine.LookupError { throw unknownTask(id) }
-                throw error
             }
-            return .later(future)
         }
-        table.register("tasks/list") { request, _ in
+        table.register("tasks/list") { request, context in
             var wanted: TaskState?
             var cursor = 0
             if let params = request.params {
@@ -59,23 +48,43 @@ enum TaskMethods {
                     cursor = position
                 }
             }
-            let page = engine.list(state: wanted, taskType: request.params?.member("taskType")?.stringValue, cursor: cursor)
-            var result: [String: JSONValue] = ["tasks": .array(page.tasks.map(status))]
-            if let next = page.nextCursor { result["nextCursor"] = .string(next) }
-            return .result(.object(result))
-        }
-        table.register("tasks/cancel") { request, _ in
-            guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/cancel needs \"taskId\"")) }
-            do {
-                return .result(status(try engine.cancel(id)))
-            } catch {
-                return .error(unknownTask(id))
+            let taskType = request.params?.member("taskType")?.stringValue
+            let (state, after) = (wanted, cursor)
+            return answer(on: context) {
+                let page = try await engine.list(state: state, taskType: taskType, cursor: after, limit: 100)
+                var result: [String: JSONValue] = ["tasks": .array(page.tasks.map(status))]
+                if let next = page.nextCursor { result["nextCursor"] = .string(next) }
+                return .object(result)
             }
+        }
+        table.register("tasks/cancel") { request, context in
+            guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/cancel needs \"taskId\"")) }
+            return answer(on: context) { status(try await engine.cancel(id)) }
         }
     }
 
+    /// Runs an engine call and answers with its result or its error in JSON-RPC terms.
+    static func answer(on context: MethodContext, _ body: @escaping @Sendable () async throws -> JSONValue) -> MethodReply {
+        .later(context.eventLoop.makeFutureWithTask {
+            do {
+                return try await body()
+            } catch let error as TaskLookupError {
+                guard case .unknownTask(let id) = error else { throw error }
+                throw unknownTask(id)
+            } catch let error as TaskSubmitError {
+                throw JSONRPCError.invalidParams("\(error)")
+            } catch let error as JSONRPCError {
+                throw error
+            } catch let error as TaskEnded {
+                throw error
+            } catch {
+                throw JSONRPCError.backendUnavailable("\(error)")
+            }
+        })
+    }
+
     /// A `tools/call` carrying `params.task` becomes a task; the reply is MCP's CreateTaskResult.
-    static func callAsTask(_ request: JSONRPCRequest, params: RawJSON, engine: TaskEngine) -> MethodReply {
+    static func callAsTask(_ request: JSONRPCRequest, params: RawJSON, engine: any TaskService, context: MethodContext) -> MethodReply {
         guard let name = params.member("name")?.stringValue else {
             return .error(.invalidParams("\"name\" must be a string naming the tool"))
         }
@@ -83,12 +92,8 @@ enum TaskMethods {
         if let ttl = params.member("task")?.member("ttl")?.decoded().integerValue, ttl > 0 {
             submission.retention = .milliseconds(ttl)
         }
-        do {
-            let task = try engine.submit(submission)
-            return .result(["task": mcpTask(task)])
-        } catch {
-            return .error(.invalidParams("\(error)"))
-        }
+        let accepted = submission
+        return answer(on: context) { ["task": mcpTask(try await engine.submit(accepted))] }
     }
 
     // MARK: Shapes

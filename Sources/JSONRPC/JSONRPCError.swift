@@ -47,6 +47,8 @@ extension JSONRPCError {
         public static let taskFailed = -32014
         /// A nested call would go back to an agent already in its chain, or too deep.
         public static let callChainRefused = -32015
+        /// The shared backend (Redis) cannot be reached; nothing was done. Retry later.
+        public static let backendUnavailable = -32016
     }
 
     public static func parseError(_ syntax: JSONSyntaxError) -> JSONRPCError {
@@ -69,6 +71,10 @@ extension JSONRPCError {
         var data = extra
         data["reason"] = .string(reason)
         return JSONRPCError(code: Code.invalidParams, message: "Invalid params: \(reason)", data: .object(data))
+    }
+
+    public static func backendUnavailable(_ reason: String) -> JSONRPCError {
+        JSONRPCError(code: Code.backendUnavailable, message: "Backend unavailable: \(reason)", data: ["reason": .string(reason)])
     }
 
     public static func internalError(_ reason: String) -> JSONRPCError {

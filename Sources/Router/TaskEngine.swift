@@ -13,25 +13,8 @@ import Synchronization
 /// whenever work or capacity may have appeared, coalesced so that a burst of completions costs
 /// one pass.
 public final class TaskEngine: Sendable {
-    public enum SubmitError: Error, Sendable, CustomStringConvertible {
-        case invalid(String)
-        case unknownDependency(String)
-        public var description: String {
-            switch self {
-            case .invalid(let reason): reason
-            case .unknownDependency(let id): "dependsOn names an unknown task \"\(id)\""
-            }
-        }
-    }
-
-    public enum LookupError: Error, Sendable, CustomStringConvertible {
-        case unknownTask(String)
-        public var description: String {
-            switch self {
-            case .unknownTask(let id): "no task \"\(id)\""
-            }
-        }
-    }
+    public typealias SubmitError = TaskSubmitError
+    public typealias LookupError = TaskLookupError
 
     private struct State {
         var tasks: [String: TaskRecord] = [:]
@@ -55,7 +38,7 @@ public final class TaskEngine: Sendable {
 
     private let state = Mutex(State())
     private let agents: AgentRegistry
-    private let group: any EventLoopGroup
+    let group: any EventLoopGroup
     private let logger: Logger
     private let observers = Mutex<[@Sendable (TaskRecord) -> Void]>([])
     /// How many queued tasks one dispatch pass looks at, so that a pass stays short even with a
@@ -113,7 +96,7 @@ public final class TaskEngine: Sendable {
     // MARK: Submitting
 
     /// Accepts a task and returns it at once (an earlier task when the idempotency key was seen).
-    public func submit(_ submission: TaskSubmission) throws(SubmitError) -> TaskRecord {
+    public func submitNow(_ submission: TaskSubmission) throws(SubmitError) -> TaskRecord {
         guard (1...10).contains(submission.priority) else { throw .invalid("priority must be from 1 (highest) to 10 (lowest)") }
         guard submission.maximumRetries >= 0, submission.maximumRetries <= 100 else { throw .invalid("maxRetries must be from 0 to 100") }
         let outcome: Result<TaskRecord, SubmitError> = state.withLock { state in
@@ -158,7 +141,7 @@ public final class TaskEngine: Sendable {
 
     // MARK: Reading
 
-    public func get(_ id: String) throws(LookupError) -> TaskRecord {
+    public func getNow(_ id: String) throws(LookupError) -> TaskRecord {
         guard let task = state.withLock({ $0.tasks[id] }) else { throw .unknownTask(id) }
         return task
     }
@@ -180,15 +163,12 @@ public final class TaskEngine: Sendable {
         return promise.futureResult
     }
 
-    public struct Page: Sendable {
-        public var tasks: [TaskRecord]
-        public var nextCursor: String?
-    }
+    public typealias Page = TaskPage
 
     /// Tasks in submission order, filtered. `cursor` is the number of the last task of the
     /// previous page (task ids are `task-N` with N increasing), so pages stay exact while old
     /// tasks are forgotten.
-    public func list(state wanted: TaskState? = nil, taskType: String? = nil, cursor: Int = 0, limit: Int = 100) -> Page {
+    public func listNow(state wanted: TaskState? = nil, taskType: String? = nil, cursor: Int = 0, limit: Int = 100) -> Page {
         state.withLock { state in
             // `order` is sorted by task number: find where the page starts.
             var low = 0
@@ -216,13 +196,9 @@ public final class TaskEngine: Sendable {
         Int(id.dropFirst("task-".count)) ?? 0
     }
 
-    public struct Statistics: Sendable {
-        public var byState: [TaskState: Int]
-        public var queued: Int
-        public var assignmentLatencyMilliseconds: (p50: Double, p99: Double)?
-    }
+    public typealias Statistics = TaskStatistics
 
-    public func statistics() -> Statistics {
+    public func statisticsNow() -> Statistics {
         state.withLock { state in
             var byState: [TaskState: Int] = [:]
             for task in state.tasks.values { byState[task.state, default: 0] += 1 }
@@ -238,7 +214,7 @@ public final class TaskEngine: Sendable {
     // MARK: Cancelling
 
     /// A pending task is cancelled at once; a running one is cancelled at its agent too.
-    public func cancel(_ id: String, reason: String = "cancelled by request") throws(LookupError) -> TaskRecord {
+    public func cancelNow(_ id: String, reason: String = "cancelled by request") throws(LookupError) -> TaskRecord {
         let outcome: (TaskRecord, RunningAttempt?)? = state.withLock { state in
             guard var task = state.tasks[id] else { return nil }
             guard !task.state.isFinal else { return (task, nil) }

@@ -59,6 +59,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Client certificates: none, optional or require (needs --tls-ca).")
     var tlsClientAuth: String?
 
+    @Option(help: "A Redis URL (redis://[user:password@]host:port/db, rediss://… for TLS): replicas sharing it act as one gateway.")
+    var redis: String?
+
+    @Option(help: "This replica's name among those sharing --redis (default: host name and process id).")
+    var replicaId: String?
+
+    @Option(help: "PEM CA bundle for a rediss:// server (default: the system's trust store).")
+    var redisCa: String?
+
+    @Option(help: "Seconds a running task's lease lasts without renewal with --redis (default 10): how soon the tasks of a dead replica run elsewhere.")
+    var taskLease: Double?
+
     func run() async throws {
         let settings: GatewaySettings
         do {
@@ -134,6 +146,20 @@ struct Serve: AsyncParsableCommand {
         }
         if let tls = settings.tls, tls.clientAuthentication != .none, tls.trustRootsPath == nil {
             throw ValidationError("--tls-client-auth \(tls.clientAuthentication.rawValue) needs --tls-ca: the CA that client certificates must chain to")
+        }
+        if let redis {
+            do {
+                settings.redis = try RedisSettings(url: redis, replicaID: replicaId, caPath: redisCa)
+            } catch {
+                throw ValidationError("--redis \(redis): \(error)")
+            }
+        } else if replicaId != nil || redisCa != nil {
+            throw ValidationError("--replica-id and --redis-ca need --redis")
+        }
+        if let taskLease {
+            guard settings.redis != nil else { throw ValidationError("--task-lease needs --redis") }
+            guard taskLease >= 1, taskLease <= 3600 else { throw ValidationError("--task-lease must be from 1 to 3600 seconds") }
+            settings.redis?.taskLease = .milliseconds(Int64(taskLease * 1000))
         }
         let hasTLSListener = settings.listen.contains { if case .tls = $0 { true } else { false } }
         if hasTLSListener && settings.tls == nil {

@@ -1,0 +1,579 @@
+import Agents
+import Backend
+import FoundationEssentials
+import JSONRPC
+import Logging
+import NIOCore
+import Synchronization
+
+/// Tasks on a `TaskBoard` that several gateway replicas share: any replica accepts a task, the
+/// replica whose agent is free claims it with a lease and runs it, and any replica answers for it.
+///
+/// At least once: a running task's lease is renewed every third of its length while this
+/// replica lives; when a replica dies, its leases lapse and the next reap (every replica reaps
+/// every second) queues those tasks again, with the lost attempt counted against `maxRetries`.
+///
+/// Replicas tell each other through pub-sub: a task queued (so that idle replicas claim it), a
+/// task finished (so that `tasks/result` waiters anywhere wake), a task cancelled (so that the
+/// replica running it stops its agent). A lost message costs latency, never a task: a dispatch
+/// pass also runs every second, and waiters re-read the board.
+public final class SharedTaskEngine: TaskService {
+    static let queuedTopic = "switchboard.tasks.queued"
+    static let finishedTopic = "switchboard.tasks.finished"
+    static let cancelledTopic = "switchboard.tasks.cancelled"
+
+    private struct Running {
+        var lease: AgentRegistry.Lease
+        var call: PendingCall?
+        var cancelled = false
+    }
+
+    private struct State {
+        var running: [String: Running] = [:]
+        var waiters: [String: [CheckedContinuation<TaskRecord, any Error>]] = [:]
+        var passRunning = false
+        var passWanted = false
+        var assignmentLatencies: [Double] = []
+        var endedHere: [TaskState: Int] = [:]
+    }
+
+    private let board: any TaskBoard
+    private let events: any PubSub
+    private let agents: AgentRegistry
+    /// This replica's name on the board: who holds a lease.
+    public let owner: String
+    private let leaseLength: Duration
+    private let logger: Logger
+    private let clock: any BackendClock = SystemClock()
+    private let state = Mutex(State())
+    private let observers = Mutex<[@Sendable (TaskRecord) -> Void]>([])
+    /// Messages to other replicas, published in order by `run()`.
+    private let outbox: AsyncStream<PubSubMessage>.Continuation
+    private let outgoing: AsyncStream<PubSubMessage>
+
+    public init(board: any TaskBoard, events: any PubSub, agents: AgentRegistry, owner: String, lease: Duration = .seconds(10), logger: Logger) {
+        self.board = board
+        self.events = events
+        self.agents = agents
+        self.owner = owner
+        self.leaseLength = lease
+        self.logger = logger
+        (outgoing, outbox) = AsyncStream.makeStream(of: PubSubMessage.self, bufferingPolicy: .bufferingNewest(100_000))
+        agents.onCapacityFreed { [weak self] in self?.wantPass() }
+        agents.onCatalogChange { [weak self] _ in self?.wantPass() }
+    }
+
+    public func onFinished(_ observer: @escaping @Sendable (TaskRecord) -> Void) {
+        observers.withLock { $0.append(observer) }
+    }
+
+    // MARK: Running
+
+    /// Listens to the other replicas, renews leases, reaps, and dispatches, until cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.publishOutbox() }
+            group.addTask { await self.listen(Self.queuedTopic) { engine, _ in engine.wantPass() } }
+            group.addTask { await self.listen(Self.finishedTopic) { engine, id in await engine.finishedElsewhere(id) } }
+            group.addTask { await self.listen(Self.cancelledTopic) { engine, id in engine.stopLocally(id, reason: "cancelled by request") } }
+            group.addTask { await self.every(self.leaseLength / 3) { await $0.renewLeases() } }
+            group.addTask { await self.every(.seconds(1)) { engine in
+                await engine.reap()
+                engine.wantPass()
+                await engine.pollWaiters()
+            } }
+            await group.next()
+            group.cancelAll()
+        }
+        outbox.finish()
+    }
+
+    private func every(_ interval: Duration, _ body: @escaping @Sendable (SharedTaskEngine) async -> Void) async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: interval) } catch { return }
+            await body(self)
+        }
+    }
+
+    private func listen(_ topic: String, _ handle: @escaping @Sendable (SharedTaskEngine, String) async -> Void) async {
+        while !Task.isCancelled {
+            do {
+                let subscription = try await events.subscribe(.topic(topic), limits: SubscriptionLimits(messages: 100_000, bytes: 64 << 20))
+                for await delivery in subscription {
+                    await handle(self, String(buffer: delivery.message.payload))
+                }
+            } catch {
+                logger.warning("tasks: cannot listen to \(topic): \(error); retrying in a second")
+            }
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        }
+    }
+
+    private func publishOutbox() async {
+        for await message in outgoing {
+            do {
+                try await events.publish(message)
+            } catch {
+                // Every message has a slower path (the one-second pass, waiters re-reading).
+                logger.warning("tasks: could not tell the other replicas (\(message.topic)): \(error)")
+            }
+        }
+    }
+
+    private func tell(_ topic: String, _ id: String) {
+        outbox.yield(PubSubMessage(topic: topic, payload: ByteBuffer(string: id), publishedAt: clock.now(), publisher: owner))
+    }
+
+    // MARK: Submitting
+
+    public func submit(_ submission: TaskSubmission) async throws -> TaskRecord {
+        guard (1...10).contains(submission.priority) else { throw TaskSubmitError.invalid("priority must be from 1 (highest) to 10 (lowest)") }
+        guard submission.maximumRetries >= 0, submission.maximumRetries <= 100 else { throw TaskSubmitError.invalid("maxRetries must be from 0 to 100") }
+        let record = TaskRecord(id: "", submission: submission)
+        let outcome = try await board.submit(BoardSubmission(
+            queue: Demand(submission).queue, priority: submission.priority, idempotencyKey: submission.idempotencyKey,
+            idempotencyTTL: submission.retention, waitingFor: submission.dependsOn, maximumClaims: submission.maximumRetries + 1,
+            record: TaskRecordCodec.encode(record)))
+        switch outcome {
+        case .unknownDependency(let id):
+            throw TaskSubmitError.unknownDependency(id)
+        case .duplicate(let task):
+            return try decode(task)
+        case .created(let task):
+            var created = try decode(task)
+            if created.state.isFinal {
+                ended(created)
+                tell(Self.finishedTopic, created.id)
+            } else if !agents.offersTool(submission.taskType) {
+                // No replica offers the tool: fail now rather than wait for an agent that may never come.
+                created.state = .failed
+                created.errorMessage = "unknown tool \"\(submission.taskType)\": no connected agent offers it"
+                created.completionTime = Date()
+                created.lastUpdatedAt = Date()
+                if try await board.finish(created.id, owner: nil, state: created.state.rawValue, record: TaskRecordCodec.encode(created),
+                                          retention: submission.retention, deadLetter: false) != nil {
+                    ended(created)
+                    tell(Self.finishedTopic, created.id)
+                }
+            } else if task.state == "PENDING" {
+                wantPass()
+                tell(Self.queuedTopic, task.queue)
+            }
+            return created
+        }
+    }
+
+    // MARK: Reading
+
+    public func get(_ id: String) async throws -> TaskRecord {
+        guard let task = try await board.get(id) else { throw TaskLookupError.unknownTask(id) }
+        return try decode(task)
+    }
+
+    public func result(_ id: String) async throws -> TaskRecord {
+        let task = try await get(id)
+        if task.state.isFinal { return task }
+        return try await withCheckedThrowingContinuation { continuation in
+            state.withLock { $0.waiters[id, default: []].append(continuation) }
+            // It may have ended between the read and the registration.
+            Task { await self.finishedElsewhere(id) }
+        }
+    }
+
+    public func list(state wanted: TaskState?, taskType: String?, cursor: Int, limit: Int) async throws -> TaskPage {
+        let page = try await board.list(after: Int64(cursor), limit: limit)
+        let tasks = try page.map(decode).filter { task in
+            (wanted == nil || task.state == wanted) && (taskType == nil || task.submission.taskType == taskType)
+        }
+        let next = page.count == limit ? page.last.map { String($0.number) } : nil
+        return TaskPage(tasks: tasks, nextCursor: next)
+    }
+
+    public func statistics() async -> TaskStatistics {
+        let (byState, latencies, running) = state.withLock { state in (state.endedHere, state.assignmentLatencies, state.running.count) }
+        var latency: (Double, Double)?
+        if !latencies.isEmpty {
+            let sorted = latencies.sorted()
+            latency = (sorted[sorted.count / 2], sorted[min(sorted.count - 1, sorted.count * 99 / 100)])
+        }
+        let queues = (try? await board.queueDepths()) ?? [:]
+        var counted = byState
+        counted[.running, default: 0] += running
+        var statistics = TaskStatistics(byState: counted, queued: queues.values.reduce(0, +), assignmentLatencyMilliseconds: latency)
+        statistics.queues = queues
+        statistics.deadLettered = try? await board.deadLetters(limit: 10_000).count
+        return statistics
+    }
+
+    /// Reads the tasks that local waiters wait for: the slow path for a `finished` message that
+    /// pub-sub lost (a Redis restart, a full subscription queue).
+    private func pollWaiters() async {
+        let waited = state.withLock { Array($0.waiters.keys.prefix(1_000)) }
+        for id in waited { await finishedElsewhere(id) }
+    }
+
+    /// Wakes the local waiters of a task that ended (here or on another replica).
+    private func finishedElsewhere(_ id: String) async {
+        guard state.withLock({ $0.waiters[id] != nil }) else { return }
+        guard let task = try? await get(id), task.state.isFinal else { return }
+        let waiters = state.withLock { $0.waiters.removeValue(forKey: id) ?? [] }
+        waiters.forEach { $0.resume(returning: task) }
+    }
+
+    // MARK: Cancelling
+
+    public func cancel(_ id: String) async throws -> TaskRecord {
+        guard let current = try await board.get(id) else { throw TaskLookupError.unknownTask(id) }
+        var task = try decode(current)
+        if task.state.isFinal { return task }
+        let now = Date()
+        task.state = .cancelled
+        task.errorMessage = "cancelled by request"
+        task.completionTime = now
+        task.lastUpdatedAt = now
+        if let last = task.attempts.indices.last, task.attempts[last].ended == nil {
+            task.attempts[last].ended = now
+            task.attempts[last].error = "cancelled by request"
+        }
+        switch try await board.cancel(id, record: TaskRecordCodec.encode(task), retention: task.submission.retention) {
+        case nil:
+            throw TaskLookupError.unknownTask(id)
+        case .alreadyFinished(let finished)?:
+            return try decode(finished)
+        case .cancelled(let holder)?:
+            if holder == owner { stopLocally(id, reason: "cancelled by request") } else if holder != nil { tell(Self.cancelledTopic, id) }
+            ended(task)
+            tell(Self.finishedTopic, id)
+            await finishedElsewhere(id)
+            return task
+        }
+    }
+
+    /// Stops this replica's attempt at a task (it was cancelled, or its lease went elsewhere).
+    private func stopLocally(_ id: String, reason: String) {
+        let running: Running? = state.withLock { state in
+            guard var running = state.running[id] else { return nil }
+            running.cancelled = true
+            state.running[id] = running
+            return running
+        }
+        guard let running, let call = running.call else { return }
+        running.lease.endpoint.cancel(call.id, reason: reason)
+    }
+
+    // MARK: Dispatching
+
+    private func wantPass() {
+        let start = state.withLock { state -> Bool in
+            if state.passRunning {
+                state.passWanted = true
+                return false
+            }
+            state.passRunning = true
+            return true
+        }
+        guard start else { return }
+        Task { await self.dispatchPasses() }
+    }
+
+    private func dispatchPasses() async {
+        while true {
+            await dispatchPass()
+            let again = state.withLock { state -> Bool in
+                if state.passWanted {
+                    state.passWanted = false
+                    return true
+                }
+                state.passRunning = false
+                return false
+            }
+            if !again { return }
+        }
+    }
+
+    /// Claims work for this replica's free agents, queue by queue.
+    private func dispatchPass() async {
+        let queues: [String: Int]
+        do {
+            queues = try await board.queueDepths()
+        } catch {
+            logger.warning("tasks: cannot read the queues: \(error)")
+            return
+        }
+        for (queue, depth) in queues.sorted(by: { $0.key < $1.key }) where depth > 0 {
+            let demand = Demand(queue: queue)
+            for _ in 0..<min(depth, 256) {
+                guard case .leased(let lease) = agents.tryAcquire(.tool, demand.tool, constraints: demand.constraints) else { break }
+                let claimed: BoardTask?
+                do {
+                    claimed = try await board.claim(from: queue, owner: owner, lease: leaseLength)
+                } catch {
+                    lease.release()
+                    logger.warning("tasks: cannot claim from \(queue): \(error)")
+                    return
+                }
+                guard let claimed else {
+                    lease.release()
+                    break
+                }
+                start(claimed, on: lease)
+            }
+        }
+    }
+
+    private func start(_ claimed: BoardTask, on lease: AgentRegistry.Lease) {
+        var task: TaskRecord
+        do {
+            task = try decode(claimed)
+        } catch {
+            lease.release()
+            logger.error("tasks: \(error)")
+            return
+        }
+        let now = Date()
+        if task.attempts.isEmpty {
+            task.startTime = now
+            let latency = now.timeIntervalSince(task.createdAt) * 1000
+            state.withLock { state in
+                state.assignmentLatencies.append(latency)
+                if state.assignmentLatencies.count > 100_000 { state.assignmentLatencies.removeFirst(50_000) }
+            }
+        }
+        task.state = .running
+        task.waitingFor = nil
+        // Named as every replica names it: the instance and the replica it runs on.
+        let agent = "\(lease.instance.rawValue)@\(owner)"
+        task.assignedAgent = (agent, lease.instanceName)
+        task.attempts.append(TaskAttempt(agent: agent, matchConfidence: lease.matchConfidence, started: now))
+        task.lastUpdatedAt = now
+        state.withLock { $0.running[task.id] = Running(lease: lease) }
+        let started = task
+        Task {
+            do {
+                guard try await board.update(started.id, owner: owner, state: TaskState.running.rawValue, record: TaskRecordCodec.encode(started)) else {
+                    // Cancelled (or taken over) between the claim and now.
+                    state.withLock { _ = $0.running.removeValue(forKey: started.id) }
+                    lease.release()
+                    return
+                }
+            } catch {
+                // The board is unreachable: give the task back rather than run it unrecorded.
+                state.withLock { _ = $0.running.removeValue(forKey: started.id) }
+                lease.release()
+                _ = try? await board.putBack(started.id, owner: owner)
+                logger.warning("tasks: could not start \(started.id): \(error)")
+                return
+            }
+            await run(started, on: lease)
+        }
+    }
+
+    private func run(_ task: TaskRecord, on lease: AgentRegistry.Lease) async {
+        let params: JSONValue = ["name": .string(lease.originalName), "arguments": .raw(task.submission.taskData)]
+        let call = lease.endpoint.call("tools/call", params: params, timeout: TimeAmount(task.submission.timeout))
+        let cancelledAlready = state.withLock { state -> Bool in
+            state.running[task.id]?.call = call
+            return state.running[task.id]?.cancelled ?? true
+        }
+        if cancelledAlready { lease.endpoint.cancel(call.id, reason: "cancelled by request") }
+        let outcome: Result<RawJSON, any Error>
+        do { outcome = .success(try await call.result.get()) } catch { outcome = .failure(error) }
+        await attemptEnded(task, lease: lease, outcome: outcome)
+    }
+
+    private func attemptEnded(_ started: TaskRecord, lease: AgentRegistry.Lease, outcome: Result<RawJSON, any Error>) async {
+        let wasCancelled = state.withLock { $0.running.removeValue(forKey: started.id)?.cancelled ?? true }
+        var failure: (message: String, isTimeout: Bool)?
+        switch outcome {
+        case .success(let result):
+            if result.member("isError")?.decoded() == .bool(true) {
+                failure = ("the tool reported an error: \(Self.text(of: result))", false)
+            }
+        case .failure(let error as AgentCallTimedOut): failure = ("no answer within \(error.timeout)", true)
+        case .failure(let error as AgentEndpointClosed): failure = ("the agent failed: \(error.reason)", false)
+        case .failure(let error as JSONRPCError): failure = ("the agent answered with error \(error.code): \(error.message)", false)
+        case .failure(let error): failure = ("\(error)", false)
+        }
+        if wasCancelled || outcome.isCancellation {
+            lease.release()
+            return  // whoever cancelled has settled the task
+        }
+        lease.finish(succeeded: failure == nil)
+
+        var task = started
+        let now = Date()
+        task.lastUpdatedAt = now
+        task.attempts[task.attempts.count - 1].ended = now
+        do {
+            guard let failure else {
+                task.state = .completed
+                if case .success(let result) = outcome { task.result = result }
+                task.completionTime = now
+                try await finish(task, deadLetter: false)
+                return
+            }
+            task.attempts[task.attempts.count - 1].error = failure.message
+            let claims = (try? await board.get(task.id))?.claims ?? task.attempts.count
+            if claims <= task.submission.maximumRetries {
+                let delay = task.submission.backoff.delay(beforeRetry: task.attempts.count)
+                task.state = .pending
+                task.waitingFor = "retry \(task.attempts.count) of \(task.submission.maximumRetries) after \(delay): \(failure.message)"
+                _ = try await board.retry(task.id, owner: owner, record: TaskRecordCodec.encode(task), after: delay)
+                return
+            }
+            task.state = failure.isTimeout ? .timeout : .failed
+            task.errorMessage = task.attempts.count == 1 ? failure.message : Self.allAttemptsFailed(task)
+            task.completionTime = now
+            try await finish(task, deadLetter: true)
+        } catch {
+            // The lease lapses and another replica (or this one) runs the task again.
+            logger.error("tasks: could not record the end of \(task.id): \(error); its lease will lapse and it will run again")
+        }
+    }
+
+    /// Records a final state; false when this replica no longer held the task.
+    @discardableResult
+    private func finish(_ task: TaskRecord, deadLetter: Bool) async throws -> Bool {
+        guard let outcome = try await board.finish(
+            task.id, owner: owner, state: task.state.rawValue, record: TaskRecordCodec.encode(task),
+            retention: task.submission.retention, deadLetter: deadLetter)
+        else { return false }
+        ended(task)
+        tell(Self.finishedTopic, task.id)
+        await finishedElsewhere(task.id)
+        for failed in outcome.failed {
+            if let dependent = try? await get(failed) { ended(dependent) }
+            tell(Self.finishedTopic, failed)
+            await finishedElsewhere(failed)
+        }
+        if !outcome.released.isEmpty {
+            wantPass()
+            tell(Self.queuedTopic, "released")
+        }
+        return true
+    }
+
+    private func ended(_ task: TaskRecord) {
+        state.withLock { $0.endedHere[task.state, default: 0] += 1 }
+        observers.withLock { $0 }.forEach { $0(task) }
+        logger.debug("task \(task.id) \(task.state.rawValue)")
+    }
+
+    // MARK: Leases
+
+    private func renewLeases() async {
+        let held = state.withLock { Array($0.running.keys) }
+        guard !held.isEmpty else { return }
+        do {
+            let lost = try await board.renew(held, owner: owner, lease: leaseLength)
+            for id in lost { stopLocally(id, reason: "the task was taken over or cancelled") }
+        } catch {
+            logger.warning("tasks: could not renew \(held.count) leases: \(error)")
+        }
+    }
+
+    /// Queues due retries and lapsed leases again; fails the tasks whose claims are spent.
+    private func reap() async {
+        let outcome: BoardReapOutcome
+        do {
+            outcome = try await board.reap(owner: owner, lease: leaseLength)
+        } catch {
+            logger.warning("tasks: reaping failed: \(error)")
+            return
+        }
+        if !outcome.requeued.isEmpty {
+            logger.info("tasks: queued again: \(outcome.requeued.joined(separator: ", "))")
+            tell(Self.queuedTopic, "requeued")
+        }
+        for exhausted in outcome.exhausted {
+            guard var task = try? decode(exhausted) else { continue }
+            task.state = .failed
+            task.errorMessage = Self.allAttemptsFailed(task)
+            task.completionTime = Date()
+            task.lastUpdatedAt = Date()
+            _ = try? await finish(task, deadLetter: true)
+        }
+    }
+
+    // MARK: Records
+
+    /// The engine's record with what the board changed behind its back.
+    private func decode(_ stored: BoardTask) throws -> TaskRecord {
+        var task = try TaskRecordCodec.decode(id: stored.id, stored.record)
+        let boardState: TaskState = switch stored.state {
+        case "PENDING", "WAITING": .pending
+        case "ASSIGNED": .assigned
+        default: TaskState(rawValue: stored.state) ?? task.state
+        }
+        if boardState != task.state, let note = stored.note {
+            // A lapsed lease or a failed dependency: close the open attempt with the reason.
+            if let last = task.attempts.indices.last, task.attempts[last].ended == nil {
+                task.attempts[last].ended = Date()
+                task.attempts[last].error = note
+            }
+            if boardState.isFinal { task.errorMessage = task.errorMessage ?? note } else { task.waitingFor = note }
+        }
+        if stored.state == "WAITING", task.waitingFor == nil { task.waitingFor = "waiting for \(task.submission.dependsOn.joined(separator: ", "))" }
+        task.state = boardState
+        return task
+    }
+
+    private static func allAttemptsFailed(_ task: TaskRecord) -> String {
+        "all \(task.attempts.count) attempts failed: "
+            + task.attempts.enumerated().map { "#\($0.offset + 1) on \($0.element.agent): \($0.element.error ?? "?")" }.joined(separator: "; ")
+    }
+
+    private static func text(of result: RawJSON) -> String {
+        guard let content = result.member("content"), case .array(let blocks) = content.decoded() else { return "no details" }
+        let texts = blocks.compactMap { $0["text"]?.stringValue }
+        return texts.isEmpty ? "no details" : texts.joined(separator: " ")
+    }
+}
+
+/// What a task asks of an agent, as the name of its queue: the tool, and the constraints that
+/// decide which agents may take it. Replicas claim from a queue only for agents that meet them.
+struct Demand {
+    private static let separator: Character = "\u{1F}"
+    var tool: String
+    var capabilities: [String] = []
+    var tenant: String?
+    var minimumMatch = 1.0
+
+    init(_ submission: TaskSubmission) {
+        tool = submission.taskType
+        capabilities = submission.requiredCapabilities.sorted()
+        tenant = submission.routing.tenant
+        minimumMatch = submission.minimumMatch
+    }
+
+    init(queue: String) {
+        let parts = queue.split(separator: Self.separator, omittingEmptySubsequences: false).map(String.init)
+        tool = parts[0]
+        if parts.count == 4 {
+            capabilities = parts[1].isEmpty ? [] : parts[1].split(separator: ",").map(String.init)
+            tenant = parts[2].isEmpty ? nil : parts[2]
+            minimumMatch = Double(parts[3]) ?? 1
+        }
+    }
+
+    /// Just the tool when nothing else is asked, so that queues read plainly in the status.
+    var queue: String {
+        guard !capabilities.isEmpty || tenant != nil || minimumMatch != 1 else { return tool }
+        return [tool, capabilities.joined(separator: ","), tenant ?? "", String(minimumMatch)].joined(separator: String(Self.separator))
+    }
+
+    var constraints: AgentRegistry.Constraints {
+        var constraints = AgentRegistry.Constraints(requiredCapabilities: capabilities)
+        if let tenant { constraints.requiredCapabilities.append("tenant:\(tenant)") }
+        constraints.minimumMatch = minimumMatch
+        constraints.localOnly = true
+        return constraints
+    }
+}
+
+extension Result where Failure == any Error {
+    var isCancellation: Bool {
+        if case .failure(is AgentCallCancelled) = self { return true }
+        return false
+    }
+}

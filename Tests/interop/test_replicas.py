@@ -1,0 +1,298 @@
+"""Replicas sharing one real redis-server act as one gateway (chapter 12 of the specification).
+
+Each test starts its own `redis-server` on a free loopback port (append-only file on, in a
+temporary directory) and several `switchboard serve --redis URL` processes. Agents are
+`agents/task_agent.py` processes attached to one replica or another; clients are raw JSON-RPC
+over TCP.
+
+What is checked:
+- a `tools/call` made at replica A for a tool that only an agent attached to replica B serves
+  completes through B; `agents/list` shows the agent with its replica; `gateway/status` lists
+  the live replicas; events published at A reach subscribers at B; memory written at A is read
+  at B;
+- tasks submitted at any replica run on whichever replica's agent is free, and `tasks/get` and
+  `tasks/result` answer at every replica; many concurrent submitters lose nothing;
+- a replica killed with SIGKILL while its agents run tasks: its leases lapse and the other
+  replicas run those tasks again, the lost attempt counted; no accepted task is lost;
+- Redis stopped: calls that need it fail fast with -32016; Redis started again (same data
+  directory): the replicas carry on, and the tasks accepted before are still there.
+
+Waiting: what the replicas learn from each other arrives with their heartbeat (every second);
+such states are polled with a bounded loop, never slept on blindly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sbwire import REPLY_TIMEOUT, LoggedProcess, RpcSession
+
+TASK_AGENT = Path(__file__).resolve().parent / "agents" / "task_agent.py"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="sb-redis-")
+        self.port = free_port()
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed (scripts/setup.sh --test installs it)"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--appendonly", "yes",
+             "--appendfsync", "always", "--save", "", "--protected-mode", "no"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            assert self.proc.poll() is None, f"redis-server exited: {self.proc.stdout.read().decode(errors='replace')}"
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not answer PING within 20 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+    def cleanup(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis():
+    server = RedisServer()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def replicas(start_gateway, redis):
+    """Factory: replicas("r1", "r2", ...) -> gateways sharing `redis`, by name."""
+
+    def start(*names: str, lease: float = 2) -> dict:
+        gateways = {}
+        for name in names:
+            gateways[name] = start_gateway(
+                "tcp", extra=["--redis", redis.url, "--replica-id", name, "--task-lease", str(lease)])
+        return gateways
+
+    return start
+
+
+@pytest.fixture
+def agent():
+    started = []
+
+    def start(gateway, name: str, *tools: str, label: str, delay: float = 0.0, max_concurrency: int = 16):
+        url = f"tcp://{gateway.tcp.address[0]}:{gateway.tcp.address[1]}"
+        args = [sys.executable, TASK_AGENT, url, "--name", name, "--label", label, "--delay", delay,
+                "--max-concurrency", max_concurrency]
+        for tool in tools:
+            args += ["--tool", tool]
+        proc = LoggedProcess(args)
+        started.append(proc)
+        proc.wait_line(r"registered as (\S+)")
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+def session(gateway) -> RpcSession:
+    return RpcSession.connect(gateway.tcp)
+
+
+def until(predicate, what: str, timeout: float = 15.0):
+    """Polls a state that nothing announces (what replicas learn on their heartbeat)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def tool_names(rpc: RpcSession) -> set:
+    return {tool["name"] for tool in rpc.result("tools/list")["tools"]}
+
+
+def text_of(result: dict) -> str:
+    return result["content"][0]["text"]
+
+
+# --------------------------------------------------------------------------- one gateway
+
+
+def test_a_call_at_one_replica_runs_on_an_agent_attached_to_another(replicas, agent):
+    gateways = replicas("r1", "r2", "r3")
+    agent(gateways["r2"], "weather", "forecast", label="at-r2")
+    with session(gateways["r1"]) as rpc:
+        until(lambda: "forecast" in tool_names(rpc), "r1 to learn r2's tool")
+        result = rpc.result("tools/call", {"name": "forecast", "arguments": {"text": "rain"}})
+        assert text_of(result) == "at-r2:rain"
+        listed = [a for a in rpc.result("agents/list")["agents"] if a["agentName"] == "weather"]
+        assert len(listed) == 1 and listed[0]["replica"] == "r2"
+        status = rpc.result("gateway/status")
+        assert status["backend"] == "redis"
+        until(lambda: {r["replicaId"] for r in rpc.result("gateway/status")["replicas"]} == {"r1", "r2", "r3"},
+              "gateway/status to list the three replicas")
+
+
+def test_an_unknown_tool_is_still_an_error_with_replicas(replicas):
+    gateways = replicas("r1", "r2")
+    with session(gateways["r1"]) as rpc:
+        reply = rpc.call("tools/call", {"name": "nobody-has-this", "arguments": {}})
+        assert reply["error"]["code"] == -32602
+
+
+def test_events_published_at_one_replica_reach_subscribers_at_another(replicas):
+    gateways = replicas("r1", "r2")
+    with session(gateways["r2"]) as subscriber, session(gateways["r1"]) as publisher:
+        subscriber.result("events/subscribe", {"topic": "prices.eurusd"})
+        publisher.result("events/publish", {"topic": "prices.eurusd", "data": {"bid": 1.0841}})
+        note = subscriber.wait_notification("notifications/events/message")
+        assert note["params"]["topic"] == "prices.eurusd"
+        assert note["params"]["data"] == {"bid": 1.0841}
+
+
+def test_memory_written_at_one_replica_is_read_at_another(replicas):
+    gateways = replicas("r1", "r2")
+    with session(gateways["r1"]) as a, session(gateways["r2"]) as b:
+        written = a.result("memory/set", {"namespace": "desk", "key": "limit", "value": {"usd": 5_000_000}})
+        read = b.result("memory/get", {"namespace": "desk", "key": "limit"})
+        assert read["value"] == {"usd": 5_000_000}
+        assert read["version"] == written["version"]
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def test_tasks_submitted_anywhere_run_and_answer_everywhere(replicas, agent):
+    gateways = replicas("r1", "r2", "r3")
+    agent(gateways["r2"], "worker", "crunch", label="w2", max_concurrency=8)
+    agent(gateways["r3"], "worker", "crunch", label="w3", max_concurrency=8)
+    names = ["r1", "r2", "r3"]
+    sessions = {name: session(gateways[name]) for name in names}
+    try:
+        until(lambda: "crunch" in tool_names(sessions["r1"]), "r1 to learn the tool")
+        submitted = {}
+        errors = []
+
+        def submitter(index: int):
+            rpc = sessions[names[index % 3]]
+            for n in range(index * 100, index * 100 + 100):
+                try:
+                    task = rpc.result("tasks/submit", {"taskType": "crunch", "taskData": {"n": n, "text": str(n)}})
+                    submitted[task["taskId"]] = n
+                except Exception as error:  # noqa: BLE001 - collected and asserted below
+                    errors.append(repr(error))
+
+        threads = [threading.Thread(target=submitter, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors
+        assert len(submitted) == 600, "every submission got its own task"
+        ran_on = set()
+        for position, (task_id, n) in enumerate(submitted.items()):
+            reader = sessions[names[(position + 1) % 3]]
+            result = reader.result("tasks/result", {"taskId": task_id}, timeout=60)
+            assert result["structuredContent"]["n"] == n
+            ran_on.add(result["structuredContent"]["agent"])
+            status = sessions[names[(position + 2) % 3]].result("tasks/get", {"taskId": task_id})
+            assert status["state"] == "COMPLETED"
+        assert ran_on == {"w2", "w3"}, "both replicas' agents took work"
+    finally:
+        for rpc in sessions.values():
+            rpc.close()
+
+
+def test_a_replica_killed_mid_task_loses_no_task(replicas, agent):
+    gateways = replicas("r1", "r2", "r3", lease=2)
+    agent(gateways["r2"], "slow", "grind", label="s2", max_concurrency=10)
+    agent(gateways["r3"], "slow", "grind", label="s3", max_concurrency=10)
+    with session(gateways["r1"]) as rpc:
+        until(lambda: len([a for a in rpc.result("agents/list")["agents"] if a["agentName"] == "slow"]) == 2,
+              "r1 to see both agents")
+        ids = [rpc.result("tasks/submit", {"taskType": "grind", "taskData": {"n": n, "sleep": 1.5}, "maxRetries": 3})["taskId"]
+               for n in range(30)]
+        # Some tasks are running on r2's agent before it dies.
+        until(lambda: any(rpc.result("tasks/get", {"taskId": t}).get("assignedAgent", {}).get("agentId", "").endswith("@r2")
+                          for t in ids), "a task to be running on r2's agent")
+        gateways["r2"].kill()
+        for n, task_id in enumerate(ids):
+            result = rpc.result("tasks/result", {"taskId": task_id}, timeout=90)
+            assert result["structuredContent"]["n"] == n
+        retried = [rpc.result("tasks/get", {"taskId": t}) for t in ids]
+        lapsed = [t for t in retried if any("lease of r2 lapsed" in (a.get("error") or "") for a in t["attempts"])]
+        assert lapsed, "at least one task ran again after r2's lease lapsed"
+        assert all(t["retryCount"] >= 1 for t in lapsed), "the lost attempt is counted"
+        assert all(t["state"] == "COMPLETED" for t in retried)
+        until(lambda: {r["replicaId"] for r in rpc.result("gateway/status")["replicas"]} == {"r1", "r3"},
+              "r2 to leave gateway/status")
+
+
+def test_redis_restart_fails_fast_then_carries_on_with_nothing_lost(replicas, agent, redis):
+    gateways = replicas("r1", "r2")
+    agent(gateways["r2"], "keeper", "keep", label="k2")
+    with session(gateways["r1"]) as rpc, session(gateways["r2"]) as home:
+        until(lambda: "keep" in tool_names(rpc), "r1 to learn the tool")
+        # The agent is in maintenance: what is submitted now stays queued across the restart.
+        home.result("agents/setState", {"agentId": "keeper", "state": "MAINTENANCE"})
+        queued = [rpc.result("tasks/submit", {"taskType": "keep", "taskData": {"n": n}})["taskId"] for n in range(20)]
+        assert all(rpc.result("tasks/get", {"taskId": t})["state"] == "PENDING" for t in queued)
+
+        redis.stop()
+        started = time.monotonic()
+        reply = rpc.call("memory/get", {"namespace": "desk", "key": "x"}, timeout=30)
+        assert reply["error"]["code"] == -32016, reply
+        reply = rpc.call("tasks/get", {"taskId": queued[0]}, timeout=30)
+        assert reply["error"]["code"] == -32016, reply
+        assert time.monotonic() - started < 20, "calls that need Redis fail fast while it is down"
+
+        redis.start()
+        until(lambda: "result" in rpc.call("memory/get", {"namespace": "desk", "key": "x"}, timeout=30),
+              "memory/get to work again", timeout=30)
+        assert all(rpc.result("tasks/get", {"taskId": t})["state"] == "PENDING" for t in queued), "accepted tasks survived"
+        home.result("agents/setState", {"agentId": "keeper", "state": "IDLE"})
+        for n, task_id in enumerate(queued):
+            assert rpc.result("tasks/result", {"taskId": task_id}, timeout=60)["structuredContent"]["n"] == n
