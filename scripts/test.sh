@@ -56,6 +56,22 @@ for transport in stdio tcp unix; do
     count "$(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f3)"
 done
 
+# The agents, tasks and coordination cases again, against a replica sharing a fresh redis-server
+# (on a free loopback port, in a scratch directory): the shared backend keeps the same contract.
+redis_dir=$(mktemp -d)
+redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$redis_dir" --save "" --appendonly no >"$redis_dir/redis.log" 2>&1 &
+redis_pid=$!
+for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+stage conformance-redis python3 conformance/run.py \
+    --spawn "$binary serve --listen tcp://127.0.0.1:0 --redis redis://127.0.0.1:$redis_port/0" --tcp auto \
+    -k agents/ -k tasks/ -k coordination/
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logs/conformance-redis.log" | tail -1)
+count "$(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f3)"
+kill "$redis_pid" 2>/dev/null
+wait "$redis_pid" 2>/dev/null
+rm -rf "$redis_dir"
+
 stage interop env SWITCHBOARD_BIN="$binary" .venv/bin/python -m pytest -q Tests/interop
 count "$(grep -oE '[0-9]+ passed' "$logs/interop.log" | tail -1 | cut -d' ' -f1)" \
     "$(grep -oE '[0-9]+ failed' "$logs/interop.log" | tail -1 | cut -d' ' -f1)"

@@ -719,6 +719,30 @@ public final class AgentRegistry: Sendable {
         state.withLock { $0.instances[id]?.registration.template }
     }
 
+    /// Why no instance, here or on another replica, could ever take the call (nil when one
+    /// could, now or once it is free). Reserves nothing.
+    public func refusal(_ kind: OfferKind, _ name: String, constraints: Constraints) -> AcquireError? {
+        state.withLock { state in
+            let origin: ToolNaming.Origin
+            switch kind {
+            case .tool, .prompt:
+                guard let found = (kind == .tool ? state.tools : state.prompts)[name] else { return .unknownTool(name) }
+                origin = found
+            case .resource(let template):
+                origin = ToolNaming.Origin(template: template, name: name)
+            }
+            let eligible = state.instances.values.contains { instance in
+                instance.registration.template == origin.template && instance.isPresent
+                    && !(constraints.localOnly && instance.registration.replica != nil)
+                    && Self.carries(instance, constraints.requiredCapabilities, minimum: constraints.minimumMatch)
+            }
+            guard !eligible else { return nil }
+            let reason = constraints.requiredCapabilities.isEmpty
+                ? "every instance is offline" : "no instance carries \(constraints.requiredCapabilities.joined(separator: ", "))"
+            return .noAgentAvailable(tool: name, template: origin.template, reason: reason)
+        }
+    }
+
     /// Whether any present instance, here or on another replica, offers the tool.
     public func offersTool(_ exposedName: String) -> Bool {
         state.withLock { $0.tools[exposedName] != nil }

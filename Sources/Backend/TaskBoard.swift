@@ -16,14 +16,17 @@ import NIOCore
 ///   claim time + `lease` unless renewed; `reap` then queues the task again at its old place,
 ///   or, when it has been claimed `maximumClaims` times, leases it to the reaper as exhausted so
 ///   that the reaper finishes it (and if the reaper dies too, the next reap hands it out again).
+///   A lease whose time has passed stays with its owner until a reap takes it: renewals and
+///   writes from the owner succeed until then.
 /// - A finished task is never queued again; writes from an owner that no longer holds the lease
 ///   are refused (`false`), so a replica that was presumed dead cannot overwrite a newer attempt.
 /// - A task that waits for others (`waitingFor`) is queued when all of them completed, and is
-///   failed when one of them ends otherwise.
+///   failed when one of them ends otherwise (finished, cancelled or failed in turn), kept for
+///   the retention of the task that ended it.
 /// - Time is the board's own (the Redis server's clock): owners pass durations, not instants.
 public protocol TaskBoard: Sendable {
     /// Stores and queues a new task, or returns the task already submitted with the same
-    /// idempotency key.
+    /// idempotency key (while that task is kept: the key of a forgotten task is free again).
     func submit(_ submission: BoardSubmission) async throws -> BoardSubmitOutcome
 
     /// Leases the first task of `queue` to `owner`; nil when the queue is empty.
@@ -32,17 +35,20 @@ public protocol TaskBoard: Sendable {
     /// Extends the leases `owner` holds on `ids`; returns the ids whose lease it no longer holds.
     func renew(_ ids: [String], owner: String, lease: Duration) async throws -> Set<String>
 
-    /// Replaces the record of a task `owner` holds (state RUNNING, a new attempt, progress).
+    /// Replaces the record of a task `owner` holds (state RUNNING, a new attempt, progress);
+    /// `state` is not a final one (that is `finish`). False when `owner` does not hold the lease.
     func update(_ id: String, owner: String, state: String, record: ByteBuffer) async throws -> Bool
 
     /// Ends a task with a final state, keeping it `retention` for reads, releasing or failing its
     /// dependents. `owner` nil finishes a task that is not leased (a refused submission).
-    /// `deadLetter` also appends the id to the dead-letter list.
+    /// `deadLetter` also appends the id to the dead-letter list. nil (nothing changed) when there
+    /// is no such task, it has finished already, or `owner` does not hold its lease (`owner`
+    /// nil: it is leased).
     func finish(_ id: String, owner: String?, state: String, record: ByteBuffer, retention: Duration, deadLetter: Bool) async throws
         -> BoardFinishOutcome?
 
-    /// Gives up the lease and queues the task again after `delay` (a retry's back-off); the
-    /// task is PENDING meanwhile.
+    /// Gives up the lease and queues the task again after `delay` (a retry's back-off), at its
+    /// old place; the task is PENDING meanwhile, and a zero delay queues it at once.
     func retry(_ id: String, owner: String, record: ByteBuffer, after delay: Duration) async throws -> Bool
 
     /// Gives up the lease without counting the claim: the task goes back to its old place
@@ -53,7 +59,9 @@ public protocol TaskBoard: Sendable {
     func reap(owner: String, lease: Duration) async throws -> BoardReapOutcome
 
     /// Ends a task that has not finished: removed from its queue, its lease (if any) void.
-    /// nil when there is no such task; `.alreadyFinished` leaves it as it was.
+    /// nil when there is no such task; `.alreadyFinished` leaves it as it was. Its waiting
+    /// dependents fail as they would after `finish` (their `note` says so), though the outcome
+    /// does not name them.
     func cancel(_ id: String, record: ByteBuffer, retention: Duration) async throws -> BoardCancelOutcome?
 
     func get(_ id: String) async throws -> BoardTask?
@@ -61,7 +69,7 @@ public protocol TaskBoard: Sendable {
     /// Tasks by number, after `number`, up to `limit`; forgotten tasks are skipped.
     func list(after number: Int64, limit: Int) async throws -> [BoardTask]
 
-    /// The newest dead-lettered ids first.
+    /// The newest dead-lettered ids first; the board keeps the newest 10,000.
     func deadLetters(limit: Int) async throws -> [String]
 
     /// How many tasks each non-empty queue holds (delayed retries not counted).
@@ -76,7 +84,9 @@ public struct BoardSubmission: Sendable {
     /// (the board gives the id, beside the record, in every `BoardTask`).
     public var record: ByteBuffer
     public var idempotencyKey: String?
-    /// How long the idempotency key is remembered (the task's retention, at least).
+    /// How long the idempotency key is remembered after submission; the board keeps it at least
+    /// as long as the task itself (until its retention ends). A task failed at submission (a
+    /// dependency ended otherwise) is kept this long.
     public var idempotencyTTL: Duration
     /// Tasks that must complete first.
     public var waitingFor: [String]
@@ -123,6 +133,8 @@ public struct BoardTask: Sendable, Equatable {
     public var claims: Int
     public var maximumClaims: Int
     /// Why the board changed the task behind the engine's back: "lease of OWNER lapsed", "dependency task-3 ended FAILED".
+    /// Kept through claims and put-backs (the next owner learns why); cleared when the engine
+    /// writes the record again (update, finish, retry, cancel).
     public var note: String?
 
     public init(
@@ -143,10 +155,11 @@ public struct BoardTask: Sendable, Equatable {
 }
 
 public struct BoardFinishOutcome: Sendable, Equatable {
-    /// Dependents now queued.
+    /// Dependents now queued, by number.
     public var released: [String]
     /// Dependents failed because this task did not complete (their `note` says so); they are
-    /// final now and their waiters should be told.
+    /// final now and their waiters should be told. Includes their own waiting dependents in
+    /// turn, by number.
     public var failed: [String]
 
     public init(released: [String], failed: [String]) {
@@ -158,7 +171,8 @@ public struct BoardFinishOutcome: Sendable, Equatable {
 public struct BoardReapOutcome: Sendable, Equatable {
     /// Tasks queued again: lapsed leases with claims left, and retries whose delay passed.
     public var requeued: [String]
-    /// Lapsed leases with no claims left, now leased to the reaper, which must finish them.
+    /// Lapsed leases with no claims left, now leased to the reaper (state ASSIGNED, claims not
+    /// counted, `note` set), which must finish them.
     public var exhausted: [BoardTask]
 
     public init(requeued: [String], exhausted: [BoardTask]) {

@@ -15,11 +15,23 @@ enum TaskMethods {
             switch submission(from: request.params) {
             case .failure(let error): return .error(error)
             case .success(let submission):
+                // The embedded engine answers at once, on the connection's event loop, so that
+                // pipelined submissions are numbered in the order they arrived.
+                if let local = engine as? TaskEngine {
+                    do {
+                        return .result(status(try local.submitNow(submission)))
+                    } catch {
+                        return .error(.invalidParams("\(error)"))
+                    }
+                }
                 return answer(on: context) { status(try await engine.submit(submission)) }
             }
         }
         table.register("tasks/get") { request, context in
             guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/get needs \"taskId\"")) }
+            if let local = engine as? TaskEngine {
+                do { return .result(status(try local.getNow(id))) } catch { return .error(unknownTask(id)) }
+            }
             return answer(on: context) { status(try await engine.get(id)) }
         }
         table.register("tasks/result") { request, context in

@@ -140,27 +140,40 @@ public final class SharedTaskEngine: TaskService {
         case .duplicate(let task):
             return try decode(task)
         case .created(let task):
-            var created = try decode(task)
+            let created = try decode(task)
+            var demand = Demand(submission).constraints
+            demand.localOnly = false
             if created.state.isFinal {
                 ended(created)
                 tell(Self.finishedTopic, created.id)
-            } else if !agents.offersTool(submission.taskType) {
-                // No replica offers the tool: fail now rather than wait for an agent that may never come.
-                created.state = .failed
-                created.errorMessage = "unknown tool \"\(submission.taskType)\": no connected agent offers it"
-                created.completionTime = Date()
-                created.lastUpdatedAt = Date()
-                if try await board.finish(created.id, owner: nil, state: created.state.rawValue, record: TaskRecordCodec.encode(created),
-                                          retention: submission.retention, deadLetter: false) != nil {
-                    ended(created)
-                    tell(Self.finishedTopic, created.id)
-                }
+            } else if task.state == "PENDING", let refusal = agents.refusal(.tool, submission.taskType, constraints: demand) {
+                // No agent on any replica could take it: it fails now, as with the embedded
+                // engine, rather than wait for an agent that may never come.
+                Task { await self.refuse(created, because: "\(refusal)") }
             } else if task.state == "PENDING" {
                 wantPass()
                 tell(Self.queuedTopic, task.queue)
             }
             return created
         }
+    }
+
+    private func refuse(_ task: TaskRecord, because reason: String) async {
+        var refused = task
+        refused.state = .failed
+        refused.errorMessage = reason
+        refused.completionTime = Date()
+        refused.lastUpdatedAt = Date()
+        do {
+            guard try await board.finish(refused.id, owner: nil, state: refused.state.rawValue, record: TaskRecordCodec.encode(refused),
+                                         retention: refused.submission.retention, deadLetter: false) != nil else { return }
+        } catch {
+            logger.warning("tasks: could not fail \(task.id) (\(reason)): \(error)")
+            return
+        }
+        ended(refused)
+        tell(Self.finishedTopic, refused.id)
+        await finishedElsewhere(refused.id)
     }
 
     // MARK: Reading
@@ -341,10 +354,10 @@ public final class SharedTaskEngine: TaskService {
         }
         task.state = .running
         task.waitingFor = nil
-        // Named as every replica names it: the instance and the replica it runs on.
-        let agent = "\(lease.instance.rawValue)@\(owner)"
-        task.assignedAgent = (agent, lease.instanceName)
-        task.attempts.append(TaskAttempt(agent: agent, matchConfidence: lease.matchConfidence, started: now))
+        task.assignedAgent = (lease.instance.rawValue, lease.instanceName)
+        var attempt = TaskAttempt(agent: lease.instance.rawValue, matchConfidence: lease.matchConfidence, started: now)
+        attempt.replica = owner
+        task.attempts.append(attempt)
         task.lastUpdatedAt = now
         state.withLock { $0.running[task.id] = Running(lease: lease) }
         let started = task

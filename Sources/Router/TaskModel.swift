@@ -96,6 +96,8 @@ public struct TaskSubmission: Sendable {
 /// One try of a task on one agent.
 public struct TaskAttempt: Sendable {
     public var agent: String
+    /// The replica the agent runs on, when replicas share the tasks (chapter 13).
+    public var replica: String?
     /// How well the agent matched the required capabilities (1: all of them).
     public var matchConfidence = 1.0
     public var started: Date
@@ -145,7 +147,11 @@ public struct TaskRecord: Sendable {
             "lastUpdatedAt": .string(lastUpdatedAt.formatted(.iso8601)),
             "attempts": .array(attempts.map(\.jsonValue)),
         ]
-        if let agent = assignedAgent { object["assignedAgent"] = ["agentId": .string(agent.id), "agentName": .string(agent.name)] }
+        if let agent = assignedAgent {
+            var assigned: [String: JSONValue] = ["agentId": .string(agent.id), "agentName": .string(agent.name)]
+            if let replica = attempts.last?.replica { assigned["replica"] = .string(replica) }
+            object["assignedAgent"] = .object(assigned)
+        }
         if let startTime { object["startTime"] = .string(startTime.formatted(.iso8601)) }
         if let completionTime {
             object["completionTime"] = .string(completionTime.formatted(.iso8601))

@@ -25,6 +25,7 @@ enum TaskRecordCodec {
                 ]
                 if let ended = attempt.ended { value["ended"] = time(ended) }
                 if let error = attempt.error { value["error"] = .string(error) }
+                if let replica = attempt.replica { value["replica"] = .string(replica) }
                 return .object(value)
             }),
         ]
@@ -90,6 +91,7 @@ enum TaskRecordCodec {
                 if case .double(let match)? = attempt["match"] { value.matchConfidence = match }
                 value.ended = date(attempt["ended"])
                 value.error = attempt["error"]?.stringValue
+                value.replica = attempt["replica"]?.stringValue
                 task.attempts.append(value)
             }
         }

@@ -53,6 +53,20 @@ struct PubSubSubject: Sendable {
     }
 }
 
+/// A task board under test, fresh for each case, and how to make time pass for it.
+struct TaskBoardSubject: Sendable {
+    var board: any TaskBoard
+    /// Lets `duration` pass for leases, delayed retries, retention and idempotency keys.
+    var advanceTime: @Sendable (Duration) async throws -> Void
+}
+
+/// A replica directory under test, fresh for each case.
+struct ReplicaDirectorySubject: Sendable {
+    var directory: any ReplicaDirectory
+    /// Lets `duration` pass for the announcements' time to live.
+    var advanceTime: @Sendable (Duration) async throws -> Void
+}
+
 extension ByteBuffer {
     static func json(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
     var text: String { String(buffer: self) }

@@ -18,6 +18,49 @@ struct InMemoryContractTests {
     func pubSub(_ contract: ContractCase<PubSubSubject>) async throws {
         try await contract.run(PubSubSubject(pubsub: InMemoryPubSub(), isolation: ""))
     }
+
+    @Test(arguments: TaskBoardContract.cases)
+    func taskBoard(_ contract: ContractCase<TaskBoardSubject>) async throws {
+        let clock = ManualClock()
+        let board = InMemoryTaskBoard(clock: clock)
+        try await contract.run(TaskBoardSubject(board: board, advanceTime: { clock.advance(by: $0) }))
+    }
+
+    @Test(arguments: ReplicaDirectoryContract.cases)
+    func replicaDirectory(_ contract: ContractCase<ReplicaDirectorySubject>) async throws {
+        let clock = ManualClock()
+        let directory = InMemoryReplicaDirectory(clock: clock)
+        try await contract.run(ReplicaDirectorySubject(directory: directory, advanceTime: { clock.advance(by: $0) }))
+    }
+}
+
+@Suite("In-memory task board: scale", .timeLimit(.minutes(1)))
+struct InMemoryTaskBoardScaleTests {
+    @Test func aHundredThousandQueuedTasksComeOutByPriorityThenNumber() async throws {
+        let board = InMemoryTaskBoard(clock: ManualClock())
+        let count = 100_000
+        for index in 0..<count {
+            let submission = BoardSubmission(queue: "q", priority: index * 7 % 10 + 1, maximumClaims: 1, record: .json("{}"))
+            _ = try await board.submit(submission)
+        }
+        // Cancelling from the middle of the queue must not disturb the order of the rest.
+        for number in stride(from: 5, through: count, by: 100) {
+            _ = try await board.cancel("task-\(number)", record: .json("{}"), retention: .zero)
+        }
+        let expected = count - count / 100
+        #expect(try await board.queueDepths() == ["q": expected])
+
+        var claimed = 0
+        var outOfOrder = 0
+        var previous = (priority: 0, number: Int64(0))
+        while let task = try await board.claim(from: "q", owner: "a", lease: .seconds(30)) {
+            if (task.priority, task.number) <= previous { outOfOrder += 1 }
+            previous = (task.priority, task.number)
+            claimed += 1
+        }
+        #expect(claimed == expected)
+        #expect(outOfOrder == 0)
+    }
 }
 
 @Suite("In-memory key-value store: expiry", .timeLimit(.minutes(1)))

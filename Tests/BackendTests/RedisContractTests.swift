@@ -12,7 +12,9 @@ import Testing
 /// earlier (PEXPIRETIME − d, set back with PEXPIREAT; a time in the past makes Redis delete the
 /// key, exactly as if it had expired). No sleeps, and Redis's own expiry does the rest. The
 /// server's clock does not move, so an `expiresAt` read after advancing is `d` earlier than the
-/// one the write returned; the contract never compares them across an advance.
+/// one the write returned; the contract never compares them across an advance. The task board
+/// and the replica directory also keep times as sorted-set scores (leases, delayed retries,
+/// replicas' expiries): advancing shifts those scores `d` earlier too.
 @Suite("Backend contract: Redis", .timeLimit(.minutes(1)))
 struct RedisContractTests {
     @Test(arguments: KeyValueStoreContract.cases)
@@ -49,6 +51,64 @@ struct RedisContractTests {
         }
         await pubsub.shutdown()
         await client.shutdown()
+    }
+
+    @Test(arguments: TaskBoardContract.cases)
+    func taskBoard(_ contract: ContractCase<TaskBoardSubject>) async throws {
+        let server = try await RedisServerProcess()
+        defer { server.stop() }
+        let client = RedisClient(configuration: server.configuration, connections: 4)
+        let keyPrefix = "contract:"
+        let board = RedisTaskBoard(client: client, keyPrefix: keyPrefix)
+        let subject = TaskBoardSubject(board: board, advanceTime: { duration in
+            try await Self.shiftScores(client, of: [keyPrefix + "leases", keyPrefix + "delayed"], by: duration)
+            try await Self.shiftExpiries(client, matching: keyPrefix + "*", by: duration)
+        })
+        do {
+            try await contract.run(subject)
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        await client.shutdown()
+    }
+
+    @Test(arguments: ReplicaDirectoryContract.cases)
+    func replicaDirectory(_ contract: ContractCase<ReplicaDirectorySubject>) async throws {
+        let server = try await RedisServerProcess()
+        defer { server.stop() }
+        let client = RedisClient(configuration: server.configuration, connections: 4)
+        let keyPrefix = "contract:"
+        let directory = RedisReplicaDirectory(client: client, keyPrefix: keyPrefix)
+        let subject = ReplicaDirectorySubject(directory: directory, advanceTime: { duration in
+            try await Self.shiftScores(client, of: [keyPrefix + "replicas"], by: duration)
+            try await Self.shiftExpiries(client, matching: keyPrefix + "*", by: duration)
+        })
+        do {
+            try await contract.run(subject)
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        await client.shutdown()
+    }
+
+    /// Makes `duration` pass for a sorted set scored by time in ms (leases, delayed retries,
+    /// replicas' expiries).
+    static let shiftScoresScript = RedisScript("""
+        local items = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+        for i = 1, #items, 2 do
+          redis.call('ZADD', KEYS[1], tonumber(items[i + 1]) - tonumber(ARGV[1]), items[i])
+        end
+        return #items / 2
+        """)
+
+    static func shiftScores(_ client: RedisClient, of keys: [String], by duration: Duration) async throws {
+        let (seconds, attoseconds) = duration.components
+        let milliseconds = Int(seconds * 1_000 + attoseconds / 1_000_000_000_000_000)
+        for key in keys {
+            try await client.evaluate(shiftScoresScript, keys: [RedisArgument(key)], arguments: [RedisArgument(milliseconds)])
+        }
     }
 
     /// Makes `duration` pass for every key matching `pattern` that has a TTL.

@@ -256,7 +256,7 @@ def test_a_replica_killed_mid_task_loses_no_task(replicas, agent):
         ids = [rpc.result("tasks/submit", {"taskType": "grind", "taskData": {"n": n, "sleep": 1.5}, "maxRetries": 3})["taskId"]
                for n in range(30)]
         # Some tasks are running on r2's agent before it dies.
-        until(lambda: any(rpc.result("tasks/get", {"taskId": t}).get("assignedAgent", {}).get("agentId", "").endswith("@r2")
+        until(lambda: any(rpc.result("tasks/get", {"taskId": t}).get("assignedAgent", {}).get("replica") == "r2"
                           for t in ids), "a task to be running on r2's agent")
         gateways["r2"].kill()
         for n, task_id in enumerate(ids):
