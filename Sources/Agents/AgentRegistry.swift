@@ -799,11 +799,12 @@ public final class AgentRegistry: Sendable {
         state.withLock { $0.instances[id]?.registration.processID }
     }
 
-    /// Ready instances and their endpoints, for health probes.
+    /// Ready instances of this replica and their endpoints, for health probes (another
+    /// replica's instances are probed by their own replica, which reports their health).
     public func probeTargets() -> [(InstanceID, any AgentEndpoint)] {
         state.withLock { state in
             state.instances.values.compactMap { instance in
-                guard let endpoint = instance.endpoint, instance.isPresent else { return nil }
+                guard let endpoint = instance.endpoint, instance.isPresent, instance.registration.replica == nil else { return nil }
                 return (instance.id, endpoint)
             }
         }
