@@ -14,6 +14,8 @@ What is checked:
   `tasks/result` answer at every replica; many concurrent submitters lose nothing;
 - a replica killed with SIGKILL while its agents run tasks: its leases lapse and the other
   replicas run those tasks again, the lost attempt counted; no accepted task is lost;
+- rediss:// to redis-server's own TLS listener, verified against --redis-ca (and refused with
+  another CA);
 - Redis stopped: calls that need it fail fast with -32016; Redis started again (same data
   directory): the replicas carry on, and the tasks accepted before are still there.
 
@@ -296,3 +298,51 @@ def test_redis_restart_fails_fast_then_carries_on_with_nothing_lost(replicas, ag
         home.result("agents/setState", {"agentId": "keeper", "state": "IDLE"})
         for n, task_id in enumerate(queued):
             assert rpc.result("tasks/result", {"taskId": task_id}, timeout=60)["structuredContent"]["n"] == n
+
+
+# --------------------------------------------------------------------------- rediss://
+
+
+def test_rediss_verifies_the_server_and_carries_the_shared_state(start_gateway, tmp_path):
+    """redis-server's own TLS listener, a certificate made here by openssl: the replica connects
+    with rediss:// and --redis-ca; with a CA that did not sign the server's certificate it refuses
+    the server, and calls that need Redis get -32016."""
+    def make_ca(name: str):
+        key, cert = tmp_path / f"{name}.key", tmp_path / f"{name}.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", f"/CN={name}"], check=True, capture_output=True)
+        return key, cert
+
+    ca_key, ca = make_ca("test-ca")
+    _, other_ca = make_ca("other-ca")
+    server_key, csr, server_cert = tmp_path / "server.key", tmp_path / "server.csr", tmp_path / "server.pem"
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", server_key, "-out", csr,
+                    "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    extensions = tmp_path / "san.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", server_cert,
+                    "-days", "2", "-extfile", extensions], check=True, capture_output=True)
+
+    port = free_port()
+    redis = subprocess.Popen(
+        [shutil.which("redis-server"), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(server_cert), "--tls-key-file", str(server_key), "--tls-auth-clients", "no",
+         "--save", "", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        until(lambda: subprocess.run(["redis-cli", "-p", str(port), "--tls", "--cacert", str(ca), "ping"],
+                                     capture_output=True, text=True).stdout.strip() == "PONG", "redis-server's TLS port")
+        url = f"rediss://127.0.0.1:{port}/0"
+        trusted = start_gateway("tcp", extra=["--redis", url, "--redis-ca", str(ca), "--replica-id", "tls1"])
+        with session(trusted) as rpc:
+            rpc.result("memory/set", {"namespace": "desk", "key": "k", "value": "over TLS"})
+            assert rpc.result("memory/get", {"namespace": "desk", "key": "k"})["value"] == "over TLS"
+        stored = subprocess.run(["redis-cli", "-p", str(port), "--tls", "--cacert", str(ca), "exists", "switchboard:kv:4:{desk}:k"],
+                                capture_output=True, text=True).stdout.strip()
+        assert stored == "1", "the value is in the TLS server's keyspace"
+        untrusting = start_gateway("tcp", extra=["--redis", url, "--redis-ca", str(other_ca), "--replica-id", "tls2"])
+        with session(untrusting) as rpc:
+            reply = rpc.call("memory/get", {"namespace": "desk", "key": "k"}, timeout=30)
+            assert reply["error"]["code"] == -32016, reply
+    finally:
+        redis.kill()
+        redis.wait()
