@@ -175,6 +175,37 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     }
 
     /// Keys held in memory, expired or not (an expired key is held until read or swept).
+    /// Writes a key as it was (a journal's replay): its value and its expiry instant.
+    func restore(_ key: String, value: ByteBuffer, expiresAt: Timestamp?, namespace: String) {
+        let (space, name) = (ByteString(namespace), ByteString(key))
+        state.withLock { state in _ = Self.store(&state, space, name, value: value, expiresAt: expiresAt) }
+    }
+
+    /// Removes a key whatever its state (a journal's replay).
+    func forget(_ key: String, namespace: String) {
+        let (space, name) = (ByteString(namespace), ByteString(key))
+        state.withLock { state in
+            guard state.namespaces[space]?.entries[name] != nil else { return }
+            Self.remove(&state, space, name)
+        }
+    }
+
+    /// Every live key, by namespace (for a journal's compaction).
+    func snapshot() -> [String: [KeyValueEntry]] {
+        let now = clock.now()
+        return state.withLock { state in
+            var result: [String: [KeyValueEntry]] = [:]
+            for (space, namespace) in state.namespaces {
+                let live = namespace.entries.compactMap { name, entry -> KeyValueEntry? in
+                    if let at = entry.expiresAt, at <= now { return nil }
+                    return KeyValueEntry(key: name.string, value: entry.value, version: entry.version, expiresAt: entry.expiresAt)
+                }
+                if !live.isEmpty { result[space.string] = live }
+            }
+            return result
+        }
+    }
+
     public var storedKeyCount: Int {
         state.withLock { $0.entryCount }
     }

@@ -103,8 +103,9 @@ private struct Reader {
             case "mcpServers": readTemplates(value, section: "mcpServers")
             case "tls": readTLS(value)
             case "health": readHealth(value)
+            case "workflows": readWorkflows(value)
             default:
-                report(keyNode, "unknown key \"\(key)\" (known: listen, logLevel, limits, keepalive, health, tls, agents, mcpServers)")
+                report(keyNode, "unknown key \"\(key)\" (known: listen, logLevel, limits, keepalive, health, tls, agents, mcpServers, workflows)")
             }
         }
     }
@@ -160,6 +161,24 @@ private struct Reader {
                 if let seconds = number(value, "keepalive.timeoutSeconds", minimum: 0.001) { settings.keepalive.timeout = .seconds(seconds) }
             default:
                 report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in keepalive (known: intervalSeconds, timeoutSeconds)")
+            }
+        }
+    }
+
+    /// `workflows: {stateDirectory: DIR, definitions: [FILE, …]}`; relative paths are relative
+    /// to the configuration file.
+    mutating func readWorkflows(_ node: Node) {
+        guard let fields = mapping(node, "workflows") else { return }
+        let base = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
+        func resolved(_ path: String) -> String { path.hasPrefix("/") ? path : "\(base)/\(path)" }
+        for (keyNode, value) in fields {
+            switch keyNode.string ?? "" {
+            case "stateDirectory":
+                if let directory = string(value, "workflows.stateDirectory") { settings.workflows.stateDirectory = resolved(directory) }
+            case "definitions":
+                if let files = strings(value, "workflows.definitions") { settings.workflows.definitionFiles = files.map(resolved) }
+            default:
+                report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in workflows (known: stateDirectory, definitions)")
             }
         }
     }

@@ -1,4 +1,5 @@
 import Agents
+import Backend
 import JSONRPC
 import Logging
 import MCPProtocol
@@ -32,6 +33,10 @@ final class GatewayCore: Sendable {
     let coordination: CoordinationMethods
     /// With `--redis`: what this replica shares with the others.
     let cluster: Cluster?
+    let workflows: WorkflowHost
+    /// A problem found while assembling the core that must stop the start (an unreadable
+    /// state directory).
+    let startupProblem: String?
     private let supervisorSlot: SupervisorSlot
 
     var supervisor: AgentSupervisor { supervisorSlot.value }
@@ -69,7 +74,31 @@ final class GatewayCore: Sendable {
         calls.register(in: &methods)
         TaskMethods.register(in: &methods, engine: tasks)
         PatternMethods.register(in: &methods, agents: agents)
-        self.coordination = CoordinationMethods.register(in: &methods, agents: agents, logger: logger, backend: cluster?.coordination ?? .embedded())
+        let backend = cluster?.coordination ?? .embedded()
+        self.coordination = CoordinationMethods.register(in: &methods, agents: agents, logger: logger, backend: backend)
+        var workflowStore: any KeyValueStore = backend.store
+        var startupProblem: String?
+        if cluster == nil {
+            if let directory = settings.workflows.stateDirectory {
+                if mkdir(directory, 0o700) != 0, errno != EEXIST {
+                    startupProblem = "state directory \(directory): \(String(cString: strerror(errno)))"
+                }
+                do {
+                    workflowStore = try JournaledKeyValueStore(path: "\(directory)/workflows.journal")
+                } catch {
+                    startupProblem = "state directory: \(error)"
+                }
+            } else {
+                workflowStore = InMemoryKeyValueStore()
+            }
+        }
+        self.startupProblem = startupProblem
+        let workflows = WorkflowHost(
+            store: workflowStore, events: backend.events, agents: agents, group: group, logger: logger,
+            resumesOnStart: cluster == nil && settings.workflows.stateDirectory != nil, definitionFiles: settings.workflows.definitionFiles,
+            isLeader: { cluster?.membership.isLeader() ?? true })
+        workflows.register(in: &methods)
+        self.workflows = workflows
         extraMethods(&methods)
         self.methods = methods
 
@@ -210,6 +239,7 @@ public final class GatewayServer: Service {
         if settings.stdio {
             do { try StdioStreams.verify() } catch { throw StartupError(description: error.description) }
         }
+        if let problem = core.startupProblem { throw StartupError(description: problem) }
         ResourceLimits.raiseOpenFileLimit(logger: logger)
 
         let tls = try makeTLSContext()
@@ -243,6 +273,7 @@ public final class GatewayServer: Service {
             group.addTask { await self.core.supervisor.run(templates: settings.agentTemplates) }
             group.addTask { await self.core.coordination.run() }
             if let cluster = self.core.cluster { group.addTask { await cluster.run() } }
+            group.addTask { await self.core.workflows.run() }
             group.addTask { await self.reloadCertificatesOnHangup(tls, signals: hangups) }
             await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
             await core.supervisor.stopAll()

@@ -13,6 +13,7 @@ public struct GatewaySettings: Sendable {
     public var agentTemplates: [AgentTemplate] = []
     /// Certificates for `tls://` listeners.
     public var tls: TLSSettings?
+    public var workflows = WorkflowSettings()
     /// A shared Redis: several replicas act as one gateway. Nil: the embedded backend.
     public var redis: RedisSettings?
     /// How often every agent is pinged to judge its health.
@@ -30,6 +31,16 @@ public struct GatewaySettings: Sendable {
         /// Requests one connection may have outstanding before the gateway stops reading from it.
         public var maximumInFlightPerConnection = 1024
         public var shutdownGrace: Duration = .seconds(10)
+
+        public init() {}
+    }
+
+    public struct WorkflowSettings: Sendable, Equatable {
+        /// Where the embedded backend keeps workflow state across restarts (a journal file);
+        /// nil: in memory only. With Redis, the state is in Redis.
+        public var stateDirectory: String?
+        /// Workflow definitions (YAML or JSON) loaded at start-up.
+        public var definitionFiles: [String] = []
 
         public init() {}
     }

@@ -3,6 +3,7 @@ import Gateway
 import Logging
 import ServiceLifecycle
 import Transport
+import Workflows
 
 #if canImport(Glibc)
 import Glibc
@@ -14,7 +15,7 @@ struct SwitchboardCommand: AsyncParsableCommand {
         commandName: "switchboard",
         abstract: "An agent orchestration gateway speaking JSON-RPC 2.0 and MCP.",
         version: BuildInfo.version,
-        subcommands: [Serve.self, Config.self, Version.self]
+        subcommands: [Serve.self, Config.self, Workflow.self, Version.self]
     )
 }
 
@@ -58,6 +59,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Client certificates: none, optional or require (needs --tls-ca).")
     var tlsClientAuth: String?
+
+    @Option(help: "Directory for state that survives a restart without Redis (workflow executions).")
+    var stateDir: String?
 
     @Option(help: "A Redis URL (redis://[user:password@]host:port/db, rediss://… for TLS): replicas sharing it act as one gateway.")
     var redis: String?
@@ -147,6 +151,7 @@ struct Serve: AsyncParsableCommand {
         if let tls = settings.tls, tls.clientAuthentication != .none, tls.trustRootsPath == nil {
             throw ValidationError("--tls-client-auth \(tls.clientAuthentication.rawValue) needs --tls-ca: the CA that client certificates must chain to")
         }
+        if let stateDir { settings.workflows.stateDirectory = stateDir }
         if let redis {
             do {
                 settings.redis = try RedisSettings(url: redis, replicaID: replicaId, caPath: redisCa)
@@ -169,6 +174,27 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("nothing to serve: give --stdio and/or --listen tcp://HOST:PORT or unix:///PATH (or listen: in the config file)")
         }
         return settings
+    }
+}
+
+struct Workflow: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Work with workflow definitions.",
+        subcommands: [Check.self]
+    )
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a workflow definition (YAML or JSON): every problem with its file, line and column.")
+
+        @Argument(help: "The YAML or JSON workflow file.")
+        var file: String
+
+        func run() throws {
+            let report = WorkflowCheck.checkFile(atPath: file)
+            print(report.output)
+            if !report.isValid { throw ExitCode(1) }
+        }
     }
 }
 

@@ -19,6 +19,8 @@ Usage: python3 check_examples.py        (needs the `jsonschema` package)
    `agents/get`, `agents/setState` or `agents/drain` request, and every entry of the `agents`
    array of an `agents/list` result, MUST match the AgentStatus schema of chapter 07,
    section 7.4.
+4. Every workflow in examples/workflows/ (YAML; needs the `yaml` package, PyYAML, and is
+   skipped with a note without it) MUST match schema/workflow.schema.json (chapter 11).
 
 "Pass" means the wire rules of chapters 01 and 02 that JSON Schema cannot express hold
 (UTF-8, one line, no byte order mark, size: at most 8388608 bytes without the "\n" and
@@ -283,6 +285,20 @@ def main():
                 failures.extend(f"{where}: {problem}" for problem in
                                 check_gateway_message(message, methods, data_schemas, status_validator,
                                                       agent_validator))
+
+    workflow_schema = json.loads((HERE / "workflow.schema.json").read_text(encoding="utf-8"))
+    StrictValidator.check_schema(workflow_schema)
+    try:
+        import yaml
+    except ImportError:
+        print("note: PyYAML is not installed; the workflows in examples/workflows/ were not checked")
+    else:
+        workflow_validator = StrictValidator(workflow_schema)
+        for path in sorted((SPEC.parent / "examples" / "workflows").glob("*.yaml")):
+            checked += 1
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+            for problem in workflow_validator.iter_errors(document):
+                failures.append(f"examples/workflows/{path.name}: {problem.message[:160]}")
 
     for failure in failures:
         print("FAIL", failure)

@@ -62,6 +62,12 @@ final class ReplicaMembership: Sendable {
         }
     }
 
+    /// Whether this replica is the one that runs what must run once among them (workflow
+    /// schedules and triggers): the live replica with the smallest id.
+    func isLeader() -> Bool {
+        known.withLock { $0.keys.min() } == replica
+    }
+
     /// The live replicas, this one included, for `gateway/status`.
     func status() -> JSONValue {
         let replicas = known.withLock { $0 }

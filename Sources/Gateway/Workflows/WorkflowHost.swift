@@ -1,0 +1,190 @@
+import Agents
+import Backend
+import JSONRPC
+import Logging
+import NIOCore
+import Workflows
+
+/// The workflow engine inside the gateway: the `workflows/*` methods, the executor (its agent
+/// tasks go to the registry's agents like any `tools/call`), its transitions published as
+/// events, event triggers fed by the gateway's pub-sub, and cron schedules.
+///
+/// Where state lives: with Redis, in the shared store; alone, in a journal under the state
+/// directory when one is configured (then a restarted gateway resumes every unfinished
+/// execution), else in memory. With replicas, schedules and event triggers run on one replica
+/// only (the leader: the live replica with the smallest id), so that a run starts once.
+final class WorkflowHost: Sendable {
+    let executor: WorkflowExecutor
+    private let triggers: WorkflowTriggers
+    private let methods: WorkflowMethods
+    private let events: any PubSub
+    private let isLeader: @Sendable () -> Bool
+    private let resumesOnStart: Bool
+    private let definitionFiles: [String]
+    private let logger: Logger
+
+    init(
+        store: any KeyValueStore, events: any PubSub, agents: AgentRegistry, group: any EventLoopGroup, logger: Logger,
+        resumesOnStart: Bool, definitionFiles: [String], isLeader: @escaping @Sendable () -> Bool
+    ) {
+        let executor = WorkflowExecutor(
+            store: KeyValueWorkflowStateStore(store: store, namespace: "workflows"),
+            runner: AgentWorkflowRunner(agents: agents, group: group), events: PubSubWorkflowEvents(events: events), logger: logger)
+        self.executor = executor
+        self.triggers = WorkflowTriggers(executor: executor, logger: logger)
+        self.methods = WorkflowMethods(executor: executor)
+        self.events = events
+        self.isLeader = isLeader
+        self.resumesOnStart = resumesOnStart
+        self.definitionFiles = definitionFiles
+        self.logger = logger
+    }
+
+    func register(in table: inout MethodTable) {
+        for method in WorkflowMethods.methodNames {
+            table.register(method) { [methods] request, context in
+                let params = request.params.map(JSONValue.raw)
+                let caller = context.peerIdentity?.names.first ?? context.agentInstance?.rawValue
+                return .later(context.eventLoop.makeFutureWithTask {
+                    try await methods.handle(method: method, params: params, caller: caller)
+                })
+            }
+        }
+    }
+
+    /// Loads the configured definitions, resumes unfinished executions, then runs the executor,
+    /// the schedules and the event triggers until cancelled.
+    func run() async {
+        for file in definitionFiles {
+            do {
+                let source = try String(contentsOfFile: file, encoding: .utf8)
+                let entry = try await executor.catalog.create(source: source, createdBy: "config")
+                logger.info("workflow \(entry.definition.name) \(entry.definition.version) from \(file)\(entry.created ? "" : " (already stored)")")
+            } catch let error as WorkflowError {
+                logger.error("workflow file \(file): \(error.message)")
+            } catch {
+                logger.error("workflow file \(file): \(error)")
+            }
+        }
+        if resumesOnStart {
+            do {
+                let resumed = try await executor.resumeAll()
+                if !resumed.isEmpty { logger.notice("workflows: resumed \(resumed.count) unfinished executions: \(resumed.joined(separator: ", "))") }
+            } catch {
+                logger.error("workflows: could not resume unfinished executions: \(error.message)")
+            }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.executor.run() }
+            group.addTask { await self.scheduleWhileLeader() }
+            group.addTask { await self.triggerOnEvents() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Cron schedules fire on the leader only; leadership is checked every few seconds.
+    private func scheduleWhileLeader() async {
+        while !Task.isCancelled {
+            guard isLeader() else {
+                do { try await Task.sleep(for: .seconds(2)) } catch { return }
+                continue
+            }
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.triggers.run() }
+                group.addTask {
+                    while !Task.isCancelled, self.isLeader() {
+                        do { try await Task.sleep(for: .seconds(2)) } catch { return }
+                    }
+                }
+                await group.next()
+                group.cancelAll()
+            }
+        }
+    }
+
+    /// Every event published through the gateway (at any replica) may start workflows whose
+    /// trigger names its topic. The engine's own transition events do not.
+    private func triggerOnEvents() async {
+        while !Task.isCancelled {
+            do {
+                let pattern = try TopicPattern("*")
+                let subscription = try await events.subscribe(.pattern(pattern), limits: SubscriptionLimits(messages: 10_000))
+                for await delivery in subscription {
+                    let topic = delivery.message.topic
+                    guard !topic.hasPrefix("workflows."), isLeader() else { continue }
+                    let data = (try? RawJSON(validating: delivery.message.payload))?.decoded() ?? .null
+                    let started = await triggers.eventPublished(topic: topic, data: data)
+                    if !started.isEmpty { logger.info("event \(topic) started \(started.joined(separator: ", "))") }
+                }
+            } catch {
+                logger.warning("workflows: cannot listen for trigger events: \(error)")
+            }
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        }
+    }
+}
+
+/// Runs a workflow's agent task as a `tools/call` to the agent the registry picks (waiting up to
+/// a minute for a free one), and cancels it at the agent when the step is cancelled.
+struct AgentWorkflowRunner: WorkflowStepRunner {
+    var agents: AgentRegistry
+    var group: any EventLoopGroup
+
+    func run(_ task: AgentTaskInvocation) async throws -> JSONValue {
+        let lease: AgentRegistry.Lease
+        do {
+            lease = try await agents.acquire(.tool, task.tool, on: group.any(), timeout: .seconds(60)).get()
+        } catch {
+            throw AgentTaskFailure("\(error)")
+        }
+        var params: [String: JSONValue] = ["name": .string(lease.originalName), "arguments": task.arguments]
+        params["_meta"] = ["workflowExecutionId": .string(task.executionID), "workflowStepId": .string(task.stepID)]
+        let timeout = task.timeout ?? lease.callTimeout
+        let call = lease.endpoint.call("tools/call", params: .object(params), timeout: TimeAmount(timeout))
+        let result: RawJSON
+        do {
+            result = try await withTaskCancellationHandler {
+                try await call.result.get()
+            } onCancel: {
+                lease.endpoint.cancel(call.id, reason: "the workflow step was cancelled")
+            }
+        } catch is AgentCallCancelled {
+            lease.release()
+            throw CancellationError()
+        } catch let error as JSONRPCError {
+            lease.finish(succeeded: true)
+            throw AgentTaskFailure("the agent answered with error \(error.code): \(error.message)")
+        } catch {
+            lease.finish(succeeded: false)
+            throw AgentTaskFailure("\(error)")
+        }
+        lease.finish(succeeded: true)
+        if result.member("isError")?.decoded() == .bool(true) {
+            let texts = (result.member("content")?.decoded()).flatMap { content -> [String]? in
+                guard case .array(let blocks) = content else { return nil }
+                return blocks.compactMap { $0["text"]?.stringValue }
+            } ?? []
+            throw AgentTaskFailure("the tool reported an error: \(texts.isEmpty ? "no details" : texts.joined(separator: " "))")
+        }
+        if let structured = result.member("structuredContent") { return structured.decoded() }
+        return result.decoded()
+    }
+}
+
+/// Publishes the executor's transitions on the gateway's pub-sub (subscribers see them as
+/// `notifications/events/message`).
+struct PubSubWorkflowEvents: WorkflowEventSink {
+    var events: any PubSub
+    private let clock = SystemClock()
+
+    init(events: any PubSub) {
+        self.events = events
+    }
+
+    func publish(topic: String, payload: JSONValue) async {
+        var buffer = ByteBuffer()
+        payload.write(to: &buffer)
+        _ = try? await events.publish(PubSubMessage(topic: topic, payload: buffer, publishedAt: clock.now(), publisher: "workflows"))
+    }
+}

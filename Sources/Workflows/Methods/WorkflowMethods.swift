@@ -1,0 +1,114 @@
+import JSONRPC
+
+/// The `workflows/*` JSON-RPC methods over an executor (and its catalog): params in, a result
+/// or a `JSONRPCError` out. The gateway registers each name in `methodNames` and forwards.
+public struct WorkflowMethods: Sendable {
+    public static let methodNames = [
+        "workflows/create", "workflows/list", "workflows/get", "workflows/execute", "workflows/status", "workflows/approve",
+        "workflows/cancel",
+    ]
+
+    public let executor: WorkflowExecutor
+
+    public init(executor: WorkflowExecutor) {
+        self.executor = executor
+    }
+
+    /// Serves one request. `caller` names the peer (its agent or certificate name); it is
+    /// recorded as `createdBy`, and is the approver when `workflows/approve` gives no `by`.
+    public func handle(method: String, params: JSONValue?, caller: String? = nil) async throws(JSONRPCError) -> JSONValue {
+        let params = try Params(method: method, value: params)
+        do {
+            switch method {
+            case "workflows/create":
+                let createdBy = try params.optionalString("createdBy") ?? caller
+                let entry: WorkflowCatalogEntry
+                if let source = try params.optionalString("source") {
+                    entry = try await executor.catalog.create(source: source, createdBy: createdBy)
+                } else {
+                    var document = params.members
+                    document["createdBy"] = nil
+                    entry = try await executor.catalog.create(document: .object(document), createdBy: createdBy)
+                }
+                var result = entry.jsonValue.objectValue ?? [:]
+                result["created"] = .bool(entry.created)
+                return .object(result)
+            case "workflows/list":
+                let summaries = try await executor.catalog.list(name: try params.optionalString("workflowName"))
+                return ["workflows": .array(summaries.map(\.jsonValue))]
+            case "workflows/get":
+                return try await executor.catalog.get(name: try params.string("workflowName"), version: try params.optionalString("version")).jsonValue
+            case "workflows/execute":
+                var request = WorkflowExecutionRequest(workflowName: try params.string("workflowName"), version: try params.optionalString("version"))
+                request.inputs = try params.optionalObject("inputs") ?? [:]
+                request.triggerType = try params.optionalString("triggerType") ?? "manual"
+                request.triggerData = .object(try params.optionalObject("triggerData") ?? [:])
+                request.executionContext = .object(try params.optionalObject("executionContext") ?? [:])
+                return try await executor.execute(request).jsonValue
+            case "workflows/status":
+                return try await executor.status(executionID: try params.string("executionId")).jsonValue
+            case "workflows/approve":
+                guard let by = try params.optionalString("by") ?? caller else {
+                    throw Params.invalid("workflows/approve needs \"by\": who decides")
+                }
+                guard case .bool(let approved)? = params.members["approved"] else {
+                    throw Params.invalid("workflows/approve needs \"approved\": true or false")
+                }
+                return try await executor.approve(
+                    executionID: try params.string("executionId"), stepID: try params.string("stepId"), approved: approved, by: by,
+                    comment: try params.optionalString("comment")
+                ).jsonValue
+            case "workflows/cancel":
+                return try await executor.cancel(executionID: try params.string("executionId")).jsonValue
+            default:
+                throw JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "Method not found", data: ["method": .string(method)])
+            }
+        } catch let error as WorkflowError {
+            throw error.jsonRPCError
+        } catch let error as JSONRPCError {
+            throw error
+        } catch {
+            throw JSONRPCError(code: JSONRPCError.Code.internalError, message: "Internal error", data: ["reason": .string("\(error)")])
+        }
+    }
+}
+
+/// Reads members of a method's params, refusing wrong ones with -32602.
+private struct Params {
+    let method: String
+    let members: [String: JSONValue]
+
+    init(method: String, value: JSONValue?) throws(JSONRPCError) {
+        self.method = method
+        switch value.map(ExpressionEvaluator.plain) {
+        case nil, .null?: members = [:]
+        case .object(let object)?: members = object
+        default: throw Self.invalid("\(method) takes an object as params")
+        }
+    }
+
+    static func invalid(_ reason: String) -> JSONRPCError {
+        JSONRPCError(code: JSONRPCError.Code.invalidParams, message: "Invalid params: \(reason)", data: ["reason": .string(reason)])
+    }
+
+    func string(_ name: String) throws(JSONRPCError) -> String {
+        guard let value = try optionalString(name), !value.isEmpty else { throw Self.invalid("\(method) needs \"\(name)\", a string") }
+        return value
+    }
+
+    func optionalString(_ name: String) throws(JSONRPCError) -> String? {
+        switch members[name].map(ExpressionEvaluator.plain) {
+        case nil, .null?: return nil
+        case .string(let text)?: return text
+        default: throw Self.invalid("\"\(name)\" must be a string")
+        }
+    }
+
+    func optionalObject(_ name: String) throws(JSONRPCError) -> [String: JSONValue]? {
+        switch members[name].map(ExpressionEvaluator.plain) {
+        case nil, .null?: return nil
+        case .object(let object)?: return object
+        default: throw Self.invalid("\"\(name)\" must be an object")
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import Backend
+
+/// Durable state of the workflow engine: every version of every definition, and every
+/// execution (a header and one record per step), written after every transition.
+public protocol WorkflowStateStore: Sendable {
+    /// Stores a new version; false (and nothing stored) when that name and version exist.
+    func saveDefinition(_ definition: StoredWorkflowDefinition) async throws -> Bool
+    func definition(name: String, version: String) async throws -> StoredWorkflowDefinition?
+    /// Every stored version, of one workflow or of all.
+    func definitions(name: String?) async throws -> [StoredWorkflowDefinition]
+
+    /// Writes an execution's header (its steps are written one by one with `saveStep`). An
+    /// execution whose status is not final is listed by `unfinishedExecutionIDs`.
+    func saveExecution(_ execution: WorkflowExecution) async throws
+    func saveStep(_ step: WorkflowStepState, executionID: String) async throws
+    /// The header and every step record.
+    func execution(_ executionID: String) async throws -> WorkflowExecution?
+    func unfinishedExecutionIDs() async throws -> [String]
+}
+
+/// A definition as stored: its text (parsed again when loaded) and who made it when.
+public struct StoredWorkflowDefinition: Sendable, Hashable {
+    public var name: String
+    public var version: String
+    public var source: String
+    public var createdAt: Timestamp
+    public var createdBy: String?
+
+    public init(name: String, version: String, source: String, createdAt: Timestamp, createdBy: String?) {
+        self.name = name
+        self.version = version
+        self.source = source
+        self.createdAt = createdAt
+        self.createdBy = createdBy
+    }
+}
+
+/// Orders versions as people expect: "1.10.0" after "1.9.2"; numeric parts by value, others
+/// by text.
+public enum WorkflowVersionOrder {
+    /// Whether version `a` comes before version `b`.
+    public static func precedes(_ a: String, _ b: String) -> Bool {
+        let left = parts(a), right = parts(b)
+        for (x, y) in zip(left, right) where x != y {
+            switch (Int(x), Int(y)) {
+            case (let m?, let n?): return m < n
+            case (nil, _?): return false  // numbers before words
+            case (_?, nil): return true
+            default: return x < y
+            }
+        }
+        return left.count < right.count
+    }
+
+    private static func parts(_ version: String) -> [Substring] {
+        version.split { $0 == "." || $0 == "-" || $0 == "+" }
+    }
+}
