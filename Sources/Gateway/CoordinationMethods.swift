@@ -78,6 +78,14 @@ final class CoordinationMethods: Sendable {
     private let logger: Logger
     private let connections = Mutex<[UInt64: CoordinatedConnection]>([:])
     private let counters = CoordinationCounters()
+    private let publishedObservers = Mutex<[@Sendable (String, RawJSON) -> Void]>([])
+
+    /// Called with every event published through `events/publish` at this gateway (topic and
+    /// data), after it was published: workflow event triggers. An event is published at one
+    /// replica, so an observer sees it once among the replicas.
+    func onPublished(_ observer: @escaping @Sendable (String, RawJSON) -> Void) {
+        publishedObservers.withLock { $0.append(observer) }
+    }
 
     private init(agents: AgentRegistry, backend: CoordinationBackend, namespaces: NamespacePolicy, logger: Logger) {
         self.agents = agents
@@ -400,6 +408,7 @@ final class CoordinationMethods: Sendable {
         let events = backend.events
         let clock = backend.clock
         let counters = self.counters
+        let observers = publishedObservers.withLock { $0 }
         return perform(request, context) { params in
             guard let topic = params.member("topic")?.stringValue, Self.isValidTopic(topic) else {
                 throw JSONRPCError.invalidParams(Self.topicRule, extra: params.member("topic").map { ["topic": .raw($0)] } ?? [:])
@@ -410,6 +419,7 @@ final class CoordinationMethods: Sendable {
                 let message = PubSubMessage(topic: topic, payload: data.buffer, publishedAt: clock.now(), publisher: publisher)
                 let delivered = try await events.publish(message)
                 counters.published.add(1, ordering: .relaxed)
+                for observer in observers { observer(topic, data) }
                 return ["topic": .string(topic), "delivered": .integer(Int64(delivered))]
             }
         }

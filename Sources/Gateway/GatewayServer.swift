@@ -98,6 +98,7 @@ final class GatewayCore: Sendable {
             resumesOnStart: cluster == nil && settings.workflows.stateDirectory != nil, definitionFiles: settings.workflows.definitionFiles,
             isLeader: { cluster?.membership.isLeader() ?? true })
         workflows.register(in: &methods)
+        self.coordination.onPublished { topic, data in workflows.eventPublished(topic: topic, data: data) }
         self.workflows = workflows
         extraMethods(&methods)
         self.methods = methods

@@ -106,3 +106,25 @@ def test_a_rejected_approval_places_no_order(start_gateway, tmp_path):
                  ("PENDING", "RUNNING", "WAITING_APPROVAL") and s, "the execution to end")
     assert done["stepResults"].get("order", {}).get("status") != "COMPLETED", done
     rpc.close()
+
+
+def test_an_event_published_by_a_client_starts_the_workflow_that_listens_for_it(start_gateway, tmp_path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "agents:\n"
+        f"  trading: {{command: {sys.executable}, args: [{TRADING_AGENT}], instances: 1, maxConcurrency: 16}}\n"
+        "workflows:\n"
+        f"  definitions: [{REPO / 'examples' / 'workflows' / 'post-trade-risk.yaml'}]\n")
+    gateway, rpc = start(start_gateway, config)
+    rpc.result("events/subscribe", {"pattern": "workflows.post-trade-risk.*"})
+    delivered = rpc.result("events/publish", {"topic": "orders.filled", "data": {"symbol": "AAPL", "side": "buy", "quantity": 10}})
+    assert delivered["delivered"] == 0, "no subscriber of orders.filled: the trigger is not a subscription"
+    note = rpc.wait_notification("notifications/events/message")
+    execution_id = note["params"]["data"]["executionId"]
+    done = until(lambda: (s := rpc.result("workflows/status", {"executionId": execution_id}))["status"] not in
+                 ("PENDING", "RUNNING") and s, "the triggered execution to settle")
+    assert done["triggerType"] == "event"
+    assert done["triggerData"] == {"topic": "orders.filled", "data": {"symbol": "AAPL", "side": "buy", "quantity": 10}}
+    assert done["stepResults"]["check"]["status"] == "COMPLETED"
+    assert done["stepResults"]["check"]["result"]["symbol"] == "AAPL"
+    rpc.close()

@@ -7,12 +7,13 @@ import Workflows
 
 /// The workflow engine inside the gateway: the `workflows/*` methods, the executor (its agent
 /// tasks go to the registry's agents like any `tools/call`), its transitions published as
-/// events, event triggers fed by the gateway's pub-sub, and cron schedules.
+/// events, event triggers fed by `events/publish`, and cron schedules.
 ///
 /// Where state lives: with Redis, in the shared store; alone, in a journal under the state
 /// directory when one is configured (then a restarted gateway resumes every unfinished
-/// execution), else in memory. With replicas, schedules and event triggers run on one replica
-/// only (the leader: the live replica with the smallest id), so that a run starts once.
+/// execution), else in memory. With replicas, schedules run on one replica only (the leader:
+/// the live replica with the smallest id), and an event triggers at the replica where it was
+/// published, so that a run starts once.
 final class WorkflowHost: Sendable {
     let executor: WorkflowExecutor
     private let triggers: WorkflowTriggers
@@ -22,6 +23,8 @@ final class WorkflowHost: Sendable {
     private let resumesOnStart: Bool
     private let definitionFiles: [String]
     private let logger: Logger
+    private let publishedEvents: AsyncStream<(String, JSONValue)>
+    private let publishedSink: AsyncStream<(String, JSONValue)>.Continuation
 
     init(
         store: any KeyValueStore, events: any PubSub, agents: AgentRegistry, group: any EventLoopGroup, logger: Logger,
@@ -38,6 +41,7 @@ final class WorkflowHost: Sendable {
         self.resumesOnStart = resumesOnStart
         self.definitionFiles = definitionFiles
         self.logger = logger
+        (publishedEvents, publishedSink) = AsyncStream.makeStream(of: (String, JSONValue).self, bufferingPolicy: .bufferingNewest(10_000))
     }
 
     func register(in table: inout MethodTable) {
@@ -103,25 +107,19 @@ final class WorkflowHost: Sendable {
         }
     }
 
-    /// Every event published through the gateway (at any replica) may start workflows whose
-    /// trigger names its topic. The engine's own transition events do not.
+    /// Every event published through `events/publish` may start workflows whose trigger names
+    /// its topic. Events reach this through `eventPublished`, from the replica where they were
+    /// published, so each starts its workflows once.
     private func triggerOnEvents() async {
-        while !Task.isCancelled {
-            do {
-                let pattern = try TopicPattern("*")
-                let subscription = try await events.subscribe(.pattern(pattern), limits: SubscriptionLimits(messages: 10_000))
-                for await delivery in subscription {
-                    let topic = delivery.message.topic
-                    guard !topic.hasPrefix("workflows."), isLeader() else { continue }
-                    let data = (try? RawJSON(validating: delivery.message.payload))?.decoded() ?? .null
-                    let started = await triggers.eventPublished(topic: topic, data: data)
-                    if !started.isEmpty { logger.info("event \(topic) started \(started.joined(separator: ", "))") }
-                }
-            } catch {
-                logger.warning("workflows: cannot listen for trigger events: \(error)")
-            }
-            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        for await (topic, data) in publishedEvents {
+            let started = await triggers.eventPublished(topic: topic, data: data)
+            if !started.isEmpty { logger.info("event \(topic) started \(started.joined(separator: ", "))") }
         }
+    }
+
+    /// Takes an event published at this gateway (called on the publishing path: it only queues).
+    func eventPublished(topic: String, data: RawJSON) {
+        publishedSink.yield((topic, data.decoded()))
     }
 }
 
