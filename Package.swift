@@ -126,7 +126,7 @@ let package = Package(
         .executableTarget(
             name: "SwitchboardBenchmarks",
             dependencies: [
-                "JSONRPC", "Transport",
+                "JSONRPC", "Transport", "Backend", "Redis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

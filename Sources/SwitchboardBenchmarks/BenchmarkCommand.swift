@@ -10,7 +10,8 @@ struct BenchmarkCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard-bench",
         abstract: "Benchmarks of switchboard: ping round trips, and tools/call through the gateway against the agent directly.",
-        subcommands: [PingBenchmark.self, ToolsBenchmark.self, TLSBenchmark.self, RoutingBenchmark.self, TaskThroughputBenchmark.self],
+        subcommands: [PingBenchmark.self, ToolsBenchmark.self, TLSBenchmark.self, RoutingBenchmark.self, TaskThroughputBenchmark.self,
+                      QueueBenchmark.self, ReplicasBenchmark.self],
         defaultSubcommand: PingBenchmark.self
     )
 }

@@ -365,6 +365,16 @@ public final class RedisTaskBoard: TaskBoard {
         return out
         """)
 
+    /// The Lua source of each script by operation name, for tools that run the same scripts
+    /// outside the board (the Redis benchmark). KEYS and ARGV are as the operations pass them.
+    public static var scriptSources: [String: String] {
+        [
+            "submit": submitScript.source, "claim": claimScript.source, "renew": renewScript.source, "update": updateScript.source,
+            "finish": finishScript.source, "retry": retryScript.source, "putBack": putBackScript.source, "reap": reapScript.source,
+            "cancel": cancelScript.source, "list": listScript.source, "queueDepths": queueDepthsScript.source,
+        ]
+    }
+
     private static let taskFields: [RedisArgument] = ["number", "queue", "priority", "state", "record", "owner", "claims", "max", "note"]
 
     // MARK: TaskBoard
