@@ -18,6 +18,11 @@ public protocol PubSub: Sendable {
     @discardableResult
     func publish(_ message: PubSubMessage) async throws -> Int
 
+    /// Publishes several messages in order; an implementation over a network sends them in one
+    /// round trip. Returns how many subscriptions each was queued for.
+    @discardableResult
+    func publish(all messages: [PubSubMessage]) async throws -> [Int]
+
     func subscribe(_ filter: TopicFilter, limits: SubscriptionLimits) async throws -> Subscription
 
     /// Ends a subscription; false when there is no such subscription (any more).
@@ -26,6 +31,13 @@ public protocol PubSub: Sendable {
 }
 
 extension PubSub {
+    @discardableResult
+    public func publish(all messages: [PubSubMessage]) async throws -> [Int] {
+        var counts: [Int] = []
+        for message in messages { counts.append(try await publish(message)) }
+        return counts
+    }
+
     public func subscribe(_ filter: TopicFilter) async throws -> Subscription {
         try await subscribe(filter, limits: SubscriptionLimits())
     }

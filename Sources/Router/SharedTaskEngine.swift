@@ -33,6 +33,10 @@ public final class SharedTaskEngine: TaskService {
         var waiters: [String: [CheckedContinuation<TaskRecord, any Error>]] = [:]
         var passRunning = false
         var passWanted = false
+        /// False once a pass found every queue empty, until work may have come (a `queued`
+        /// message, a submission, the one-second timer): freed capacity alone then costs no
+        /// round trip to the board.
+        var mayHaveWork = true
         var assignmentLatencies: [Double] = []
         var endedHere: [TaskState: Int] = [:]
     }
@@ -48,8 +52,7 @@ public final class SharedTaskEngine: TaskService {
     private let state = Mutex(State())
     private let observers = Mutex<[@Sendable (TaskRecord) -> Void]>([])
     /// Messages to other replicas, published in order by `run()`.
-    private let outbox: AsyncStream<PubSubMessage>.Continuation
-    private let outgoing: AsyncStream<PubSubMessage>
+    private let outbox = PublishQueue()
 
     public init(board: any TaskBoard, events: any PubSub, agents: AgentRegistry, owner: String, lease: Duration = .seconds(10), logger: Logger) {
         self.board = board
@@ -58,8 +61,7 @@ public final class SharedTaskEngine: TaskService {
         self.owner = owner
         self.leaseLength = lease
         self.logger = logger
-        (outgoing, outbox) = AsyncStream.makeStream(of: PubSubMessage.self, bufferingPolicy: .bufferingNewest(100_000))
-        agents.onCapacityFreed { [weak self] in self?.wantPass() }
+        agents.onCapacityFreed { [weak self] in self?.wantPass(onlyIfWorkMayWait: true) }
         agents.onCatalogChange { [weak self] _ in self?.wantPass() }
     }
 
@@ -72,9 +74,19 @@ public final class SharedTaskEngine: TaskService {
     /// Listens to the other replicas, renews leases, reaps, and dispatches, until cancelled.
     public func run() async {
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.publishOutbox() }
+            group.addTask {
+                // Every message has a slower path (the one-second pass, waiters re-reading).
+                await self.outbox.run(on: self.events) { error, count in
+                    self.logger.warning("tasks: could not tell the other replicas (\(count) messages): \(error)")
+                }
+            }
             group.addTask { await self.listen(Self.queuedTopic) { engine, _ in engine.wantPass() } }
-            group.addTask { await self.listen(Self.finishedTopic) { engine, id in await engine.finishedElsewhere(id) } }
+            group.addTask {
+                await self.listen(Self.finishedTopic) { engine, id in
+                    // Read back concurrently: one slow read must not hold up the other waiters.
+                    if engine.hasWaiters(for: id) { Task { await engine.finishedElsewhere(id) } }
+                }
+            }
             group.addTask { await self.listen(Self.cancelledTopic) { engine, id in engine.stopLocally(id, reason: "cancelled by request") } }
             group.addTask { await self.every(self.leaseLength / 3) { await $0.renewLeases() } }
             group.addTask { await self.every(.seconds(1)) { engine in
@@ -85,7 +97,6 @@ public final class SharedTaskEngine: TaskService {
             await group.next()
             group.cancelAll()
         }
-        outbox.finish()
     }
 
     private func every(_ interval: Duration, _ body: @escaping @Sendable (SharedTaskEngine) async -> Void) async {
@@ -109,19 +120,8 @@ public final class SharedTaskEngine: TaskService {
         }
     }
 
-    private func publishOutbox() async {
-        for await message in outgoing {
-            do {
-                try await events.publish(message)
-            } catch {
-                // Every message has a slower path (the one-second pass, waiters re-reading).
-                logger.warning("tasks: could not tell the other replicas (\(message.topic)): \(error)")
-            }
-        }
-    }
-
     private func tell(_ topic: String, _ id: String) {
-        outbox.yield(PubSubMessage(topic: topic, payload: ByteBuffer(string: id), publishedAt: clock.now(), publisher: owner))
+        outbox.enqueue(PubSubMessage(topic: topic, payload: ByteBuffer(string: id), publishedAt: clock.now(), publisher: owner))
     }
 
     // MARK: Submitting
@@ -225,6 +225,10 @@ public final class SharedTaskEngine: TaskService {
         for id in waited { await finishedElsewhere(id) }
     }
 
+    private func hasWaiters(for id: String) -> Bool {
+        state.withLock { $0.waiters[id] != nil }
+    }
+
     /// Wakes the local waiters of a task that ended (here or on another replica).
     private func finishedElsewhere(_ id: String) async {
         guard state.withLock({ $0.waiters[id] != nil }) else { return }
@@ -276,8 +280,10 @@ public final class SharedTaskEngine: TaskService {
 
     // MARK: Dispatching
 
-    private func wantPass() {
+    private func wantPass(onlyIfWorkMayWait: Bool = false) {
         let start = state.withLock { state -> Bool in
+            if onlyIfWorkMayWait, !state.mayHaveWork { return false }
+            if !onlyIfWorkMayWait { state.mayHaveWork = true }
             if state.passRunning {
                 state.passWanted = true
                 return false
@@ -312,6 +318,11 @@ public final class SharedTaskEngine: TaskService {
         } catch {
             logger.warning("tasks: cannot read the queues: \(error)")
             return
+        }
+        if queues.values.allSatisfy({ $0 == 0 }) {
+            // Nothing waits now; a `queued` message or the timer says when that changes (and a
+            // request for a pass that came meanwhile has set it again).
+            state.withLock { state in if !state.passWanted { state.mayHaveWork = false } }
         }
         for (queue, depth) in queues.sorted(by: { $0.key < $1.key }) where depth > 0 {
             let demand = Demand(queue: queue)

@@ -58,6 +58,25 @@ public final class RedisPubSub: PubSub {
         }
     }
 
+    /// One pipeline on one connection: the messages reach Redis in order, with one flush.
+    @discardableResult
+    public func publish(all messages: [PubSubMessage]) async throws -> [Int] {
+        guard messages.count > 1 else { return try await messages.asyncMap { try await publish($0) } }
+        let pending = state.withLock { Array($0.teardowns.values) }
+        for teardown in pending { await teardown.value }
+        do {
+            let replies = try await client.pipeline(messages.map { message in
+                ["PUBLISH", RedisArgument(channelPrefix + message.topic), RedisArgument(Self.encode(message))]
+            })
+            return try replies.map { reply in
+                guard let count = reply.integer else { throw RedisError(.unexpectedReply, "PUBLISH answered \(reply)") }
+                return Int(count)
+            }
+        } catch let error as RedisError {
+            throw RedisKeyValueStore.translate(error)
+        }
+    }
+
     /// Returns once the server has confirmed the subscription: a message published after this
     /// returns reaches it.
     public func subscribe(_ filter: TopicFilter, limits: SubscriptionLimits) async throws -> Subscription {
@@ -190,5 +209,13 @@ public final class RedisPubSub: PubSub {
             escaped.append(character)
         }
         return escaped
+    }
+}
+
+extension Array {
+    fileprivate func asyncMap<T>(_ transform: (Element) async throws -> T) async throws -> [T] {
+        var result: [T] = []
+        for element in self { result.append(try await transform(element)) }
+        return result
     }
 }

@@ -20,8 +20,7 @@ final class ReplicaBus: Sendable {
     private let agents: AgentRegistry
     private let logger: Logger
     private let clock: any BackendClock = SystemClock()
-    private let outbox: AsyncStream<PubSubMessage>.Continuation
-    private let outgoing: AsyncStream<PubSubMessage>
+    private let outbox = PublishQueue()
 
     private struct Outbound {
         var replica: String
@@ -50,7 +49,6 @@ final class ReplicaBus: Sendable {
         self.group = group
         self.logger = logger
         self.queueTimeout = queueTimeout
-        (outgoing, outbox) = AsyncStream.makeStream(of: PubSubMessage.self, bufferingPolicy: .bufferingNewest(100_000))
     }
 
     static func topic(of replica: String) -> String { "switchboard.replica.\(replica)" }
@@ -59,19 +57,14 @@ final class ReplicaBus: Sendable {
     func run() async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                for await message in self.outgoing {
-                    do {
-                        try await self.events.publish(message)
-                    } catch {
-                        self.logger.warning("replicas: could not send to \(message.topic): \(error)")
-                    }
+                await self.outbox.run(on: self.events) { error, count in
+                    self.logger.warning("replicas: could not send \(count) messages: \(error)")
                 }
             }
             group.addTask { await self.listen() }
             await group.next()
             group.cancelAll()
         }
-        outbox.finish()
     }
 
     private func listen() async {
@@ -90,7 +83,7 @@ final class ReplicaBus: Sendable {
     private func send(_ message: JSONValue, to replica: String) {
         var buffer = ByteBuffer()
         message.write(to: &buffer)
-        outbox.yield(PubSubMessage(topic: Self.topic(of: replica), payload: buffer, publishedAt: clock.now(), publisher: self.replica))
+        outbox.enqueue(PubSubMessage(topic: Self.topic(of: replica), payload: buffer, publishedAt: clock.now(), publisher: self.replica))
     }
 
     // MARK: Calling another replica
