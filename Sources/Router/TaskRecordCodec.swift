@@ -53,39 +53,42 @@ enum TaskRecordCodec {
     static func decode(id: String, _ bytes: ByteBuffer) throws -> TaskRecord {
         let raw: RawJSON
         do { raw = try RawJSON(validating: bytes) } catch { throw Malformed(description: "task \(id): the stored record is not JSON: \(error)") }
-        guard let taskType = raw.member("taskType")?.stringValue else { throw Malformed(description: "task \(id): the stored record has no taskType") }
-        var submission = TaskSubmission(taskType: taskType, taskData: raw.member("taskData") ?? .emptyObject)
-        func integer(_ key: String) -> Int64? { raw.member(key)?.decoded().integerValue }
+        // One scan of the record's members; `member(_:)` would rescan the object for each.
+        var fields: [String: RawJSON] = [:]
+        for (name, value) in raw.members() { fields[name] = value }
+        guard let taskType = fields["taskType"]?.stringValue else { throw Malformed(description: "task \(id): the stored record has no taskType") }
+        var submission = TaskSubmission(taskType: taskType, taskData: fields["taskData"] ?? .emptyObject)
+        func integer(_ key: String) -> Int64? { fields[key]?.decoded().integerValue }
         func strings(_ key: String) -> [String] {
-            guard case .array(let items)? = raw.member(key)?.decoded() else { return [] }
+            guard case .array(let items)? = fields[key]?.decoded() else { return [] }
             return items.compactMap(\.stringValue)
         }
         submission.priority = Int(integer("priority") ?? 5)
         submission.timeout = .milliseconds(integer("timeoutMs") ?? 300_000)
         submission.maximumRetries = Int(integer("maxRetries") ?? 0)
         submission.retention = .milliseconds(integer("retentionMs") ?? 3_600_000)
-        if case .double(let share)? = raw.member("minimumMatch")?.decoded() { submission.minimumMatch = share }
-        if let backoff = raw.member("backoff") {
+        if case .double(let share)? = fields["minimumMatch"]?.decoded() { submission.minimumMatch = share }
+        if let backoff = fields["backoff"] {
             submission.backoff = BackoffPolicy(
                 kind: BackoffPolicy.Kind(rawValue: backoff.member("kind")?.stringValue ?? "") ?? .exponential,
                 delay: .milliseconds(backoff.member("delayMs")?.decoded().integerValue ?? 500))
         }
         submission.requiredCapabilities = strings("requiredCapabilities")
-        submission.idempotencyKey = raw.member("idempotencyKey")?.stringValue
+        submission.idempotencyKey = fields["idempotencyKey"]?.stringValue
         submission.dependsOn = strings("dependsOn")
-        submission.callback = raw.member("callback")?.stringValue
-        submission.routing = RoutingHints(stickyKey: raw.member("stickyKey")?.stringValue, tenant: raw.member("tenant")?.stringValue)
+        submission.callback = fields["callback"]?.stringValue
+        submission.routing = RoutingHints(stickyKey: fields["stickyKey"]?.stringValue, tenant: fields["tenant"]?.stringValue)
 
         var task = TaskRecord(id: id, submission: submission)
-        task.state = TaskState(rawValue: raw.member("state")?.stringValue ?? "") ?? .pending
-        task.createdAt = date(raw.member("createdAt")) ?? task.createdAt
-        task.lastUpdatedAt = date(raw.member("lastUpdatedAt")) ?? task.lastUpdatedAt
-        task.startTime = date(raw.member("startTime"))
-        task.completionTime = date(raw.member("completionTime"))
-        if let agent = raw.member("assignedAgent"), let agentID = agent.member("id")?.stringValue {
+        task.state = TaskState(rawValue: fields["state"]?.stringValue ?? "") ?? .pending
+        task.createdAt = date(fields["createdAt"]) ?? task.createdAt
+        task.lastUpdatedAt = date(fields["lastUpdatedAt"]) ?? task.lastUpdatedAt
+        task.startTime = date(fields["startTime"])
+        task.completionTime = date(fields["completionTime"])
+        if let agent = fields["assignedAgent"], let agentID = agent.member("id")?.stringValue {
             task.assignedAgent = (agentID, agent.member("name")?.stringValue ?? agentID)
         }
-        if case .array(let attempts)? = raw.member("attempts")?.decoded() {
+        if case .array(let attempts)? = fields["attempts"]?.decoded() {
             for attempt in attempts {
                 var value = TaskAttempt(agent: attempt["agent"]?.stringValue ?? "?", started: date(attempt["started"]) ?? task.createdAt)
                 if case .double(let match)? = attempt["match"] { value.matchConfidence = match }
@@ -95,9 +98,9 @@ enum TaskRecordCodec {
                 task.attempts.append(value)
             }
         }
-        task.result = raw.member("result")
-        task.errorMessage = raw.member("errorMessage")?.stringValue
-        task.waitingFor = raw.member("waitingFor")?.stringValue
+        task.result = fields["result"]
+        task.errorMessage = fields["errorMessage"]?.stringValue
+        task.waitingFor = fields["waitingFor"]?.stringValue
         return task
     }
 
