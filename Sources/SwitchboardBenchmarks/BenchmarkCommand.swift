@@ -11,7 +11,7 @@ struct BenchmarkCommand: AsyncParsableCommand {
         commandName: "switchboard-bench",
         abstract: "Benchmarks of switchboard: ping round trips, and tools/call through the gateway against the agent directly.",
         subcommands: [PingBenchmark.self, ToolsBenchmark.self, TLSBenchmark.self, RoutingBenchmark.self, TaskThroughputBenchmark.self,
-                      QueueBenchmark.self, ReplicasBenchmark.self],
+                      QueueBenchmark.self, ReplicasBenchmark.self, WorkflowBenchmark.self],
         defaultSubcommand: PingBenchmark.self
     )
 }

@@ -1,11 +1,13 @@
 import Backend
 import JSONRPC
+import Synchronization
 
 /// Every version of every workflow definition: `create` validates and stores, `list` and `get`
 /// read. A stored version never changes.
 public struct WorkflowCatalog: Sendable {
     public let store: any WorkflowStateStore
     let clock: any WorkflowClock
+    private let parsed = ParsedDefinitions()
 
     public init(store: any WorkflowStateStore, clock: any WorkflowClock = SystemWorkflowClock()) {
         self.store = store
@@ -38,6 +40,7 @@ public struct WorkflowCatalog: Sendable {
             name: definition.name, version: definition.version, source: definition.source, createdAt: clock.now(), createdBy: createdBy)
         do {
             if try await store.saveDefinition(record) {
+                parsed.keep(definition)
                 return WorkflowCatalogEntry(definition: definition, stored: record, created: true)
             }
             guard let existing = try await store.definition(name: definition.name, version: definition.version) else {
@@ -49,6 +52,7 @@ public struct WorkflowCatalog: Sendable {
                     "version \(definition.version) of \(definition.name) exists with other content; definitions never change: create a new version",
                     data: ["workflowName": .string(definition.name), "version": .string(definition.version)])
             }
+            parsed.keep(definition)
             return WorkflowCatalogEntry(definition: definition, stored: existing, created: false)
         } catch let error as WorkflowError {
             throw error
@@ -85,7 +89,13 @@ public struct WorkflowCatalog: Sendable {
                 let known = versions.isEmpty ? "" : " (versions: \(versions.map(\.version).joined(separator: ", ")))"
                 throw WorkflowError(.unknownWorkflow, "no \(what)\(known)", data: data)
             }
-            let definition = try WorkflowLoader.load(record.source)
+            let definition: WorkflowDefinition
+            if let known = parsed.definition(of: record) {
+                definition = known
+            } else {
+                definition = try WorkflowLoader.load(record.source)
+                parsed.keep(definition)
+            }
             var entry = WorkflowCatalogEntry(definition: definition, stored: record, created: false)
             entry.versions = versions.map(\.version)
             return entry
@@ -96,6 +106,34 @@ public struct WorkflowCatalog: Sendable {
         } catch {
             throw .storage(error)
         }
+    }
+}
+
+/// Definitions already parsed, by name and version, so that executing a version does not parse
+/// its text again (a large definition takes longer to parse than to run). An entry serves only a
+/// record with the same text.
+private final class ParsedDefinitions: Sendable {
+    private static let capacity = 256
+    private let definitions = Mutex<[String: WorkflowDefinition]>([:])
+
+    func definition(of record: StoredWorkflowDefinition) -> WorkflowDefinition? {
+        guard let definition = definitions.withLock({ $0[Self.key(record.name, record.version)] }), definition.source == record.source else {
+            return nil
+        }
+        return definition
+    }
+
+    func keep(_ definition: WorkflowDefinition) {
+        definitions.withLock { definitions in
+            if definitions.count >= Self.capacity, definitions[Self.key(definition.name, definition.version)] == nil {
+                definitions.remove(at: definitions.startIndex)
+            }
+            definitions[Self.key(definition.name, definition.version)] = definition
+        }
+    }
+
+    private static func key(_ name: String, _ version: String) -> String {
+        name + "\n" + version
     }
 }
 

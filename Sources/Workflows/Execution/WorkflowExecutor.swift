@@ -47,6 +47,15 @@ public actor WorkflowExecutor {
         var headerRevision = 0
         var flushedRevision = 0
         var flushing = false
+        /// `execution.finishedSteps`, kept up to date by `updateStep` so that announcing a step
+        /// does not count every record.
+        var finishedSteps: Int
+
+        init(execution: WorkflowExecution, definition: WorkflowDefinition) {
+            self.execution = execution
+            self.definition = definition
+            finishedSteps = execution.finishedSteps
+        }
     }
 
     public init(
@@ -90,7 +99,7 @@ public actor WorkflowExecutor {
             throw .storage(error)
         }
         live[execution.executionID] = LiveExecution(execution: execution, definition: definition)
-        await publishExecution(execution)
+        await publishExecution(EventHeader(execution))
         jobSink.yield(execution.executionID)
         return execution
     }
@@ -331,7 +340,7 @@ public actor WorkflowExecutor {
         live[executionID] = entry
         if previous != entry.execution.status {
             await flushHeader(executionID)
-            await publishExecution(entry.execution)
+            await publishExecution(EventHeader(entry.execution))
         }
         var pending: StepFailure?
         if let details = entry.execution.errorDetails?.objectValue, details["compensating"] == true {
@@ -375,7 +384,7 @@ public actor WorkflowExecutor {
         await flushHeader(executionID)
         let execution = live[executionID]?.execution ?? entry.execution
         live[executionID] = nil
-        await publishExecution(execution)
+        await publishExecution(EventHeader(execution))
         logger.debug("workflow execution \(executionID) (\(execution.workflowName) \(execution.version)) ended \(status.rawValue)")
         for waiter in finishWaiters.removeValue(forKey: executionID) ?? [] { waiter.resume(returning: execution) }
         for (key, waiters) in stepWaiters where key.hasPrefix(executionID + "/") {
@@ -422,16 +431,21 @@ public actor WorkflowExecutor {
     func updateStep(
         _ executionID: String, _ stepID: String, announce: Bool = false, _ change: @Sendable (inout WorkflowStepState) -> Void
     ) async -> WorkflowStepState? {
-        guard var entry = live[executionID] else { return nil }
-        var state = entry.execution.steps[stepID] ?? WorkflowStepState(stepID: stepID, status: .pending)
-        let before = state.status
-        change(&state)
-        entry.execution.steps[stepID] = state
-        if before == .waitingApproval && state.status != .waitingApproval { entry.approvals[stepID] = nil }
-        let headerStatus: WorkflowExecutionStatus = entry.approvals.isEmpty ? .running : .waitingApproval
-        let headerChanged = !entry.execution.status.isFinal && entry.execution.status != .pending && entry.execution.status != headerStatus
-        if headerChanged { entry.execution.status = headerStatus }
-        live[executionID] = entry
+        // Changed in place: a copy of the entry would copy every step record on each transition.
+        let changed = modifyLive(executionID) { entry -> (WorkflowStepState, WorkflowStepStatus, Bool) in
+            let previous = entry.execution.steps[stepID]
+            var state = previous ?? WorkflowStepState(stepID: stepID, status: .pending)
+            let before = state.status
+            change(&state)
+            entry.execution.steps[stepID] = state
+            entry.finishedSteps += Self.countsAsFinished(state) - (previous.map(Self.countsAsFinished) ?? 0)
+            if before == .waitingApproval && state.status != .waitingApproval { entry.approvals[stepID] = nil }
+            let headerStatus: WorkflowExecutionStatus = entry.approvals.isEmpty ? .running : .waitingApproval
+            let headerChanged = !entry.execution.status.isFinal && entry.execution.status != .pending && entry.execution.status != headerStatus
+            if headerChanged { entry.execution.status = headerStatus }
+            return (state, before, headerChanged)
+        }
+        guard case let (state, before, headerChanged)? = changed else { return nil }
         do {
             try await store.saveStep(state, executionID: executionID)
         } catch {
@@ -439,13 +453,27 @@ public actor WorkflowExecutor {
         }
         if headerChanged {
             await flushHeader(executionID)
-            if let execution = live[executionID]?.execution { await publishExecution(execution) }
+            if let header = eventHeader(executionID) { await publishExecution(header) }
         }
-        if before != state.status || announce, let execution = live[executionID]?.execution {
-            await publishStep(state, of: execution)
+        if before != state.status || announce, let header = eventHeader(executionID) {
+            await publishStep(state, of: header)
             for waiter in stepWaiters.removeValue(forKey: "\(executionID)/\(stepID)") ?? [] { waiter.resume() }
         }
         return state
+    }
+
+    private func modifyLive<Result>(_ executionID: String, _ body: (inout LiveExecution) -> Result) -> Result? {
+        guard live[executionID] != nil else { return nil }
+        return body(&live[executionID]!)
+    }
+
+    private func eventHeader(_ executionID: String) -> EventHeader? {
+        live[executionID].map { EventHeader($0.execution, finishedSteps: $0.finishedSteps) }
+    }
+
+    /// 1 when a record counts in `finishedSteps`.
+    private static func countsAsFinished(_ step: WorkflowStepState) -> Int {
+        step.status.isFinal && step.round != "compensation" ? 1 : 0
     }
 
     /// Marks an approval step WAITING_APPROVAL and returns the signal its decision comes on.
@@ -492,17 +520,41 @@ public actor WorkflowExecutor {
 
     // MARK: - Events
 
-    private func publishExecution(_ execution: WorkflowExecution) async {
+    /// What an event says of its execution. Taken without the step records, so that an event
+    /// being published does not keep them shared (and copied on the next transition).
+    private struct EventHeader: Sendable {
+        var executionID: String
+        var workflowName: String
+        var version: String
+        var status: WorkflowExecutionStatus
+        var finishedSteps: Int
+        var totalSteps: Int
+        var errorDetails: JSONValue?
+
+        init(_ execution: WorkflowExecution, finishedSteps: Int? = nil) {
+            executionID = execution.executionID
+            workflowName = execution.workflowName
+            version = execution.version
+            status = execution.status
+            self.finishedSteps = finishedSteps ?? execution.finishedSteps
+            totalSteps = execution.totalSteps
+            errorDetails = execution.errorDetails
+        }
+
+        var topic: String { "workflows.\(workflowName).\(executionID)" }
+    }
+
+    private func publishExecution(_ execution: EventHeader) async {
         var payload: [String: JSONValue] = [
             "event": "execution", "executionId": .string(execution.executionID), "workflowName": .string(execution.workflowName),
             "version": .string(execution.version), "status": .string(execution.status.rawValue),
             "finishedSteps": .integer(Int64(execution.finishedSteps)), "totalSteps": .integer(Int64(execution.totalSteps)),
         ]
         if let details = execution.errorDetails { payload["errorDetails"] = details }
-        await events.publish(topic: Self.topic(execution), payload: .object(payload))
+        await events.publish(topic: execution.topic, payload: .object(payload))
     }
 
-    private func publishStep(_ step: WorkflowStepState, of execution: WorkflowExecution) async {
+    private func publishStep(_ step: WorkflowStepState, of execution: EventHeader) async {
         var payload: [String: JSONValue] = [
             "event": "step", "executionId": .string(execution.executionID), "workflowName": .string(execution.workflowName),
             "version": .string(execution.version), "stepId": .string(step.stepID), "status": .string(step.status.rawValue),
@@ -510,11 +562,7 @@ public actor WorkflowExecutor {
             "finishedSteps": .integer(Int64(execution.finishedSteps)), "totalSteps": .integer(Int64(execution.totalSteps)),
         ]
         if let error = step.error { payload["error"] = .string(error) }
-        await events.publish(topic: Self.topic(execution), payload: .object(payload))
-    }
-
-    static func topic(_ execution: WorkflowExecution) -> String {
-        "workflows.\(execution.workflowName).\(execution.executionID)"
+        await events.publish(topic: execution.topic, payload: .object(payload))
     }
 }
 
