@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A validating JSON scanner over UTF-8 bytes.
 ///
 /// It checks the full RFC 8259 grammar, UTF-8 well-formedness inside strings and a nesting limit,
@@ -128,6 +136,16 @@ public struct JSONScanner {
         var i = start + 1
         var hasEscapes = false
         while i < bytes.count {
+            // Eight bytes at a time up to the first that is not plain (printable ASCII other than
+            // `"` and `\`): most of a message's bytes are in strings, and most strings are plain.
+            if i &+ 8 <= bytes.count {
+                let special = Self.specialBytes(bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+                if special == 0 {
+                    i &+= 8
+                    continue
+                }
+                i &+= special.trailingZeroBitCount &>> 3
+            }
             let byte = bytes[i]
             switch byte {
             case UInt8(ascii: "\""):
@@ -157,6 +175,125 @@ public struct JSONScanner {
             }
         }
         throw JSONSyntaxError(.unterminatedString, at: start)
+    }
+
+    /// The eight bytes at an offset as loaded, in memory order (the first byte the lowest).
+    /// Zero when none of them is `"`, `\`, a control character (below 0x20) or part of a
+    /// multi-byte UTF-8 sequence (0x80 and above); else the lowest set bit is the high bit of the
+    /// first such byte (bits above it may be set spuriously by the borrow of the SWAR tests).
+    @inline(__always)
+    static func specialBytes(_ loaded: UInt64) -> UInt64 {
+        let word = UInt64(littleEndian: loaded)
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        @inline(__always) func zeroBytes(_ value: UInt64) -> UInt64 { (value &- ones) & ~value & highs }
+        let quote = zeroBytes(word ^ (ones &* 0x22))
+        let backslash = zeroBytes(word ^ (ones &* 0x5C))
+        let control = (word &- ones &* 0x20) & ~word & highs
+        return quote | backslash | control | (word & highs)
+    }
+
+    // MARK: Values known to be valid
+
+    /// The index past the string whose opening quote is at `start`, in bytes already known to be
+    /// valid JSON (nothing is checked but the bounds); `plain` when it has neither escapes nor
+    /// non-ASCII bytes. Nil when the bytes end first.
+    @usableFromInline
+    func skipValidString(from start: Int) -> (end: Int, plain: Bool)? {
+        var i = start &+ 1
+        var plain = true
+        while i < bytes.count {
+            if i &+ 8 <= bytes.count {
+                let special = Self.specialBytes(bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+                if special == 0 {
+                    i &+= 8
+                    continue
+                }
+                i &+= special.trailingZeroBitCount &>> 3
+            }
+            switch bytes[i] {
+            case UInt8(ascii: "\""): return (i &+ 1, plain)
+            case UInt8(ascii: "\\"):
+                plain = false
+                i &+= 2
+            case 0x80...:
+                plain = false
+                i &+= 1
+            default:
+                i &+= 1
+            }
+        }
+        return nil
+    }
+
+    /// The index past the value at `start` (no leading whitespace), in bytes already known to be
+    /// valid JSON: brackets are counted and strings skipped, nothing is validated. Iterative, so
+    /// depth costs no stack. Nil when the bytes end first.
+    @usableFromInline
+    func skipValidValue(from start: Int) -> Int? {
+        var i = start
+        var depth = 0
+        while i < bytes.count {
+            switch bytes[i] {
+            case UInt8(ascii: "\""):
+                guard let string = skipValidString(from: i) else { return nil }
+                i = string.end
+                if depth == 0 { return i }
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth &+= 1
+                i &+= 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                depth &-= 1
+                i &+= 1
+                if depth <= 0 { return depth == 0 ? i : nil }
+            default:
+                if depth > 0 {
+                    i &+= 1
+                    continue
+                }
+                // A scalar at the top: up to the next delimiter.
+                while i < bytes.count {
+                    switch bytes[i] {
+                    case UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), UInt8(ascii: " "), UInt8(ascii: "\t"),
+                        UInt8(ascii: "\n"), UInt8(ascii: "\r"):
+                        return i
+                    default: i &+= 1
+                    }
+                }
+                return i
+            }
+        }
+        return nil
+    }
+
+    /// The range of the value of the first member named `name` (as UTF-8) of the object at the
+    /// start of the bytes, which are known to be valid JSON. Names are compared as bytes when both
+    /// are plain ASCII, else as decoded strings (Swift's string equality).
+    @usableFromInline
+    func validMember(named name: UnsafeRawBufferPointer, nameIsASCII: Bool) -> Range<Int>? {
+        var i = skipWhitespace(from: 0)
+        guard i < bytes.count, bytes[i] == UInt8(ascii: "{") else { return nil }
+        i = skipWhitespace(from: i &+ 1)
+        while i < bytes.count, bytes[i] == UInt8(ascii: "\"") {
+            guard let memberName = skipValidString(from: i) else { return nil }
+            let nameRange = (i &+ 1)..<(memberName.end &- 1)
+            let matches: Bool
+            if memberName.plain && nameIsASCII {
+                matches = nameRange.count == name.count
+                    && (name.isEmpty || memcmp(bytes.baseAddress! + nameRange.lowerBound, name.baseAddress!, name.count) == 0)
+            } else {
+                matches = decodeString(JSONStringSlice(range: nameRange, hasEscapes: true)) == String(decoding: name, as: UTF8.self)
+            }
+            i = skipWhitespace(from: memberName.end)
+            guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { return nil }
+            let valueStart = skipWhitespace(from: i &+ 1)
+            guard let valueEnd = skipValidValue(from: valueStart) else { return nil }
+            if matches { return valueStart..<valueEnd }
+            i = skipWhitespace(from: valueEnd)
+            guard i < bytes.count, bytes[i] == UInt8(ascii: ",") else { return nil }
+            i = skipWhitespace(from: i &+ 1)
+        }
+        return nil
     }
 
     /// Validates one multi-byte UTF-8 sequence (RFC 3629: no overlongs, no surrogates, ≤ U+10FFFF).

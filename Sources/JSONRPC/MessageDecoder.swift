@@ -23,6 +23,11 @@ public struct MessageDecoder: Sendable {
                     }
                     try scanner.expectEnd(from: end)
                     return entries.isEmpty ? .emptyBatch : .batch(entries)
+                case UInt8(ascii: "{"):
+                    // Walking the members validates the object, every value included: one pass.
+                    let (entry, end) = try decodeObject(scanner, line, at: start, depth: 0)
+                    try scanner.expectEnd(from: end)
+                    return .single(entry)
                 default:
                     let end = try scanner.skipValue(from: start)
                     try scanner.expectEnd(from: end)
@@ -45,11 +50,22 @@ public struct MessageDecoder: Sendable {
         guard bytes[range.lowerBound] == UInt8(ascii: "{") else {
             return .invalid(id: nil, error: .invalidRequest("a message must be a JSON object"))
         }
+        return try decodeObject(scanner, line, at: range.lowerBound, depth: depth).entry
+    }
+
+    /// Validates the object whose `{` is at `start` and reads it as a message; also returns the
+    /// index past its `}`.
+    private func decodeObject(
+        _ scanner: JSONScanner,
+        _ line: ByteBuffer,
+        at start: Int,
+        depth: Int
+    ) throws(JSONSyntaxError) -> (entry: DecodedEntry, end: Int) {
         var envelope = Envelope()
-        _ = try scanner.forEachMember(ofObjectAt: range.lowerBound, depth: depth) { name, value in
+        let end = try scanner.forEachMember(ofObjectAt: start, depth: depth) { name, value in
             envelope.take(name: name, value: value, scanner: scanner, line: line)
         }
-        return envelope.entry()
+        return (envelope.entry(), end)
     }
 }
 

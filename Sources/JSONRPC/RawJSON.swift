@@ -57,16 +57,17 @@ public struct RawJSON: Sendable, Hashable, CustomStringConvertible {
 
     /// The value of member `name` when this is an object that has it. The result shares storage
     /// with this value (no copy).
+    ///
+    /// The bytes are valid JSON already, so the lookup only counts brackets and skips strings up
+    /// to the member; it validates nothing and stops at the first match.
     public func member(_ name: String) -> RawJSON? {
-        let range: Range<Int>? = buffer.withUnsafeReadableBytes { bytes in
-            let scanner = JSONScanner(bytes: bytes, maximumDepth: .max)
-            let start = scanner.skipWhitespace(from: 0)
-            guard start < bytes.count, bytes[start] == UInt8(ascii: "{") else { return nil }
-            var found: Range<Int>?
-            _ = try? scanner.forEachMember(ofObjectAt: start) { memberName, value in
-                if found == nil && scanner.decodeString(memberName) == name { found = value }
+        var name = name
+        let range: Range<Int>? = name.withUTF8 { utf8 in
+            let target = UnsafeRawBufferPointer(utf8)
+            let isASCII = !target.contains { $0 >= 0x80 }
+            return buffer.withUnsafeReadableBytes { bytes in
+                JSONScanner(bytes: bytes, maximumDepth: .max).validMember(named: target, nameIsASCII: isASCII)
             }
-            return found
         }
         guard let range else { return nil }
         return RawJSON(unchecked: buffer.getSlice(at: buffer.readerIndex + range.lowerBound, length: range.count)!)

@@ -314,7 +314,7 @@ private final class SinglePing: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         var buffer = context.channel.allocator.buffer(capacity: 64)
-        BenchmarkRequest.ping.line(id: 1, into: &buffer)
+        BenchmarkRequest.ping.line(id: 1, now: 0, into: &buffer)
         context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         context.fireChannelActive()
     }

@@ -414,6 +414,8 @@ struct TaskThroughputBenchmark: AsyncParsableCommand {
     @Option(help: "Tasks before the measurements that are not counted.")
     var warmup: Int = 5_000
 
+    @OptionGroup var summary: SummaryOptions
+
     func validate() throws {
         guard agents > 0, agentConcurrency > 0, tasks > 0, window > 0, burst > 0, warmup >= 0 else {
             throw ValidationError("counts must be positive")
@@ -425,11 +427,29 @@ struct TaskThroughputBenchmark: AsyncParsableCommand {
         let specs = (0..<agents).map { index in
             SimulatedAgentSpec(agentName: "echo", tool: "work", delayMilliseconds: 0, failureRate: 0, maxConcurrency: agentConcurrency, seed: UInt64(index))
         }
+        let bench = JSONRPCProcess.observe(pid: getpid(), name: "bench")
+        var calls = ResultTable()
+
+        // The floor: tools/call straight to one simulated agent, in this process, over TCP.
+        let direct = "tools/call directly to one agent"
+        do {
+            let (server, port) = try await SimulatedAgent.serve(specs[0])
+            let channel = try await JSONRPCProcess.connect(port: port)
+            try await calls.measure(
+                label: direct, mode: "window \(window)", channel: channel, request: .call(tool: "work"), count: tasks, window: window,
+                warmup: warmup, processes: [("bench", bench)])
+            try await channel.close()
+            try await server.close()
+        }
+
         let gateway = try JSONRPCProcess.startGateway(binary: binary, transport: "tcp")
         defer { gateway.stop() }
         let agentChannels = try await SimulatedAgent.attach(specs, to: gateway)
         let client = try await gateway.connect()
-        let bench = JSONRPCProcess.observe(pid: getpid(), name: "bench")
+        let relayed = "tools/call through switchboard"
+        try await calls.measure(
+            label: relayed, mode: "window \(window)", channel: client, request: .call(tool: "work"), count: tasks, window: window,
+            warmup: warmup, processes: [("gateway", gateway), ("bench", bench)], baseline: direct)
 
         if warmup > 0 {
             _ = try await TaskDriver.run(on: client, plan: .init(count: warmup, window: window, burst: false, taskType: "work", extraParams: ""))
@@ -437,7 +457,7 @@ struct TaskThroughputBenchmark: AsyncParsableCommand {
         var rows: [ThroughputRow] = []
         for (mode, plan) in [
             ("window \(window)", TaskDriver.Plan(count: tasks, window: window, burst: false, taskType: "work", extraParams: "")),
-            ("burst \(burst)", TaskDriver.Plan(count: burst, window: window, burst: true, taskType: "work", extraParams: "")),
+            ("\(grouped(Double(burst))) queued at once", TaskDriver.Plan(count: burst, window: window, burst: true, taskType: "work", extraParams: "")),
         ] {
             for channel in agentChannels { _ = try await SimulatedAgent.takeTally(of: channel) }
             let cpuBefore = (gateway.cpuTime(), bench.cpuTime())
@@ -460,10 +480,39 @@ struct TaskThroughputBenchmark: AsyncParsableCommand {
         try await client.close()
         for channel in agentChannels { try? await channel.close() }
 
+        // The task rows beside the calls: tasks/s and submit → result against a relayed call.
+        for row in rows {
+            calls.add(
+                Measurement(
+                    label: "tasks/submit + tasks/result", mode: row.mode, count: row.outcome.count, seconds: row.outcome.seconds,
+                    percentiles: Measurement.percentiles(of: row.outcome.endToEnd),
+                    cpuPerCall: [("gateway", row.gatewayCPU), ("bench", row.benchCPU)], baseline: relayed))
+        }
+
+        print()
+        print("tools/call and tasks with \(agents) simulated echo agents (maxConcurrency \(agentConcurrency) each) attached over TCP "
+            + "(latency: call round trip, or submit → result):")
+        calls.print(unit: "calls or tasks/s")
         print()
         print("| mode | tasks | tasks/s | submit → agent p50 ms | p99 ms | p999 ms | submit → result p50 ms | p99 ms | gateway CPU µs/task | bench CPU µs/task |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for row in rows { print(row.markdown) }
+
+        let directRow = calls.rows.first { $0.label == direct }
+        let relayedRow = calls.rows.first { $0.label == relayed }
+        for row in rows {
+            var against = ""
+            if let relayedRow {
+                against = "\(ratio(row.tasksPerSecond, relayedRow.callsPerSecond)) of tools/call through switchboard (\(grouped(relayedRow.callsPerSecond))/s)"
+            }
+            if let directRow {
+                against += "; \(ratio(row.tasksPerSecond, directRow.callsPerSecond)) of tools/call directly (\(grouped(directRow.callsPerSecond))/s)"
+            }
+            summary.record(
+                "3 tasks", "tasks/submit + tasks/result, \(row.mode)",
+                "\(grouped(row.tasksPerSecond)) tasks/s, submit → agent p50 \(ThroughputRow.millis(row.assignment, 50)) ms, "
+                    + "p99 \(ThroughputRow.millis(row.assignment, 99)) ms, gateway \(format(row.gatewayCPU)) µs CPU/task", against)
+        }
     }
 }
 
@@ -509,6 +558,8 @@ struct SimulatedAgentSpec: Sendable {
     var failureRate: Double
     var maxConcurrency: Int
     var seed: UInt64
+    /// False: tools/call is never answered (the call holds its slot), for tasks that stay queued.
+    var answersCalls = true
 }
 
 /// What one simulated agent saw since the last look.
@@ -532,7 +583,7 @@ final class SimulatedAgent: ChannelInboundHandler, RemovableChannelHandler {
     private(set) var tally = AgentTally()
     private var pendingFlush = false
 
-    private init(spec: SimulatedAgentSpec, registered: EventLoopPromise<Void>) {
+    init(spec: SimulatedAgentSpec, registered: EventLoopPromise<Void>?) {
         self.spec = spec
         self.delay = .nanoseconds(Int64(spec.delayMilliseconds * 1_000_000))
         self.random = SplitMix64(seed: spec.seed)
@@ -541,9 +592,14 @@ final class SimulatedAgent: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Connects and registers each agent, one after the other; returns their channels.
     static func attach(_ specs: [SimulatedAgentSpec], to gateway: JSONRPCProcess) async throws -> [any Channel] {
+        try await attach(specs, port: gateway.port)
+    }
+
+    /// Connects and registers each agent to the gateway on `port`, one after the other.
+    static func attach(_ specs: [SimulatedAgentSpec], port: Int) async throws -> [any Channel] {
         var channels: [any Channel] = []
         for spec in specs {
-            let channel = try await gateway.connect()
+            let channel = try await JSONRPCProcess.connect(port: port)
             let promise = channel.eventLoop.makePromise(of: Void.self)
             try await channel.eventLoop.submit {
                 let agent = SimulatedAgent(spec: spec, registered: promise)
@@ -557,6 +613,52 @@ final class SimulatedAgent: ChannelInboundHandler, RemovableChannelHandler {
             channels.append(channel)
         }
         return channels
+    }
+
+    /// Connects and registers agents, up to `concurrency` at a time; returns the channels of those
+    /// that registered and the errors of the others.
+    static func attachMany(
+        _ specs: [SimulatedAgentSpec], to gateway: JSONRPCProcess, concurrency: Int
+    ) async -> (channels: [any Channel], errors: [String]) {
+        var channels: [any Channel] = []
+        var errors: [String] = []
+        let port = gateway.port
+        await withTaskGroup(of: Result<any Channel, any Error>.self) { group in
+            var next = 0
+            func startOne() {
+                let spec = specs[next]
+                next += 1
+                group.addTask {
+                    do { return .success(try await attach([spec], port: port)[0]) } catch { return .failure(error) }
+                }
+            }
+            while next < specs.count, next < concurrency { startOne() }
+            for await outcome in group {
+                switch outcome {
+                case .success(let channel): channels.append(channel)
+                case .failure(let error): errors.append("\(error)")
+                }
+                if next < specs.count { startOne() }
+            }
+        }
+        return (channels, errors)
+    }
+
+    /// A TCP listener in this process whose connections are served by simulated agents, so that
+    /// the agent can be called directly (no registration); returns the listener and its port.
+    static func serve(_ spec: SimulatedAgentSpec) async throws -> (any Channel, Int) {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ReplyLineDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(SimulatedAgent(spec: spec, registered: nil))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+        return (server, server.localAddress?.port ?? 0)
     }
 
     /// The agent's tally since the last call, which starts a new one.
@@ -590,6 +692,9 @@ final class SimulatedAgent: ChannelInboundHandler, RemovableChannelHandler {
         reply.writeString(#"{"jsonrpc":"2.0","id":"#)
         reply.writeBytes(id)
         switch method {
+        case "tools/call" where !spec.answersCalls:
+            tally.calls += 1
+            return
         case "tools/call":
             tally.calls += 1
             if let stamp = LineScan.integerValue(after: LineScan.stampKey, in: view), stamp > 0, arrived >= UInt64(stamp) {
@@ -655,6 +760,8 @@ final class TaskDriver: ChannelInboundHandler, RemovableChannelHandler {
         var taskType: String
         /// Appended to tasks/submit params, starting with a comma.
         var extraParams: String
+        /// Done when every submit is acknowledged; no tasks/result (the tasks stay in flight).
+        var submitOnly = false
     }
 
     struct Outcome: Sendable {
@@ -772,6 +879,17 @@ final class TaskDriver: ChannelInboundHandler, RemovableChannelHandler {
             let taskID = line.getSlice(at: start, length: end - start)!
             acknowledged += 1
             if acknowledged == plan.count { submittedAt = now }
+            if plan.submitOnly {
+                _ = endToEnd.record(now - submitTimes[id])
+                if acknowledged == plan.count {
+                    finished = true
+                    promise.succeed(
+                        Outcome(
+                            count: plan.count, succeeded: 0, burst: plan.burst, seconds: Double(now - started) / 1e9,
+                            submittedSeconds: Double(now - started) / 1e9, endToEnd: endToEnd))
+                }
+                return
+            }
             if plan.burst {
                 pendingResults.append((id, taskID))
                 drainPendingResults(context.channel)

@@ -83,6 +83,50 @@ struct JSONScannerTests {
         #expect(raw.member("x")?.kind == .null)
     }
 
+    @Test func findsMembersPastEveryKindOfValue() {
+        // Long strings (the eight-byte fast path), escaped quotes and brackets inside strings,
+        // nesting, scalars, whitespace, and names that need decoding.
+        let text = #"{ "long" : "0123456789abcdefghij\"}]{[0123456789" , "n" : -12.5e3 , "t":true,"#
+            + #""deep":{"a":[{"b":"]}"},[],{}]},"caf\u00e9":1,"é":2,"K":3,"last":[1,"x"] }"#
+        let raw = try! RawJSON(validating: text)
+        #expect(raw.member("long")?.stringValue == "0123456789abcdefghij\"}]{[0123456789")
+        #expect(raw.member("n")?.description == "-12.5e3")
+        #expect(raw.member("t")?.description == "true")
+        #expect(raw.member("deep")?.description == #"{"a":[{"b":"]}"},[],{}]}"#)
+        #expect(raw.member("café")?.description == "1")
+        #expect(raw.member("é")?.description == "2")
+        #expect(raw.member("\u{212A}")?.description == "3")  // the Kelvin sign is canonically "K"
+        #expect(raw.member("last")?.description == #"[1,"x"]"#)
+        #expect(raw.member("las") == nil)
+        #expect(try! RawJSON(validating: #"{"a":1,"a":2}"#).member("a")?.description == "1")
+        #expect(try! RawJSON(validating: "{}").member("a") == nil)
+        #expect(try! RawJSON(validating: "[1]").member("a") == nil)
+        // Bytes that break the promise of validity give nil, never a crash.
+        #expect(RawJSON(unchecked: ByteBuffer(string: #"{"a":"#)).member("a") == nil)
+        #expect(RawJSON(unchecked: ByteBuffer(string: #"{"a":"x"#)).member("a") == nil)
+        #expect(RawJSON(unchecked: ByteBuffer(string: #"{"a":[1,"#)).member("a") == nil)
+    }
+
+    @Test func validatesStringsEightBytesAtATime() {
+        // Every offending byte at every position of an eight-byte window is still caught.
+        for position in 0..<17 {
+            for bad: UInt8 in [0x00, 0x1F, 0x0A] {
+                var bytes = Array(#""0123456789ACDEGHJ""#.utf8)
+                bytes[1 + position] = bad
+                #expect(validate(bytes: bytes)?.offset == 1 + position, "byte \(bad) at \(position)")
+            }
+            var invalidUTF8 = Array(#""0123456789ACDEGHJ""#.utf8)
+            invalidUTF8[1 + position] = 0xFF
+            #expect(validate(bytes: invalidUTF8) != nil)
+            var escaped = Array(#""0123456789ACDEGHJ""#.utf8)
+            escaped[1 + position] = UInt8(ascii: "\\")
+            #expect(validate(bytes: escaped) != nil)  // `\` followed by a digit or letter that is no escape, or by the quote
+        }
+        let valid = "\"" + String(repeating: "abcdefgh", count: 5) + "é😀" + String(repeating: "x", count: 9) + "\""
+        #expect(validate(valid) == nil)
+        #expect(try! RawJSON(validating: valid).stringValue == String(repeating: "abcdefgh", count: 5) + "é😀" + String(repeating: "x", count: 9))
+    }
+
     @Test func buildsTreesForSmallDocuments() {
         let raw = try! RawJSON(validating: #"{"a":1,"b":[true,null,"s"],"c":1.5,"d":12345678901234567890}"#)
         #expect(raw.decoded() == .object(["a": 1, "b": [true, nil, "s"], "c": 1.5, "d": .double(1.2345678901234567e19)]))
