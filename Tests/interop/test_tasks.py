@@ -480,7 +480,7 @@ def test_a_waiting_task_goes_to_a_new_instance(start_gateway, agent):
 def test_scatter_with_a_slow_and_a_failing_agent(start_gateway, agent):
     gw = start_gateway("tcp")
     fast = agent(gw.tcp.url, "panel", "vote", label="fast")
-    slow = agent(gw.tcp.url, "panel", "vote", label="slow", delay=3)
+    slow = agent(gw.tcp.url, "panel", "vote", label="slow", delay=6)
     failing = agent(gw.tcp.url, "panel", "vote", label="failing", fail_rate=1.0, fail_with="error")
     session = RpcSession.connect(gw.tcp)
 
