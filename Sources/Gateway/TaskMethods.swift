@@ -36,6 +36,16 @@ enum TaskMethods {
         }
         table.register("tasks/result") { request, context in
             guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/result needs \"taskId\"")) }
+            if let local = engine as? TaskEngine {
+                // The embedded engine's future, on the connection's event loop: no task hop.
+                return .later(local.result(id, on: context.eventLoop).flatMapThrowing { task -> JSONValue in
+                    guard task.state == .completed, let result = task.result else { throw TaskEnded(task: task) }
+                    return .raw(result)
+                }.flatMapErrorThrowing { error -> JSONValue in
+                    if case TaskLookupError.unknownTask? = error as? TaskLookupError { throw unknownTask(id) }
+                    throw error
+                })
+            }
             return answer(on: context) {
                 let task = try await engine.result(id)
                 guard task.state == .completed, let result = task.result else { throw TaskEnded(task: task) }
