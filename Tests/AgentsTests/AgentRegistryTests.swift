@@ -39,7 +39,7 @@ struct AgentRegistryTests {
         let future = registry.acquire(.tool, tool, on: loop, timeout: .seconds(5))
         loop.run()
         var lease: AgentRegistry.Lease?
-        future.whenSuccess { lease = $0 }
+        future.assumeIsolated().whenSuccess { lease = $0 }
         loop.run()
         return lease
     }
@@ -55,7 +55,7 @@ struct AgentRegistryTests {
         // A fifth call waits until a slot frees up.
         let waiting = registry.acquire(.tool, "echo", on: loop, timeout: .seconds(5))
         var granted: AgentRegistry.Lease?
-        waiting.whenSuccess { granted = $0 }
+        waiting.assumeIsolated().whenSuccess { granted = $0 }
         loop.run()
         #expect(granted == nil)
         leases[0].finish(succeeded: true)
@@ -69,7 +69,7 @@ struct AgentRegistryTests {
         _ = registry.acquire(.tool, "echo", on: loop, timeout: .seconds(5))
         let waiting = registry.acquire(.tool, "echo", on: loop, timeout: .seconds(1))
         var failure: (any Error)?
-        waiting.whenFailure { failure = $0 }
+        waiting.assumeIsolated().whenFailure { failure = $0 }
         loop.advanceTime(by: .seconds(2))
         guard case .timedOut? = failure as? AgentRegistry.AcquireError else {
             Issue.record("expected a timeout, got \(String(describing: failure))")
@@ -80,7 +80,7 @@ struct AgentRegistryTests {
     @Test func unknownToolsAndOfflineTemplatesAreRefused() {
         let registry = AgentRegistry()
         var failure: (any Error)?
-        registry.acquire(.tool, "nope", on: loop, timeout: .seconds(1)).whenFailure { failure = $0 }
+        registry.acquire(.tool, "nope", on: loop, timeout: .seconds(1)).assumeIsolated().whenFailure { failure = $0 }
         loop.run()
         guard case .unknownTool? = failure as? AgentRegistry.AcquireError else {
             Issue.record("expected unknownTool")
