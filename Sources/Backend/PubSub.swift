@@ -38,6 +38,22 @@ extension PubSub {
         return counts
     }
 
+    /// Hands every message matching `filter` to `handle` until the calling task is cancelled,
+    /// subscribing again a second after a subscription fails or ends (a lost connection), so a
+    /// long-lived listener outlives backend outages. `failed` hears of each failure.
+    public func listen(
+        to filter: TopicFilter, limits: SubscriptionLimits, failed: (any Error) -> Void, _ handle: (PubSubMessage) async -> Void
+    ) async {
+        while !Task.isCancelled {
+            do {
+                for await delivery in try await subscribe(filter, limits: limits) { await handle(delivery.message) }
+            } catch {
+                failed(error)
+            }
+            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        }
+    }
+
     public func subscribe(_ filter: TopicFilter) async throws -> Subscription {
         try await subscribe(filter, limits: SubscriptionLimits())
     }

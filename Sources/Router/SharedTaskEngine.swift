@@ -107,16 +107,10 @@ public final class SharedTaskEngine: TaskService {
     }
 
     private func listen(_ topic: String, _ handle: @escaping @Sendable (SharedTaskEngine, String) async -> Void) async {
-        while !Task.isCancelled {
-            do {
-                let subscription = try await events.subscribe(.topic(topic), limits: SubscriptionLimits(messages: 100_000, bytes: 64 << 20))
-                for await delivery in subscription {
-                    await handle(self, String(buffer: delivery.message.payload))
-                }
-            } catch {
-                logger.warning("tasks: cannot listen to \(topic): \(error); retrying in a second")
-            }
-            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        await events.listen(to: .topic(topic), limits: SubscriptionLimits(messages: 100_000, bytes: 64 << 20)) { error in
+            logger.warning("tasks: cannot listen to \(topic): \(error); retrying in a second")
+        } _: { message in
+            await handle(self, String(buffer: message.payload))
         }
     }
 
@@ -388,11 +382,12 @@ public final class SharedTaskEngine: TaskService {
                 logger.warning("tasks: could not start \(started.id): \(error)")
                 return
             }
-            await run(started, on: lease)
+            await run(started, on: lease, claims: claimed.claims)
         }
     }
 
-    private func run(_ task: TaskRecord, on lease: AgentRegistry.Lease) async {
+    /// `claims`: how many times the board has handed the task out, this claim included.
+    private func run(_ task: TaskRecord, on lease: AgentRegistry.Lease, claims: Int) async {
         let params: JSONValue = ["name": .string(lease.originalName), "arguments": .raw(task.submission.taskData)]
         let call = lease.endpoint.call("tools/call", params: params, timeout: TimeAmount(task.submission.timeout))
         let cancelledAlready = state.withLock { state -> Bool in
@@ -402,25 +397,23 @@ public final class SharedTaskEngine: TaskService {
         if cancelledAlready { lease.endpoint.cancel(call.id, reason: "cancelled by request") }
         let outcome: Result<RawJSON, any Error>
         do { outcome = .success(try await call.result.get()) } catch { outcome = .failure(error) }
-        await attemptEnded(task, lease: lease, outcome: outcome)
+        await attemptEnded(task, lease: lease, claims: claims, outcome: outcome)
     }
 
-    private func attemptEnded(_ started: TaskRecord, lease: AgentRegistry.Lease, outcome: Result<RawJSON, any Error>) async {
+    private func attemptEnded(_ started: TaskRecord, lease: AgentRegistry.Lease, claims: Int, outcome: Result<RawJSON, any Error>) async {
         let wasCancelled = state.withLock { $0.running.removeValue(forKey: started.id)?.cancelled ?? true }
-        var failure: (message: String, isTimeout: Bool)?
-        switch outcome {
-        case .success(let result):
-            if result.member("isError")?.decoded() == .bool(true) {
-                failure = ("the tool reported an error: \(Self.text(of: result))", false)
-            }
-        case .failure(let error as AgentCallTimedOut): failure = ("no answer within \(error.timeout)", true)
-        case .failure(let error as AgentEndpointClosed): failure = ("the agent failed: \(error.reason)", false)
-        case .failure(let error as JSONRPCError): failure = ("the agent answered with error \(error.code): \(error.message)", false)
-        case .failure(let error): failure = ("\(error)", false)
-        }
-        if wasCancelled || outcome.isCancellation {
+        let verdict = AttemptVerdict(outcome)
+        let failure: (message: String, isTimeout: Bool)?
+        switch verdict {
+        case .succeeded: failure = nil
+        case .failed(let message, let isTimeout): failure = (message, isTimeout)
+        case .cancelled:
             lease.release()
             return  // whoever cancelled has settled the task
+        }
+        if wasCancelled {
+            lease.release()
+            return
         }
         lease.finish(succeeded: failure == nil)
 
@@ -431,13 +424,12 @@ public final class SharedTaskEngine: TaskService {
         do {
             guard let failure else {
                 task.state = .completed
-                if case .success(let result) = outcome { task.result = result }
+                if case .succeeded(let result) = verdict { task.result = result }
                 task.completionTime = now
                 try await finish(task, deadLetter: false)
                 return
             }
             task.attempts[task.attempts.count - 1].error = failure.message
-            let claims = (try? await board.get(task.id))?.claims ?? task.attempts.count
             if claims <= task.submission.maximumRetries {
                 let delay = task.submission.backoff.delay(beforeRetry: task.attempts.count)
                 task.state = .pending
@@ -446,7 +438,7 @@ public final class SharedTaskEngine: TaskService {
                 return
             }
             task.state = failure.isTimeout ? .timeout : .failed
-            task.errorMessage = task.attempts.count == 1 ? failure.message : Self.allAttemptsFailed(task)
+            task.errorMessage = task.attempts.count == 1 ? failure.message : task.everyAttemptFailed
             task.completionTime = now
             try await finish(task, deadLetter: true)
         } catch {
@@ -512,7 +504,7 @@ public final class SharedTaskEngine: TaskService {
         for exhausted in outcome.exhausted {
             guard var task = try? decode(exhausted) else { continue }
             task.state = .failed
-            task.errorMessage = Self.allAttemptsFailed(task)
+            task.errorMessage = task.everyAttemptFailed
             task.completionTime = Date()
             task.lastUpdatedAt = Date()
             _ = try? await finish(task, deadLetter: true)
@@ -540,17 +532,6 @@ public final class SharedTaskEngine: TaskService {
         if stored.state == "WAITING", task.waitingFor == nil { task.waitingFor = "waiting for \(task.submission.dependsOn.joined(separator: ", "))" }
         task.state = boardState
         return task
-    }
-
-    private static func allAttemptsFailed(_ task: TaskRecord) -> String {
-        "all \(task.attempts.count) attempts failed: "
-            + task.attempts.enumerated().map { "#\($0.offset + 1) on \($0.element.agent): \($0.element.error ?? "?")" }.joined(separator: "; ")
-    }
-
-    private static func text(of result: RawJSON) -> String {
-        guard let content = result.member("content"), case .array(let blocks) = content.decoded() else { return "no details" }
-        let texts = blocks.compactMap { $0["text"]?.stringValue }
-        return texts.isEmpty ? "no details" : texts.joined(separator: " ")
     }
 }
 
@@ -592,12 +573,5 @@ struct Demand {
         constraints.minimumMatch = minimumMatch
         constraints.localOnly = true
         return constraints
-    }
-}
-
-extension Result where Failure == any Error {
-    var isCancellation: Bool {
-        if case .failure(is AgentCallCancelled) = self { return true }
-        return false
     }
 }

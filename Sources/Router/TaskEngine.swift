@@ -338,23 +338,10 @@ public final class TaskEngine: Sendable {
 
     private func attemptEnded(_ id: String, lease: AgentRegistry.Lease, outcome: Result<RawJSON, any Error>) {
         let failure: (message: String, isTimeout: Bool)?
-        switch outcome {
-        case .success(let result):
-            if result.member("isError")?.decoded() == .bool(true) {
-                failure = ("the tool reported an error: \(Self.text(of: result))", false)
-            } else {
-                failure = nil
-            }
-        case .failure(let error as AgentCallTimedOut):
-            failure = ("no answer within \(error.timeout)", true)
-        case .failure(let error as AgentEndpointClosed):
-            failure = ("the agent failed: \(error.reason)", false)
-        case .failure(is AgentCallCancelled):
-            return  // cancel() has already settled the task
-        case .failure(let error as JSONRPCError):
-            failure = ("the agent answered with error \(error.code): \(error.message)", false)
-        case .failure(let error):
-            failure = ("\(error)", false)
+        switch AttemptVerdict(outcome) {
+        case .cancelled: return  // cancel() has already settled the task
+        case .succeeded: failure = nil
+        case .failed(let message, let isTimeout): failure = (message, isTimeout)
         }
         lease.finish(succeeded: failure == nil)
 
@@ -381,11 +368,7 @@ public final class TaskEngine: Sendable {
                 return nil
             }
             task.state = failure.isTimeout ? .timeout : .failed
-            task.errorMessage = task.attempts.count == 1
-                ? failure.message
-                : "all \(task.attempts.count) attempts failed: "
-                    + task.attempts.enumerated().map { "#\($0.offset + 1) on \($0.element.agent): \($0.element.error ?? "?")" }
-                    .joined(separator: "; ")
+            task.errorMessage = task.attempts.count == 1 ? failure.message : task.everyAttemptFailed
             task.completionTime = now
             state.tasks[id] = task
             return task
@@ -441,12 +424,6 @@ public final class TaskEngine: Sendable {
         for dependent in failedDependents { finished(dependent) }
         if !released.isEmpty { scheduleDispatch() }
         logger.debug("task \(task.id) \(task.state.rawValue)")
-    }
-
-    private static func text(of result: RawJSON) -> String {
-        guard let content = result.member("content"), case .array(let blocks) = content.decoded() else { return "no details" }
-        let texts = blocks.compactMap { $0["text"]?.stringValue }
-        return texts.isEmpty ? "no details" : texts.joined(separator: " ")
     }
 }
 

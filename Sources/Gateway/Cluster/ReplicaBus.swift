@@ -68,15 +68,10 @@ final class ReplicaBus: Sendable {
     }
 
     private func listen() async {
-        while !Task.isCancelled {
-            do {
-                let subscription = try await events.subscribe(
-                    .topic(Self.topic(of: replica)), limits: SubscriptionLimits(messages: 100_000, bytes: 256 << 20))
-                for await delivery in subscription { received(delivery.message.payload) }
-            } catch {
-                logger.warning("replicas: cannot listen for calls: \(error); retrying in a second")
-            }
-            do { try await Task.sleep(for: .seconds(1)) } catch { return }
+        await events.listen(to: .topic(Self.topic(of: replica)), limits: SubscriptionLimits(messages: 100_000, bytes: 256 << 20)) { error in
+            logger.warning("replicas: cannot listen for calls: \(error); retrying in a second")
+        } _: { message in
+            received(message.payload)
         }
     }
 
