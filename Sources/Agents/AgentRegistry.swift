@@ -5,8 +5,10 @@ import Synchronization
 
 /// Every agent instance the gateway knows, what each offers, and who gets the next call.
 ///
-/// One lock guards the whole table: every operation is a few dictionary lookups, and selection
-/// needs a consistent view of load across instances.
+/// One lock guards the whole table: selection needs a consistent view of load across instances.
+/// A call costs a few lookups and a pass over its template's instances, never over the whole
+/// table: instances are indexed by template, and the catalog of exposed names is kept up to
+/// date incrementally, so that registering the ten-thousandth agent costs what the first did.
 public final class AgentRegistry: Sendable {
     public struct InstanceID: Hashable, Sendable, CustomStringConvertible, Comparable {
         public var rawValue: String
@@ -60,6 +62,7 @@ public final class AgentRegistry: Sendable {
         /// The share of the required capabilities the chosen instance carries (1: all of them).
         public var matchConfidence: Double
         fileprivate let registry: AgentRegistry
+        fileprivate let entry: Instance
         fileprivate let started: ContinuousClock.Instant
 
         /// Releases the slot. `succeeded` feeds the router's learning and the circuit breaker:
@@ -90,12 +93,22 @@ public final class AgentRegistry: Sendable {
 
     // MARK: State
 
-    private struct Instance {
-        var id: InstanceID
+    /// One instance's entry. A class, so that selection reads candidates where they are instead
+    /// of copying them, and a lease finds its instance again without a lookup. Every field is
+    /// read and written under the registry's lock only (hence `@unchecked Sendable`).
+    fileprivate final class Instance: @unchecked Sendable {
+        let id: InstanceID
         var registration: Registration
         var lifecycle: AgentLifecycle = .starting
         var health: AgentHealth = .healthy
-        var offer = AgentOffer()
+        var offer = AgentOffer() {
+            didSet {
+                toolNames = Set(offer.tools.map(\.name))
+                promptNames = Set(offer.prompts.map(\.name))
+            }
+        }
+        private(set) var toolNames: Set<String> = []
+        private(set) var promptNames: Set<String> = []
         var endpoint: (any AgentEndpoint)?
         var inFlight = 0
         var completed = 0
@@ -109,6 +122,18 @@ public final class AgentRegistry: Sendable {
         /// Per tool (or prompt, or resource template) name.
         var performance: [String: ToolPerformance] = [:]
         var circuit = CircuitBreaker()
+        /// False once removed (a lease may outlive its instance).
+        var isRegistered = true
+        /// The names this instance adds to its template's catalog counts; nil while it is not
+        /// part of the catalog (absent, or not of the active version).
+        var counted: (tools: Set<String>, prompts: Set<String>)?
+
+        init(id: InstanceID, registration: Registration) {
+            self.id = id
+            self.registration = registration
+        }
+
+        var isInCatalog: Bool { counted != nil }
 
         var state: AgentState {
             switch lifecycle {
@@ -144,8 +169,29 @@ public final class AgentRegistry: Sendable {
         case resource(template: String)
     }
 
+    /// The instances of one template, and how many of those in the catalog offer each name.
+    private struct TemplateEntry {
+        /// In id order.
+        var instances: [Instance] = []
+        var toolCounts: [String: Int] = [:]
+        var promptCounts: [String: Int] = [:]
+
+        mutating func insert(_ instance: Instance) {
+            var low = 0
+            var high = instances.count
+            while low < high {
+                let middle = (low + high) / 2
+                if instances[middle].id < instance.id { low = middle + 1 } else { high = middle }
+            }
+            instances.insert(instance, at: low)
+        }
+    }
+
     private struct State {
         var instances: [InstanceID: Instance] = [:]
+        var templates: [String: TemplateEntry] = [:]
+        /// Set when a template's offered names changed: the exposed names are worked out again.
+        var catalogNamesChanged = false
         var activeVersion: [String: String] = [:]
         var versionHistory: [String: [String]] = [:]
         /// Versions rolled back from, per template: they do not become active again by
@@ -196,11 +242,13 @@ public final class AgentRegistry: Sendable {
     @discardableResult
     public func add(_ id: InstanceID, _ registration: Registration, endpoint: (any AgentEndpoint)? = nil) -> InstanceID {
         mutate { state in
-            var instance = Instance(id: id, registration: registration)
+            if state.instances[id] != nil { Self.removeInstance(id, from: &state) }
+            let instance = Instance(id: id, registration: registration)
             instance.endpoint = endpoint
             state.instances[id] = instance
             let template = registration.template
             let version = registration.version
+            state.templates[template, default: TemplateEntry()].insert(instance)
             let known = state.versionHistory[template]?.contains(version) ?? false
             if state.activeVersion[template] == nil {
                 // The only version around is the active one.
@@ -210,66 +258,72 @@ public final class AgentRegistry: Sendable {
                 // A new version takes over; the one before stays for a rollback.
                 state.versionHistory[template, default: []].append(version)
                 state.activeVersion[template] = version
+                Self.recount(template: template, in: &state)
+                return
             }
-            return true
+            Self.recount(instance, in: &state)
         }
         return id
     }
 
     public func remove(_ id: InstanceID) {
-        mutate { state in
-            guard let instance = state.instances.removeValue(forKey: id) else { return false }
-            let template = instance.registration.template
-            if !state.instances.values.contains(where: { $0.registration.template == template }) {
-                state.activeVersion[template] = nil
-                state.versionHistory[template] = nil
-                state.rolledBack[template] = nil
-            }
-            return true
+        mutate { state in Self.removeInstance(id, from: &state) }
+    }
+
+    private static func removeInstance(_ id: InstanceID, from state: inout State) {
+        guard let instance = state.instances.removeValue(forKey: id) else { return }
+        instance.isRegistered = false
+        recount(instance, in: &state)
+        let template = instance.registration.template
+        state.templates[template]?.instances.removeAll { $0 === instance }
+        if state.templates[template]?.instances.isEmpty ?? true {
+            state.templates[template] = nil
+            state.activeVersion[template] = nil
+            state.versionHistory[template] = nil
+            state.rolledBack[template] = nil
         }
     }
 
     /// Records a (re)started instance's connection and what it offers, and puts it in rotation.
     public func ready(_ id: InstanceID, endpoint: any AgentEndpoint, offer: AgentOffer, processID: Int32? = nil) {
         mutate { state in
-            guard var instance = state.instances[id] else { return false }
+            guard let instance = state.instances[id] else { return }
             instance.endpoint = endpoint
-            instance.offer = offer
+            if instance.offer != offer { instance.offer = offer }
             instance.lifecycle = .ready
             instance.health = .healthy
             instance.consecutiveFailures = 0
             instance.lastHeartbeat = Date()
             if let processID { instance.registration.processID = processID }
-            state.instances[id] = instance
-            return true
+            Self.recount(instance, in: &state)
         }
     }
 
     /// Like `updateOffer`, without touching the catalog when nothing changed.
     public func updateOfferIfChanged(_ id: InstanceID, _ offer: AgentOffer) {
         mutate { state in
-            guard state.instances[id] != nil, state.instances[id]!.offer != offer else { return false }
-            state.instances[id]!.offer = offer
-            return true
+            guard let instance = state.instances[id], instance.offer != offer else { return }
+            instance.offer = offer
+            Self.recount(instance, in: &state)
         }
     }
 
     public func updateOffer(_ id: InstanceID, _ offer: AgentOffer) {
         mutate { state in
-            guard state.instances[id] != nil else { return false }
-            state.instances[id]!.offer = offer
-            return true
+            guard let instance = state.instances[id] else { return }
+            instance.offer = offer
+            Self.recount(instance, in: &state)
         }
     }
 
     /// Marks an instance down. Its in-flight calls fail through their endpoint, not here.
     public func down(_ id: InstanceID, _ lifecycle: AgentLifecycle) {
         mutate { state in
-            guard state.instances[id] != nil else { return false }
-            state.instances[id]!.lifecycle = lifecycle
-            state.instances[id]!.endpoint = nil
-            state.instances[id]!.inFlight = 0
-            return true
+            guard let instance = state.instances[id] else { return }
+            instance.lifecycle = lifecycle
+            instance.endpoint = nil
+            instance.inFlight = 0
+            Self.recount(instance, in: &state)
         }
     }
 
@@ -290,9 +344,9 @@ public final class AgentRegistry: Sendable {
             guard let instance = state.instances[id] else { return .failure(.unknownAgent(id.rawValue)) }
             switch (instance.lifecycle, on) {
             case (.ready, true):
-                state.instances[id]!.lifecycle = .maintenance
+                instance.lifecycle = .maintenance
             case (.maintenance, false):
-                state.instances[id]!.lifecycle = instance.endpoint == nil ? .starting : .ready
+                instance.lifecycle = instance.endpoint == nil ? .starting : .ready
             case (.maintenance, true), (.ready, false):
                 break
             default:
@@ -309,7 +363,7 @@ public final class AgentRegistry: Sendable {
         let outcome: Result<Void, StateChangeError> = mutateResult { state in
             guard let instance = state.instances[id] else { return .failure(.unknownAgent(id.rawValue)) }
             if case .offline = instance.lifecycle { return .failure(.notAllowed("agent \(id) is already offline")) }
-            state.instances[id]!.lifecycle = .draining
+            instance.lifecycle = .draining
             drainedNow = instance.inFlight == 0
             return .success(())
         }
@@ -328,15 +382,16 @@ public final class AgentRegistry: Sendable {
                 return .failure(.notAllowed("template \(template) has no version before \(active) to roll back to"))
             }
             let previous = history[index - 1]
-            guard state.instances.values.contains(where: { $0.registration.template == template && $0.registration.version == previous && $0.isPresent })
-            else {
+            let instances = state.templates[template]?.instances ?? []
+            guard instances.contains(where: { $0.registration.version == previous && $0.isPresent }) else {
                 return .failure(.notAllowed("no instance of \(template) version \(previous) is running"))
             }
             state.activeVersion[template] = previous
             state.versionHistory[template] = Array(history.prefix(index))
             state.rolledBack[template, default: []].insert(active)
-            let newer = state.instances.values.filter { $0.registration.template == template && $0.registration.version == active }.map(\.id)
-            return .success((active, previous, newer.sorted()))
+            Self.recount(template: template, in: &state)
+            let newer = instances.filter { $0.registration.version == active }.map(\.id)
+            return .success((active, previous, newer))
         }
         let (from, to, instances) = try outcome.get()
         return (from, to, instances)
@@ -344,9 +399,9 @@ public final class AgentRegistry: Sendable {
 
     public func heartbeat(_ id: InstanceID, usage: JSONValue?) -> Bool {
         state.withLock { state in
-            guard state.instances[id] != nil else { return false }
-            state.instances[id]!.lastHeartbeat = Date()
-            if let usage { state.instances[id]!.reportedUsage = usage }
+            guard let instance = state.instances[id] else { return false }
+            instance.lastHeartbeat = Date()
+            if let usage { instance.reportedUsage = usage }
             return true
         }
     }
@@ -354,8 +409,7 @@ public final class AgentRegistry: Sendable {
     /// Health from a probe: consecutive failures degrade, then mark unhealthy (out of rotation).
     public func recordProbe(_ id: InstanceID, succeeded: Bool) {
         mutate { state in
-            guard var instance = state.instances[id] else { return false }
-            let before = instance.health
+            guard let instance = state.instances[id] else { return }
             if succeeded {
                 instance.consecutiveFailures = 0
                 instance.health = .healthy
@@ -364,8 +418,6 @@ public final class AgentRegistry: Sendable {
                 instance.consecutiveFailures += 1
                 instance.health = instance.consecutiveFailures >= 3 ? .unhealthy : .degraded
             }
-            state.instances[id] = instance
-            return before != instance.health
         }
     }
 
@@ -461,7 +513,7 @@ public final class AgentRegistry: Sendable {
                 origin = ToolNaming.Origin(template: template, name: exposedName)
             }
             if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self, constraints: constraints) { return .leased(lease) }
-            let present = state.instances.values.filter { $0.registration.template == origin.template && $0.isPresent }
+            let present = (state.templates[origin.template]?.instances ?? []).filter(\.isPresent)
             guard !present.isEmpty else {
                 return .refused(.noAgentAvailable(tool: exposedName, template: origin.template, reason: "every instance is offline"))
             }
@@ -499,7 +551,8 @@ public final class AgentRegistry: Sendable {
     fileprivate func finish(_ lease: Lease, succeeded: Bool?) {
         var drained = false
         mutate { state in
-            guard var instance = state.instances[lease.instance] else { return false }
+            let instance = lease.entry
+            guard instance.isRegistered else { return }
             let now = ContinuousClock.now
             if instance.inFlight > 0 { instance.inFlight -= 1 }
             if let succeeded {
@@ -511,8 +564,6 @@ public final class AgentRegistry: Sendable {
                 instance.circuit.release()
             }
             drained = instance.lifecycle == .draining && instance.inFlight == 0
-            state.instances[lease.instance] = instance
-            return false
         }
         if drained { notifyDrained(lease.instance) }
     }
@@ -562,9 +613,8 @@ public final class AgentRegistry: Sendable {
                 origin = ToolNaming.Origin(template: template, name: name)
             }
             if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self, constraints: constraints) { return .leased(lease) }
-            let eligible = state.instances.values.contains { instance in
-                instance.registration.template == origin.template && instance.isPresent
-                    && Self.carries(instance, constraints.requiredCapabilities, minimum: constraints.minimumMatch)
+            let eligible = (state.templates[origin.template]?.instances ?? []).contains { instance in
+                instance.isPresent && Self.carries(instance, constraints.requiredCapabilities, minimum: constraints.minimumMatch)
             }
             guard eligible else {
                 let reason = constraints.requiredCapabilities.isEmpty
@@ -595,50 +645,65 @@ public final class AgentRegistry: Sendable {
         matchConfidence(instance, required) >= minimum - 1e-9
     }
 
+    /// The best instance for the call, reserved; nil when none can take it now. One pass over
+    /// the template's instances, reading them in place: the best is the one that matches the
+    /// required capabilities best, then one not avoided (an earlier attempt's), then the
+    /// preferred (sticky) one, then the cheapest.
     private static func reserve(
         _ origin: ToolNaming.Origin, kind: OfferKind, in state: inout State, registry: AgentRegistry,
         constraints: Constraints = Constraints()
     ) -> Lease? {
+        guard let entry = state.templates[origin.template] else { return nil }
         let active = state.activeVersion[origin.template]
         let now = ContinuousClock.now
-        var candidates: [Instance] = []
-        for instance in state.instances.values {
-            guard instance.registration.template == origin.template, instance.registration.version == active,
-                instance.lifecycle == .ready, instance.health != .unhealthy, instance.endpoint != nil,
-                instance.inFlight < instance.registration.maximumConcurrency, instance.circuit.wouldAdmit(now: now),
-                !constraints.excluding.contains(instance.id),
+        let required = constraints.requiredCapabilities
+        var best: Candidate?
+        for instance in entry.instances {
+            guard instance.lifecycle == .ready, instance.health != .unhealthy, instance.endpoint != nil,
+                instance.inFlight < instance.registration.maximumConcurrency,
+                instance.registration.version == active, instance.circuit.wouldAdmit(now: now),
                 !(constraints.localOnly && instance.registration.replica != nil),
-                carries(instance, constraints.requiredCapabilities, minimum: constraints.minimumMatch)
+                constraints.excluding.isEmpty || !constraints.excluding.contains(instance.id)
             else { continue }
             switch kind {
-            case .tool: guard instance.offer.tools.contains(where: { $0.name == origin.name }) else { continue }
-            case .prompt: guard instance.offer.prompts.contains(where: { $0.name == origin.name }) else { continue }
+            case .tool: guard instance.toolNames.contains(origin.name) else { continue }
+            case .prompt: guard instance.promptNames.contains(origin.name) else { continue }
             case .resource: break
             }
-            candidates.append(instance)
+            let match = required.isEmpty ? 1 : matchConfidence(instance, required)
+            guard match >= constraints.minimumMatch - 1e-9 else { continue }
+            let candidate = Candidate(
+                instance: instance, match: match,
+                fresh: constraints.avoiding.isEmpty || !constraints.avoiding.contains(instance.id),
+                preferred: constraints.preferred == instance.id, cost: cost(instance, origin.name))
+            if let current = best, !candidate.isBetter(than: current) { continue }
+            best = candidate
         }
-        // Partial matches are allowed down to `minimumMatch`; only the best-matching instances
-        // compete on cost.
-        let bestMatch = candidates.map { matchConfidence($0, constraints.requiredCapabilities) }.max() ?? 1
-        let matching = candidates.filter { matchConfidence($0, constraints.requiredCapabilities) >= bestMatch - 1e-9 }
-        let fresh = matching.filter { !constraints.avoiding.contains($0.id) }
-        let pool = fresh.isEmpty ? matching : fresh
-        let chosen: Instance?
-        if let preferred = constraints.preferred, let sticky = pool.first(where: { $0.id == preferred }) {
-            chosen = sticky
-        } else {
-            chosen = pool.min { cost($0, origin.name) < cost($1, origin.name) }
-        }
-        guard let chosen, let endpoint = chosen.endpoint else { return nil }
+        guard let chosen = best?.instance, let endpoint = chosen.endpoint else { return nil }
         state.sequence += 1
-        _ = state.instances[chosen.id]!.circuit.admit(now: now)
-        state.instances[chosen.id]!.inFlight += 1
-        state.instances[chosen.id]!.lastAssigned = state.sequence
+        _ = chosen.circuit.admit(now: now)
+        chosen.inFlight += 1
+        chosen.lastAssigned = state.sequence
         return Lease(
             instance: chosen.id, instanceName: chosen.registration.name, template: origin.template, endpoint: endpoint,
             originalName: origin.name, callTimeout: chosen.registration.callTimeout,
-            matchConfidence: matchConfidence(chosen, constraints.requiredCapabilities), registry: registry, started: .now
+            matchConfidence: best!.match, registry: registry, entry: chosen, started: now
         )
+    }
+
+    private struct Candidate {
+        var instance: Instance
+        var match: Double
+        var fresh: Bool
+        var preferred: Bool
+        var cost: (Double, UInt64)
+
+        func isBetter(than other: Candidate) -> Bool {
+            if abs(match - other.match) > 1e-9 { return match > other.match }
+            if fresh != other.fresh { return fresh }
+            if preferred != other.preferred { return preferred }
+            return cost < other.cost
+        }
     }
 
     /// The expected cost of giving `instance` one more call: learned latency, stretched by its
@@ -731,8 +796,8 @@ public final class AgentRegistry: Sendable {
             case .resource(let template):
                 origin = ToolNaming.Origin(template: template, name: name)
             }
-            let eligible = state.instances.values.contains { instance in
-                instance.registration.template == origin.template && instance.isPresent
+            let eligible = (state.templates[origin.template]?.instances ?? []).contains { instance in
+                instance.isPresent
                     && !(constraints.localOnly && instance.registration.replica != nil)
                     && Self.carries(instance, constraints.requiredCapabilities, minimum: constraints.minimumMatch)
             }
@@ -780,14 +845,10 @@ public final class AgentRegistry: Sendable {
     /// Another replica's view of its instance: its health and whether it takes work.
     public func setReported(_ id: InstanceID, health: AgentHealth, takesWork: Bool) {
         mutate { state in
-            guard var instance = state.instances[id], instance.registration.replica != nil else { return false }
-            let lifecycle: AgentLifecycle = takesWork ? .ready : .maintenance
+            guard let instance = state.instances[id], instance.registration.replica != nil else { return }
             instance.lastHeartbeat = Date()
-            let changed = instance.health != health || instance.lifecycle != lifecycle
             instance.health = health
-            instance.lifecycle = lifecycle
-            state.instances[id] = instance
-            return changed
+            instance.lifecycle = takesWork ? .ready : .maintenance
         }
     }
 
@@ -871,26 +932,65 @@ public final class AgentRegistry: Sendable {
 
     // MARK: Internals
 
-    /// Instances whose offers make up the catalog: present, of their template's active version.
+    /// Instances whose offers make up the catalog (present, of their template's active
+    /// version): template by template in name order, each template's in id order.
     private static func catalogInstances(_ state: State) -> [Instance] {
-        state.instances.values.filter { $0.isPresent && state.activeVersion[$0.registration.template] == $0.registration.version }
-            .sorted { $0.id < $1.id }
+        state.templates.keys.sorted().flatMap { state.templates[$0]!.instances.filter(\.isInCatalog) }
     }
 
     private static func definition(of origin: ToolNaming.Origin, kind: OfferKind, in state: State) -> RawJSON? {
-        for instance in catalogInstances(state) where instance.registration.template == origin.template {
+        for instance in state.templates[origin.template]?.instances ?? [] where instance.isInCatalog {
             let offers = kind == .tool ? instance.offer.tools : instance.offer.prompts
             if let offer = offers.first(where: { $0.name == origin.name }) { return offer.definition }
         }
         return nil
     }
 
+    /// Brings the catalog counts of `instance`'s template in line with what the instance offers
+    /// now, and notes when the template's set of names changed.
+    private static func recount(_ instance: Instance, in state: inout State) {
+        let template = instance.registration.template
+        let belongs = instance.isRegistered && instance.isPresent && state.activeVersion[template] == instance.registration.version
+        let wanted = belongs ? (tools: instance.toolNames, prompts: instance.promptNames) : nil
+        let before = instance.counted
+        guard wanted?.tools != before?.tools || wanted?.prompts != before?.prompts || (wanted == nil) != (before == nil) else { return }
+        instance.counted = wanted
+        guard state.templates[template] != nil else { return }
+        let toolsChanged = adjust(&state.templates[template]!.toolCounts, removing: before?.tools ?? [], adding: wanted?.tools ?? [])
+        let promptsChanged = adjust(&state.templates[template]!.promptCounts, removing: before?.prompts ?? [], adding: wanted?.prompts ?? [])
+        if toolsChanged || promptsChanged { state.catalogNamesChanged = true }
+    }
+
+    /// Recounts every instance of a template (its active version changed).
+    private static func recount(template: String, in state: inout State) {
+        for instance in state.templates[template]?.instances ?? [] { recount(instance, in: &state) }
+    }
+
+    /// Whether a name appeared or disappeared.
+    private static func adjust(_ counts: inout [String: Int], removing old: Set<String>, adding new: Set<String>) -> Bool {
+        var changed = false
+        for name in old.subtracting(new) {
+            counts[name, default: 0] -= 1
+            if counts[name] == 0 {
+                counts[name] = nil
+                changed = true
+            }
+        }
+        for name in new.subtracting(old) {
+            counts[name, default: 0] += 1
+            if counts[name] == 1 { changed = true }
+        }
+        return changed
+    }
+
+    /// Works the exposed names out again from every template's names; only when some
+    /// template's names changed.
     private static func rebuildCatalog(_ state: inout State) -> CatalogChange {
         var toolsByTemplate: [String: [String]] = [:]
         var promptsByTemplate: [String: [String]] = [:]
-        for instance in catalogInstances(state) {
-            toolsByTemplate[instance.registration.template, default: []] += instance.offer.tools.map(\.name)
-            promptsByTemplate[instance.registration.template, default: []] += instance.offer.prompts.map(\.name)
+        for (template, entry) in state.templates {
+            if !entry.toolCounts.isEmpty { toolsByTemplate[template] = Array(entry.toolCounts.keys) }
+            if !entry.promptCounts.isEmpty { promptsByTemplate[template] = Array(entry.promptCounts.keys) }
         }
         let tools = ToolNaming.exposedNames(offeredBy: toolsByTemplate)
         let prompts = ToolNaming.exposedNames(offeredBy: promptsByTemplate)
@@ -900,14 +1000,17 @@ public final class AgentRegistry: Sendable {
         return change
     }
 
-    /// Applies `change`, rebuilds the catalog, hands freed capacity to waiters, and tells the
-    /// observers, outside the lock, when the catalog changed.
-    /// `change` returns whether what instances offer (or whether they count) may have changed;
-    /// only then is the catalog rebuilt, so the per-call path stays a few lookups.
-    private func mutate(_ change: (inout State) -> Bool) {
+    /// Applies `change` (which recounts what it touched), works out the exposed names again if
+    /// a template's names changed, hands freed capacity to waiters, and tells the observers,
+    /// outside the lock, when the catalog changed.
+    private func mutate(_ change: (inout State) -> Void) {
         let (catalogChange, granted) = state.withLock { state -> (CatalogChange, [(EventLoopPromise<Lease>, Result<Lease, AcquireError>)]) in
-            let mayHaveChanged = change(&state)
-            let changed = mayHaveChanged ? Self.rebuildCatalog(&state) : CatalogChange(tools: false, prompts: false)
+            change(&state)
+            var changed = CatalogChange(tools: false, prompts: false)
+            if state.catalogNamesChanged {
+                state.catalogNamesChanged = false
+                changed = Self.rebuildCatalog(&state)
+            }
             return (changed, state.waiters.isEmpty ? [] : Self.serveWaiters(&state, registry: self))
         }
         for (promise, outcome) in granted { promise.completeWith(outcome.mapError { $0 as any Error }) }
@@ -922,10 +1025,7 @@ public final class AgentRegistry: Sendable {
 
     private func mutateResult<T>(_ change: (inout State) -> Result<T, StateChangeError>) -> Result<T, StateChangeError> {
         var result: Result<T, StateChangeError>!
-        mutate { state in
-            result = change(&state)
-            return true
-        }
+        mutate { state in result = change(&state) }
         return result
     }
 
@@ -938,7 +1038,7 @@ public final class AgentRegistry: Sendable {
             if let lease = reserve(waiter.origin, kind: waiter.kind, in: &state, registry: registry, constraints: waiter.constraints) {
                 waiter.timeout?.cancel()
                 outcomes.append((waiter.promise, .success(lease)))
-            } else if !state.instances.values.contains(where: { $0.registration.template == waiter.origin.template && $0.isPresent }) {
+            } else if !(state.templates[waiter.origin.template]?.instances.contains(where: \.isPresent) ?? false) {
                 waiter.timeout?.cancel()
                 let reason = "every instance of \(waiter.origin.template) is gone"
                 outcomes.append((waiter.promise, .failure(.noAgentAvailable(tool: waiter.exposedName, template: waiter.origin.template, reason: reason))))

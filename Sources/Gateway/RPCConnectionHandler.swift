@@ -8,9 +8,10 @@ import Transport
 /// Serves one connection: decodes each line, runs the MCP lifecycle, dispatches requests to the
 /// method table and writes the replies.
 ///
-/// Everything here runs on the connection's event loop. Replies that are ready while a read is
-/// being processed are gathered into one buffer and written with a single flush when the read
-/// completes; replies that come later are written as they come.
+/// Everything here runs on the connection's event loop. Output is gathered into one buffer and
+/// flushed once: at the end of a read for what the read produced, and otherwise once the
+/// event loop has run the tasks queued with it, so that many replies (or requests to an agent)
+/// arriving together from other loops cost one write and one flush.
 final class RPCConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = LineFrame
     typealias OutboundIn = ByteBuffer
@@ -36,9 +37,10 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// has registered.
     var agentInstance: AgentRegistry.InstanceID?
 
-    /// Replies produced during the current read, written at `channelReadComplete`.
+    /// Output not yet written: flushed at `channelReadComplete`, or by the flush task.
     private var pendingOutput: ByteBuffer?
     private var inReadCycle = false
+    private var flushScheduled = false
     private var lastWrite: EventLoopFuture<Void>?
 
     private var inFlight = 0
@@ -47,6 +49,9 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private var closing = false
 
     private var outboundRequests: [JSONRPCID: OutboundRequest] = [:]
+    /// One timer for every request to the peer, set for the earliest deadline: a call costs a
+    /// deadline, not a scheduled task of its own.
+    private var deadlineTimer: (task: Scheduled<Void>, deadline: NIODeadline)?
     private var keepalive: RepeatedTask?
     /// What to do when the peer cancels one of its requests still in flight here.
     private var cancellers: [JSONRPCID: @Sendable () -> Void] = [:]
@@ -54,7 +59,9 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     private struct OutboundRequest {
         var promise: EventLoopPromise<RawJSON>
-        var timeout: Scheduled<Void>
+        var method: String
+        var timeout: TimeAmount
+        var deadline: NIODeadline
     }
 
     init(gateway: GatewayCore, role: Role = .server) {
@@ -97,6 +104,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         gateway.registry.remove(connectionID)
         keepalive?.cancel()
         keepalive = nil
+        deadlineTimer?.task.cancel()
+        deadlineTimer = nil
         // The agent is marked down before its calls fail, so that whoever hears of the failure
         // already sees it offline, and no new call is sent its way.
         if let handle, !inputClosed { gateway.connectionClosed(handle, agent: agentInstance, role: role) }
@@ -363,7 +372,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Outbound
 
-    /// Queues `write` as one line; flushed at the end of the read in progress, or at once.
+    /// Queues `write` as one line; flushed at the end of the read in progress, or once the
+    /// tasks already queued on the event loop have run.
     private func emit(_ write: (inout ByteBuffer) -> Void) {
         guard let context else { return }
         var buffer = pendingOutput ?? context.channel.allocator.buffer(capacity: 256)
@@ -371,7 +381,15 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         write(&buffer)
         buffer.writeInteger(UInt8(ascii: "\n"))
         pendingOutput = buffer
-        if !inReadCycle { flushPendingOutput() }
+        if !inReadCycle && !flushScheduled {
+            flushScheduled = true
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                let handler = loopBound.value
+                handler.flushScheduled = false
+                handler.flushPendingOutput()
+            }
+        }
     }
 
     private func flushPendingOutput() {
@@ -399,22 +417,40 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             promise.fail(AgentEndpointClosed(reason: "the connection is closed"))
             return
         }
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let timer = context.eventLoop.scheduleTask(in: timeout) {
-            let handler = loopBound.value
-            if let request = handler.outboundRequests.removeValue(forKey: id) {
-                request.promise.fail(AgentCallTimedOut(method: method, timeout: timeout))
-                // The peer may still be working on it: tell it to stop.
-                handler.sendNotification(method: "notifications/cancelled", params: ["requestId": id.jsonValue, "reason": "timed out"])
-            }
-        }
-        outboundRequests[id] = OutboundRequest(promise: promise, timeout: timer)
+        let deadline = NIODeadline.now() + timeout
+        outboundRequests[id] = OutboundRequest(promise: promise, method: method, timeout: timeout, deadline: deadline)
+        if deadlineTimer.map({ deadline < $0.deadline }) ?? true { armDeadlineTimer(for: deadline) }
         emit { MessageEncoder.writeRequest(id: id, method: method, params: params, to: &$0) }
+    }
+
+    private func armDeadlineTimer(for deadline: NIODeadline) {
+        guard let context else { return }
+        deadlineTimer?.task.cancel()
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let task = context.eventLoop.scheduleTask(deadline: deadline) { loopBound.value.expireOutboundRequests() }
+        deadlineTimer = (task, deadline)
+    }
+
+    /// Fails the requests whose time is up, and sets the timer for the next deadline.
+    private func expireOutboundRequests() {
+        deadlineTimer = nil
+        let now = NIODeadline.now()
+        var next: NIODeadline?
+        for (id, request) in outboundRequests {
+            guard request.deadline <= now else {
+                next = min(next ?? request.deadline, request.deadline)
+                continue
+            }
+            outboundRequests[id] = nil
+            request.promise.fail(AgentCallTimedOut(method: request.method, timeout: request.timeout))
+            // The peer may still be working on it: tell it to stop.
+            sendNotification(method: "notifications/cancelled", params: ["requestId": id.jsonValue, "reason": "timed out"])
+        }
+        if let next { armDeadlineTimer(for: next) }
     }
 
     func cancelOutboundRequest(_ id: JSONRPCID, reason: String) {
         guard let request = outboundRequests.removeValue(forKey: id) else { return }
-        request.timeout.cancel()
         request.promise.fail(AgentCallCancelled())
         sendNotification(method: "notifications/cancelled", params: ["requestId": id.jsonValue, "reason": .string(reason)])
     }
@@ -437,8 +473,9 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private func failOutboundRequests(reason: String) {
         let pending = outboundRequests
         outboundRequests = [:]
+        deadlineTimer?.task.cancel()
+        deadlineTimer = nil
         for request in pending.values {
-            request.timeout.cancel()
             request.promise.fail(AgentEndpointClosed(reason: reason))
         }
     }
@@ -448,7 +485,6 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             logger.debug("dropped a response to an unknown request id")
             return
         }
-        request.timeout.cancel()
         switch response.outcome {
         case .result(let result): request.promise.succeed(result)
         case .error(let error): request.promise.fail(error)

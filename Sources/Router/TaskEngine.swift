@@ -49,7 +49,9 @@ public final class TaskEngine: Sendable {
         self.agents = agents
         self.group = group
         self.logger = logger
-        agents.onCapacityFreed { [weak self] in self?.scheduleDispatch() }
+        // Capacity frees up after every call through the gateway: a pass is only worth its hop
+        // when tasks wait.
+        agents.onCapacityFreed { [weak self] in self?.scheduleDispatch(onlyIfQueued: true) }
         agents.onCatalogChange { [weak self] _ in self?.scheduleDispatch() }
         // Some waits end without an event: an open circuit's pause, a back-off elsewhere. A pass
         // every second while work is queued picks those tasks up.
@@ -242,8 +244,9 @@ public final class TaskEngine: Sendable {
 
     // MARK: Dispatching
 
-    private func scheduleDispatch() {
+    private func scheduleDispatch(onlyIfQueued: Bool = false) {
         let first = state.withLock { state -> Bool in
+            if onlyIfQueued && state.queue.isEmpty { return false }
             defer { state.dispatchScheduled = true }
             return !state.dispatchScheduled
         }
