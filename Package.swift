@@ -117,6 +117,7 @@ let package = Package(
             name: "switchboard",
             dependencies: [
                 "Gateway", "Workflows",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

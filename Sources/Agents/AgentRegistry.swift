@@ -496,12 +496,28 @@ public final class AgentRegistry: Sendable {
         _ kind: OfferKind, _ exposedName: String, on eventLoop: any EventLoop, timeout: Duration,
         constraints: Constraints = Constraints(), nested: Bool = false
     ) -> EventLoopFuture<Lease> {
-        enum Outcome {
-            case leased(Lease)
-            case refused(AcquireError)
-            case waiting(EventLoopFuture<Lease>)
+        switch acquisition(kind, exposedName, on: eventLoop, timeout: timeout, constraints: constraints, nested: nested) {
+        case .leased(let lease): return eventLoop.makeSucceededFuture(lease)
+        case .refused(let error): return eventLoop.makeFailedFuture(error)
+        case .waiting(let future): return future
         }
-        let outcome: Outcome = state.withLock { state in
+    }
+
+    /// How `acquire` went, without a future when it is decided at once (the common case on
+    /// the per-call path).
+    public enum Acquisition: Sendable {
+        case leased(Lease)
+        case refused(AcquireError)
+        /// Every instance is busy: the lease comes when one frees up, or the wait times out.
+        case waiting(EventLoopFuture<Lease>)
+    }
+
+    /// `acquire`, answering at once when it can.
+    public func acquisition(
+        _ kind: OfferKind, _ exposedName: String, on eventLoop: any EventLoop, timeout: Duration,
+        constraints: Constraints = Constraints(), nested: Bool = false
+    ) -> Acquisition {
+        state.withLock { state in
             let origin: ToolNaming.Origin
             switch kind {
             case .tool, .prompt:
@@ -540,11 +556,6 @@ public final class AgentRegistry: Sendable {
                 state.waiters.append(waiter)
             }
             return .waiting(promise.futureResult)
-        }
-        switch outcome {
-        case .leased(let lease): return eventLoop.makeSucceededFuture(lease)
-        case .refused(let error): return eventLoop.makeFailedFuture(error)
-        case .waiting(let future): return future
         }
     }
 

@@ -88,8 +88,7 @@ final class AgentCallRouter: Sendable {
         let cancellation = CallCancellation()
         let caller = context.connection
         let constraints = AgentRegistry.Constraints(excluding: Set(chain))
-        agents.acquire(kind, name, on: context.eventLoop, timeout: queueTimeout, constraints: constraints, nested: !chain.isEmpty)
-            .whenComplete { [self] acquired in
+        @Sendable func begin(_ acquired: Result<AgentRegistry.Lease, any Error>) {
             let lease: AgentRegistry.Lease
             switch acquired {
             case .failure(AgentRegistry.AcquireError.noAgentAvailable(_, _, let reason)) where !chain.isEmpty && reason.contains("chain"):
@@ -131,6 +130,12 @@ final class AgentCallRouter: Sendable {
                     promise.fail(AgentCallError(error, name: name, agent: lease.instance.rawValue))
                 }
             }
+        }
+        // A free instance is the common case: the call starts at once, without a future.
+        switch agents.acquisition(kind, name, on: context.eventLoop, timeout: queueTimeout, constraints: constraints, nested: !chain.isEmpty) {
+        case .leased(let lease): begin(.success(lease))
+        case .refused(let error): begin(.failure(error))
+        case .waiting(let lease): lease.whenComplete(begin)
         }
         return .cancellable(promise.futureResult) { cancellation.cancel(reason: "cancelled by the client") }
     }

@@ -97,6 +97,7 @@ private struct Reader {
             switch key {
             case "listen": readListen(value)
             case "logLevel": readLogLevel(value)
+            case "threads": if let count = integer(value, "threads", minimum: 1) { settings.eventLoopThreads = count }
             case "limits": readLimits(value)
             case "keepalive": readKeepalive(value)
             case "agents": readTemplates(value, section: "agents")
@@ -105,7 +106,7 @@ private struct Reader {
             case "health": readHealth(value)
             case "workflows": readWorkflows(value)
             default:
-                report(keyNode, "unknown key \"\(key)\" (known: listen, logLevel, limits, keepalive, health, tls, agents, mcpServers, workflows)")
+                report(keyNode, "unknown key \"\(key)\" (known: listen, logLevel, threads, limits, keepalive, health, tls, agents, mcpServers, workflows)")
             }
         }
     }

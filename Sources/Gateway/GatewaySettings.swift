@@ -18,6 +18,11 @@ public struct GatewaySettings: Sendable {
     public var redis: RedisSettings?
     /// How often every agent is pinged to judge its health.
     public var healthProbeInterval: Duration = .seconds(10)
+    /// Event-loop threads serving connections; nil: one per core. One thread saves the hop
+    /// between threads that a call makes when its client and its agent are served by
+    /// different ones (lower latency one call at a time); one per core carries more calls at
+    /// once (docs/benchmarks.md measures both).
+    public var eventLoopThreads: Int?
 
     public init() {}
 

@@ -222,15 +222,20 @@ struct CeilingBenchmark: AsyncParsableCommand {
             try await table.measure(label: directStdio, channel: channel, request: .echo, options: options, processes: [("agent", process)])
             try await channel.close()
         }
-        for transport in ["tcp", "stdio"] {
-            let gateway = try JSONRPCProcess.startGateway(binary: options.binary, transport: transport, extraArguments: ["--config", configuration.path])
+        // The default (an event loop per core), and one event loop: no hop between threads when
+        // the client's connection and the agent's pipes would be served by different ones.
+        for (transport, threads) in [("tcp", nil), ("stdio", nil), ("tcp", 1)] as [(String, Int?)] {
+            let gateway = try JSONRPCProcess.startGateway(
+                binary: options.binary, transport: transport,
+                extraArguments: ["--config", configuration.path] + (threads.map { ["--threads", String($0)] } ?? []))
             defer { gateway.stop() }
             let channel = try await gateway.connect()
             if transport == "stdio" { try await Handshake.initialize(channel) }
             try await Handshake.waitForTool("echo", on: channel)
             let spawned = try await Handshake.agentProcessID(on: channel).map { JSONRPCProcess.observe(pid: $0, name: "agent") }
+            let gatewayLabel = threads.map { "switchboard --threads \($0)" } ?? "switchboard"
             try await table.measure(
-                label: "client \(transport) → switchboard → agent stdio", channel: channel, request: .echo, options: options,
+                label: "client \(transport) → \(gatewayLabel) → agent stdio", channel: channel, request: .echo, options: options,
                 processes: [("gateway", gateway)] + (spawned.map { [("agent", $0)] } ?? []), baseline: directStdio)
             try await channel.close()
         }

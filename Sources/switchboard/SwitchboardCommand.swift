@@ -1,6 +1,7 @@
 import ArgumentParser
 import Gateway
 import Logging
+import NIOCore
 import ServiceLifecycle
 import Transport
 import Workflows
@@ -60,6 +61,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Client certificates: none, optional or require (needs --tls-ca).")
     var tlsClientAuth: String?
 
+    @Option(help: "Event-loop threads (default: one per core); 1 gives the lowest latency one call at a time.")
+    var threads: Int?
+
     @Option(help: "Directory for state that survives a restart without Redis (workflow executions).")
     var stateDir: String?
 
@@ -90,6 +94,8 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "switchboard")
+        // Before anything touches the shared event-loop group, which starts its threads then.
+        if let threads = settings.eventLoopThreads { NIOSingletons.groupLoopCountSuggestion = threads }
         let server = GatewayServer(settings: settings, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
@@ -150,6 +156,10 @@ struct Serve: AsyncParsableCommand {
         }
         if let tls = settings.tls, tls.clientAuthentication != .none, tls.trustRootsPath == nil {
             throw ValidationError("--tls-client-auth \(tls.clientAuthentication.rawValue) needs --tls-ca: the CA that client certificates must chain to")
+        }
+        if let threads {
+            guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+            settings.eventLoopThreads = threads
         }
         if let stateDir { settings.workflows.stateDirectory = stateDir }
         if let redis {

@@ -139,4 +139,65 @@ struct AgentRegistryTests {
         #expect(registry.toolDefinitions().map(\.name) == ["clock__now", "convert", "time__now"])
         #expect(changes.withLock { $0 } >= 2)
     }
+
+    @Test func theCatalogFollowsEveryInstanceThroughItsLife() throws {
+        let registry = AgentRegistry()
+        let announced = Mutex(0)
+        registry.onCatalogChange { _ in announced.withLock { $0 += 1 } }
+        addReady(registry, "a1", template: "a", tools: "x", "y")
+        addReady(registry, "a2", template: "a", tools: "x")
+        addReady(registry, "b1", template: "b", tools: "z")
+        #expect(registry.toolDefinitions().map(\.name) == ["x", "y", "z"])
+        let afterJoining = announced.withLock { $0 }
+
+        // Another instance offering names already exposed changes nothing, and says nothing.
+        addReady(registry, "a3", template: "a", tools: "y")
+        #expect(announced.withLock { $0 } == afterJoining)
+
+        // "y" stays while an instance still offers it, and goes with the last one.
+        registry.down(.init("a1"), .offline("gone"))
+        #expect(registry.toolDefinitions().map(\.name) == ["x", "y", "z"])
+        registry.remove(.init("a3"))
+        #expect(registry.toolDefinitions().map(\.name) == ["x", "z"])
+        #expect(announced.withLock { $0 } == afterJoining + 1)
+
+        // A name offered by two templates is namespaced, and no longer once one stops offering it.
+        registry.updateOffer(.init("b1"), offer("z", "x"))
+        #expect(registry.toolDefinitions().map(\.name) == ["a__x", "b__x", "z"])
+        #expect(try acquire(registry, "b__x")?.instance.rawValue == "b1")
+        #expect(try acquire(registry, "a__x")?.instance.rawValue == "a2")
+        registry.updateOffer(.init("b1"), offer("z"))
+        #expect(registry.toolDefinitions().map(\.name) == ["x", "z"])
+
+        // An instance that comes back counts again; the last of a template takes its names along.
+        registry.ready(.init("a1"), endpoint: RecordingEndpoint(eventLoop: loop), offer: offer("x", "y"))
+        #expect(registry.toolDefinitions().map(\.name) == ["x", "y", "z"])
+        for id in ["a1", "a2"] { registry.remove(.init(id)) }
+        #expect(registry.toolDefinitions().map(\.name) == ["z"])
+        #expect(registry.instances(ofTemplate: "a").isEmpty)
+    }
+
+    @Test func aNewVersionsOffersReplaceTheOldOnesInTheCatalog() {
+        let registry = AgentRegistry()
+        addReady(registry, "v1", template: "t", version: "1", tools: "old", "kept")
+        #expect(registry.toolDefinitions().map(\.name) == ["kept", "old"])
+        addReady(registry, "v2", template: "t", version: "2", tools: "kept", "new")
+        #expect(registry.toolDefinitions().map(\.name) == ["kept", "new"])
+        _ = try? registry.rollback(template: "t")
+        #expect(registry.toolDefinitions().map(\.name) == ["kept", "old"])
+    }
+
+    @Test func tenThousandInstancesOfOneTemplateShareOneCatalogEntry() throws {
+        let registry = AgentRegistry()
+        for index in 0..<10_000 { addReady(registry, "w\(index)", template: "worker", capacity: 1, tools: "work") }
+        #expect(registry.toolDefinitions().map(\.name) == ["work"])
+        #expect(registry.instances(ofTemplate: "worker").count == 10_000)
+        // Each call goes to an instance still free (capacity 1 each).
+        var served = Set<String>()
+        for _ in 0..<100 { served.insert(try #require(try acquire(registry, "work")).instance.rawValue) }
+        #expect(served.count == 100)
+        registry.remove(.init("w0"))
+        #expect(registry.instances(ofTemplate: "worker").count == 9_999)
+        #expect(registry.toolDefinitions().map(\.name) == ["work"])
+    }
 }

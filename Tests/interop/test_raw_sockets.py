@@ -6,11 +6,14 @@ Concurrency, pathological input, a peer that never reads, and graceful shutdown.
 from __future__ import annotations
 
 import json
+import re
 import select
 import selectors
 import signal
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +61,41 @@ def test_both_listeners_serve_and_are_reported(gateway_both):
             assert status["connections"]["open"] >= 1
             assert status["connections"]["accepted"] >= 1
             assert isinstance(status["uptimeSeconds"], (int, float))
+
+
+def event_loop_threads(pid: int) -> list[str]:
+    """The names of a process's event-loop threads (SwiftNIO's shared group names them
+    NIO-SGLTN-<group>-#<n>)."""
+    names = []
+    for task in (Path("/proc") / str(pid) / "task").iterdir():
+        name = (task / "comm").read_text().strip()
+        if re.fullmatch(r"NIO-SGLTN-\d+-#\d+", name):
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threads_sets_the_event_loops_and_every_one_serves(start_gateway, threads):
+    """`--threads N` runs N event loops; connections spread over them all answer."""
+    gw = start_gateway("tcp", extra=["--threads", str(threads)])
+    clients = [LineClient.connect(gw.endpoints[0]) for _ in range(threads * 2)]
+    try:
+        for c in clients:
+            assert c.ping_ok()["result"] == {}
+        assert len(event_loop_threads(gw.proc.pid)) == threads
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_threads_must_be_positive(sb_bin, tmp_path):
+    refused = subprocess.run([str(sb_bin), "serve", "--threads", "0", "--listen", "tcp://127.0.0.1:0"],
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and "--threads must be at least 1" in refused.stderr, refused
+    config = tmp_path / "gateway.yaml"
+    config.write_text("listen: [tcp://127.0.0.1:0]\nthreads: 0\n")
+    check = subprocess.run([str(sb_bin), "config", "check", str(config)], capture_output=True, text=True, timeout=30)
+    assert check.returncode != 0 and f"{config}:2:" in check.stdout + check.stderr, check
 
 
 def test_pipelined_requests_all_answered(endpoint):
