@@ -127,7 +127,7 @@ public final class TaskEngine: Sendable {
                 task.completionTime = Date()
                 state.tasks[id] = task
             } else if unfinished.isEmpty {
-                state.queue.push(id, priority: submission.priority)
+                state.queue.push(id, priority: submission.priority, group: Self.demand(of: submission))
             } else {
                 task.waitingFor = "waiting for \(unfinished.joined(separator: ", "))"
                 state.tasks[id] = task
@@ -254,25 +254,29 @@ public final class TaskEngine: Sendable {
         group.any().execute { [self] in dispatch() }
     }
 
-    /// Hands queued tasks to agents with free capacity, best first; a task whose tool has no free
-    /// agent does not hold up the tasks behind it.
+    /// What a task needs of an agent, as a queue group: tasks of one group wait for the same
+    /// agents, so when one of them finds none free, none of the others will in that pass.
+    static func demand(of submission: TaskSubmission) -> String {
+        [submission.taskType, submission.requiredCapabilities.sorted().joined(separator: ","),
+         submission.routing.tenant ?? "", String(submission.minimumMatch)].joined(separator: "|")
+    }
+
+    /// Hands queued tasks to agents with free capacity, best first; a task whose group has no
+    /// free agent does not hold up the tasks behind it. The pass stops as soon as every group
+    /// still queued has found no free agent, so a long queue behind busy agents costs a few
+    /// looks, not a walk.
     private func dispatch() {
         var started: [(TaskRecord, AgentRegistry.Lease)] = []
         var refused: [TaskRecord] = []
         state.withLock { state in
             state.dispatchScheduled = false
-            // What found no free agent in this pass: the tool with the same constraints, so that
-            // a task needing a busy specialist does not hold up the others of its tool.
-            var busy: Set<String> = []
-            for entry in state.queue.ordered(limit: scanLimit) {
-                guard var task = state.tasks[entry.taskID] else {
-                    state.queue.remove(entry.taskID)
-                    continue
-                }
+            // The queue is walked while the rest of the state changes: it is taken out for the pass.
+            var queue = PriorityTaskQueue()
+            swap(&queue, &state.queue)
+            defer { swap(&queue, &state.queue) }
+            queue.visit(limit: scanLimit) { entry in
+                guard var task = state.tasks[entry.taskID] else { return .take }
                 let tool = task.submission.taskType
-                let demand = [tool, task.submission.requiredCapabilities.sorted().joined(separator: ","),
-                              task.submission.routing.tenant ?? "", String(task.submission.minimumMatch)].joined(separator: "|")
-                if busy.contains(demand) { continue }
                 var constraints = AgentRegistry.Constraints(requiredCapabilities: task.submission.requiredCapabilities)
                 constraints.minimumMatch = task.submission.minimumMatch
                 if let tenant = task.submission.routing.tenant { constraints.requiredCapabilities.append("tenant:\(tenant)") }
@@ -280,9 +284,8 @@ public final class TaskEngine: Sendable {
                 if let key = task.submission.routing.stickyKey { constraints.preferred = state.sticky[key] }
                 switch agents.tryAcquire(.tool, tool, constraints: constraints) {
                 case .busy:
-                    busy.insert(demand)
+                    return .skipGroup
                 case .refused(let error):
-                    state.queue.remove(task.id)
                     task.state = .failed
                     task.errorMessage = task.attempts.isEmpty
                         ? "\(error)"
@@ -293,8 +296,8 @@ public final class TaskEngine: Sendable {
                     task.lastUpdatedAt = Date()
                     state.tasks[task.id] = task
                     refused.append(task)
+                    return .take
                 case .leased(let lease):
-                    state.queue.remove(task.id)
                     if let key = task.submission.routing.stickyKey { state.sticky[key] = lease.instance }
                     let now = Date()
                     if task.attempts.isEmpty {
@@ -309,6 +312,7 @@ public final class TaskEngine: Sendable {
                     task.lastUpdatedAt = now
                     state.tasks[task.id] = task
                     started.append((task, lease))
+                    return .take
                 }
             }
         }
@@ -382,7 +386,7 @@ public final class TaskEngine: Sendable {
             group.any().scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
                 let requeued = state.withLock { state -> Bool in
                     guard let task = state.tasks[id], task.state == .pending else { return false }
-                    state.queue.push(id, priority: task.submission.priority)
+                    state.queue.push(id, priority: task.submission.priority, group: Self.demand(of: task.submission))
                     return true
                 }
                 if requeued { scheduleDispatch() }
@@ -412,7 +416,7 @@ public final class TaskEngine: Sendable {
                 if remaining.isEmpty {
                     waiting.waitingFor = nil
                     state.tasks[dependent] = waiting
-                    state.queue.push(dependent, priority: waiting.submission.priority)
+                    state.queue.push(dependent, priority: waiting.submission.priority, group: Self.demand(of: waiting.submission))
                     released.append(dependent)
                 } else {
                     waiting.waitingFor = "waiting for \(remaining.joined(separator: ", "))"

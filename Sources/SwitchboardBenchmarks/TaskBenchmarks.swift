@@ -375,8 +375,9 @@ enum RoutingSimulation {
 
 // MARK: - tasks
 
-/// Throughput of tasks/submit + tasks/result with fast echo agents, and how long a task waits
-/// from its submission until its agent receives the call.
+/// Throughput of tasks/submit + tasks/result with fast echo agents, how long a task waits from its
+/// submission until its agent receives the call, and how soon a queued task reaches an agent that
+/// has just become free.
 struct TaskThroughputBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tasks",
@@ -390,6 +391,16 @@ struct TaskThroughputBenchmark: AsyncParsableCommand {
             written in taskData; the agent that receives the call records now − that time: the assignment \
             latency (submit → agent). CPU µs/task: user + system CPU of the gateway, and of this process \
             (client and agents), over the measurement.
+
+            (3) Assignment with a queue: a fresh gateway per count of --assignment-agents, each agent of \
+            maxConcurrency 1. First a sequential tools/call through the gateway to those agents (the minimal \
+            hop, for comparison); then --assignment-queue tasks plus those to be taken are submitted while \
+            each agent holds its first call unanswered, so that they all queue. Each agent then answers at \
+            once and records, for every next tools/call, the gap from its reply having been written to its \
+            socket to that call arriving: how soon the gateway hands queued work to an agent that has just \
+            become free. --warmup assignments first (not recorded), then --assignments recorded; after both \
+            each agent holds a call again, and gateway/status gives the queue depth before and after the \
+            recorded ones (at least --assignment-queue throughout). The target is p99 ≤ 100 µs.
             """
     )
 
@@ -411,14 +422,38 @@ struct TaskThroughputBenchmark: AsyncParsableCommand {
     @Option(help: "Tasks submitted at once in the burst measurement.")
     var burst: Int = 10_000
 
-    @Option(help: "Tasks before the measurements that are not counted.")
+    @Option(help: "Tasks before the measurements that are not counted (also assignments before the recorded ones).")
     var warmup: Int = 5_000
 
+    @Option(help: "Agents (maxConcurrency 1 each) of the assignment measurement, comma separated; one fresh gateway each.")
+    var assignmentAgents: String = "1,4"
+
+    @Option(help: "Tasks that stay queued behind the agents while assignments are recorded.")
+    var assignmentQueue: Int = 10_000
+
+    @Option(help: "Assignments recorded per count of agents.")
+    var assignments: Int = 20_000
+
+    @Option(help: "Sequential tools/call round trips through the gateway to the assignment agents (the comparison).")
+    var sequentialRequests: Int = 5_000
+
     @OptionGroup var summary: SummaryOptions
+
+    /// Task assignment p99 with 10,000 tasks queued, in microseconds: the performance target.
+    static let assignmentTargetMicroseconds = 100.0
+
+    private var assignmentAgentCounts: [Int] {
+        assignmentAgents.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+    }
 
     func validate() throws {
         guard agents > 0, agentConcurrency > 0, tasks > 0, window > 0, burst > 0, warmup >= 0 else {
             throw ValidationError("counts must be positive")
+        }
+        guard !assignmentAgentCounts.isEmpty, assignmentAgentCounts.allSatisfy({ $0 > 0 }), assignmentQueue >= 0, assignments > 0,
+            sequentialRequests > 0
+        else {
+            throw ValidationError("--assignment-agents, --assignments and --sequential-requests must be positive")
         }
         guard window < 1_024 else { throw ValidationError("--window must stay below the gateway's 1,024 requests in flight per connection") }
     }
@@ -442,43 +477,53 @@ struct TaskThroughputBenchmark: AsyncParsableCommand {
             try await server.close()
         }
 
-        let gateway = try JSONRPCProcess.startGateway(binary: binary, transport: "tcp")
-        defer { gateway.stop() }
-        let agentChannels = try await SimulatedAgent.attach(specs, to: gateway)
-        let client = try await gateway.connect()
         let relayed = "tools/call through switchboard"
-        try await calls.measure(
-            label: relayed, mode: "window \(window)", channel: client, request: .call(tool: "work"), count: tasks, window: window,
-            warmup: warmup, processes: [("gateway", gateway), ("bench", bench)], baseline: direct)
-
-        if warmup > 0 {
-            _ = try await TaskDriver.run(on: client, plan: .init(count: warmup, window: window, burst: false, taskType: "work", extraParams: ""))
-        }
         var rows: [ThroughputRow] = []
-        for (mode, plan) in [
-            ("window \(window)", TaskDriver.Plan(count: tasks, window: window, burst: false, taskType: "work", extraParams: "")),
-            ("\(grouped(Double(burst))) queued at once", TaskDriver.Plan(count: burst, window: window, burst: true, taskType: "work", extraParams: "")),
-        ] {
-            for channel in agentChannels { _ = try await SimulatedAgent.takeTally(of: channel) }
-            let cpuBefore = (gateway.cpuTime(), bench.cpuTime())
-            let outcome = try await TaskDriver.run(on: client, plan: plan)
-            let cpuAfter = (gateway.cpuTime(), bench.cpuTime())
-            var assignment = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
-            var calls = 0
-            for channel in agentChannels {
-                let tally = try await SimulatedAgent.takeTally(of: channel)
-                assignment.add(tally.assignment)
-                calls += tally.calls
+        do {
+            let gateway = try JSONRPCProcess.startGateway(binary: binary, transport: "tcp")
+            defer { gateway.stop() }
+            let agentChannels = try await SimulatedAgent.attach(specs, to: gateway)
+            let client = try await gateway.connect()
+            try await calls.measure(
+                label: relayed, mode: "window \(window)", channel: client, request: .call(tool: "work"), count: tasks, window: window,
+                warmup: warmup, processes: [("gateway", gateway), ("bench", bench)], baseline: direct)
+
+            if warmup > 0 {
+                _ = try await TaskDriver.run(on: client, plan: .init(count: warmup, window: window, burst: false, taskType: "work", extraParams: ""))
             }
-            let row = ThroughputRow(
-                mode: mode, outcome: outcome, assignment: assignment, calls: calls,
-                gatewayCPU: (cpuAfter.0 - cpuBefore.0) * 1e6 / Double(plan.count),
-                benchCPU: (cpuAfter.1 - cpuBefore.1) * 1e6 / Double(plan.count))
-            print(row.summary)
-            rows.append(row)
+            for (mode, plan) in [
+                ("window \(window)", TaskDriver.Plan(count: tasks, window: window, burst: false, taskType: "work", extraParams: "")),
+                ("\(grouped(Double(burst))) queued at once", TaskDriver.Plan(count: burst, window: window, burst: true, taskType: "work", extraParams: "")),
+            ] {
+                for channel in agentChannels { _ = try await SimulatedAgent.takeTally(of: channel) }
+                let cpuBefore = (gateway.cpuTime(), bench.cpuTime())
+                let outcome = try await TaskDriver.run(on: client, plan: plan)
+                let cpuAfter = (gateway.cpuTime(), bench.cpuTime())
+                var assignment = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
+                var calls = 0
+                for channel in agentChannels {
+                    let tally = try await SimulatedAgent.takeTally(of: channel)
+                    assignment.add(tally.assignment)
+                    calls += tally.calls
+                }
+                let row = ThroughputRow(
+                    mode: mode, outcome: outcome, assignment: assignment, calls: calls,
+                    gatewayCPU: (cpuAfter.0 - cpuBefore.0) * 1e6 / Double(plan.count),
+                    benchCPU: (cpuAfter.1 - cpuBefore.1) * 1e6 / Double(plan.count))
+                print(row.summary)
+                rows.append(row)
+            }
+            try await client.close()
+            for channel in agentChannels { try? await channel.close() }
         }
-        try await client.close()
-        for channel in agentChannels { try? await channel.close() }
+
+        // Assignment with a queue, on a fresh gateway for each count of agents.
+        var assignmentRows: [AssignmentRow] = []
+        for count in assignmentAgentCounts {
+            let row = try await measureAssignment(agents: count, bench: bench)
+            print(row.summary)
+            assignmentRows.append(row)
+        }
 
         // The task rows beside the calls: tasks/s and submit → result against a relayed call.
         for row in rows {
@@ -513,6 +558,120 @@ struct TaskThroughputBenchmark: AsyncParsableCommand {
                 "\(grouped(row.tasksPerSecond)) tasks/s, submit → agent p50 \(ThroughputRow.millis(row.assignment, 50)) ms, "
                     + "p99 \(ThroughputRow.millis(row.assignment, 99)) ms, gateway \(format(row.gatewayCPU)) µs CPU/task", against)
         }
+
+        print()
+        print("task assignment with \(grouped(Double(assignmentQueue)))+ tasks queued, simulated agents of maxConcurrency 1 answering at once "
+            + "(gap: the agent's reply written → the next tools/call arriving at it; beside a sequential tools/call through switchboard to "
+            + "the same agents):")
+        print("| agents | assignments | assignments/s | queued at start → end | gap p50 µs | p99 µs | p999 µs | max µs | "
+            + "gateway CPU µs/assignment | bench CPU µs/assignment | tools/call sequential p50 µs | p99 µs | p99 against the 100 µs target |")
+        print("| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for row in assignmentRows { print(row.markdown) }
+        for row in assignmentRows {
+            summary.record(
+                "3 tasks", "task assignment, \(row.agentsText), \(grouped(Double(row.queuedAtEnd)))+ queued",
+                "p50 \(format(row.micros(50))) µs, p99 \(format(row.micros(99))) µs, p999 \(format(row.micros(99.9))) µs, "
+                    + "max \(format(row.maxMicros)) µs, gateway \(format(row.gatewayCPU)) µs CPU/assignment",
+                "p99 \(ratio(row.micros(99), Self.assignmentTargetMicroseconds)) of the 100 µs target; p50 \(ratio(row.micros(50), row.relayed.micros(50))), "
+                    + "p99 \(ratio(row.micros(99), row.relayed.micros(99))) of a sequential tools/call through switchboard to the same "
+                    + "\(row.agents == 1 ? "agent" : "agents") (p50 \(format(row.relayed.micros(50))) µs, p99 \(format(row.relayed.micros(99))) µs)")
+        }
+    }
+
+    /// Assignment latency with `agents` agents of maxConcurrency 1 and at least `assignmentQueue`
+    /// tasks queued behind them, on a gateway of its own.
+    private func measureAssignment(agents: Int, bench: JSONRPCProcess) async throws -> AssignmentRow {
+        let gateway = try JSONRPCProcess.startGateway(binary: binary, transport: "tcp")
+        defer { gateway.stop() }
+        let specs = (0..<agents).map { index in
+            SimulatedAgentSpec(agentName: "drain", tool: "work", delayMilliseconds: 0, failureRate: 0, maxConcurrency: 1, seed: UInt64(index))
+        }
+        let agentChannels = try await SimulatedAgent.attach(specs, to: gateway)
+        let client = try await gateway.connect()
+
+        // The comparison, while nothing is queued: the same agents called through the gateway one
+        // call at a time, the least a hop through it costs.
+        var calls = ResultTable()
+        try await calls.measure(
+            label: "tools/call through switchboard to the same agents", mode: "sequential", channel: client, request: .call(tool: "work"),
+            count: sequentialRequests, window: 1, warmup: warmup, processes: [("gateway", gateway), ("bench", bench)])
+
+        // Every agent holds its first call, so that the rest of the submissions queue up behind them.
+        for channel in agentChannels { try await QueueDrainingAgent.takeOver(channel) }
+        let warmupPerAgent = (warmup + agents - 1) / agents
+        let recordedPerAgent = (assignments + agents - 1) / agents
+        let submitted = assignmentQueue + agents * (1 + warmupPerAgent + recordedPerAgent)
+        _ = try await TaskDriver.run(
+            on: client, plan: .init(count: submitted, window: 0, burst: true, taskType: "work", extraParams: "", submitOnly: true))
+        for channel in agentChannels { try await QueueDrainingAgent.holdingCall(of: channel).get() }
+
+        if warmupPerAgent > 0 {
+            for drain in agentChannels.map({ QueueDrainingAgent.drain($0, assignments: warmupPerAgent, recording: false) }) {
+                _ = try await drain.get()
+            }
+        }
+        let queuedAtStart = try await Self.queuedTasks(on: client)
+        let cpuBefore = (gateway.cpuTime(), bench.cpuTime())
+        let started = DispatchTime.now().uptimeNanoseconds
+        var gaps = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
+        var recorded = 0
+        for drain in agentChannels.map({ QueueDrainingAgent.drain($0, assignments: recordedPerAgent, recording: true) }) {
+            let tally = try await drain.get()
+            gaps.add(tally.gaps)
+            recorded += tally.assignments
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+        let cpuAfter = (gateway.cpuTime(), bench.cpuTime())
+        let queuedAtEnd = try await Self.queuedTasks(on: client)
+        try await client.close()
+        for channel in agentChannels { try? await channel.close() }
+        return AssignmentRow(
+            agents: agents, assignments: recorded, seconds: seconds, gaps: gaps, queuedAtStart: queuedAtStart, queuedAtEnd: queuedAtEnd,
+            gatewayCPU: (cpuAfter.0 - cpuBefore.0) * 1e6 / Double(recorded), benchCPU: (cpuAfter.1 - cpuBefore.1) * 1e6 / Double(recorded),
+            relayed: calls.rows[0])
+    }
+
+    /// The gateway's count of queued tasks (gateway/status).
+    private static func queuedTasks(on client: any Channel) async throws -> Int {
+        let status = try await Handshake.exchange(client, #"{"jsonrpc":"2.0","id":"status","method":"gateway/status"}"#)
+        guard let queued = LineScan.integerValue(after: Array(#""queued":"#.utf8), in: ByteBuffer(string: status).readableBytesView) else {
+            throw ValidationError("gateway/status without a task queue: \(status)")
+        }
+        return queued
+    }
+}
+
+private struct AssignmentRow {
+    var agents: Int
+    var assignments: Int
+    var seconds: Double
+    /// Nanoseconds from an agent's reply being written to its next tools/call arriving.
+    var gaps: Histogram<UInt64>
+    var queuedAtStart: Int
+    var queuedAtEnd: Int
+    var gatewayCPU: Double
+    var benchCPU: Double
+    /// Sequential tools/call through the gateway to the same agents, nothing queued.
+    var relayed: Measurement
+
+    var agentsText: String { agents == 1 ? "1 agent (maxConcurrency 1)" : "\(agents) agents (maxConcurrency 1 each)" }
+
+    func micros(_ percentile: Double) -> Double { Double(gaps.valueAtPercentile(percentile)) / 1000 }
+
+    var maxMicros: Double { Double(gaps.max) / 1000 }
+
+    var summary: String {
+        "task assignment, \(agentsText), queued \(grouped(Double(queuedAtStart))) → \(grouped(Double(queuedAtEnd))): "
+            + "\(assignments) assignments in \(String(format: "%.3f", seconds)) s = \(grouped(Double(assignments) / seconds))/s; "
+            + "gap p50 \(format(micros(50))) µs, p99 \(format(micros(99))) µs, p999 \(format(micros(99.9))) µs, max \(format(maxMicros)) µs; "
+            + "CPU µs/assignment: gateway \(format(gatewayCPU)), bench \(format(benchCPU))"
+    }
+
+    var markdown: String {
+        "| \(agents) | \(assignments) | \(grouped(Double(assignments) / seconds)) | \(grouped(Double(queuedAtStart))) → \(grouped(Double(queuedAtEnd))) | "
+            + "\(format(micros(50))) | \(format(micros(99))) | \(format(micros(99.9))) | \(format(maxMicros)) | \(format(gatewayCPU)) | "
+            + "\(format(benchCPU)) | \(format(relayed.micros(50))) | \(format(relayed.micros(99))) | "
+            + "\(ratio(micros(99), TaskThroughputBenchmark.assignmentTargetMicroseconds)) |"
     }
 }
 
@@ -739,6 +898,143 @@ final class SimulatedAgent: ChannelInboundHandler, RemovableChannelHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         registered?.fail(error)
         registered = nil
+        context.close(promise: nil)
+    }
+}
+
+/// What a draining agent took in one drain.
+struct DrainTally: Sendable {
+    var assignments = 0
+    /// Nanoseconds from the agent's reply being written to its next tools/call arriving.
+    var gaps = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
+}
+
+/// An attached agent of maxConcurrency 1 that takes queued tasks one at a time, answering each at
+/// once, and measures how soon the gateway hands it the next. Between drains it holds the call it
+/// was last given unanswered, so that its one slot stays taken and the queue behind it stays as it
+/// is. It takes over a connection a `SimulatedAgent` registered. Lives on its channel's event loop.
+final class QueueDrainingAgent: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// The id of the tools/call held unanswered, as it came.
+    private var heldCallID: [UInt8]?
+    private var holding: EventLoopPromise<Void>?
+    /// Calls still to take in this drain; at 0 the next call is held.
+    private var remaining = 0
+    private var recording = false
+    /// When the last reply to a tools/call was written to the socket.
+    private var repliedAt: UInt64 = 0
+    private var tally = DrainTally()
+    private var drained: EventLoopPromise<DrainTally>?
+
+    /// Replaces the SimulatedAgent on `channel` (the connection it registered) with a draining
+    /// agent that holds the next call it is given.
+    static func takeOver(_ channel: any Channel) async throws {
+        try await channel.eventLoop.submit {
+            let agent = try channel.pipeline.syncOperations.handler(type: SimulatedAgent.self)
+            channel.pipeline.syncOperations.removeHandler(agent, promise: nil)
+            try channel.pipeline.syncOperations.addHandler(QueueDrainingAgent())
+        }.get()
+    }
+
+    /// Completes once the agent holds a call.
+    static func holdingCall(of channel: any Channel) -> EventLoopFuture<Void> {
+        channel.eventLoop.flatSubmit {
+            do {
+                let agent = try channel.pipeline.syncOperations.handler(type: QueueDrainingAgent.self)
+                if agent.heldCallID != nil { return channel.eventLoop.makeSucceededVoidFuture() }
+                let promise = agent.holding ?? channel.eventLoop.makePromise(of: Void.self)
+                agent.holding = promise
+                return promise.futureResult
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+        }
+    }
+
+    /// Answers the held call, then takes the next `assignments` calls the gateway hands over,
+    /// answering all but the last at once and holding the last; with `recording`, the gap before
+    /// each of them goes into the tally.
+    static func drain(_ channel: any Channel, assignments: Int, recording: Bool) -> EventLoopFuture<DrainTally> {
+        channel.eventLoop.flatSubmit {
+            do {
+                let context = try channel.pipeline.syncOperations.context(handlerType: QueueDrainingAgent.self)
+                let agent = try channel.pipeline.syncOperations.handler(type: QueueDrainingAgent.self)
+                guard let held = agent.heldCallID, assignments > 0, agent.drained == nil else {
+                    throw ValidationError("a drain needs a held call and no other drain under way")
+                }
+                let promise = channel.eventLoop.makePromise(of: DrainTally.self)
+                agent.drained = promise
+                agent.remaining = assignments
+                agent.recording = recording
+                agent.tally = DrainTally()
+                agent.heldCallID = nil
+                agent.answer(held, context: context)
+                return promise.futureResult
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+        }
+    }
+
+    private func answer(_ id: [UInt8], context: ChannelHandlerContext) {
+        var reply = context.channel.allocator.buffer(capacity: 96)
+        reply.writeString(#"{"jsonrpc":"2.0","id":"#)
+        reply.writeBytes(id)
+        reply.writeString(#","result":{"content":[{"type":"text","text":"ok"}]}}"# + "\n")
+        context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+        // After the flush: the gap starts once the reply is in the socket, on its way to the gateway.
+        repliedAt = DispatchTime.now().uptimeNanoseconds
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let arrived = DispatchTime.now().uptimeNanoseconds
+        let line = unwrapInboundIn(data)
+        let view = line.readableBytesView
+        // Responses and notifications need nothing.
+        guard let method = LineScan.stringValue(after: LineScan.methodKey, in: view), let id = LineScan.rawValue(after: LineScan.idKey, in: view)
+        else { return }
+        guard method == "tools/call" else {
+            // Health pings are answered at once; they are not assignments.
+            var reply = context.channel.allocator.buffer(capacity: 96)
+            reply.writeString(#"{"jsonrpc":"2.0","id":"#)
+            reply.writeBytes(id)
+            reply.writeString(method == "ping" ? #","result":{}}"# + "\n" : #","error":{"code":-32601,"message":"Method not found"}}"# + "\n")
+            context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+            return
+        }
+        guard remaining > 0 else {
+            heldCallID = id
+            holding?.succeed()
+            holding = nil
+            return
+        }
+        remaining -= 1
+        tally.assignments += 1
+        if recording { _ = tally.gaps.record(arrived - repliedAt) }
+        guard remaining == 0 else { return answer(id, context: context) }
+        // The drain's last call is held: the slot stays taken, the queue stays where it is.
+        heldCallID = id
+        let tally = self.tally
+        drained?.succeed(tally)
+        drained = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let closed = ValidationError("the gateway closed the agent's connection")
+        holding?.fail(closed)
+        holding = nil
+        drained?.fail(closed)
+        drained = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        holding?.fail(error)
+        holding = nil
+        drained?.fail(error)
+        drained = nil
         context.close(promise: nil)
     }
 }

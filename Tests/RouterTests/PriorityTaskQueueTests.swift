@@ -45,4 +45,37 @@ struct PriorityTaskQueueTests {
         #expect(queue.count == 10)
         #expect(queue.ordered(limit: 100).count == 10)
     }
+
+    @Test func aVisitPassesOverBusyGroupsAndEndsWhenEveryGroupIsBusy() {
+        var queue = PriorityTaskQueue()
+        let now = ContinuousClock.now
+        for index in 0..<10_000 { queue.push("a\(index)", priority: 5, group: "a", at: now) }
+        queue.push("b0", priority: 9, group: "b", at: now)
+        queue.push("b1", priority: 9, group: "b", at: now)
+        #expect(queue.groupCount == 2)
+
+        // Group a has one free agent: its first task is taken, its second finds none free; the
+        // rest of a is passed over, b's first is taken, and b's second ends the pass.
+        var looked: [String] = []
+        var freeAgents = ["a": 1, "b": 1]
+        queue.visit(limit: 20_000, at: now) { entry in
+            looked.append(entry.taskID)
+            guard freeAgents[entry.group, default: 0] > 0 else { return .skipGroup }
+            freeAgents[entry.group]! -= 1
+            return .take
+        }
+        #expect(looked == ["a0", "a1", "b0", "b1"])
+        #expect(queue.count == 10_000)
+        #expect(!queue.contains("a0") && !queue.contains("b0") && queue.contains("b1"))
+
+        // The last task of a group takes the group with it.
+        queue.remove("b1")
+        #expect(queue.groupCount == 1)
+        looked = []
+        queue.visit(limit: 20_000, at: now) { entry in
+            looked.append(entry.taskID)
+            return .skipGroup
+        }
+        #expect(looked == ["a1"])
+    }
 }
