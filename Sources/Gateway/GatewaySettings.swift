@@ -18,11 +18,18 @@ public struct GatewaySettings: Sendable {
     public var redis: RedisSettings?
     /// How often every agent is pinged to judge its health.
     public var healthProbeInterval: Duration = .seconds(10)
-    /// Event-loop threads serving connections; nil: one per core. One thread saves the hop
-    /// between threads that a call makes when its client and its agent are served by
+    /// Event-loop threads serving connections; nil: `defaultEventLoopThreads`. One thread saves
+    /// the hop between threads that a call makes when its client and its agent are served by
     /// different ones (lower latency one call at a time); one per core carries more calls at
     /// once (docs/benchmarks.md measures both).
     public var eventLoopThreads: Int?
+
+    /// One thread when the only client is the stdio session (an MCP host's child): all its
+    /// calls and its agents' pipes share that thread, and no call crosses between threads; one
+    /// per core when clients connect over sockets.
+    public var defaultEventLoopThreads: Int? {
+        stdio && listen.isEmpty ? 1 : nil
+    }
 
     public init() {}
 

@@ -61,7 +61,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Client certificates: none, optional or require (needs --tls-ca).")
     var tlsClientAuth: String?
 
-    @Option(help: "Event-loop threads (default: one per core); 1 gives the lowest latency one call at a time.")
+    @Option(help: "Event-loop threads (default: one per core, or one when serving only --stdio); 1 gives the lowest latency one call at a time.")
     var threads: Int?
 
     @Option(help: "Directory for state that survives a restart without Redis (workflow executions).")
@@ -95,7 +95,7 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "switchboard")
         // Before anything touches the shared event-loop group, which starts its threads then.
-        if let threads = settings.eventLoopThreads { NIOSingletons.groupLoopCountSuggestion = threads }
+        if let threads = settings.eventLoopThreads ?? settings.defaultEventLoopThreads { NIOSingletons.groupLoopCountSuggestion = threads }
         let server = GatewayServer(settings: settings, logger: logger)
         let group = ServiceGroup(
             configuration: .init(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -117,3 +118,22 @@ def test_stdio_over_a_socketpair(sb_bin):
             pytest.fail("gateway did not exit after EOF on stdin")
         assert rc == 0, proc.stderr.read()
         proc.stderr.close()
+
+
+@pytest.mark.parametrize("extra, threads", [([], 1), (["--threads", "2"], 2)])
+def test_a_stdio_session_alone_runs_on_one_event_loop_unless_told(sb_bin, extra, threads):
+    """Serving only --stdio, every call and every agent pipe shares one event loop (no call
+    crosses threads); --threads still decides."""
+    proc = subprocess.Popen([str(sb_bin), "serve", "--stdio", *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    try:
+        proc.stdin.write(jline(req("ping", 1)))
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["result"] == {}
+        loops = [name for name in (
+            open(f"/proc/{proc.pid}/task/{task}/comm").read().strip() for task in os.listdir(f"/proc/{proc.pid}/task"))
+            if re.fullmatch(r"NIO-SGLTN-\d+-#\d+", name)]
+        assert len(loops) == threads, loops
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=EXIT_TIMEOUT) == 0
