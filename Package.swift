@@ -129,9 +129,10 @@ let package = Package(
         .executableTarget(
             name: "SwitchboardBenchmarks",
             dependencies: [
-                "JSONRPC", "Transport", "Backend", "Redis",
+                "JSONRPC", "Transport", "Backend", "Redis", "Agents", "Router",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],

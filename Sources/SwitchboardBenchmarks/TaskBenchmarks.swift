@@ -576,6 +576,19 @@ struct TaskThroughputBenchmark: AsyncParsableCommand {
                     + "p99 \(ratio(row.micros(99), row.relayed.micros(99))) of a sequential tools/call through switchboard to the same "
                     + "\(row.agents == 1 ? "agent" : "agents") (p50 \(format(row.relayed.micros(50))) µs, p99 \(format(row.relayed.micros(99))) µs)")
         }
+
+        // The engine's own share, without the two trips through the kernel.
+        let engine = try await EngineAssignment.measure(queued: assignmentQueue, warmup: warmup, assignments: assignments)
+        print()
+        print("task assignment inside the gateway's task engine, no sockets (one agent instance of maxConcurrency 1 answering on the "
+            + "event loop; gap: its answer → the engine's next call), queued \(grouped(Double(engine.queuedAtStart))) → "
+            + "\(grouped(Double(engine.queuedAtEnd))): \(engine.assignments) assignments in \(String(format: "%.3f", engine.seconds)) s; "
+            + "gap p50 \(format(engine.micros(50))) µs, p99 \(format(engine.micros(99))) µs, p999 \(format(engine.micros(99.9))) µs, "
+            + "max \(format(Double(engine.gaps.max) / 1000)) µs")
+        summary.record(
+            "3 tasks", "task assignment inside the engine (no sockets), \(grouped(Double(engine.queuedAtEnd)))+ queued",
+            "p50 \(format(engine.micros(50))) µs, p99 \(format(engine.micros(99))) µs, p999 \(format(engine.micros(99.9))) µs",
+            "p99 \(ratio(engine.micros(99), Self.assignmentTargetMicroseconds)) of the 100 µs target")
     }
 
     /// Assignment latency with `agents` agents of maxConcurrency 1 and at least `assignmentQueue`
