@@ -35,6 +35,11 @@ public final class InMemoryPubSub: PubSub {
 
     @discardableResult
     public func publish(_ message: PubSubMessage) async throws -> Int {
+        publishNow(message)
+    }
+
+    @discardableResult
+    public func publishNow(_ message: PubSubMessage) -> Int {
         // One copy shared by every queue; a slice of a request line would keep the line alive.
         var message = message
         message.payload = ByteBuffer(bytes: message.payload.readableBytesView)

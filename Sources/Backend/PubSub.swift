@@ -88,3 +88,13 @@ public struct SubscriptionLimits: Sendable, Hashable {
         self.bytes = bytes
     }
 }
+
+/// A publish-subscribe backend that publishes without waiting (it lives in this process): the
+/// gateway publishes on the request's event loop rather than from a task, a hop saved per event.
+public protocol ImmediatePubSub: PubSub {
+    /// `publish`, done before returning.
+    @discardableResult
+    func publishNow(_ message: PubSubMessage) -> Int
+}
+
+extension InMemoryPubSub: ImmediatePubSub {}

@@ -35,9 +35,43 @@ public struct Timestamp: Sendable, Hashable, Comparable, CustomStringConvertible
         let (seconds, milliseconds) = Self.floorDivision(millisecondsSinceEpoch, 1_000)
         let (days, secondOfDay) = Self.floorDivision(seconds, 86_400)
         let (year, month, day) = Self.civilDate(daysSinceEpoch: days)
-        return "\(Self.pad(year, 4))-\(Self.pad(month, 2))-\(Self.pad(day, 2))T"
-            + "\(Self.pad(secondOfDay / 3_600, 2)):\(Self.pad(secondOfDay % 3_600 / 60, 2)):\(Self.pad(secondOfDay % 60, 2))."
-            + "\(Self.pad(milliseconds, 3))Z"
+        guard (0...9_999).contains(year) else {
+            // Beyond four digits: the general path (never on the way of an event).
+            return "\(Self.pad(year, 4))-\(Self.pad(month, 2))-\(Self.pad(day, 2))T"
+                + "\(Self.pad(secondOfDay / 3_600, 2)):\(Self.pad(secondOfDay % 3_600 / 60, 2)):\(Self.pad(secondOfDay % 60, 2))."
+                + "\(Self.pad(milliseconds, 3))Z"
+        }
+        // Every event delivered carries one: digits written in place, one allocation.
+        return String(unsafeUninitializedCapacity: 24) { bytes in
+            var index = 0
+            func put(_ value: Int64, width: Int) {
+                var remaining = value
+                for position in stride(from: index + width - 1, through: index, by: -1) {
+                    bytes[position] = UInt8(ascii: "0") + UInt8(remaining % 10)
+                    remaining /= 10
+                }
+                index += width
+            }
+            func put(_ character: Unicode.Scalar) {
+                bytes[index] = UInt8(ascii: character)
+                index += 1
+            }
+            put(year, width: 4)
+            put("-")
+            put(month, width: 2)
+            put("-")
+            put(day, width: 2)
+            put("T")
+            put(secondOfDay / 3_600, width: 2)
+            put(":")
+            put(secondOfDay % 3_600 / 60, width: 2)
+            put(":")
+            put(secondOfDay % 60, width: 2)
+            put(".")
+            put(milliseconds, width: 3)
+            put("Z")
+            return index
+        }
     }
 
     public var description: String { iso8601 }

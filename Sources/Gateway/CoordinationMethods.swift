@@ -409,20 +409,41 @@ final class CoordinationMethods: Sendable {
         let clock = backend.clock
         let counters = self.counters
         let observers = publishedObservers.withLock { $0 }
-        return perform(request, context) { params in
-            guard let topic = params.member("topic")?.stringValue, Self.isValidTopic(topic) else {
-                throw JSONRPCError.invalidParams(Self.topicRule, extra: params.member("topic").map { ["topic": .raw($0)] } ?? [:])
+        @Sendable func published(_ topic: String, _ data: RawJSON, delivered: Int) -> JSONValue {
+            counters.published.add(1, ordering: .relaxed)
+            for observer in observers { observer(topic, data) }
+            return ["topic": .string(topic), "delivered": .integer(Int64(delivered))]
+        }
+        // In process, and nothing of this connection's still under way on the backend: publish
+        // now, in order, without a task.
+        if let immediate = events as? any ImmediatePubSub, connection(context).isIdle {
+            guard let params = request.params, params.kind == .object else {
+                return .error(.invalidParams("\(request.method) takes its params as an object"))
             }
-            let data = params.member("data") ?? RawJSON.null
+            do {
+                let (topic, data) = try Self.event(params)
+                let message = PubSubMessage(topic: topic, payload: data.buffer, publishedAt: clock.now(), publisher: context.agentInstance?.rawValue)
+                return .result(published(topic, data, delivered: immediate.publishNow(message)))
+            } catch {
+                return .error(error)
+            }
+        }
+        return perform(request, context) { params in
+            let (topic, data) = try Self.event(params)
             let publisher = context.agentInstance?.rawValue
             return { () async throws -> JSONValue in
                 let message = PubSubMessage(topic: topic, payload: data.buffer, publishedAt: clock.now(), publisher: publisher)
-                let delivered = try await events.publish(message)
-                counters.published.add(1, ordering: .relaxed)
-                for observer in observers { observer(topic, data) }
-                return ["topic": .string(topic), "delivered": .integer(Int64(delivered))]
+                return published(topic, data, delivered: try await events.publish(message))
             }
         }
+    }
+
+    /// The topic and data of an `events/publish`, checked.
+    private static func event(_ params: RawJSON) throws(JSONRPCError) -> (topic: String, data: RawJSON) {
+        guard let topic = params.member("topic")?.stringValue, isValidTopic(topic) else {
+            throw JSONRPCError.invalidParams(topicRule, extra: params.member("topic").map { ["topic": .raw($0)] } ?? [:])
+        }
+        return (topic, params.member("data") ?? RawJSON.null)
     }
 
     private static let topicRule =
@@ -717,6 +738,8 @@ private final class CoordinatedConnection: Sendable {
         var closed = false
         /// Completes when the connection's latest backend call has finished.
         var tail: EventLoopFuture<Void>?
+        /// Backend calls started and not yet finished.
+        var pending = 0
     }
 
     private let state = Mutex(State())
@@ -750,14 +773,19 @@ private final class CoordinatedConnection: Sendable {
         }
     }
 
+    /// No backend call of this connection's is under way: one made now is in order.
+    var isIdle: Bool { state.withLock { $0.pending == 0 } }
+
     /// Runs `operation` once every backend call this connection made before it has finished.
     func serially(_ operation: @escaping @Sendable () async throws -> JSONValue) -> EventLoopFuture<JSONValue> {
         let promise = handle.eventLoop.makePromise(of: JSONValue.self)
         let done = promise.futureResult.map { _ in () }.recover { _ in () }
         let previous = state.withLock { state in
+            state.pending += 1
             defer { state.tail = done }
             return state.tail
         }
+        done.whenComplete { [self] _ in state.withLock { $0.pending -= 1 } }
         if let previous {
             previous.whenComplete { _ in promise.completeWithTask(operation) }
         } else {

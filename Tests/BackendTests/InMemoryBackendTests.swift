@@ -241,6 +241,8 @@ struct TimestampTests {
         (1_767_225_600_000, "2026-01-01T00:00:00.000Z"),
         (1_709_210_096_789, "2024-02-29T12:34:56.789Z"),
         (-1, "1969-12-31T23:59:59.999Z"),
+        (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+        (253_402_300_800_000, "10000-01-01T00:00:00.000Z"),
     ])
     func iso8601(_ milliseconds: Int64, _ text: String) {
         #expect(Timestamp(millisecondsSinceEpoch: milliseconds).iso8601 == text)
