@@ -1,5 +1,6 @@
 import Agents
 import Logging
+import NIOCore
 import Transport
 
 /// Everything a running gateway needs to know, from the command line and the config file.
@@ -25,10 +26,13 @@ public struct GatewaySettings: Sendable {
     public var eventLoopThreads: Int?
 
     /// One thread when the only client is the stdio session (an MCP host's child): all its
-    /// calls and its agents' pipes share that thread, and no call crosses between threads; one
-    /// per core when clients connect over sockets.
+    /// calls and its agents' pipes share that thread, and no call crosses between threads. One
+    /// on a machine of two cores or fewer too: the gateway shares them with its agents and
+    /// clients, one thread relays well over 100,000 calls a second there, and a call whose
+    /// client and agent sit on different threads costs two hops between them (measured in
+    /// docs/benchmarks.md). Otherwise nil: one per core.
     public var defaultEventLoopThreads: Int? {
-        stdio && listen.isEmpty ? 1 : nil
+        stdio && listen.isEmpty || System.coreCount <= 2 ? 1 : nil
     }
 
     public init() {}

@@ -222,9 +222,10 @@ struct CeilingBenchmark: AsyncParsableCommand {
             try await table.measure(label: directStdio, channel: channel, request: .echo, options: options, processes: [("agent", process)])
             try await channel.close()
         }
-        // The default (an event loop per core), and one event loop: no hop between threads when
-        // the client's connection and the agent's pipes would be served by different ones.
-        for (transport, threads) in [("tcp", nil), ("stdio", nil), ("tcp", 1)] as [(String, Int?)] {
+        // The default (one event loop on two cores or fewer, else one per core), and two event
+        // loops: then a call whose client connection and agent pipes are served by different
+        // loops hops between threads twice.
+        for (transport, threads) in [("tcp", nil), ("stdio", nil), ("tcp", 2)] as [(String, Int?)] {
             let gateway = try JSONRPCProcess.startGateway(
                 binary: options.binary, transport: transport,
                 extraArguments: ["--config", configuration.path] + (threads.map { ["--threads", String($0)] } ?? []))

@@ -61,7 +61,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Client certificates: none, optional or require (needs --tls-ca).")
     var tlsClientAuth: String?
 
-    @Option(help: "Event-loop threads (default: one per core, or one when serving only --stdio); 1 gives the lowest latency one call at a time.")
+    @Option(help: "Event-loop threads (default: one per core; one on two cores or fewer, or when serving only --stdio).")
     var threads: Int?
 
     @Option(help: "Directory for state that survives a restart without Redis (workflow executions).")

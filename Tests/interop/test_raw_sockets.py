@@ -6,6 +6,7 @@ Concurrency, pathological input, a peer that never reads, and graceful shutdown.
 from __future__ import annotations
 
 import json
+import os
 import re
 import select
 import selectors
@@ -86,6 +87,15 @@ def test_threads_sets_the_event_loops_and_every_one_serves(start_gateway, thread
     finally:
         for c in clients:
             c.close()
+
+
+def test_event_loops_by_default_one_on_two_cores_else_one_per_core(start_gateway):
+    gw = start_gateway("tcp")
+    with LineClient.connect(gw.endpoints[0]) as c:
+        assert c.ping_ok()["result"] == {}
+    loops = len(event_loop_threads(gw.proc.pid))
+    cores = len(os.sched_getaffinity(0))
+    assert loops == 1 if cores <= 2 else loops > 1, (loops, cores)
 
 
 def test_threads_must_be_positive(sb_bin, tmp_path):
