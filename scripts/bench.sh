@@ -2,7 +2,7 @@
 # Benchmarks of switchboard, never part of the tests, on release builds. Figures and how to read
 # them: docs/benchmarks.md.
 #
-#   scripts/bench.sh                  the suite, about 6 minutes on 2 cores: ping, peers, ceiling,
+#   scripts/bench.sh                  the suite, about 3 minutes on 2 cores after its set-up: ping, peers, ceiling,
 #                                     tasks, patterns, capacity, events; then one table of the
 #                                     headline figures, each with its ratio against its peer or
 #                                     the direct path
