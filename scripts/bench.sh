@@ -7,7 +7,7 @@
 #                                     headline figures, each with its ratio against its peer or
 #                                     the direct path
 #   scripts/bench.sh NAME [ARGS...]   one part, ARGS added to `switchboard-bench NAME`:
-#       ping       ping round trips over TCP and stdio
+#       ping       ping, memory/set and memory/get round trips over TCP and stdio
 #       peers      tools/call to the Python SDK's echo server: directly, through switchboard and
 #                  through FastMCP's proxy (the SDK's client), and directly and through switchboard
 #                  (the Swift client)
@@ -91,7 +91,7 @@ part() {
     echo
     echo "== $name ($(date -u +%H:%M:%S) UTC)"
     case $name in
-    ping) "$bench" ping --binary "$gateway" --summary "$summary" "$@" ;;
+    ping) "$bench" ping --binary "$gateway" --methods ping,memory/set,memory/get --summary "$summary" "$@" ;;
     peers)
         "$bench" peers --binary "$gateway" --python "$python" --scripts scripts/bench \
             --requests 20000 --sequential-requests 5000 --warmup 1000 --summary "$summary" "$@" ;;

@@ -54,6 +54,10 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     // MARK: KeyValueStore
 
     public func get(_ key: String, namespace: String) async throws -> KeyValueEntry? {
+        getNow(key, namespace: namespace)
+    }
+
+    public func getNow(_ key: String, namespace: String) -> KeyValueEntry? {
         let now = clock.now()
         let (space, name) = (ByteString(namespace), ByteString(key))
         return state.withLock { state in
@@ -63,6 +67,10 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     }
 
     public func set(_ key: String, to value: ByteBuffer, ttl: Duration?, namespace: String) async throws -> KeyValueWrite {
+        setNow(key, to: value, ttl: ttl, namespace: namespace)
+    }
+
+    public func setNow(_ key: String, to value: ByteBuffer, ttl: Duration?, namespace: String) -> KeyValueWrite {
         let now = clock.now()
         let (space, name) = (ByteString(namespace), ByteString(key))
         let expiresAt = ttl.map { now.advanced(by: $0) }
@@ -72,6 +80,10 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     }
 
     public func delete(_ key: String, namespace: String) async throws -> Bool {
+        deleteNow(key, namespace: namespace)
+    }
+
+    public func deleteNow(_ key: String, namespace: String) -> Bool {
         let now = clock.now()
         let (space, name) = (ByteString(namespace), ByteString(key))
         return state.withLock { state in
@@ -84,6 +96,12 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     public func compareAndSet(
         _ key: String, expectedVersion: Int64, to value: ByteBuffer, ttl: Duration?, namespace: String
     ) async throws -> CompareAndSetOutcome {
+        compareAndSetNow(key, expectedVersion: expectedVersion, to: value, ttl: ttl, namespace: namespace)
+    }
+
+    public func compareAndSetNow(
+        _ key: String, expectedVersion: Int64, to value: ByteBuffer, ttl: Duration?, namespace: String
+    ) -> CompareAndSetOutcome {
         let now = clock.now()
         let (space, name) = (ByteString(namespace), ByteString(key))
         let expiresAt = ttl.map { now.advanced(by: $0) }
@@ -95,6 +113,10 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     }
 
     public func list(namespace: String, prefix: String, after cursor: String?, limit: Int) async throws -> KeyValuePage {
+        listNow(namespace: namespace, prefix: prefix, after: cursor, limit: limit)
+    }
+
+    public func listNow(namespace: String, prefix: String, after cursor: String?, limit: Int) -> KeyValuePage {
         precondition(limit > 0, "a page holds at least one key")
         let now = clock.now()
         let space = ByteString(namespace)

@@ -122,3 +122,18 @@ struct ByteString: Hashable, Comparable, Sendable {
         bytes.count >= prefix.bytes.count && bytes[..<prefix.bytes.count].elementsEqual(prefix.bytes)
     }
 }
+
+/// A key-value store that answers without waiting (it lives in this process): the gateway runs
+/// its operations on the request's event loop rather than from a task, a hop saved per request.
+/// Each does what the `KeyValueStore` operation of the same name does, before returning.
+public protocol ImmediateKeyValueStore: KeyValueStore {
+    func getNow(_ key: String, namespace: String) -> KeyValueEntry?
+    func setNow(_ key: String, to value: ByteBuffer, ttl: Duration?, namespace: String) -> KeyValueWrite
+    func deleteNow(_ key: String, namespace: String) -> Bool
+    func compareAndSetNow(
+        _ key: String, expectedVersion: Int64, to value: ByteBuffer, ttl: Duration?, namespace: String
+    ) -> CompareAndSetOutcome
+    func listNow(namespace: String, prefix: String, after cursor: String?, limit: Int) -> KeyValuePage
+}
+
+extension InMemoryKeyValueStore: ImmediateKeyValueStore {}

@@ -162,13 +162,12 @@ final class CoordinationMethods: Sendable {
 
     private func memoryGet(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
         let store = backend.store
-        return perform(request, context) { params in
+        let immediate = store as? any ImmediateKeyValueStore
+        return performOnBackend(request, context) { params in
             let key = try Self.key(params, "key")
             let namespace = try self.namespace(params, context)
-            return { () async throws -> JSONValue in
-                guard let entry = try await store.get(key, namespace: namespace) else {
-                    return ["key": .string(key), "found": false]
-                }
+            @Sendable func found(_ entry: KeyValueEntry?) -> JSONValue {
+                guard let entry else { return ["key": .string(key), "found": false] }
                 var result: [String: JSONValue] = [
                     "key": .string(key), "found": true, "version": .integer(entry.version),
                     // Stored as the JSON bytes that arrived; only gateways write them.
@@ -177,37 +176,43 @@ final class CoordinationMethods: Sendable {
                 if let expiresAt = entry.expiresAt { result["expiresAt"] = .string(expiresAt.iso8601) }
                 return .object(result)
             }
+            return BackendCall(
+                now: immediate.map { store in { found(store.getNow(key, namespace: namespace)) } },
+                later: { found(try await store.get(key, namespace: namespace)) })
         }
     }
 
     private func memorySet(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
         let store = backend.store
-        return perform(request, context) { params in
+        let immediate = store as? any ImmediateKeyValueStore
+        return performOnBackend(request, context) { params in
             let key = try Self.key(params, "key")
             let value = try Self.value(params, "value")
             let ttl = try Self.ttl(params)
             let namespace = try self.namespace(params, context)
-            return { () async throws -> JSONValue in
-                let write = try await store.set(key, to: value.buffer, ttl: ttl, namespace: namespace)
-                return .object(Self.written(key, write))
-            }
+            return BackendCall(
+                now: immediate.map { store in { .object(Self.written(key, store.setNow(key, to: value.buffer, ttl: ttl, namespace: namespace))) } },
+                later: { .object(Self.written(key, try await store.set(key, to: value.buffer, ttl: ttl, namespace: namespace))) })
         }
     }
 
     private func memoryDelete(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
         let store = backend.store
-        return perform(request, context) { params in
+        let immediate = store as? any ImmediateKeyValueStore
+        return performOnBackend(request, context) { params in
             let key = try Self.key(params, "key")
             let namespace = try self.namespace(params, context)
-            return { () async throws -> JSONValue in
-                ["key": .string(key), "deleted": .bool(try await store.delete(key, namespace: namespace))]
-            }
+            @Sendable func deleted(_ deleted: Bool) -> JSONValue { ["key": .string(key), "deleted": .bool(deleted)] }
+            return BackendCall(
+                now: immediate.map { store in { deleted(store.deleteNow(key, namespace: namespace)) } },
+                later: { deleted(try await store.delete(key, namespace: namespace)) })
         }
     }
 
     private func memoryCompareAndSet(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
         let store = backend.store
-        return perform(request, context) { params in
+        let immediate = store as? any ImmediateKeyValueStore
+        return performOnBackend(request, context) { params in
             let key = try Self.key(params, "key")
             guard let expected = params.member("expectedVersion"), let version = Self.integer(expected), version >= 0 else {
                 throw JSONRPCError.invalidParams("\"expectedVersion\" must be an integer: the key's current version, or 0 for a key that must not exist yet")
@@ -215,8 +220,8 @@ final class CoordinationMethods: Sendable {
             let value = try Self.value(params, "value")
             let ttl = try Self.ttl(params)
             let namespace = try self.namespace(params, context)
-            return { () async throws -> JSONValue in
-                switch try await store.compareAndSet(key, expectedVersion: version, to: value.buffer, ttl: ttl, namespace: namespace) {
+            @Sendable func outcome(_ outcome: CompareAndSetOutcome) -> JSONValue {
+                switch outcome {
                 case .stored(let write):
                     var result = Self.written(key, write)
                     result["ok"] = true
@@ -225,12 +230,18 @@ final class CoordinationMethods: Sendable {
                     return ["key": .string(key), "ok": false, "currentVersion": .integer(current)]
                 }
             }
+            return BackendCall(
+                now: immediate.map { store in
+                    { outcome(store.compareAndSetNow(key, expectedVersion: version, to: value.buffer, ttl: ttl, namespace: namespace)) }
+                },
+                later: { outcome(try await store.compareAndSet(key, expectedVersion: version, to: value.buffer, ttl: ttl, namespace: namespace)) })
         }
     }
 
     private func memoryList(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
         let store = backend.store
-        return perform(request, context, paramsOptional: true) { params in
+        let immediate = store as? any ImmediateKeyValueStore
+        return performOnBackend(request, context, paramsOptional: true) { params in
             var prefix = ""
             if let value = params.member("prefix"), value.kind != .null {
                 guard let text = value.stringValue, text.utf8.count <= Self.maximumKeyBytes else {
@@ -253,8 +264,7 @@ final class CoordinationMethods: Sendable {
                 limit = Int(number)
             }
             let namespace = try self.namespace(params, context)
-            return { [prefix, cursor, limit] () async throws -> JSONValue in
-                let page = try await store.list(namespace: namespace, prefix: prefix, after: cursor, limit: limit)
+            @Sendable func listed(_ page: KeyValuePage) -> JSONValue {
                 var result: [String: JSONValue] = [
                     "keys": .array(page.entries.map { entry in
                         var item: [String: JSONValue] = ["key": .string(entry.key), "version": .integer(entry.version)]
@@ -265,6 +275,9 @@ final class CoordinationMethods: Sendable {
                 if let next = page.nextCursor { result["nextCursor"] = .string(next) }
                 return .object(result)
             }
+            return BackendCall(
+                now: immediate.map { store in { [prefix, cursor, limit] in listed(store.listNow(namespace: namespace, prefix: prefix, after: cursor, limit: limit)) } },
+                later: { [prefix, cursor, limit] in listed(try await store.list(namespace: namespace, prefix: prefix, after: cursor, limit: limit)) })
         }
     }
 
@@ -406,35 +419,24 @@ final class CoordinationMethods: Sendable {
 
     private func publish(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
         let events = backend.events
+        let immediate = events as? any ImmediatePubSub
         let clock = backend.clock
         let counters = self.counters
         let observers = publishedObservers.withLock { $0 }
-        @Sendable func published(_ topic: String, _ data: RawJSON, delivered: Int) -> JSONValue {
-            counters.published.add(1, ordering: .relaxed)
-            for observer in observers { observer(topic, data) }
-            return ["topic": .string(topic), "delivered": .integer(Int64(delivered))]
-        }
-        // In process, and nothing of this connection's still under way on the backend: publish
-        // now, in order, without a task.
-        if let immediate = events as? any ImmediatePubSub, connection(context).isIdle {
-            guard let params = request.params, params.kind == .object else {
-                return .error(.invalidParams("\(request.method) takes its params as an object"))
-            }
-            do {
-                let (topic, data) = try Self.event(params)
-                let message = PubSubMessage(topic: topic, payload: data.buffer, publishedAt: clock.now(), publisher: context.agentInstance?.rawValue)
-                return .result(published(topic, data, delivered: immediate.publishNow(message)))
-            } catch {
-                return .error(error)
-            }
-        }
-        return perform(request, context) { params in
+        return performOnBackend(request, context) { params in
             let (topic, data) = try Self.event(params)
             let publisher = context.agentInstance?.rawValue
-            return { () async throws -> JSONValue in
-                let message = PubSubMessage(topic: topic, payload: data.buffer, publishedAt: clock.now(), publisher: publisher)
-                return published(topic, data, delivered: try await events.publish(message))
+            @Sendable func message() -> PubSubMessage {
+                PubSubMessage(topic: topic, payload: data.buffer, publishedAt: clock.now(), publisher: publisher)
             }
+            @Sendable func published(_ delivered: Int) -> JSONValue {
+                counters.published.add(1, ordering: .relaxed)
+                for observer in observers { observer(topic, data) }
+                return ["topic": .string(topic), "delivered": .integer(Int64(delivered))]
+            }
+            return BackendCall(
+                now: immediate.map { events in { published(events.publishNow(message())) } },
+                later: { published(try await events.publish(message())) })
         }
     }
 
@@ -660,11 +662,28 @@ final class CoordinationMethods: Sendable {
 
     // MARK: Plumbing
 
+    /// What a request does on the backend: `later` in a task, or `now`, on the request's event
+    /// loop, when the backend lives in this process and answers without waiting.
+    private struct BackendCall {
+        var now: (() throws -> JSONValue)?
+        var later: @Sendable () async throws -> JSONValue
+    }
+
     /// Parses and checks the params on the event loop (errors at once), then runs the backend
     /// call after the connection's earlier backend calls.
     private func perform(
         _ request: JSONRPCRequest, _ context: MethodContext, paramsOptional: Bool = false,
         _ prepare: (RawJSON) throws -> @Sendable () async throws -> JSONValue
+    ) -> MethodReply {
+        performOnBackend(request, context, paramsOptional: paramsOptional) { params in BackendCall(later: try prepare(params)) }
+    }
+
+    /// Checks the params, prepares the call, and runs it: at once when it can and the
+    /// connection has no earlier backend call still under way (so that a connection's calls
+    /// stay in order), else after the connection's earlier calls, in a task.
+    private func performOnBackend(
+        _ request: JSONRPCRequest, _ context: MethodContext, paramsOptional: Bool = false,
+        _ prepare: (RawJSON) throws -> BackendCall
     ) -> MethodReply {
         let params: RawJSON
         switch request.params {
@@ -675,17 +694,26 @@ final class CoordinationMethods: Sendable {
         default:
             return .error(.invalidParams("\(request.method) takes its params as an object"))
         }
-        let operation: @Sendable () async throws -> JSONValue
+        let call: BackendCall
         do {
-            operation = try prepare(params)
+            call = try prepare(params)
         } catch let error as JSONRPCError {
             return .error(error)
         } catch {
             return .error(.internalError("\(error)"))
         }
+        if let now = call.now, connection(context).isIdle {
+            do {
+                return .result(try now())
+            } catch let error as JSONRPCError {
+                return .error(error)
+            } catch {
+                return .error(.internalError("\(error)"))
+            }
+        }
         let logger = self.logger
         let method = request.method
-        let future = connection(context).serially(operation).flatMapErrorThrowing { error -> JSONValue in
+        let future = connection(context).serially(call.later).flatMapErrorThrowing { error -> JSONValue in
             switch error {
             case let error as JSONRPCError: throw error
             case let error as BackendUnavailable:

@@ -95,7 +95,9 @@ struct SummaryCommand: ParsableCommand {
 
 /// `ping` round trips over TCP and stdio: the gateway's own cost per message.
 struct PingBenchmark: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ping", abstract: "Ping round trips through switchboard over TCP and stdio.")
+    static let configuration = CommandConfiguration(
+        commandName: "ping",
+        abstract: "Ping round trips through switchboard over TCP and stdio; also shared memory (memory/set, memory/get) on the embedded backend.")
 
     @OptionGroup var options: CommonOptions
     @OptionGroup var summary: SummaryOptions
@@ -103,21 +105,37 @@ struct PingBenchmark: AsyncParsableCommand {
     @Option(help: "tcp, stdio or both.")
     var transport: String = "both"
 
+    @Option(help: "Methods, comma separated: ping, memory/set, memory/get (a key of its own per connection).")
+    var methods: String = "ping"
+
     func run() async throws {
         let transports = transport == "both" ? ["tcp", "stdio"] : [transport]
+        var requests: [(String, BenchmarkRequest)] = []
+        for method in methods.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            switch method {
+            case "ping": requests.append((method, .ping))
+            case "memory/set": requests.append((method, .memorySet))
+            case "memory/get": requests.append((method, .memoryGet))
+            default: throw ValidationError("--methods: unknown method \(method) (ping, memory/set, memory/get)")
+            }
+        }
         var table = ResultTable()
         for name in transports {
             let gateway = try JSONRPCProcess.startGateway(binary: options.binary, transport: name)
             defer { gateway.stop() }
             let channel = try await gateway.connect()
-            try await table.measure(
-                label: name, channel: channel, request: .ping, options: options, processes: [("gateway", gateway)])
+            for (method, request) in requests {
+                try await table.measure(
+                    label: method == "ping" ? name : "\(method) over \(name)", channel: channel, request: request, options: options,
+                    processes: [("gateway", gateway)])
+            }
             try await channel.close()
         }
         table.print()
         for row in table.rows {
             summary.record(
-                "ping", "ping over \(row.label), \(row.mode)", "\(grouped(row.callsPerSecond)) calls/s, p50 \(format(row.micros(50))) µs",
+                "ping", "\(row.label.hasPrefix("memory/") ? row.label : "ping over \(row.label)"), \(row.mode)",
+                "\(grouped(row.callsPerSecond)) calls/s, p50 \(format(row.micros(50))) µs",
                 "gateway CPU \(format(row.cpu("gateway"))) µs/call")
         }
     }
@@ -127,6 +145,10 @@ struct PingBenchmark: AsyncParsableCommand {
 
 enum BenchmarkRequest {
     case ping
+    /// `memory/set` of one key to a small object (the same key each time: a write that replaces).
+    case memorySet
+    /// `memory/get` of that key.
+    case memoryGet
     /// `tools/call` of `echo` with the text every agent of the benchmarks answers.
     case echo
     /// `tools/call` of another tool, with the same arguments.
@@ -152,6 +174,10 @@ enum BenchmarkRequest {
         switch self {
         case .ping:
             buffer.writeString(#"{"jsonrpc":"2.0","id":\#(id),"method":"ping"}"#)
+        case .memorySet:
+            buffer.writeString(#"{"jsonrpc":"2.0","id":\#(id),"method":"memory/set","params":{"key":"bench","value":{"n":\#(id),"text":"hello"}}}"#)
+        case .memoryGet:
+            buffer.writeString(#"{"jsonrpc":"2.0","id":\#(id),"method":"memory/get","params":{"key":"bench"}}"#)
         case .echo:
             buffer.writeString(#"{"jsonrpc":"2.0","id":\#(id),"method":"tools/call","params":{"name":"echo","arguments":\#(Self.echoArguments)}}"#)
         case .call(let tool):
