@@ -127,7 +127,7 @@ public final class TaskEngine: Sendable {
                 task.completionTime = Date()
                 state.tasks[id] = task
             } else if unfinished.isEmpty {
-                state.queue.push(id, priority: submission.priority, group: Self.demand(of: submission))
+                state.queue.push(id, priority: submission.priority, group: Demand(submission).queue)
             } else {
                 task.waitingFor = "waiting for \(unfinished.joined(separator: ", "))"
                 state.tasks[id] = task
@@ -254,13 +254,6 @@ public final class TaskEngine: Sendable {
         group.any().execute { [self] in dispatch() }
     }
 
-    /// What a task needs of an agent, as a queue group: tasks of one group wait for the same
-    /// agents, so when one of them finds none free, none of the others will in that pass.
-    static func demand(of submission: TaskSubmission) -> String {
-        [submission.taskType, submission.requiredCapabilities.sorted().joined(separator: ","),
-         submission.routing.tenant ?? "", String(submission.minimumMatch)].joined(separator: "|")
-    }
-
     /// Hands queued tasks to agents with free capacity, best first; a task whose group has no
     /// free agent does not hold up the tasks behind it. The pass stops as soon as every group
     /// still queued has found no free agent, so a long queue behind busy agents costs a few
@@ -277,9 +270,7 @@ public final class TaskEngine: Sendable {
             queue.visit(limit: scanLimit) { entry in
                 guard var task = state.tasks[entry.taskID] else { return .take }
                 let tool = task.submission.taskType
-                var constraints = AgentRegistry.Constraints(requiredCapabilities: task.submission.requiredCapabilities)
-                constraints.minimumMatch = task.submission.minimumMatch
-                if let tenant = task.submission.routing.tenant { constraints.requiredCapabilities.append("tenant:\(tenant)") }
+                var constraints = Demand(task.submission).constraints
                 constraints.avoiding = Set(task.attempts.map { AgentRegistry.InstanceID($0.agent) })
                 if let key = task.submission.routing.stickyKey { constraints.preferred = state.sticky[key] }
                 switch agents.tryAcquire(.tool, tool, constraints: constraints) {
@@ -386,7 +377,7 @@ public final class TaskEngine: Sendable {
             group.any().scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
                 let requeued = state.withLock { state -> Bool in
                     guard let task = state.tasks[id], task.state == .pending else { return false }
-                    state.queue.push(id, priority: task.submission.priority, group: Self.demand(of: task.submission))
+                    state.queue.push(id, priority: task.submission.priority, group: Demand(task.submission).queue)
                     return true
                 }
                 if requeued { scheduleDispatch() }
@@ -416,7 +407,7 @@ public final class TaskEngine: Sendable {
                 if remaining.isEmpty {
                     waiting.waitingFor = nil
                     state.tasks[dependent] = waiting
-                    state.queue.push(dependent, priority: waiting.submission.priority, group: Self.demand(of: waiting.submission))
+                    state.queue.push(dependent, priority: waiting.submission.priority, group: Demand(waiting.submission).queue)
                     released.append(dependent)
                 } else {
                     waiting.waitingFor = "waiting for \(remaining.joined(separator: ", "))"
