@@ -964,7 +964,7 @@ public final class AgentRegistry: Sendable {
         let belongs = instance.isRegistered && instance.isPresent && state.activeVersion[template] == instance.registration.version
         let wanted = belongs ? (tools: instance.toolNames, prompts: instance.promptNames) : nil
         let before = instance.counted
-        guard wanted?.tools != before?.tools || wanted?.prompts != before?.prompts || (wanted == nil) != (before == nil) else { return }
+        guard wanted?.tools != before?.tools || wanted?.prompts != before?.prompts else { return }
         instance.counted = wanted
         guard state.templates[template] != nil else { return }
         let toolsChanged = adjust(&state.templates[template]!.toolCounts, removing: before?.tools ?? [], adding: wanted?.tools ?? [])
@@ -1064,12 +1064,5 @@ public final class AgentRegistry: Sendable {
     private func notifyDrained(_ id: InstanceID) {
         let callbacks = observers.withLock { $0.drained }
         callbacks.forEach { $0(id) }
-    }
-}
-
-extension TimeAmount {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }
 }

@@ -702,7 +702,8 @@ final class CoordinationMethods: Sendable {
         } catch {
             return .error(.internalError("\(error)"))
         }
-        if let now = call.now, connection(context).isIdle {
+        let connection = connection(context)
+        if let now = call.now, connection.isIdle {
             do {
                 return .result(try now())
             } catch let error as JSONRPCError {
@@ -713,7 +714,7 @@ final class CoordinationMethods: Sendable {
         }
         let logger = self.logger
         let method = request.method
-        let future = connection(context).serially(call.later).flatMapErrorThrowing { error -> JSONValue in
+        let future = connection.serially(call.later).flatMapErrorThrowing { error -> JSONValue in
             switch error {
             case let error as JSONRPCError: throw error
             case let error as BackendUnavailable:

@@ -313,9 +313,7 @@ public final class TaskEngine: Sendable {
 
     private func run(_ task: TaskRecord, on lease: AgentRegistry.Lease) {
         let params: JSONValue = ["name": .string(lease.originalName), "arguments": .raw(task.submission.taskData)]
-        let timeout = TimeAmount.nanoseconds(
-            task.submission.timeout.components.seconds * 1_000_000_000 + task.submission.timeout.components.attoseconds / 1_000_000_000)
-        let call = lease.endpoint.call("tools/call", params: params, timeout: timeout)
+        let call = lease.endpoint.call("tools/call", params: params, timeout: TimeAmount(task.submission.timeout))
         let stillOurs = state.withLock { state -> Bool in
             guard var current = state.tasks[task.id], current.state == .assigned else { return false }
             current.state = .running
@@ -373,8 +371,7 @@ public final class TaskEngine: Sendable {
         }
         if let ended { finished(ended) }
         if let retryAfter {
-            let nanoseconds = retryAfter.components.seconds * 1_000_000_000 + retryAfter.components.attoseconds / 1_000_000_000
-            group.any().scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
+            group.any().scheduleTask(in: TimeAmount(retryAfter)) { [self] in
                 let requeued = state.withLock { state -> Bool in
                     guard let task = state.tasks[id], task.state == .pending else { return false }
                     state.queue.push(id, priority: task.submission.priority, group: Demand(task.submission).queue)

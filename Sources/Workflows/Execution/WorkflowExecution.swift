@@ -162,10 +162,16 @@ extension WorkflowExecution {
 extension WorkflowStepState {
     /// The step as `stepResults` shows it.
     public var jsonValue: JSONValue {
-        var members: [String: JSONValue] = ["stepId": .string(stepID), "status": .string(status.rawValue), "attempts": .integer(Int64(attempts))]
-        if let startedAt { members["startedAt"] = .string(startedAt.iso8601) }
-        if let completedAt { members["completedAt"] = .string(completedAt.iso8601) }
+        var members = self.members { .string($0.iso8601) }
         if let startedAt, let completedAt { members["durationMs"] = .integer(completedAt.millisecondsSinceEpoch - startedAt.millisecondsSinceEpoch) }
+        return .object(members)
+    }
+
+    /// What clients and storage both keep of a step, with times written by `time`.
+    fileprivate func members(time: (Timestamp) -> JSONValue) -> [String: JSONValue] {
+        var members: [String: JSONValue] = ["stepId": .string(stepID), "status": .string(status.rawValue), "attempts": .integer(Int64(attempts))]
+        if let startedAt { members["startedAt"] = time(startedAt) }
+        if let completedAt { members["completedAt"] = time(completedAt) }
         if let result { members["result"] = result }
         if let error { members["error"] = .string(error) }
         if timedOut { members["timedOut"] = true }
@@ -175,17 +181,17 @@ extension WorkflowStepState {
         if let approval {
             var entry: [String: JSONValue] = [
                 "message": .string(approval.message), "approvers": .array(approval.approvers.map(JSONValue.string)),
-                "requestedAt": .string(approval.requestedAt.iso8601),
+                "requestedAt": time(approval.requestedAt),
             ]
-            if let deadline = approval.deadline { entry["deadline"] = .string(deadline.iso8601) }
+            if let deadline = approval.deadline { entry["deadline"] = time(deadline) }
             if let approved = approval.approved { entry["approved"] = .bool(approved) }
             if let by = approval.decidedBy { entry["decidedBy"] = .string(by) }
             if let comment = approval.comment { entry["comment"] = .string(comment) }
-            if let at = approval.decidedAt { entry["decidedAt"] = .string(at.iso8601) }
+            if let at = approval.decidedAt { entry["decidedAt"] = time(at) }
             if approval.timedOut { entry["timedOut"] = true }
             members["approval"] = .object(entry)
         }
-        return .object(members)
+        return members
     }
 }
 
@@ -230,30 +236,9 @@ extension WorkflowExecution {
 
 extension WorkflowStepState {
     var storageJSON: JSONValue {
-        var members: [String: JSONValue] = ["stepId": .string(stepID), "status": .string(status.rawValue), "attempts": .integer(Int64(attempts))]
-        if let startedAt { members["startedAt"] = .integer(startedAt.millisecondsSinceEpoch) }
-        if let completedAt { members["completedAt"] = .integer(completedAt.millisecondsSinceEpoch) }
-        if let result { members["result"] = result }
-        if let error { members["error"] = .string(error) }
-        if timedOut { members["timedOut"] = true }
-        if let branch { members["branch"] = .string(branch) }
-        if let iterations { members["iterations"] = .integer(Int64(iterations)) }
-        if let skipReason { members["skipReason"] = .string(skipReason) }
+        var members = self.members { .integer($0.millisecondsSinceEpoch) }
         if !round.isEmpty { members["round"] = .string(round) }
         if !loopResults.isEmpty { members["loopResults"] = .array(loopResults) }
-        if let approval {
-            var entry: [String: JSONValue] = [
-                "message": .string(approval.message), "approvers": .array(approval.approvers.map(JSONValue.string)),
-                "requestedAt": .integer(approval.requestedAt.millisecondsSinceEpoch),
-            ]
-            if let deadline = approval.deadline { entry["deadline"] = .integer(deadline.millisecondsSinceEpoch) }
-            if let approved = approval.approved { entry["approved"] = .bool(approved) }
-            if let by = approval.decidedBy { entry["decidedBy"] = .string(by) }
-            if let comment = approval.comment { entry["comment"] = .string(comment) }
-            if let at = approval.decidedAt { entry["decidedAt"] = .integer(at.millisecondsSinceEpoch) }
-            if approval.timedOut { entry["timedOut"] = true }
-            members["approval"] = .object(entry)
-        }
         return .object(members)
     }
 
