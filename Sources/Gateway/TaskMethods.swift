@@ -15,24 +15,14 @@ enum TaskMethods {
             switch submission(from: request.params) {
             case .failure(let error): return .error(error)
             case .success(let submission):
-                // The embedded engine answers at once, on the connection's event loop, so that
-                // pipelined submissions are numbered in the order they arrived.
-                if let local = engine as? TaskEngine {
-                    do {
-                        return .result(status(try local.submitNow(submission)))
-                    } catch {
-                        return .error(.invalidParams("\(error)"))
-                    }
+                return answer(on: context, engine: engine, now: { status(try $0.submitNow(submission)) }) {
+                    status(try await engine.submit(submission))
                 }
-                return answer(on: context) { status(try await engine.submit(submission)) }
             }
         }
         table.register("tasks/get") { request, context in
             guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/get needs \"taskId\"")) }
-            if let local = engine as? TaskEngine {
-                do { return .result(status(try local.getNow(id))) } catch { return .error(unknownTask(id)) }
-            }
-            return answer(on: context) { status(try await engine.get(id)) }
+            return answer(on: context, engine: engine, now: { status(try $0.getNow(id)) }) { status(try await engine.get(id)) }
         }
         table.register("tasks/result") { request, context in
             guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/result needs \"taskId\"")) }
@@ -46,7 +36,7 @@ enum TaskMethods {
                     throw error
                 })
             }
-            return answer(on: context) {
+            return later(on: context) {
                 let task = try await engine.result(id)
                 guard task.state == .completed, let result = task.result else { throw TaskEnded(task: task) }
                 return .raw(result)
@@ -72,37 +62,59 @@ enum TaskMethods {
             }
             let taskType = request.params?.member("taskType")?.stringValue
             let (state, after) = (wanted, cursor)
-            return answer(on: context) {
-                let page = try await engine.list(state: state, taskType: taskType, cursor: after, limit: 100)
-                var result: [String: JSONValue] = ["tasks": .array(page.tasks.map(status))]
-                if let next = page.nextCursor { result["nextCursor"] = .string(next) }
-                return .object(result)
+            return answer(on: context, engine: engine, now: { listed($0.listNow(state: state, taskType: taskType, cursor: after, limit: 100)) }) {
+                listed(try await engine.list(state: state, taskType: taskType, cursor: after, limit: 100))
             }
         }
         table.register("tasks/cancel") { request, context in
             guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/cancel needs \"taskId\"")) }
-            return answer(on: context) { status(try await engine.cancel(id)) }
+            return answer(on: context, engine: engine, now: { status(try $0.cancelNow(id)) }) { status(try await engine.cancel(id)) }
         }
     }
 
-    /// Runs an engine call and answers with its result or its error in JSON-RPC terms.
-    static func answer(on context: MethodContext, _ body: @escaping @Sendable () async throws -> JSONValue) -> MethodReply {
+    /// Answers an engine call: `now` on the embedded engine — at once, on the connection's event
+    /// loop, so that pipelined requests are served (and submissions numbered) in the order they
+    /// arrived — else `later`, in a task. Either way errors come out in JSON-RPC terms.
+    static func answer(
+        on context: MethodContext, engine: any TaskService, now: (TaskEngine) throws -> JSONValue,
+        later: @escaping @Sendable () async throws -> JSONValue
+    ) -> MethodReply {
+        if let local = engine as? TaskEngine {
+            do {
+                return .result(try now(local))
+            } catch {
+                return .error(rpcError(error) as? JSONRPCError ?? .internalError("\(error)"))
+            }
+        }
+        return self.later(on: context, later)
+    }
+
+    /// Runs an engine call in a task and answers with its result or its error in JSON-RPC terms.
+    static func later(on context: MethodContext, _ body: @escaping @Sendable () async throws -> JSONValue) -> MethodReply {
         .later(context.eventLoop.makeFutureWithTask {
             do {
                 return try await body()
-            } catch let error as TaskLookupError {
-                guard case .unknownTask(let id) = error else { throw error }
-                throw unknownTask(id)
-            } catch let error as TaskSubmitError {
-                throw JSONRPCError.invalidParams("\(error)")
-            } catch let error as JSONRPCError {
-                throw error
-            } catch let error as TaskEnded {
-                throw error
             } catch {
-                throw JSONRPCError.backendUnavailable("\(error)")
+                throw rpcError(error)
             }
         })
+    }
+
+    /// An engine's error in JSON-RPC terms (a task that ended otherwise than completed is
+    /// answered by its own conversion).
+    private static func rpcError(_ error: any Error) -> any Error {
+        switch error {
+        case TaskLookupError.unknownTask(let id): unknownTask(id)
+        case let error as TaskSubmitError: JSONRPCError.invalidParams("\(error)")
+        case is JSONRPCError, is TaskEnded: error
+        default: JSONRPCError.backendUnavailable("\(error)")
+        }
+    }
+
+    private static func listed(_ page: TaskPage) -> JSONValue {
+        var result: [String: JSONValue] = ["tasks": .array(page.tasks.map(status))]
+        if let next = page.nextCursor { result["nextCursor"] = .string(next) }
+        return .object(result)
     }
 
     /// A `tools/call` carrying `params.task` becomes a task; the reply is MCP's CreateTaskResult.
@@ -115,7 +127,9 @@ enum TaskMethods {
             submission.retention = .milliseconds(ttl)
         }
         let accepted = submission
-        return answer(on: context) { ["task": mcpTask(try await engine.submit(accepted))] }
+        return answer(on: context, engine: engine, now: { ["task": mcpTask(try $0.submitNow(accepted))] }) {
+            ["task": mcpTask(try await engine.submit(accepted))]
+        }
     }
 
     // MARK: Shapes

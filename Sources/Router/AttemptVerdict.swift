@@ -2,14 +2,14 @@ import Agents
 import JSONRPC
 
 /// What one agent call of a task came to, in the words a task record keeps. Both task engines
-/// judge attempts the same way.
-enum AttemptVerdict {
+/// judge attempts the same way, and workflow steps word a tool's error as they do.
+public enum AttemptVerdict {
     case succeeded(RawJSON)
     /// The call was cancelled: whoever cancelled it settles the task.
     case cancelled
     case failed(message: String, isTimeout: Bool)
 
-    init(_ outcome: Result<RawJSON, any Error>) {
+    public init(_ outcome: Result<RawJSON, any Error>) {
         switch outcome {
         case .success(let result):
             if result.member("isError")?.decoded() == .bool(true) {

@@ -167,7 +167,7 @@ public final class SharedTaskEngine: TaskService {
         }
         ended(refused)
         tell(Self.finishedTopic, refused.id)
-        await finishedElsewhere(refused.id)
+        wake(refused)
     }
 
     // MARK: Reading
@@ -225,9 +225,13 @@ public final class SharedTaskEngine: TaskService {
 
     /// Wakes the local waiters of a task that ended (here or on another replica).
     private func finishedElsewhere(_ id: String) async {
-        guard state.withLock({ $0.waiters[id] != nil }) else { return }
-        guard let task = try? await get(id), task.state.isFinal else { return }
-        let waiters = state.withLock { $0.waiters.removeValue(forKey: id) ?? [] }
+        guard hasWaiters(for: id), let task = try? await get(id), task.state.isFinal else { return }
+        wake(task)
+    }
+
+    /// Hands a task's final record, in hand here, to its local `tasks/result` waiters.
+    private func wake(_ task: TaskRecord) {
+        let waiters = state.withLock { $0.waiters.removeValue(forKey: task.id) ?? [] }
         waiters.forEach { $0.resume(returning: task) }
     }
 
@@ -255,7 +259,7 @@ public final class SharedTaskEngine: TaskService {
             if holder == owner { stopLocally(id, reason: "cancelled by request") } else if holder != nil { tell(Self.cancelledTopic, id) }
             ended(task)
             tell(Self.finishedTopic, id)
-            await finishedElsewhere(id)
+            wake(task)
             return task
         }
     }
@@ -456,11 +460,13 @@ public final class SharedTaskEngine: TaskService {
         else { return false }
         ended(task)
         tell(Self.finishedTopic, task.id)
-        await finishedElsewhere(task.id)
+        wake(task)
         for failed in outcome.failed {
-            if let dependent = try? await get(failed) { ended(dependent) }
+            if let dependent = try? await get(failed) {
+                ended(dependent)
+                if dependent.state.isFinal { wake(dependent) }
+            }
             tell(Self.finishedTopic, failed)
-            await finishedElsewhere(failed)
         }
         if !outcome.released.isEmpty {
             wantPass()

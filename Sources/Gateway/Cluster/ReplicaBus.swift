@@ -228,9 +228,7 @@ final class ReplicaBus: Sendable {
     }
 
     private func reply(_ key: Inbound, error: JSONRPCError) {
-        var object: [String: JSONValue] = ["code": .integer(Int64(error.code)), "message": .string(error.message)]
-        if let data = error.data { object["data"] = data }
-        send(["kind": "error", "call": .integer(key.call), "error": .object(object)], to: key.from)
+        send(["kind": "error", "call": .integer(key.call), "error": error.jsonValue], to: key.from)
     }
 
     private func reply(_ key: Inbound, closed reason: String) {

@@ -3,6 +3,7 @@ import Backend
 import JSONRPC
 import Logging
 import NIOCore
+import Router
 import Workflows
 
 /// The workflow engine inside the gateway: the `workflows/*` methods, the executor (its agent
@@ -23,8 +24,8 @@ final class WorkflowHost: Sendable {
     private let resumesOnStart: Bool
     private let definitionFiles: [String]
     private let logger: Logger
-    private let publishedEvents: AsyncStream<(String, JSONValue)>
-    private let publishedSink: AsyncStream<(String, JSONValue)>.Continuation
+    private let publishedEvents: AsyncStream<(String, RawJSON)>
+    private let publishedSink: AsyncStream<(String, RawJSON)>.Continuation
 
     init(
         store: any KeyValueStore, events: any PubSub, agents: AgentRegistry, group: any EventLoopGroup, logger: Logger,
@@ -41,7 +42,7 @@ final class WorkflowHost: Sendable {
         self.resumesOnStart = resumesOnStart
         self.definitionFiles = definitionFiles
         self.logger = logger
-        (publishedEvents, publishedSink) = AsyncStream.makeStream(of: (String, JSONValue).self, bufferingPolicy: .bufferingNewest(10_000))
+        (publishedEvents, publishedSink) = AsyncStream.makeStream(of: (String, RawJSON).self, bufferingPolicy: .bufferingNewest(10_000))
     }
 
     func register(in table: inout MethodTable) {
@@ -112,14 +113,16 @@ final class WorkflowHost: Sendable {
     /// published, so each starts its workflows once.
     private func triggerOnEvents() async {
         for await (topic, data) in publishedEvents {
-            let started = await triggers.eventPublished(topic: topic, data: data)
+            let started = await triggers.eventPublished(topic: topic, data: data.decoded())
             if !started.isEmpty { logger.info("event \(topic) started \(started.joined(separator: ", "))") }
         }
     }
 
-    /// Takes an event published at this gateway (called on the publishing path: it only queues).
+    /// Takes an event published at this gateway (called on the publishing path: it only queues,
+    /// a copy of the bytes, which would otherwise keep the request's whole read buffer alive;
+    /// the decoding happens in the consumer).
     func eventPublished(topic: String, data: RawJSON) {
-        publishedSink.yield((topic, data.decoded()))
+        publishedSink.yield((topic, RawJSON(unchecked: ByteBuffer(bytes: data.buffer.readableBytesView))))
     }
 }
 
@@ -158,13 +161,7 @@ struct AgentWorkflowRunner: WorkflowStepRunner {
             throw AgentTaskFailure("\(error)")
         }
         lease.finish(succeeded: true)
-        if result.member("isError")?.decoded() == .bool(true) {
-            let texts = (result.member("content")?.decoded()).flatMap { content -> [String]? in
-                guard case .array(let blocks) = content else { return nil }
-                return blocks.compactMap { $0["text"]?.stringValue }
-            } ?? []
-            throw AgentTaskFailure("the tool reported an error: \(texts.isEmpty ? "no details" : texts.joined(separator: " "))")
-        }
+        if case .failed(let message, _) = AttemptVerdict(.success(result)) { throw AgentTaskFailure(message) }
         if let structured = result.member("structuredContent") { return structured.decoded() }
         return result.decoded()
     }

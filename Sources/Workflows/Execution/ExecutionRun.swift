@@ -93,6 +93,15 @@ struct ExecutionRun: Sendable {
             return live ? nil : "every step it depends on was skipped"
         }
 
+        /// Records how a step ended and queues the steps that waited only for it.
+        func settle(_ id: String, _ outcome: Outcome) {
+            outcomes[id] = outcome
+            for dependent in dependents[id] ?? [] {
+                remaining[dependent, default: 0] -= 1
+                if remaining[dependent] == 0 { queue.append(dependent) }
+            }
+        }
+
         try await withThrowingTaskGroup(of: (String, Outcome).self) { group in
             var running = 0
             while true {
@@ -110,11 +119,7 @@ struct ExecutionRun: Sendable {
                         outcome = .skipped
                     }
                     if let outcome {
-                        outcomes[id] = outcome
-                        for dependent in dependents[id] ?? [] {
-                            remaining[dependent, default: 0] -= 1
-                            if remaining[dependent] == 0 { queue.append(dependent) }
-                        }
+                        settle(id, outcome)
                         continue
                     }
                     running += 1
@@ -122,11 +127,7 @@ struct ExecutionRun: Sendable {
                 }
                 guard running > 0, let (id, outcome) = try await group.next() else { break }
                 running -= 1
-                outcomes[id] = outcome
-                for dependent in dependents[id] ?? [] {
-                    remaining[dependent, default: 0] -= 1
-                    if remaining[dependent] == 0 { queue.append(dependent) }
-                }
+                settle(id, outcome)
             }
         }
     }

@@ -72,7 +72,7 @@ public struct WorkflowCatalog: Sendable {
         let byName = Dictionary(grouping: records, by: \.name)
         return byName.keys.sorted().compactMap { name in
             let versions = byName[name]!.sorted { WorkflowVersionOrder.precedes($0.version, $1.version) }
-            guard let latest = versions.last, let definition = try? WorkflowLoader.load(latest.source) else { return nil }
+            guard let latest = versions.last, let definition = try? parsed.definition(parsing: latest) else { return nil }
             return WorkflowSummary(name: name, versions: versions.map(\.version), latest: definition, latestCreatedAt: latest.createdAt)
         }
     }
@@ -89,13 +89,7 @@ public struct WorkflowCatalog: Sendable {
                 let known = versions.isEmpty ? "" : " (versions: \(versions.map(\.version).joined(separator: ", ")))"
                 throw WorkflowError(.unknownWorkflow, "no \(what)\(known)", data: data)
             }
-            let definition: WorkflowDefinition
-            if let known = parsed.definition(of: record) {
-                definition = known
-            } else {
-                definition = try WorkflowLoader.load(record.source)
-                parsed.keep(definition)
-            }
+            let definition = try parsed.definition(parsing: record)
             var entry = WorkflowCatalogEntry(definition: definition, stored: record, created: false)
             entry.versions = versions.map(\.version)
             return entry
@@ -115,6 +109,14 @@ public struct WorkflowCatalog: Sendable {
 private final class ParsedDefinitions: Sendable {
     private static let capacity = 256
     private let definitions = Mutex<[String: WorkflowDefinition]>([:])
+
+    /// The stored version parsed: from here when its text is the one parsed before.
+    func definition(parsing record: StoredWorkflowDefinition) throws(WorkflowDefinitionError) -> WorkflowDefinition {
+        if let known = definition(of: record) { return known }
+        let definition = try WorkflowLoader.load(record.source)
+        keep(definition)
+        return definition
+    }
 
     func definition(of record: StoredWorkflowDefinition) -> WorkflowDefinition? {
         guard let definition = definitions.withLock({ $0[Self.key(record.name, record.version)] }), definition.source == record.source else {

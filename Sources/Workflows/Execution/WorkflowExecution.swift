@@ -76,6 +76,9 @@ public struct WorkflowStepState: Sendable, Hashable {
     }
 
     /// What expressions see as `steps.<id>`.
+    /// Ended, and not a compensation: it counts in `finishedSteps`.
+    var countsAsFinished: Bool { status.isFinal && round != "compensation" }
+
     var expressionValue: JSONValue {
         var members: [String: JSONValue] = ["status": .string(status.rawValue), "attempts": .integer(Int64(attempts))]
         if let result { members["result"] = result }
@@ -114,7 +117,7 @@ public struct WorkflowExecution: Sendable {
 
     /// How many steps have ended (compensations not counted).
     public var finishedSteps: Int {
-        steps.values.filter { $0.status.isFinal && $0.round != "compensation" }.count
+        steps.values.filter(\.countsAsFinished).count
     }
 
     /// The approvals waiting for a decision.

@@ -386,18 +386,19 @@ public actor WorkflowExecutor {
         live[executionID] = nil
         await publishExecution(EventHeader(execution))
         logger.debug("workflow execution \(executionID) (\(execution.workflowName) \(execution.version)) ended \(status.rawValue)")
-        for waiter in finishWaiters.removeValue(forKey: executionID) ?? [] { waiter.resume(returning: execution) }
-        for (key, waiters) in stepWaiters where key.hasPrefix(executionID + "/") {
-            stepWaiters[key] = nil
-            for waiter in waiters { waiter.resume() }
-        }
+        wakeWaiters(executionID, with: execution)
     }
 
     /// Forgets an execution this executor stopped running (shutdown); it stays unfinished in
     /// the store.
     private func release(_ executionID: String) async {
         guard let entry = live.removeValue(forKey: executionID) else { return }
-        for waiter in finishWaiters.removeValue(forKey: executionID) ?? [] { waiter.resume(returning: entry.execution) }
+        wakeWaiters(executionID, with: entry.execution)
+    }
+
+    /// Everyone waiting for the execution's end or for one of its steps: it will not run here.
+    private func wakeWaiters(_ executionID: String, with execution: WorkflowExecution) {
+        for waiter in finishWaiters.removeValue(forKey: executionID) ?? [] { waiter.resume(returning: execution) }
         for (key, waiters) in stepWaiters where key.hasPrefix(executionID + "/") {
             stepWaiters[key] = nil
             for waiter in waiters { waiter.resume() }
@@ -473,7 +474,7 @@ public actor WorkflowExecutor {
 
     /// 1 when a record counts in `finishedSteps`.
     private static func countsAsFinished(_ step: WorkflowStepState) -> Int {
-        step.status.isFinal && step.round != "compensation" ? 1 : 0
+        step.countsAsFinished ? 1 : 0
     }
 
     /// Marks an approval step WAITING_APPROVAL and returns the signal its decision comes on.
