@@ -35,11 +35,14 @@ fi
 binary=$(swift build --show-bin-path)/switchboard
 
 stage swift-test swift test --skip-build
-# Swift Testing: "Test run with N tests in M suites passed|failed after ... [with K issues]".
-if grep -q "Test run with .* passed after" "$logs/swift-test.log"; then
-    count "$(grep -o 'Test run with [0-9]* tests' "$logs/swift-test.log" | grep -o '[0-9]*' | head -1)" 0
+# Swift Testing: "Test run with N tests in M suites passed|failed after ... [with K issues]", and a
+# "✘ Test NAME(...) failed after ..." line for each failed test.
+swift_total=$(grep -o 'Test run with [0-9]* tests' "$logs/swift-test.log" | grep -o '[0-9]*' | head -1)
+swift_failed=$(grep -E '^✘ Test .* failed after' "$logs/swift-test.log" | grep -vc '^✘ Test run with')
+if [ -z "$swift_total" ]; then
+    count 0 1  # no summary: the run itself broke
 else
-    count 0 "$(grep -o 'Test run with [0-9]* tests' "$logs/swift-test.log" | grep -o '[0-9]*' | head -1)"
+    count $((swift_total - swift_failed)) "$swift_failed"
 fi
 
 # The conformance suite against a fresh gateway for each transport (cases leave tasks and agents
@@ -80,6 +83,11 @@ stage protocol-spec .venv/bin/python protocol-spec/schema/check_examples.py
 
 echo
 if [ ${#failed_stages[@]} -gt 0 ]; then
+    # What failed, again at the end, where a reader of the tail finds it.
+    for name in "${failed_stages[@]}"; do
+        echo "--- $name: what failed"
+        grep -E '^✘|^FAIL|FAILED|^E   |Fatal error|error:' "$logs/$name.log" | grep -v '^✘ Suite' | head -n 40
+    done
     echo "failed stages: ${failed_stages[*]} (logs in $logs)"
     echo "total: $passed passed, $((failed > 0 ? failed : 1)) failed"
     exit 1

@@ -367,7 +367,9 @@ public final class GatewayServer: Service {
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
+            // Reads per turn of the event loop for one connection: a peer that floods requests
+            // gets at most this many buffers of work before the others sharing its loop are served.
+            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 4)
         do {
             switch address {
             case .tcp(let host, let port):

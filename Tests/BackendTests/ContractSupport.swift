@@ -67,6 +67,13 @@ struct ReplicaDirectorySubject: Sendable {
     var advanceTime: @Sendable (Duration) async throws -> Void
 }
 
+extension Duration {
+    /// The contract's unit of time. A server-backed subject (Redis) keeps its own clock running
+    /// while a case makes time pass, and a loaded machine can spend many seconds between two
+    /// steps of a case: whole minutes of margin make that real time negligible.
+    static func minutes(_ count: Int) -> Duration { .seconds(count * 60) }
+}
+
 extension ByteBuffer {
     static func json(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
     var text: String { String(buffer: self) }

@@ -138,13 +138,13 @@ enum KeyValueStoreContract {
 
         ContractCase("a key is gone once its time to live has passed") { subject in
             let space = subject.namespace("a")
-            let write = try await subject.store.set("session", to: .json("1"), ttl: .seconds(120), namespace: space)
+            let write = try await subject.store.set("session", to: .json("1"), ttl: .minutes(120), namespace: space)
             let expiresAt = try #require(write.expiresAt)
             let entry = try #require(try await subject.store.get("session", namespace: space))
             #expect(entry.expiresAt == expiresAt)
             #expect(try await subject.store.list(namespace: space, prefix: "", after: nil, limit: 10).entries.map(\.expiresAt) == [expiresAt])
 
-            try await subject.advanceTime(.seconds(121))
+            try await subject.advanceTime(.minutes(121))
             #expect(try await subject.store.get("session", namespace: space) == nil)
             #expect(try await subject.store.list(namespace: space, prefix: "", after: nil, limit: 10).entries.isEmpty)
             #expect(try await subject.store.delete("session", namespace: space) == false)
@@ -158,19 +158,19 @@ enum KeyValueStoreContract {
 
         ContractCase("a key keeps living until its time to live has passed") { subject in
             let space = subject.namespace("a")
-            _ = try await subject.store.set("short", to: .json("1"), ttl: .seconds(60), namespace: space)
-            _ = try await subject.store.set("long", to: .json("1"), ttl: .seconds(600), namespace: space)
-            try await subject.advanceTime(.seconds(61))
+            _ = try await subject.store.set("short", to: .json("1"), ttl: .minutes(60), namespace: space)
+            _ = try await subject.store.set("long", to: .json("1"), ttl: .minutes(600), namespace: space)
+            try await subject.advanceTime(.minutes(61))
             #expect(try await subject.store.get("short", namespace: space) == nil)
             #expect(try await subject.store.get("long", namespace: space) != nil)
         },
 
         ContractCase("a write without a time to live removes the previous one") { subject in
             let space = subject.namespace("a")
-            _ = try await subject.store.set("k", to: .json("1"), ttl: .seconds(60), namespace: space)
+            _ = try await subject.store.set("k", to: .json("1"), ttl: .minutes(60), namespace: space)
             let write = try await subject.store.set("k", to: .json("2"), ttl: nil, namespace: space)
             #expect(write.expiresAt == nil)
-            try await subject.advanceTime(.seconds(61))
+            try await subject.advanceTime(.minutes(61))
             let entry = try #require(try await subject.store.get("k", namespace: space))
             #expect(entry.value.text == "2")
             #expect(entry.expiresAt == nil)
@@ -178,13 +178,13 @@ enum KeyValueStoreContract {
 
         ContractCase("compare-and-set can give the key a time to live") { subject in
             let space = subject.namespace("a")
-            let outcome = try await subject.store.compareAndSet("lease", expectedVersion: 0, to: .json("1"), ttl: .seconds(60), namespace: space)
+            let outcome = try await subject.store.compareAndSet("lease", expectedVersion: 0, to: .json("1"), ttl: .minutes(60), namespace: space)
             guard case .stored(let write) = outcome, let expiresAt = write.expiresAt else {
                 Issue.record("expected a stored key with an expiry, got \(outcome)")
                 return
             }
             #expect(try await subject.store.get("lease", namespace: space)?.expiresAt == expiresAt)
-            try await subject.advanceTime(.seconds(61))
+            try await subject.advanceTime(.minutes(61))
             #expect(try await subject.store.get("lease", namespace: space) == nil)
         },
 

@@ -15,7 +15,7 @@ import Testing
 /// one the write returned; the contract never compares them across an advance. The task board
 /// and the replica directory also keep times as sorted-set scores (leases, delayed retries,
 /// replicas' expiries): advancing shifts those scores `d` earlier too.
-@Suite("Backend contract: Redis", .timeLimit(.minutes(1)))
+@Suite("Backend contract: Redis", .timeLimit(.minutes(3)))
 struct RedisContractTests {
     @Test(arguments: KeyValueStoreContract.cases)
     func keyValueStore(_ contract: ContractCase<KeyValueStoreSubject>) async throws {

@@ -5,7 +5,7 @@ import Testing
 /// The behaviour every `TaskBoard` must have, whatever keeps the tasks. Each case gets a fresh
 /// board; time moves only when the case says so.
 enum TaskBoardContract {
-    static let lease = Duration.seconds(30)
+    static let lease = Duration.minutes(30)
 
     static let cases: [ContractCase<TaskBoardSubject>] = [
         ContractCase("ids are task-N counting up from 1, and a task reads back as submitted") { subject in
@@ -68,23 +68,23 @@ enum TaskBoardContract {
         ContractCase("renewing keeps a lease; the ids not held are reported lost") { subject in
             let mine = try await subject.submit()
             let theirs = try await subject.submit()
-            _ = try await subject.board.claim(from: "q", owner: "a", lease: .seconds(30))
-            _ = try await subject.board.claim(from: "q", owner: "b", lease: .seconds(120))
-            try await subject.advanceTime(.seconds(20))
-            let lost = try await subject.board.renew([mine.id, theirs.id, "task-999"], owner: "a", lease: .seconds(30))
+            _ = try await subject.board.claim(from: "q", owner: "a", lease: .minutes(30))
+            _ = try await subject.board.claim(from: "q", owner: "b", lease: .minutes(120))
+            try await subject.advanceTime(.minutes(20))
+            let lost = try await subject.board.renew([mine.id, theirs.id, "task-999"], owner: "a", lease: .minutes(30))
             #expect(lost == [theirs.id, "task-999"])
-            try await subject.advanceTime(.seconds(20))
+            try await subject.advanceTime(.minutes(20))
             #expect(try await subject.board.reap(owner: "reaper", lease: lease) == BoardReapOutcome(requeued: [], exhausted: []))
             #expect(try await subject.board.get(mine.id)?.owner == "a")
-            try await subject.advanceTime(.seconds(11))
+            try await subject.advanceTime(.minutes(11))
             #expect(try await subject.board.reap(owner: "reaper", lease: lease).requeued == [mine.id])
         },
 
         ContractCase("a lapsed lease is queued again at its old place, with a note, its claim counted") { subject in
             let first = try await subject.submit(maximumClaims: 3)
             let second = try await subject.submit()
-            #expect(try await subject.board.claim(from: "q", owner: "a", lease: .seconds(5))?.id == first.id)
-            try await subject.advanceTime(.seconds(6))
+            #expect(try await subject.board.claim(from: "q", owner: "a", lease: .minutes(5))?.id == first.id)
+            try await subject.advanceTime(.minutes(6))
             #expect(try await subject.board.reap(owner: "reaper", lease: lease) == BoardReapOutcome(requeued: [first.id], exhausted: []))
             let lapsed = try #require(try await subject.board.get(first.id))
             #expect(lapsed.state == "PENDING")
@@ -100,13 +100,13 @@ enum TaskBoardContract {
 
         ContractCase("a task claimed maximumClaims times is leased to the reaper when its lease lapses") { subject in
             let task = try await subject.submit(maximumClaims: 2)
-            _ = try await subject.board.claim(from: "q", owner: "a", lease: .seconds(5))
-            try await subject.advanceTime(.seconds(6))
+            _ = try await subject.board.claim(from: "q", owner: "a", lease: .minutes(5))
+            try await subject.advanceTime(.minutes(6))
             #expect(try await subject.board.reap(owner: "reaper-0", lease: lease).requeued == [task.id])
-            _ = try await subject.board.claim(from: "q", owner: "b", lease: .seconds(5))
-            try await subject.advanceTime(.seconds(6))
+            _ = try await subject.board.claim(from: "q", owner: "b", lease: .minutes(5))
+            try await subject.advanceTime(.minutes(6))
 
-            let reaped = try await subject.board.reap(owner: "reaper-1", lease: .seconds(10))
+            let reaped = try await subject.board.reap(owner: "reaper-1", lease: .minutes(10))
             #expect(reaped.requeued.isEmpty)
             let exhausted = try #require(reaped.exhausted.first)
             #expect(reaped.exhausted.count == 1)
@@ -118,12 +118,12 @@ enum TaskBoardContract {
             #expect(try await subject.board.update(task.id, owner: "b", state: "RUNNING", record: .json("{}")) == false)
 
             // The reaper died before finishing it: the next reap hands it to the next reaper.
-            try await subject.advanceTime(.seconds(11))
-            let next = try await subject.board.reap(owner: "reaper-2", lease: .seconds(10))
+            try await subject.advanceTime(.minutes(11))
+            let next = try await subject.board.reap(owner: "reaper-2", lease: .minutes(10))
             #expect(next.exhausted.map(\.owner) == ["reaper-2"])
             #expect(next.exhausted.map(\.note) == ["lease of reaper-1 lapsed"])
             let finished = try await subject.board.finish(
-                task.id, owner: "reaper-2", state: "TIMEOUT", record: .json("{}"), retention: .seconds(60), deadLetter: true)
+                task.id, owner: "reaper-2", state: "TIMEOUT", record: .json("{}"), retention: .minutes(60), deadLetter: true)
             #expect(finished == BoardFinishOutcome(released: [], failed: []))
             #expect(try await subject.board.get(task.id)?.state == "TIMEOUT")
         },
@@ -135,8 +135,8 @@ enum TaskBoardContract {
             #expect(try await board.update(task.id, owner: "b", state: "RUNNING", record: .json(#"{"v":1}"#)) == false)
             #expect(try await board.retry(task.id, owner: "b", record: .json(#"{"v":1}"#), after: .zero) == false)
             #expect(try await board.putBack(task.id, owner: "b") == false)
-            #expect(try await board.finish(task.id, owner: "b", state: "COMPLETED", record: .json("{}"), retention: .seconds(60), deadLetter: false) == nil)
-            #expect(try await board.finish(task.id, owner: nil, state: "FAILED", record: .json("{}"), retention: .seconds(60), deadLetter: false) == nil)
+            #expect(try await board.finish(task.id, owner: "b", state: "COMPLETED", record: .json("{}"), retention: .minutes(60), deadLetter: false) == nil)
+            #expect(try await board.finish(task.id, owner: nil, state: "FAILED", record: .json("{}"), retention: .minutes(60), deadLetter: false) == nil)
             #expect(try await board.update("task-999", owner: "a", state: "RUNNING", record: .json("{}")) == false)
             let unchanged = try #require(try await board.get(task.id))
             #expect(unchanged.state == "ASSIGNED" && unchanged.owner == "a" && unchanged.record.text == #"{"v":0}"#)
@@ -149,18 +149,18 @@ enum TaskBoardContract {
         ContractCase("a retry waits out its delay, then a reap queues it again") { subject in
             let task = try await subject.submit(record: #"{"attempt":1}"#)
             _ = try await subject.board.claim(from: "q", owner: "a", lease: lease)
-            #expect(try await subject.board.retry(task.id, owner: "a", record: .json(#"{"attempt":2}"#), after: .seconds(30)))
+            #expect(try await subject.board.retry(task.id, owner: "a", record: .json(#"{"attempt":2}"#), after: .minutes(30)))
             let waiting = try #require(try await subject.board.get(task.id))
             #expect(waiting.state == "PENDING" && waiting.owner == nil && waiting.claims == 1)
             #expect(waiting.record.text == #"{"attempt":2}"#)
             #expect(try await subject.board.claim(from: "q", owner: "b", lease: lease) == nil)
             #expect(try await subject.board.queueDepths() == [:])
 
-            try await subject.advanceTime(.seconds(10))
+            try await subject.advanceTime(.minutes(10))
             #expect(try await subject.board.reap(owner: "reaper", lease: lease).requeued.isEmpty)
             #expect(try await subject.board.claim(from: "q", owner: "b", lease: lease) == nil)
 
-            try await subject.advanceTime(.seconds(25))
+            try await subject.advanceTime(.minutes(25))
             #expect(try await subject.board.reap(owner: "reaper", lease: lease).requeued == [task.id])
             let again = try #require(try await subject.board.claim(from: "q", owner: "b", lease: lease))
             #expect(again.id == task.id && again.claims == 2 && again.owner == "b")
@@ -204,17 +204,17 @@ enum TaskBoardContract {
         },
 
         ContractCase("an idempotency key is remembered while its task is kept, then freed") { subject in
-            let first = try await subject.submit(key: "k", keyTTL: .seconds(10))
+            let first = try await subject.submit(key: "k", keyTTL: .minutes(10))
             _ = try await subject.board.claim(from: "q", owner: "a", lease: lease)
-            _ = try await subject.board.finish(first.id, owner: "a", state: "COMPLETED", record: .json("{}"), retention: .seconds(60), deadLetter: false)
-            try await subject.advanceTime(.seconds(30))
+            _ = try await subject.board.finish(first.id, owner: "a", state: "COMPLETED", record: .json("{}"), retention: .minutes(60), deadLetter: false)
+            try await subject.advanceTime(.minutes(30))
             let duplicate = try await subject.board.submit(BoardSubmission(queue: "q", priority: 5, idempotencyKey: "k", maximumClaims: 1, record: .json("{}")))
             guard case .duplicate(let earlier) = duplicate else {
                 Issue.record("past the key's own TTL but within the task's retention, expected the earlier task, got \(duplicate)")
                 return
             }
             #expect(earlier.id == first.id && earlier.state == "COMPLETED")
-            try await subject.advanceTime(.seconds(31))
+            try await subject.advanceTime(.minutes(31))
             let fresh = try await subject.submit(key: "k")
             #expect(fresh.id != first.id)
         },
@@ -228,10 +228,10 @@ enum TaskBoardContract {
             _ = try await subject.board.claim(from: "q", owner: "y", lease: lease)
             #expect(try await subject.board.claim(from: "q", owner: "z", lease: lease) == nil, "\(c.id) waits")
 
-            let afterA = try await subject.board.finish(a.id, owner: "x", state: "COMPLETED", record: .json("{}"), retention: .seconds(60), deadLetter: false)
+            let afterA = try await subject.board.finish(a.id, owner: "x", state: "COMPLETED", record: .json("{}"), retention: .minutes(60), deadLetter: false)
             #expect(afterA == BoardFinishOutcome(released: [], failed: []))
             #expect(try await subject.board.get(c.id)?.state == "WAITING")
-            let afterB = try await subject.board.finish(b.id, owner: "y", state: "COMPLETED", record: .json("{}"), retention: .seconds(60), deadLetter: false)
+            let afterB = try await subject.board.finish(b.id, owner: "y", state: "COMPLETED", record: .json("{}"), retention: .minutes(60), deadLetter: false)
             #expect(afterB == BoardFinishOutcome(released: [c.id], failed: []))
             #expect(try await subject.board.get(c.id)?.state == "PENDING")
             #expect(try await subject.board.claim(from: "q", owner: "z", lease: lease)?.id == c.id)
@@ -245,7 +245,7 @@ enum TaskBoardContract {
             let b = try await subject.submit(waitingFor: [a.id])
             let c = try await subject.submit(waitingFor: [b.id])
             _ = try await subject.board.claim(from: "q", owner: "x", lease: lease)
-            let outcome = try await subject.board.finish(a.id, owner: "x", state: "FAILED", record: .json("{}"), retention: .seconds(60), deadLetter: false)
+            let outcome = try await subject.board.finish(a.id, owner: "x", state: "FAILED", record: .json("{}"), retention: .minutes(60), deadLetter: false)
             #expect(outcome == BoardFinishOutcome(released: [], failed: [b.id, c.id]))
             let failedB = try #require(try await subject.board.get(b.id))
             #expect(failedB.state == "FAILED")
@@ -253,15 +253,15 @@ enum TaskBoardContract {
             let failedC = try #require(try await subject.board.get(c.id))
             #expect(failedC.state == "FAILED")
             #expect(failedC.note == "dependency \(b.id) ended FAILED")
-            #expect(try await subject.board.finish(b.id, owner: nil, state: "FAILED", record: .json("{}"), retention: .seconds(60), deadLetter: false) == nil)
-            #expect(try await subject.board.cancel(c.id, record: .json("{}"), retention: .seconds(60)) == .alreadyFinished(failedC))
+            #expect(try await subject.board.finish(b.id, owner: nil, state: "FAILED", record: .json("{}"), retention: .minutes(60), deadLetter: false) == nil)
+            #expect(try await subject.board.cancel(c.id, record: .json("{}"), retention: .minutes(60)) == .alreadyFinished(failedC))
             #expect(try await subject.board.claim(from: "q", owner: "x", lease: lease) == nil)
         },
 
         ContractCase("a submission waiting for a task that ended otherwise fails at once; an unknown one is refused") { subject in
             let a = try await subject.submit()
             _ = try await subject.board.claim(from: "q", owner: "x", lease: lease)
-            _ = try await subject.board.finish(a.id, owner: "x", state: "TIMEOUT", record: .json("{}"), retention: .seconds(60), deadLetter: false)
+            _ = try await subject.board.finish(a.id, owner: "x", state: "TIMEOUT", record: .json("{}"), retention: .minutes(60), deadLetter: false)
             let doomed = try await subject.submit(waitingFor: [a.id])
             #expect(doomed.state == "FAILED")
             #expect(doomed.note == "dependency \(a.id) ended TIMEOUT")
@@ -280,7 +280,7 @@ enum TaskBoardContract {
         ContractCase("cancelling a task fails the tasks waiting for it") { subject in
             let a = try await subject.submit()
             let b = try await subject.submit(waitingFor: [a.id])
-            #expect(try await subject.board.cancel(a.id, record: .json("{}"), retention: .seconds(60)) == .cancelled(owner: nil))
+            #expect(try await subject.board.cancel(a.id, record: .json("{}"), retention: .minutes(60)) == .cancelled(owner: nil))
             let failed = try #require(try await subject.board.get(b.id))
             #expect(failed.state == "FAILED")
             #expect(failed.note == "dependency \(a.id) ended CANCELLED")
@@ -288,23 +288,23 @@ enum TaskBoardContract {
 
         ContractCase("cancel ends a queued task, which is never handed out") { subject in
             let task = try await subject.submit()
-            #expect(try await subject.board.cancel(task.id, record: .json(#"{"by":"user"}"#), retention: .seconds(60)) == .cancelled(owner: nil))
+            #expect(try await subject.board.cancel(task.id, record: .json(#"{"by":"user"}"#), retention: .minutes(60)) == .cancelled(owner: nil))
             #expect(try await subject.board.claim(from: "q", owner: "a", lease: lease) == nil)
             #expect(try await subject.board.queueDepths() == [:])
             let cancelled = try #require(try await subject.board.get(task.id))
             #expect(cancelled.state == "CANCELLED")
             #expect(cancelled.record.text == #"{"by":"user"}"#)
-            #expect(try await subject.board.cancel(task.id, record: .json("{}"), retention: .seconds(60)) == .alreadyFinished(cancelled))
-            #expect(try await subject.board.cancel("task-999", record: .json("{}"), retention: .seconds(60)) == nil)
+            #expect(try await subject.board.cancel(task.id, record: .json("{}"), retention: .minutes(60)) == .alreadyFinished(cancelled))
+            #expect(try await subject.board.cancel("task-999", record: .json("{}"), retention: .minutes(60)) == nil)
         },
 
         ContractCase("cancel of a leased task voids the lease and names its holder") { subject in
             let task = try await subject.submit()
-            _ = try await subject.board.claim(from: "q", owner: "a", lease: .seconds(5))
-            #expect(try await subject.board.cancel(task.id, record: .json("{}"), retention: .seconds(60)) == .cancelled(owner: "a"))
+            _ = try await subject.board.claim(from: "q", owner: "a", lease: .minutes(5))
+            #expect(try await subject.board.cancel(task.id, record: .json("{}"), retention: .minutes(60)) == .cancelled(owner: "a"))
             #expect(try await subject.board.update(task.id, owner: "a", state: "RUNNING", record: .json("{}")) == false)
             #expect(try await subject.board.renew([task.id], owner: "a", lease: lease) == [task.id])
-            try await subject.advanceTime(.seconds(10))
+            try await subject.advanceTime(.minutes(10))
             #expect(try await subject.board.reap(owner: "reaper", lease: lease) == BoardReapOutcome(requeued: [], exhausted: []))
             let cancelled = try #require(try await subject.board.get(task.id))
             #expect(cancelled.state == "CANCELLED" && cancelled.owner == nil)
@@ -313,9 +313,9 @@ enum TaskBoardContract {
         ContractCase("cancel of a delayed retry keeps it from coming back") { subject in
             let task = try await subject.submit()
             _ = try await subject.board.claim(from: "q", owner: "a", lease: lease)
-            #expect(try await subject.board.retry(task.id, owner: "a", record: .json("{}"), after: .seconds(30)))
-            #expect(try await subject.board.cancel(task.id, record: .json("{}"), retention: .seconds(600)) == .cancelled(owner: nil))
-            try await subject.advanceTime(.seconds(31))
+            #expect(try await subject.board.retry(task.id, owner: "a", record: .json("{}"), after: .minutes(30)))
+            #expect(try await subject.board.cancel(task.id, record: .json("{}"), retention: .minutes(600)) == .cancelled(owner: nil))
+            try await subject.advanceTime(.minutes(31))
             #expect(try await subject.board.reap(owner: "reaper", lease: lease).requeued.isEmpty)
             #expect(try await subject.board.claim(from: "q", owner: "b", lease: lease) == nil)
         },
@@ -323,23 +323,23 @@ enum TaskBoardContract {
         ContractCase("a task nobody holds can be finished without an owner, once") { subject in
             let task = try await subject.submit()
             let outcome = try await subject.board.finish(
-                task.id, owner: nil, state: "FAILED", record: .json(#"{"error":"no agent"}"#), retention: .seconds(60), deadLetter: true)
+                task.id, owner: nil, state: "FAILED", record: .json(#"{"error":"no agent"}"#), retention: .minutes(60), deadLetter: true)
             #expect(outcome == BoardFinishOutcome(released: [], failed: []))
             #expect(try await subject.board.claim(from: "q", owner: "a", lease: lease) == nil)
             let finished = try #require(try await subject.board.get(task.id))
             #expect(finished.state == "FAILED" && finished.record.text == #"{"error":"no agent"}"#)
-            #expect(try await subject.board.finish(task.id, owner: nil, state: "FAILED", record: .json("{}"), retention: .seconds(60), deadLetter: true) == nil)
+            #expect(try await subject.board.finish(task.id, owner: nil, state: "FAILED", record: .json("{}"), retention: .minutes(60), deadLetter: true) == nil)
             #expect(try await subject.board.deadLetters(limit: 10) == [task.id])
         },
 
         ContractCase("a finished task is never queued again") { subject in
             let task = try await subject.submit()
-            _ = try await subject.board.claim(from: "q", owner: "a", lease: .seconds(5))
-            _ = try await subject.board.finish(task.id, owner: "a", state: "COMPLETED", record: .json("{}"), retention: .seconds(600), deadLetter: false)
+            _ = try await subject.board.claim(from: "q", owner: "a", lease: .minutes(5))
+            _ = try await subject.board.finish(task.id, owner: "a", state: "COMPLETED", record: .json("{}"), retention: .minutes(600), deadLetter: false)
             #expect(try await subject.board.putBack(task.id, owner: "a") == false)
             #expect(try await subject.board.retry(task.id, owner: "a", record: .json("{}"), after: .zero) == false)
             #expect(try await subject.board.renew([task.id], owner: "a", lease: lease) == [task.id])
-            try await subject.advanceTime(.seconds(10))
+            try await subject.advanceTime(.minutes(10))
             #expect(try await subject.board.reap(owner: "reaper", lease: lease) == BoardReapOutcome(requeued: [], exhausted: []))
             #expect(try await subject.board.claim(from: "q", owner: "b", lease: lease) == nil)
             #expect(try await subject.board.get(task.id)?.state == "COMPLETED")
@@ -361,14 +361,14 @@ enum TaskBoardContract {
             let done = try await subject.submit()
             let kept = try await subject.submit()
             _ = try await subject.board.claim(from: "q", owner: "a", lease: lease)
-            _ = try await subject.board.finish(done.id, owner: "a", state: "COMPLETED", record: .json("{}"), retention: .seconds(60), deadLetter: false)
-            try await subject.advanceTime(.seconds(30))
+            _ = try await subject.board.finish(done.id, owner: "a", state: "COMPLETED", record: .json("{}"), retention: .minutes(60), deadLetter: false)
+            try await subject.advanceTime(.minutes(30))
             #expect(try await subject.board.get(done.id)?.state == "COMPLETED")
             #expect(try await subject.board.list(after: 0, limit: 10).map(\.id) == [done.id, kept.id])
-            try await subject.advanceTime(.seconds(31))
+            try await subject.advanceTime(.minutes(31))
             #expect(try await subject.board.get(done.id) == nil)
             #expect(try await subject.board.list(after: 0, limit: 10).map(\.id) == [kept.id])
-            #expect(try await subject.board.cancel(done.id, record: .json("{}"), retention: .seconds(60)) == nil)
+            #expect(try await subject.board.cancel(done.id, record: .json("{}"), retention: .minutes(60)) == nil)
         },
 
         ContractCase("dead letters come newest first") { subject in
@@ -376,7 +376,7 @@ enum TaskBoardContract {
             for index in 0..<3 {
                 let task = try await subject.submit()
                 _ = try await subject.board.claim(from: "q", owner: "a", lease: lease)
-                _ = try await subject.board.finish(task.id, owner: "a", state: "FAILED", record: .json("{}"), retention: .seconds(60), deadLetter: index != 1)
+                _ = try await subject.board.finish(task.id, owner: "a", state: "FAILED", record: .json("{}"), retention: .minutes(60), deadLetter: index != 1)
                 ids.append(task.id)
             }
             #expect(try await subject.board.deadLetters(limit: 10) == [ids[2], ids[0]])
@@ -393,7 +393,7 @@ enum TaskBoardContract {
             _ = try await subject.board.claim(from: "c", owner: "x", lease: lease)
             #expect(try await subject.board.queueDepths() == ["a": 2, "b": 1])
             _ = try await subject.board.claim(from: "b", owner: "x", lease: lease)
-            #expect(try await subject.board.retry(b.id, owner: "x", record: .json("{}"), after: .seconds(30)))
+            #expect(try await subject.board.retry(b.id, owner: "x", record: .json("{}"), after: .minutes(30)))
             #expect(try await subject.board.queueDepths() == ["a": 2], "a delayed retry is not counted")
         },
     ]
@@ -402,7 +402,7 @@ enum TaskBoardContract {
 extension TaskBoardSubject {
     /// Submits a task the board must create, and returns it.
     func submit(
-        _ queue: String = "q", priority: Int = 5, record: String = "{}", key: String? = nil, keyTTL: Duration = .seconds(3600),
+        _ queue: String = "q", priority: Int = 5, record: String = "{}", key: String? = nil, keyTTL: Duration = .minutes(3600),
         waitingFor: [String] = [], maximumClaims: Int = 3
     ) async throws -> BoardTask {
         let outcome = try await board.submit(

@@ -126,7 +126,8 @@ struct GatewayServerTests {
     @Test func drainingRefusesNewRequestsAndLetsInFlightOnesFinish() async throws {
         let held = HeldCalls()
         var port = 0
-        try await withGateway(extraMethods: { held.register(in: &$0) }) { gateway in
+        // A grace period no loaded machine outlasts: the held call must finish inside it.
+        try await withGateway(configure: { $0.limits.shutdownGrace = .seconds(300) }, extraMethods: { held.register(in: &$0) }) { gateway in
             port = gateway.tcpPort
             let client = try await gateway.connect()
             try await client.send(#"{"jsonrpc":"2.0","id":1,"method":"test/hold"}"#)
@@ -163,7 +164,7 @@ struct GatewayServerTests {
     @Test func keepalivePingsHandshakePeersAndDropsSilentOnes() async throws {
         try await withGateway(configure: {
             $0.keepalive.interval = .milliseconds(50)
-            $0.keepalive.timeout = .seconds(2)
+            $0.keepalive.timeout = .seconds(10)
         }) { gateway in
             let client = try await gateway.connect()
             #expect(try await client.call(1, "initialize", #"{"protocolVersion":"2025-06-18"}"#)?["result"]?["protocolVersion"] == "2025-06-18")
@@ -186,6 +187,10 @@ struct GatewayServerTests {
     @Test func aPeerThatDoesNotReadStallsOnlyItself() async throws {
         try await withGateway { gateway in
             let stalled = try await gateway.connect()
+            // Stop reading, with a small kernel buffer: the gateway's replies back up toward us
+            // and it must stop reading our requests rather than queue replies without bound.
+            try await stalled.channel.setOption(ChannelOptions.socketOption(.so_rcvbuf), value: 16 * 1024).get()
+            try await stalled.channel.setOption(ChannelOptions.autoRead, value: false).get()
             let other = try await gateway.connect()
             let request = ByteBuffer(string: String(repeating: #"{"jsonrpc":"2.0","id":1,"method":"gateway/status"}"# + "\n", count: 1_000))
             // Write far more requests than the socket buffers hold, never reading a reply.

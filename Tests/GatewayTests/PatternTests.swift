@@ -49,7 +49,7 @@ struct PatternTests {
             let slow = try await gateway.connect()
             try await register(slow, name: "scorer", tool: "score")
             let client = try await gateway.connect()
-            try await client.send(#"{"jsonrpc":"2.0","id":1,"method":"tasks/scatter","params":{"tool":"score","timeout":2,"quorum":2}}"#)
+            try await client.send(#"{"jsonrpc":"2.0","id":1,"method":"tasks/scatter","params":{"tool":"score","timeout":5,"quorum":2}}"#)
             _ = try await answer(fast, text: "42")
             #expect(try await slow.receive()?["method"] == "tools/call")  // and never answers
             let reply = try #require(try await client.receive())
