@@ -43,10 +43,29 @@ public protocol AgentEndpoint: Sendable {
     /// Sends a request. Its result fails with `AgentEndpointClosed` if the connection goes away
     /// first, with `AgentCallTimedOut` after `timeout`, or with the agent's `JSONRPCError`.
     func call(_ method: String, params: JSONValue?, timeout: TimeAmount) -> PendingCall
+    /// The same without a future: `completion` runs once with what `result` would hold, on the
+    /// endpoint's event loop (at once, before this returns, if the request cannot be sent). Returns
+    /// the id the request went out under.
+    func call(
+        _ method: String, params: JSONValue?, timeout: TimeAmount,
+        completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void
+    ) -> JSONRPCID
     /// Stops waiting for request `id` and tells the agent (`notifications/cancelled`).
     func cancel(_ id: JSONRPCID, reason: String)
     func notify(_ method: String, params: JSONValue?)
     func close()
+}
+
+extension AgentEndpoint {
+    /// The future form with a callback: for endpoints that have nothing cheaper.
+    public func call(
+        _ method: String, params: JSONValue?, timeout: TimeAmount,
+        completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void
+    ) -> JSONRPCID {
+        let pending = call(method, params: params, timeout: timeout)
+        pending.result.whenComplete(completion)
+        return pending.id
+    }
 }
 
 /// A request on its way: the id it went out under, and its result to come.

@@ -84,7 +84,8 @@ final class AgentCallRouter: Sendable {
                     data: ["reason": "too deep", "chain": .array(chain.map { .string($0.rawValue) }), "limit": .integer(Int64(Self.maximumChainDepth))]))
             }
         }
-        let promise = context.eventLoop.makePromise(of: JSONValue.self)
+        // No futures on this path: a relayed call is cheaper than two of them.
+        let reply = DeferredReply()
         let cancellation = CallCancellation()
         let caller = context.connection
         let constraints = AgentRegistry.Constraints(excluding: Set(chain))
@@ -92,44 +93,43 @@ final class AgentCallRouter: Sendable {
             let lease: AgentRegistry.Lease
             switch acquired {
             case .failure(AgentRegistry.AcquireError.noAgentAvailable(_, _, let reason)) where !chain.isEmpty && reason.contains("chain"):
-                promise.fail(JSONRPCError(
+                reply.fail(JSONRPCError(
                     code: JSONRPCError.Code.callChainRefused,
                     message: "Call cycle refused: every agent offering \"\(name)\" is already in this call's chain",
                     data: ["reason": "cycle", "tool": .string(name), "chain": .array(chain.map { .string($0.rawValue) })]))
                 return
             case .failure(let error):
-                promise.fail(AgentCallError(error, name: name))
+                reply.fail(AgentCallError(error, name: name))
                 return
             case .success(let granted):
                 lease = granted
             }
             if cancellation.isCancelled {
                 lease.release()
-                promise.fail(AgentCallCancelled())
+                reply.fail(AgentCallCancelled())
                 return
             }
             let (forwarded, relayToken) = rewrite(params, kind: kind, exposedName: name, originalName: lease.originalName, caller: caller)
             callers.add(lease.instance, caller, chain: chain)
-            let call = lease.endpoint.call(method, params: .raw(forwarded), timeout: TimeAmount(lease.callTimeout))
-            cancellation.started(call.id, on: lease.endpoint)
-            call.result.whenComplete { [self] outcome in
+            let id = lease.endpoint.call(method, params: .raw(forwarded), timeout: TimeAmount(lease.callTimeout)) { [self] outcome in
                 callers.remove(lease.instance, caller)
                 if let relayToken { progress.unregister(relayToken) }
                 switch outcome {
                 case .success(let result):
                     lease.finish(succeeded: true)
-                    promise.succeed(.raw(result))
+                    reply.succeed(.raw(result))
                 case .failure(is AgentCallCancelled):
                     // The client changed its mind: no verdict on the agent.
                     lease.release()
-                    promise.fail(AgentCallCancelled())
+                    reply.fail(AgentCallCancelled())
                 case .failure(let error):
                     // An error the agent answered with is the tool's business, not a failure of
                     // the agent.
                     lease.finish(succeeded: error is JSONRPCError)
-                    promise.fail(AgentCallError(error, name: name, agent: lease.instance.rawValue))
+                    reply.fail(AgentCallError(error, name: name, agent: lease.instance.rawValue))
                 }
             }
+            cancellation.started(id, on: lease.endpoint)
         }
         // A free instance is the common case: the call starts at once, without a future.
         switch agents.acquisition(kind, name, on: context.eventLoop, timeout: queueTimeout, constraints: constraints, nested: !chain.isEmpty) {
@@ -137,7 +137,7 @@ final class AgentCallRouter: Sendable {
         case .refused(let error): begin(.failure(error))
         case .waiting(let lease): lease.whenComplete(begin)
         }
-        return .cancellable(promise.futureResult) { cancellation.cancel(reason: "cancelled by the client") }
+        return .deferred(reply) { cancellation.cancel(reason: "cancelled by the client") }
     }
 
     /// The params as the agent must see them: its own name for the tool or prompt, without the

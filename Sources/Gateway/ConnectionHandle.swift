@@ -41,11 +41,24 @@ final class ConnectionHandle: AgentEndpoint, Sendable {
     }
 
     func call(_ method: String, params: JSONValue?, timeout: TimeAmount) -> PendingCall {
-        // Ids are strings starting with `sb-`, so they never collide with the peer's own.
-        let id = JSONRPCID.string("sb-\(nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue)")
+        let id = nextID()
         let promise = eventLoop.makePromise(of: RawJSON.self)
-        onLoop { $0.sendRequest(id: id, method: method, params: params, timeout: timeout, promise: promise) }
+        onLoop { $0.sendRequest(id: id, method: method, params: params, timeout: timeout, completion: .promise(promise)) }
         return PendingCall(id: id, result: promise.futureResult)
+    }
+
+    func call(
+        _ method: String, params: JSONValue?, timeout: TimeAmount,
+        completion: @escaping @Sendable (Result<RawJSON, any Error>) -> Void
+    ) -> JSONRPCID {
+        let id = nextID()
+        onLoop { $0.sendRequest(id: id, method: method, params: params, timeout: timeout, completion: .callback(completion)) }
+        return id
+    }
+
+    /// Ids are strings starting with `sb-`, so they never collide with the peer's own.
+    private func nextID() -> JSONRPCID {
+        .string("sb-\(nextRequestID.wrappingAdd(1, ordering: .relaxed).oldValue)")
     }
 
     func cancel(_ id: JSONRPCID, reason: String) {

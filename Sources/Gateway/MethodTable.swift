@@ -3,6 +3,7 @@ import JSONRPC
 import Logging
 import MCPProtocol
 import NIOCore
+import Synchronization
 import Transport
 
 /// What a method handler knows about the request's connection.
@@ -30,6 +31,72 @@ public enum MethodReply: Sendable {
     case later(EventLoopFuture<JSONValue>)
     /// Like `later`, and `cancel` runs if the peer cancels the request (then no reply is sent).
     case cancellable(EventLoopFuture<JSONValue>, cancel: @Sendable () -> Void)
+    /// Like `cancellable`, completed through a `DeferredReply` instead of a future.
+    case deferred(DeferredReply, cancel: @Sendable () -> Void)
+}
+
+/// A reply that its method completes later, once, from any event loop: `later` without a future.
+///
+/// The relay path uses it: on Linux a future costs more than the rest of a relayed call's
+/// bookkeeping (an allocation, a callback list, and run-time lookups of its generic metadata when
+/// it is made and freed), and a relayed call would need two.
+public final class DeferredReply: Sendable {
+    public typealias Outcome = Result<JSONValue, any Error>
+
+    private enum State {
+        case pending
+        case completed(Outcome)
+        case awaited(any EventLoop, @Sendable (Outcome) -> Void)
+        case delivered
+    }
+
+    private let state = Mutex(State.pending)
+
+    public init() {}
+
+    public func succeed(_ value: JSONValue) { complete(.success(value)) }
+
+    public func fail(_ error: any Error) { complete(.failure(error)) }
+
+    /// The first completion counts; later ones are ignored.
+    public func complete(_ outcome: Outcome) {
+        let waiter: (any EventLoop, @Sendable (Outcome) -> Void)? = state.withLock { state in
+            switch state {
+            case .pending:
+                state = .completed(outcome)
+                return nil
+            case .awaited(let eventLoop, let body):
+                state = .delivered
+                return (eventLoop, body)
+            case .completed, .delivered:
+                return nil
+            }
+        }
+        guard let (eventLoop, body) = waiter else { return }
+        if eventLoop.inEventLoop {
+            body(outcome)
+        } else {
+            eventLoop.execute { body(outcome) }
+        }
+    }
+
+    /// Runs `body` on `eventLoop` with the outcome once there is one: at once when the reply is
+    /// already complete (the caller is on `eventLoop`). One waiter only: the connection.
+    func whenComplete(on eventLoop: any EventLoop, _ body: @escaping @Sendable (Outcome) -> Void) {
+        let ready: Outcome? = state.withLock { state in
+            switch state {
+            case .pending:
+                state = .awaited(eventLoop, body)
+                return nil
+            case .completed(let outcome):
+                state = .delivered
+                return outcome
+            case .awaited, .delivered:
+                preconditionFailure("a deferred reply has one waiter")
+            }
+        }
+        if let ready { body(ready) }
+    }
 }
 
 /// Errors of the layers above the wire that know their JSON-RPC form.

@@ -41,7 +41,6 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private var pendingOutput: ByteBuffer?
     private var inReadCycle = false
     private var flushScheduled = false
-    private var lastWrite: EventLoopFuture<Void>?
 
     private var inFlight = 0
     private var readHeld = false
@@ -58,7 +57,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private var cancelledRequests: Set<JSONRPCID> = []
 
     private struct OutboundRequest {
-        var promise: EventLoopPromise<RawJSON>
+        var completion: OutboundCompletion
         var method: String
         var timeout: TimeAmount
         var deadline: NIODeadline
@@ -200,8 +199,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             switch answer(entry) {
             case .none: break
             case .now(let reply): emit { reply.write(to: &$0) }
-            case .later(let id, let future):
-                track(future) { [self] result in
+            case .later(let id, let pending):
+                track(pending) { [self] result in
                     self.cancellers[id] = nil
                     if self.cancelledRequests.remove(id) != nil { return }
                     emit { self.reply(id: id, result).write(to: &$0) }
@@ -222,9 +221,9 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             switch answer(entry) {
             case .none: break
             case .now(let reply): batch.replies.append(reply)
-            case .later(let id, let future):
+            case .later(let id, let pending):
                 batch.outstanding += 1
-                track(future) { [self] result in
+                track(pending) { [self] result in
                     self.cancellers[id] = nil
                     batch.replies.append(self.reply(id: id, result))
                     batch.outstanding -= 1
@@ -253,7 +252,13 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private enum Answer {
         case none
         case now(Reply)
-        case later(JSONRPCID, EventLoopFuture<JSONValue>)
+        case later(JSONRPCID, PendingReply)
+    }
+
+    /// A reply to come: from a future, or from a deferred reply.
+    private enum PendingReply {
+        case future(EventLoopFuture<JSONValue>)
+        case deferred(DeferredReply)
     }
 
     private func answer(_ entry: DecodedEntry) -> Answer {
@@ -309,10 +314,13 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         switch handler(request, methodContext) {
         case .result(let result): return .now(.result(request.id, session.stamp(result)))
         case .error(let error): return .now(.error(request.id, error))
-        case .later(let future): return .later(request.id, future)
+        case .later(let future): return .later(request.id, .future(future))
         case .cancellable(let future, let cancel):
             cancellers[request.id] = cancel
-            return .later(request.id, future)
+            return .later(request.id, .future(future))
+        case .deferred(let reply, let cancel):
+            cancellers[request.id] = cancel
+            return .later(request.id, .deferred(reply))
         }
     }
 
@@ -354,19 +362,23 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Counts `future` as in flight until it completes, then runs `body` on this event loop.
-    private func track(_ future: EventLoopFuture<JSONValue>, _ body: @escaping (Result<JSONValue, any Error>) -> Void) {
+    /// Counts `pending` as in flight until it completes, then runs `body` on this event loop.
+    private func track(_ pending: PendingReply, _ body: @escaping (Result<JSONValue, any Error>) -> Void) {
         guard let context else { return }
         inFlight += 1
         gateway.registry.requestStarted()
         let loopBound = NIOLoopBound((self, body), eventLoop: context.eventLoop)
-        future.hop(to: context.eventLoop).whenComplete { result in
+        let finish: @Sendable (Result<JSONValue, any Error>) -> Void = { result in
             let (handler, body) = loopBound.value
             body(result)
             handler.inFlight -= 1
             handler.gateway.registry.requestFinished()
             handler.releaseHeldRead()
             handler.closeIfFinished()
+        }
+        switch pending {
+        case .future(let future): future.hop(to: context.eventLoop).whenComplete(finish)
+        case .deferred(let reply): reply.whenComplete(on: context.eventLoop, finish)
         }
     }
 
@@ -395,30 +407,32 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private func flushPendingOutput() {
         guard let context, let buffer = pendingOutput else { return }
         pendingOutput = nil
-        lastWrite = context.writeAndFlush(wrapOutboundOut(buffer))
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
     }
 
     private func closeIfFinished() {
         guard inputClosed, inFlight == 0, !closing, let context else { return }
         closing = true
-        flushPendingOutput()
+        // Writes complete in order: once this last one (what is left, or nothing) is written,
+        // every reply before it has been too. Flushes carry no promise, so that a write costs
+        // no future.
+        let written = context.eventLoop.makePromise(of: Void.self)
+        let last = pendingOutput ?? context.channel.allocator.buffer(capacity: 0)
+        pendingOutput = nil
+        context.writeAndFlush(wrapOutboundOut(last), promise: written)
         let channel = context.channel
-        if let lastWrite {
-            lastWrite.whenComplete { _ in channel.close(promise: nil) }
-        } else {
-            channel.close(promise: nil)
-        }
+        written.futureResult.whenComplete { _ in channel.close(promise: nil) }
     }
 
     // MARK: Requests to the peer
 
-    func sendRequest(id: JSONRPCID, method: String, params: JSONValue?, timeout: TimeAmount, promise: EventLoopPromise<RawJSON>) {
+    func sendRequest(id: JSONRPCID, method: String, params: JSONValue?, timeout: TimeAmount, completion: OutboundCompletion) {
         guard let context, context.channel.isActive else {
-            promise.fail(AgentEndpointClosed(reason: "the connection is closed"))
+            completion.complete(.failure(AgentEndpointClosed(reason: "the connection is closed")))
             return
         }
         let deadline = NIODeadline.now() + timeout
-        outboundRequests[id] = OutboundRequest(promise: promise, method: method, timeout: timeout, deadline: deadline)
+        outboundRequests[id] = OutboundRequest(completion: completion, method: method, timeout: timeout, deadline: deadline)
         if deadlineTimer.map({ deadline < $0.deadline }) ?? true { armDeadlineTimer(for: deadline) }
         emit { MessageEncoder.writeRequest(id: id, method: method, params: params, to: &$0) }
     }
@@ -442,7 +456,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 continue
             }
             outboundRequests[id] = nil
-            request.promise.fail(AgentCallTimedOut(method: request.method, timeout: request.timeout))
+            request.completion.complete(.failure(AgentCallTimedOut(method: request.method, timeout: request.timeout)))
             // The peer may still be working on it: tell it to stop.
             sendNotification(method: "notifications/cancelled", params: ["requestId": id.jsonValue, "reason": "timed out"])
         }
@@ -451,7 +465,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     func cancelOutboundRequest(_ id: JSONRPCID, reason: String) {
         guard let request = outboundRequests.removeValue(forKey: id) else { return }
-        request.promise.fail(AgentCallCancelled())
+        request.completion.complete(.failure(AgentCallCancelled()))
         sendNotification(method: "notifications/cancelled", params: ["requestId": id.jsonValue, "reason": .string(reason)])
     }
 
@@ -476,7 +490,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         deadlineTimer?.task.cancel()
         deadlineTimer = nil
         for request in pending.values {
-            request.promise.fail(AgentEndpointClosed(reason: reason))
+            request.completion.complete(.failure(AgentEndpointClosed(reason: reason)))
         }
     }
 
@@ -486,8 +500,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             return
         }
         switch response.outcome {
-        case .result(let result): request.promise.succeed(result)
-        case .error(let error): request.promise.fail(error)
+        case .result(let result): request.completion.complete(.success(result))
+        case .error(let error): request.completion.complete(.failure(error))
         }
     }
 
@@ -507,6 +521,20 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 handler.logger.warning("peer did not answer a keepalive ping within \(timeout); closing the connection")
                 handler.context?.close(promise: nil)
             }
+        }
+    }
+}
+
+/// Who hears how a request to the peer ended: a promise, or a callback where a future would cost
+/// more than the call (the relay path).
+enum OutboundCompletion: Sendable {
+    case promise(EventLoopPromise<RawJSON>)
+    case callback(@Sendable (Result<RawJSON, any Error>) -> Void)
+
+    func complete(_ outcome: Result<RawJSON, any Error>) {
+        switch self {
+        case .promise(let promise): promise.completeWith(outcome)
+        case .callback(let body): body(outcome)
         }
     }
 }
