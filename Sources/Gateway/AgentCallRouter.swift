@@ -39,24 +39,26 @@ final class AgentCallRouter: Sendable {
         guard let params = request.params, params.kind == .object else {
             return .error(.invalidParams("tools/call needs params with the tool's \"name\""))
         }
-        guard let name = params.member("name")?.stringValue else {
+        // One pass over the params for every member this call reads.
+        let members = params.members("name", "arguments", "task", "_meta")
+        guard let name = members[0]?.stringValue else {
             return .error(.invalidParams("\"name\" must be a string naming the tool"))
         }
-        if let arguments = params.member("arguments"), arguments.kind != .object, arguments.kind != .null {
+        if let arguments = members[1], arguments.kind != .object, arguments.kind != .null {
             return .error(.invalidParams("\"arguments\" must be an object", extra: ["tool": .string(name)]))
         }
-        if params.member("task")?.kind == .object {
+        if members[2]?.kind == .object {
             // MCP 2025-11-25: a task-augmented call returns a task at once; its result comes later.
             return TaskMethods.callAsTask(request, params: params, engine: tasks, context: context)
         }
-        return forward(.tool, name: name, method: "tools/call", params: params, context)
+        return forward(.tool, name: name, method: "tools/call", params: params, meta: members[3], context)
     }
 
     func getPrompt(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
         guard let params = request.params, params.kind == .object, let name = params.member("name")?.stringValue else {
             return .error(.invalidParams("prompts/get needs params with the prompt's \"name\""))
         }
-        return forward(.prompt, name: name, method: "prompts/get", params: params, context)
+        return forward(.prompt, name: name, method: "prompts/get", params: params, meta: params.member("_meta"), context)
     }
 
     func readResource(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
@@ -66,13 +68,14 @@ final class AgentCallRouter: Sendable {
         guard let template = agents.templateServing(resource: uri) else {
             return .error(JSONRPCError(code: -32002, message: "Resource not found: \(uri)", data: ["uri": .string(uri)]))
         }
-        return forward(.resource(template: template), name: uri, method: "resources/read", params: params, context)
+        return forward(.resource(template: template), name: uri, method: "resources/read", params: params, meta: params.member("_meta"), context)
     }
 
     /// How many agents deep a chain of nested calls may go.
     static let maximumChainDepth = 8
 
-    private func forward(_ kind: AgentRegistry.OfferKind, name: String, method: String, params: RawJSON, _ context: MethodContext) -> MethodReply {
+    /// `meta` is the params' `_meta` member, which the caller has already looked up.
+    private func forward(_ kind: AgentRegistry.OfferKind, name: String, method: String, params: RawJSON, meta: RawJSON?, _ context: MethodContext) -> MethodReply {
         // A call an agent makes while serving calls belongs to their chains: it must not go back
         // to an agent in them (it would wait on itself), nor go deeper than the limit.
         let chain = context.agentInstance.map { callers.chain(through: $0) } ?? []
@@ -109,7 +112,7 @@ final class AgentCallRouter: Sendable {
                 reply.fail(AgentCallCancelled())
                 return
             }
-            let (forwarded, relayToken) = rewrite(params, kind: kind, exposedName: name, originalName: lease.originalName, caller: caller)
+            let (forwarded, relayToken) = rewrite(params, meta: meta, kind: kind, exposedName: name, originalName: lease.originalName, caller: caller)
             callers.add(lease.instance, caller, chain: chain)
             let id = lease.endpoint.call(method, params: .raw(forwarded), timeout: TimeAmount(lease.callTimeout)) { [self] outcome in
                 callers.remove(lease.instance, caller)
@@ -145,7 +148,7 @@ final class AgentCallRouter: Sendable {
     /// and those keys describe the client's session), and with a progress token of the gateway's
     /// (two clients may use the same token). Everything else is copied as bytes.
     private func rewrite(
-        _ params: RawJSON, kind: AgentRegistry.OfferKind, exposedName: String, originalName: String, caller: ConnectionHandle
+        _ params: RawJSON, meta: RawJSON?, kind: AgentRegistry.OfferKind, exposedName: String, originalName: String, caller: ConnectionHandle
     ) -> (RawJSON, relayToken: String?) {
         var replacements: [String: JSONValue?] = [:]
         switch kind {
@@ -153,7 +156,7 @@ final class AgentCallRouter: Sendable {
         case .resource: break
         }
         var relayToken: String?
-        if let meta = params.member("_meta") {
+        if let meta {
             var metaChanges: [String: JSONValue?] = [:]
             for (key, _) in meta.members() where key.hasPrefix("io.modelcontextprotocol/") { metaChanges[key] = .some(nil) }
             if let token = meta.member("progressToken") {

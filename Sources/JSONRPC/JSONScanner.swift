@@ -296,6 +296,45 @@ public struct JSONScanner {
         return nil
     }
 
+    /// The value ranges of several members of the object (the first of each name) in one pass,
+    /// on a value already known to be valid (as `validMember`).
+    func validMembers(named names: [StaticString]) -> [Range<Int>?] {
+        var found = [Range<Int>?](repeating: nil, count: names.count)
+        var missing = names.count
+        var i = skipWhitespace(from: 0)
+        guard i < bytes.count, bytes[i] == UInt8(ascii: "{") else { return found }
+        i = skipWhitespace(from: i &+ 1)
+        while i < bytes.count, bytes[i] == UInt8(ascii: "\"") {
+            guard let memberName = skipValidString(from: i) else { return found }
+            let nameRange = (i &+ 1)..<(memberName.end &- 1)
+            var decodedName: String?
+            i = skipWhitespace(from: memberName.end)
+            guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { return found }
+            let valueStart = skipWhitespace(from: i &+ 1)
+            guard let valueEnd = skipValidValue(from: valueStart) else { return found }
+            for (index, name) in names.enumerated() where found[index] == nil {
+                let matches: Bool
+                if memberName.plain && name.isASCII {
+                    matches = nameRange.count == name.utf8CodeUnitCount
+                        && (nameRange.isEmpty || memcmp(bytes.baseAddress! + nameRange.lowerBound, name.utf8Start, nameRange.count) == 0)
+                } else {
+                    if decodedName == nil { decodedName = decodeString(JSONStringSlice(range: nameRange, hasEscapes: true)) }
+                    matches = decodedName == name.description
+                }
+                if matches {
+                    found[index] = valueStart..<valueEnd
+                    missing -= 1
+                    if missing == 0 { return found }
+                    break
+                }
+            }
+            i = skipWhitespace(from: valueEnd)
+            guard i < bytes.count, bytes[i] == UInt8(ascii: ",") else { return found }
+            i = skipWhitespace(from: i &+ 1)
+        }
+        return found
+    }
+
     /// Validates one multi-byte UTF-8 sequence (RFC 3629: no overlongs, no surrogates, ≤ U+10FFFF).
     @inline(__always)
     private func skipUTF8Sequence(from i: Int) throws(JSONSyntaxError) -> Int {

@@ -73,6 +73,17 @@ public struct RawJSON: Sendable, Hashable, CustomStringConvertible {
         return RawJSON(unchecked: buffer.getSlice(at: buffer.readerIndex + range.lowerBound, length: range.count)!)
     }
 
+    /// Several members in one pass over the object (each the first of its name, nil where
+    /// absent), in the order asked: `member` scans from the start for each.
+    public func members(_ names: StaticString...) -> [RawJSON?] {
+        let ranges = buffer.withUnsafeReadableBytes { bytes in
+            JSONScanner(bytes: bytes, maximumDepth: .max).validMembers(named: names)
+        }
+        return ranges.map { range in
+            range.map { RawJSON(unchecked: buffer.getSlice(at: buffer.readerIndex + $0.lowerBound, length: $0.count)!) }
+        }
+    }
+
     /// The decoded string when this is a JSON string.
     public var stringValue: String? {
         buffer.withUnsafeReadableBytes { bytes in

@@ -287,13 +287,17 @@ struct CoordinationTests {
             let publisher = try await gateway.connect()
             #expect(try await publisher.call(1, "events/publish", #"{"topic":"gone","data":0}"#)?["result"]?["delivered"] == 2)
             await subscriber.close()
-            // The gateway learns of the close asynchronously; ask until it has.
+            // The gateway learns of the close asynchronously; ask until it has (a deadline, not a
+            // count of tries: a loaded machine may take seconds).
             var delivered: JSONValue?
-            for attempt in 2..<200 {
+            var attempt = 2
+            let deadline = ContinuousClock.now + .seconds(60)
+            repeat {
                 delivered = try await publisher.call(attempt, "events/publish", #"{"topic":"gone","data":0}"#)?["result"]?["delivered"]
                 if delivered == 0 { break }
+                attempt += 1
                 try await Task.sleep(for: .milliseconds(10))
-            }
+            } while ContinuousClock.now < deadline
             #expect(delivered == 0)
             await publisher.close()
         }
@@ -513,13 +517,17 @@ struct CoordinationTests {
         return agents
     }
 
-    /// The gateway learns of a closed connection asynchronously; ask until it has.
+    /// The gateway learns of a closed connection asynchronously; ask until it has (within a
+    /// deadline that a loaded machine does not reach).
     private func waitUntilOffline(_ agentID: String, _ client: LineClient) async throws {
-        for attempt in 1000..<1200 {
+        var attempt = 1000
+        let deadline = ContinuousClock.now + .seconds(60)
+        repeat {
             let state = try await client.call(attempt, "agents/get", #"{"agentId":"\#(agentID)"}"#)?["result"]?["currentState"]
             if state == "OFFLINE" { return }
+            attempt += 1
             try await Task.sleep(for: .milliseconds(10))
-        }
+        } while ContinuousClock.now < deadline
         Issue.record("agent \(agentID) never went offline")
     }
 }

@@ -107,6 +107,19 @@ struct JSONScannerTests {
         #expect(RawJSON(unchecked: ByteBuffer(string: #"{"a":[1,"#)).member("a") == nil)
     }
 
+    @Test func findsSeveralMembersInOnePassAsMemberDoes() {
+        let text = #"{ "long" : "0123456789abcdefghij\"}]{[0123456789" , "n\u0061me":"echo","deep":{"name":"inner"},"#
+            + #""caf\u00e9":1,"K":3,"dup":1,"dup":2,"last":[1,"x"] }"#
+        let raw = try! RawJSON(validating: text)
+        let found = raw.members("name", "missing", "café", "\u{212A}", "dup", "last", "long", "deep")
+        #expect(found.map { $0?.description } == [#""echo""#, nil, "1", "3", "1", #"[1,"x"]"#, #""0123456789abcdefghij\"}]{[0123456789""#, #"{"name":"inner"}"#])
+        let names: [String] = ["name", "missing", "café", "\u{212A}", "dup", "last", "long", "deep"]
+        #expect(found == names.map { raw.member($0) })
+        #expect(try! RawJSON(validating: "{}").members("a", "b") == [nil, nil])
+        #expect(try! RawJSON(validating: "[1]").members("a") == [nil])
+        #expect(RawJSON(unchecked: ByteBuffer(string: #"{"a":1,"b":"#)).members("a", "b") == [try! RawJSON(validating: "1"), nil])
+    }
+
     @Test func validatesStringsEightBytesAtATime() {
         // Every offending byte at every position of an eight-byte window is still caught.
         for position in 0..<17 {

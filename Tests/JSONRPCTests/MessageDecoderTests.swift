@@ -148,4 +148,47 @@ struct MessageEncoderTests {
         MessageEncoder.writeError(id: nil, error: .methodNotFound("x"), to: &buffer)
         #expect(String(buffer: buffer) == #"{"jsonrpc":"2.0","id":null,"error":{"code":-32601,"data":{"method":"x"},"message":"Method not found: x"}}"#)
     }
+
+    static let ids: [JSONRPCID] = [
+        .integer(0), .integer(7), .integer(-1), .integer(Int64.max), .integer(Int64.min),
+        .string(""), .string("sb-42"), .string("quote\" backslash\\ newline\n tab\t nul\u{0} bell\u{7} del\u{7f}"), .string("日本語 ☃"),
+    ]
+
+    /// The id as the general path writes it.
+    private static func idText(_ id: JSONRPCID) -> String {
+        var buffer = ByteBuffer()
+        id.write(to: &buffer)
+        return String(buffer: buffer)
+    }
+
+    @Test("a relayed result is written whole, id as the general path writes it", arguments: ids)
+    func writesRelayedResult(id: JSONRPCID) throws {
+        let result = try RawJSON(validating: #"{"content":[{"type":"text","text":"a\"b"}],"isError":false}"#)
+        var buffer = ByteBuffer(string: "earlier line\n")
+        MessageEncoder.writeResult(id: id, result: .raw(result), to: &buffer)
+        let expected = "earlier line\n" + #"{"jsonrpc":"2.0","id":"# + Self.idText(id) + #","result":{"content":[{"type":"text","text":"a\"b"}],"isError":false}}"#
+        #expect(String(buffer: buffer) == expected)
+        guard case .single(.message(.response(let response))) = MessageDecoder().decode(line: buffer.getSlice(at: 13, length: buffer.readableBytes - 13)!) else {
+            Issue.record("not read back as a response")
+            return
+        }
+        #expect(response.id == id)
+    }
+
+    @Test("a relayed request is written whole, with or without params", arguments: ids)
+    func writesRelayedRequest(id: JSONRPCID) throws {
+        let params = try RawJSON(validating: #"{"name":"echo","arguments":{"text":"hi"}}"#)
+        var buffer = ByteBuffer()
+        MessageEncoder.writeRequest(id: id, method: "tools/call", params: .raw(params), to: &buffer)
+        #expect(String(buffer: buffer) == #"{"jsonrpc":"2.0","id":"# + Self.idText(id) + #","method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}"#)
+        buffer.clear()
+        MessageEncoder.writeRequest(id: id, method: "odd \"method\"\u{1}", params: nil, to: &buffer)
+        #expect(String(buffer: buffer) == #"{"jsonrpc":"2.0","id":"# + Self.idText(id) + #","method":"odd \"method\"\u0001"}"#)
+        guard case .single(.message(.request(let request))) = MessageDecoder().decode(line: buffer) else {
+            Issue.record("not read back as a request")
+            return
+        }
+        #expect(request.id == id)
+        #expect(request.method == "odd \"method\"\u{1}")
+    }
 }
