@@ -51,19 +51,39 @@ public final class AgentRegistry: Sendable {
     }
 
     /// A reserved slot on an instance for one call. `finish` must be called exactly once.
-    public struct Lease: Sendable {
-        public var instance: InstanceID
-        public var instanceName: String
-        public var template: String
-        public var endpoint: any AgentEndpoint
+    ///
+    /// A class, not a struct: a call's closures each hold the lease, and a copy of a struct of
+    /// four strings and three references costs seven reference-count operations where a class
+    /// costs one.
+    public final class Lease: Sendable {
+        public let instance: InstanceID
+        public let instanceName: String
+        public let template: String
+        public let endpoint: any AgentEndpoint
         /// The name the agent itself knows the tool (or prompt) by.
-        public var originalName: String
-        public var callTimeout: Duration
+        public let originalName: String
+        public let callTimeout: Duration
         /// The share of the required capabilities the chosen instance carries (1: all of them).
-        public var matchConfidence: Double
+        public let matchConfidence: Double
         fileprivate let registry: AgentRegistry
         fileprivate let entry: Instance
         fileprivate let started: ContinuousClock.Instant
+
+        fileprivate init(
+            instance: InstanceID, instanceName: String, template: String, endpoint: any AgentEndpoint, originalName: String,
+            callTimeout: Duration, matchConfidence: Double, registry: AgentRegistry, entry: Instance, started: ContinuousClock.Instant
+        ) {
+            self.instance = instance
+            self.instanceName = instanceName
+            self.template = template
+            self.endpoint = endpoint
+            self.originalName = originalName
+            self.callTimeout = callTimeout
+            self.matchConfidence = matchConfidence
+            self.registry = registry
+            self.entry = entry
+            self.started = started
+        }
 
         /// Releases the slot. `succeeded` feeds the router's learning and the circuit breaker:
         /// false when the agent failed (crashed, timed out, or answered that the call failed).

@@ -29,13 +29,21 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private let gateway: GatewayCore
     private let role: Role
     private var session: MCPSession
-    private var logger: Logger
+    private var logger: Logger {
+        didSet { methodContext = nil }
+    }
     private var context: ChannelHandlerContext?
     private var connectionID: UInt64 = 0
     private(set) var handle: ConnectionHandle?
     /// The agent instance behind this connection: a spawned agent, or an attached one once it
     /// has registered.
-    var agentInstance: AgentRegistry.InstanceID?
+    var agentInstance: AgentRegistry.InstanceID? {
+        didSet { methodContext = nil }
+    }
+    /// What the method handlers are told of this connection, built once and again only when
+    /// something in it changes (the era, the agent, the peer's identity, the logger): a request
+    /// then costs no new closure, logger copy or lock.
+    private var methodContext: MethodContext?
 
     /// Output not yet written: flushed at `channelReadComplete`, or by the flush task.
     private var pendingOutput: ByteBuffer?
@@ -115,11 +123,16 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        // The handle and the cached method context both lead back to this handler: let go of
+        // them, so that a closed connection's objects are freed.
+        methodContext = nil
+        handle = nil
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let handshake = event as? TLSHandshakeCompleted {
             handle?.peerIdentity = handshake.peer
+            methodContext = nil
             if let peer = handshake.peer { logger[metadataKey: "peer.subject"] = "\(peer.subject)" }
             logger.debug("TLS \(handshake.protocolVersion) \(handshake.cipher)")
         }
@@ -296,21 +309,27 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         guard let handler = gateway.methods.handler(for: request.method), let context, let handle else {
             return .now(.error(request.id, .methodNotFound(request.method)))
         }
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let methodContext = MethodContext(
-            connectionID: connectionID,
-            era: session.era,
-            eventLoop: context.eventLoop,
-            logger: logger,
-            connection: handle,
-            agentInstance: agentInstance,
-            peerIdentity: handle.peerIdentity,
-            registerAgent: { instance in
-                // Called on this event loop by `agents/register`.
-                loopBound.value.agentInstance = instance
-                loopBound.value.logger[metadataKey: "agent"] = "\(instance)"
-            }
-        )
+        let methodContext: MethodContext
+        if let cached = self.methodContext, cached.era == session.era {
+            methodContext = cached
+        } else {
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            methodContext = MethodContext(
+                connectionID: connectionID,
+                era: session.era,
+                eventLoop: context.eventLoop,
+                logger: logger,
+                connection: handle,
+                agentInstance: agentInstance,
+                peerIdentity: handle.peerIdentity,
+                registerAgent: { instance in
+                    // Called on this event loop by `agents/register`.
+                    loopBound.value.agentInstance = instance
+                    loopBound.value.logger[metadataKey: "agent"] = "\(instance)"
+                }
+            )
+            self.methodContext = methodContext
+        }
         switch handler(request, methodContext) {
         case .result(let result): return .now(.result(request.id, session.stamp(result)))
         case .error(let error): return .now(.error(request.id, error))
