@@ -271,29 +271,14 @@ public struct JSONScanner {
     /// are plain ASCII, else as decoded strings (Swift's string equality).
     @usableFromInline
     func validMember(named name: UnsafeRawBufferPointer, nameIsASCII: Bool) -> Range<Int>? {
-        var i = skipWhitespace(from: 0)
-        guard i < bytes.count, bytes[i] == UInt8(ascii: "{") else { return nil }
-        i = skipWhitespace(from: i &+ 1)
-        while i < bytes.count, bytes[i] == UInt8(ascii: "\"") {
-            guard let memberName = skipValidString(from: i) else { return nil }
-            let nameRange = (i &+ 1)..<(memberName.end &- 1)
-            let matches: Bool
-            if memberName.plain && nameIsASCII {
-                matches = nameRange.count == name.count
-                    && (name.isEmpty || memcmp(bytes.baseAddress! + nameRange.lowerBound, name.baseAddress!, name.count) == 0)
-            } else {
-                matches = decodeString(JSONStringSlice(range: nameRange, hasEscapes: true)) == String(decoding: name, as: UTF8.self)
-            }
-            i = skipWhitespace(from: memberName.end)
-            guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { return nil }
-            let valueStart = skipWhitespace(from: i &+ 1)
-            guard let valueEnd = skipValidValue(from: valueStart) else { return nil }
-            if matches { return valueStart..<valueEnd }
-            i = skipWhitespace(from: valueEnd)
-            guard i < bytes.count, bytes[i] == UInt8(ascii: ",") else { return nil }
-            i = skipWhitespace(from: i &+ 1)
+        var found: Range<Int>?
+        walkValidMembers { memberName, plain, value in
+            var decoded: String?
+            guard self.memberName(memberName, plain: plain, is: name, nameIsASCII: nameIsASCII, decoded: &decoded) else { return true }
+            found = value
+            return false
         }
-        return nil
+        return found
     }
 
     /// The value ranges of several members of the object (the first of each name) in one pass,
@@ -301,38 +286,58 @@ public struct JSONScanner {
     func validMembers(named names: [StaticString]) -> [Range<Int>?] {
         var found = [Range<Int>?](repeating: nil, count: names.count)
         var missing = names.count
-        var i = skipWhitespace(from: 0)
-        guard i < bytes.count, bytes[i] == UInt8(ascii: "{") else { return found }
-        i = skipWhitespace(from: i &+ 1)
-        while i < bytes.count, bytes[i] == UInt8(ascii: "\"") {
-            guard let memberName = skipValidString(from: i) else { return found }
-            let nameRange = (i &+ 1)..<(memberName.end &- 1)
-            var decodedName: String?
-            i = skipWhitespace(from: memberName.end)
-            guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { return found }
-            let valueStart = skipWhitespace(from: i &+ 1)
-            guard let valueEnd = skipValidValue(from: valueStart) else { return found }
+        walkValidMembers { memberName, plain, value in
+            var decoded: String?
             for (index, name) in names.enumerated() where found[index] == nil {
-                let matches: Bool
-                if memberName.plain && name.isASCII {
-                    matches = nameRange.count == name.utf8CodeUnitCount
-                        && (nameRange.isEmpty || memcmp(bytes.baseAddress! + nameRange.lowerBound, name.utf8Start, nameRange.count) == 0)
-                } else {
-                    if decodedName == nil { decodedName = decodeString(JSONStringSlice(range: nameRange, hasEscapes: true)) }
-                    matches = decodedName == name.description
+                // withUTF8Buffer: a one-scalar literal may be kept as a scalar, not as bytes.
+                let matches = name.withUTF8Buffer { utf8 in
+                    self.memberName(memberName, plain: plain, is: UnsafeRawBufferPointer(utf8), nameIsASCII: name.isASCII, decoded: &decoded)
                 }
-                if matches {
-                    found[index] = valueStart..<valueEnd
-                    missing -= 1
-                    if missing == 0 { return found }
-                    break
-                }
+                guard matches else { continue }
+                found[index] = value
+                missing -= 1
+                break
             }
-            i = skipWhitespace(from: valueEnd)
-            guard i < bytes.count, bytes[i] == UInt8(ascii: ",") else { return found }
-            i = skipWhitespace(from: i &+ 1)
+            return missing > 0
         }
         return found
+    }
+
+    /// Walks the members of the object at the start of the bytes, which are known to be valid
+    /// JSON, while `visit` returns true: each member's name (the range inside its quotes, and
+    /// whether it is plain: ASCII without escapes) and its value's range. Bytes that break the
+    /// promise of validity end the walk.
+    @inline(__always)
+    private func walkValidMembers(_ visit: (_ name: Range<Int>, _ plain: Bool, _ value: Range<Int>) -> Bool) {
+        var i = skipWhitespace(from: 0)
+        guard i < bytes.count, bytes[i] == UInt8(ascii: "{") else { return }
+        i = skipWhitespace(from: i &+ 1)
+        while i < bytes.count, bytes[i] == UInt8(ascii: "\"") {
+            guard let memberName = skipValidString(from: i) else { return }
+            let nameRange = (i &+ 1)..<(memberName.end &- 1)
+            i = skipWhitespace(from: memberName.end)
+            guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { return }
+            let valueStart = skipWhitespace(from: i &+ 1)
+            guard let valueEnd = skipValidValue(from: valueStart) else { return }
+            guard visit(nameRange, memberName.plain, valueStart..<valueEnd) else { return }
+            i = skipWhitespace(from: valueEnd)
+            guard i < bytes.count, bytes[i] == UInt8(ascii: ",") else { return }
+            i = skipWhitespace(from: i &+ 1)
+        }
+    }
+
+    /// Whether the member name at `range` is `name`: as bytes when both are plain ASCII, else as
+    /// decoded strings (decoded once per member, into `decoded`).
+    @inline(__always)
+    private func memberName(
+        _ range: Range<Int>, plain: Bool, is name: UnsafeRawBufferPointer, nameIsASCII: Bool, decoded: inout String?
+    ) -> Bool {
+        if plain && nameIsASCII {
+            return range.count == name.count
+                && (name.isEmpty || memcmp(bytes.baseAddress! + range.lowerBound, name.baseAddress!, name.count) == 0)
+        }
+        if decoded == nil { decoded = decodeString(JSONStringSlice(range: range, hasEscapes: true)) }
+        return decoded == String(decoding: name, as: UTF8.self)
     }
 
     /// Validates one multi-byte UTF-8 sequence (RFC 3629: no overlongs, no surrogates, ≤ U+10FFFF).

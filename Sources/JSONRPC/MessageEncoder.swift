@@ -103,6 +103,8 @@ private struct InPlaceWriter {
 
     var count: Int { start.distance(to: cursor) }
 
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
     /// The most bytes `id` can take: a string may escape every byte as `\u00XX`.
     static func bound(_ id: JSONRPCID) -> Int {
         switch id {
@@ -114,7 +116,7 @@ private struct InPlaceWriter {
     static func bound(jsonString string: String) -> Int { 2 + 6 * string.utf8.count }
 
     mutating func append(_ string: StaticString) {
-        append(UnsafeRawBufferPointer(start: string.utf8Start, count: string.utf8CodeUnitCount))
+        string.withUTF8Buffer { append(UnsafeRawBufferPointer($0)) }
     }
 
     mutating func append(_ bytes: UnsafeRawBufferPointer) {
@@ -164,10 +166,9 @@ private struct InPlaceWriter {
                 case 0x08: append(UInt8(ascii: "\\")); append(UInt8(ascii: "b"))
                 case 0x0C: append(UInt8(ascii: "\\")); append(UInt8(ascii: "f"))
                 case 0..<0x20:
-                    let hex: StaticString = "0123456789abcdef"
                     append("\\u00")
-                    append(hex.utf8Start[Int(byte >> 4)])
-                    append(hex.utf8Start[Int(byte & 0xF)])
+                    append(Self.hexDigits[Int(byte >> 4)])
+                    append(Self.hexDigits[Int(byte & 0xF)])
                 default:
                     append(byte)
                 }
