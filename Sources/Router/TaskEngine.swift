@@ -33,7 +33,8 @@ public final class TaskEngine: Sendable {
 
     private struct RunningAttempt {
         var lease: AgentRegistry.Lease
-        var call: PendingCall
+        /// The id of the attempt's call, once it has gone out.
+        var callID: JSONRPCID?
     }
 
     private let state = Mutex(State())
@@ -235,7 +236,8 @@ public final class TaskEngine: Sendable {
         }
         guard let (task, running) = outcome else { throw .unknownTask(id) }
         if let running {
-            running.lease.endpoint.cancel(running.call.id, reason: reason)
+            // A call not yet out is cancelled by `run` as soon as it is.
+            if let callID = running.callID { running.lease.endpoint.cancel(callID, reason: reason) }
             running.lease.release()
         }
         if task.state == .cancelled { finished(task) }
@@ -312,24 +314,31 @@ public final class TaskEngine: Sendable {
     }
 
     private func run(_ task: TaskRecord, on lease: AgentRegistry.Lease) {
-        let params: JSONValue = ["name": .string(lease.originalName), "arguments": .raw(task.submission.taskData)]
-        let call = lease.endpoint.call("tools/call", params: params, timeout: TimeAmount(task.submission.timeout))
+        // The attempt counts as running before its call goes out: the call's completion (a
+        // callback, no future) may run before `call` returns, and must find it.
         let stillOurs = state.withLock { state -> Bool in
             guard var current = state.tasks[task.id], current.state == .assigned else { return false }
             current.state = .running
             state.tasks[task.id] = current
-            state.running[task.id] = RunningAttempt(lease: lease, call: call)
+            state.running[task.id] = RunningAttempt(lease: lease, callID: nil)
             return true
         }
-        if !stillOurs {
+        guard stillOurs else {
             // Cancelled between dispatch and now.
-            lease.endpoint.cancel(call.id, reason: "cancelled")
             lease.release()
             return
         }
-        call.result.whenComplete { [self] outcome in
+        let params: JSONValue = ["name": .string(lease.originalName), "arguments": .raw(task.submission.taskData)]
+        let callID = lease.endpoint.call("tools/call", params: params, timeout: TimeAmount(task.submission.timeout)) { [self] outcome in
             attemptEnded(task.id, lease: lease, outcome: outcome)
         }
+        // Keep the id for a cancel to come; a cancel that came while the call went out found no id.
+        let cancelledMeanwhile = state.withLock { state -> Bool in
+            guard state.running[task.id]?.lease === lease else { return state.tasks[task.id]?.state == .cancelled }
+            state.running[task.id]?.callID = callID
+            return false
+        }
+        if cancelledMeanwhile { lease.endpoint.cancel(callID, reason: "cancelled") }
     }
 
     private func attemptEnded(_ id: String, lease: AgentRegistry.Lease, outcome: Result<RawJSON, any Error>) {
