@@ -110,32 +110,13 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
 }
 
 extension ByteBuffer {
-    /// Writes `string` as a JSON string literal, escaping only what JSON requires.
+    /// Writes `string` as a JSON string literal, escaping only what JSON requires: in one
+    /// write of its exact length.
     public mutating func writeJSONString(_ string: String) {
-        writeInteger(UInt8(ascii: "\""))
-        var string = string
-        string.withUTF8 { utf8 in
-            var runStart = 0
-            for (i, byte) in utf8.enumerated() where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
-                if runStart < i { writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(utf8)[runStart..<i])) }
-                switch byte {
-                case UInt8(ascii: "\""): writeStaticString("\\\"")
-                case UInt8(ascii: "\\"): writeStaticString("\\\\")
-                case 0x0A: writeStaticString("\\n")
-                case 0x0D: writeStaticString("\\r")
-                case 0x09: writeStaticString("\\t")
-                case 0x08: writeStaticString("\\b")
-                case 0x0C: writeStaticString("\\f")
-                default:
-                    writeStaticString("\\u00")
-                    let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                    writeInteger(hex[Int(byte >> 4)])
-                    writeInteger(hex[Int(byte & 0xF)])
-                }
-                runStart = i + 1
-            }
-            if runStart < utf8.count { writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(utf8)[runStart...])) }
+        writeWithUnsafeMutableBytes(minimumWritableBytes: InPlaceWriter.bound(jsonString: string)) { target in
+            var writer = InPlaceWriter(target.baseAddress!)
+            writer.appendJSONString(string)
+            return writer.count
         }
-        writeInteger(UInt8(ascii: "\""))
     }
 }

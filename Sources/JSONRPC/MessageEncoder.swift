@@ -91,8 +91,9 @@ public enum MessageEncoder {
     }
 }
 
-/// Appends bytes at a pointer into room already reserved for them (see `bound`).
-private struct InPlaceWriter {
+/// Appends bytes at a pointer into room already reserved for them (see `bound`). Also the one
+/// place that escapes JSON strings (`ByteBuffer.writeJSONString` writes through it).
+struct InPlaceWriter {
     private let start: UnsafeMutableRawPointer
     private var cursor: UnsafeMutableRawPointer
 
@@ -105,7 +106,7 @@ private struct InPlaceWriter {
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
-    /// The most bytes `id` can take: a string may escape every byte as `\u00XX`.
+    /// The most bytes `id` can take.
     static func bound(_ id: JSONRPCID) -> Int {
         switch id {
         case .integer: return 20
@@ -113,7 +114,18 @@ private struct InPlaceWriter {
         }
     }
 
-    static func bound(jsonString string: String) -> Int { 2 + 6 * string.utf8.count }
+    /// The bytes `string` takes as a JSON string literal, quotes and escapes included.
+    static func bound(jsonString string: String) -> Int {
+        var count = 2
+        for byte in string.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), 0x0A, 0x0D, 0x09, 0x08, 0x0C: count += 2
+            case 0..<0x20: count += 6
+            default: count += 1
+            }
+        }
+        return count
+    }
 
     mutating func append(_ string: StaticString) {
         string.withUTF8Buffer { append(UnsafeRawBufferPointer($0)) }
