@@ -1,8 +1,10 @@
 import JSONRPC
 import NIOCore
 
-/// The seed's agent states. Derived from an instance's lifecycle and load, never stored apart.
+/// The seed's agent states, plus STARTING (spawned, its MCP handshake not finished yet). Derived
+/// from an instance's lifecycle and load, never stored apart.
 public enum AgentState: String, Sendable, CaseIterable {
+    case starting = "STARTING"
     case idle = "IDLE"
     case busy = "BUSY"
     case overloaded = "OVERLOADED"

@@ -99,12 +99,20 @@ public final class AgentRegistry: Sendable {
 
     public enum AcquireError: Error, Sendable, CustomStringConvertible {
         case unknownTool(String)
+        /// Several templates offer the bare name; each is exposed under its own name.
+        case ambiguous(String, candidates: [String])
+        /// No one offered the name before the wait ended, and templates were still starting.
+        case notYetOffered(tool: String, starting: [String], waited: Duration)
         case noAgentAvailable(tool: String, template: String, reason: String)
         case timedOut(tool: String, template: String, waited: Duration)
 
         public var description: String {
             switch self {
             case .unknownTool(let tool): "unknown tool \"\(tool)\""
+            case .ambiguous(let name, let candidates):
+                "\"\(name)\" is ambiguous: several agents offer it, as \(candidates.map { "\"\($0)\"" }.joined(separator: ", "))"
+            case .notYetOffered(let tool, let starting, let waited):
+                "no agent offered \"\(tool)\" within \(waited) (still starting: \(starting.isEmpty ? "none" : starting.joined(separator: ", ")))"
             case .noAgentAvailable(let tool, let template, let reason): "no agent can run \"\(tool)\" (template \(template)): \(reason)"
             case .timedOut(let tool, let template, let waited): "no instance of \(template) was free for \"\(tool)\" within \(waited)"
             }
@@ -144,6 +152,12 @@ public final class AgentRegistry: Sendable {
         var circuit = CircuitBreaker()
         /// False once removed (a lease may outlive its instance).
         var isRegistered = true
+        /// A spawned instance in its start-up window: it has neither finished nor failed its first
+        /// handshake. While a template has such an instance and none in the catalog, what it will
+        /// offer is unknown, and lists and calls wait for it.
+        var awaitingFirstHandshake = false
+        /// It has been ready at least once: its offer is known.
+        var hasOffered = false
         /// The names this instance adds to its template's catalog counts; nil while it is not
         /// part of the catalog (absent, or not of the active version).
         var counted: (tools: Set<String>, prompts: Set<String>)?
@@ -155,11 +169,22 @@ public final class AgentRegistry: Sendable {
 
         var isInCatalog: Bool { counted != nil }
 
+        /// The probes' verdict, except that an instance down is never healthy, and one still
+        /// starting has not shown that it is.
+        var reportedHealth: AgentHealth {
+            switch lifecycle {
+            case .failed, .offline: return .unhealthy
+            case .starting where endpoint == nil: return .degraded
+            default: return health
+            }
+        }
+
         var state: AgentState {
             switch lifecycle {
             case .offline: return .offline
             case .failed: return .error
             case .maintenance: return .maintenance
+            case .starting where endpoint == nil: return .starting
             case .starting, .ready, .draining:
                 if inFlight == 0 { return .idle }
                 return inFlight >= registration.maximumConcurrency ? .overloaded : .busy
@@ -177,7 +202,8 @@ public final class AgentRegistry: Sendable {
         var sequence: UInt64
         var kind: OfferKind
         var exposedName: String
-        var origin: ToolNaming.Origin
+        /// Nil while the name is not offered yet and a template that may offer it is starting.
+        var origin: ToolNaming.Origin?
         var constraints: Constraints
         var promise: EventLoopPromise<Lease>
         var timeout: Scheduled<Void>?
@@ -219,8 +245,30 @@ public final class AgentRegistry: Sendable {
         var rolledBack: [String: Set<String>] = [:]
         var tools: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
         var prompts: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
+        /// Bare names that several templates offer and none keeps, with their candidates.
+        var ambiguousTools: [String: [String]] = [:]
+        var ambiguousPrompts: [String: [String]] = [:]
+        /// Names that keep naming the same tool (or prompt) for the registry's life.
+        var pinnedTools: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
+        var pinnedPrompts: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
+        /// Some exposed name is not pinned yet (a cheap test on the call path).
+        var hasUnpinnedNames = false
+        /// Per-template prefixes set up front.
+        var prefixes: [String: String] = [:]
+        /// Instances in their start-up window, per template.
+        var awaiting: [String: Int] = [:]
+        /// Templates whose offer is still unknown: lists and calls wait for them.
+        var starting: Set<String> = []
         var waiters: [Waiter] = []
+        var settleWaiters: [SettleWaiter] = []
         var sequence: UInt64 = 0
+    }
+
+    /// A list waiting for the templates still starting.
+    private struct SettleWaiter {
+        var sequence: UInt64
+        var body: @Sendable () -> Void
+        var timeout: Scheduled<Void>?
     }
 
     private let state = Mutex(State())
@@ -259,12 +307,18 @@ public final class AgentRegistry: Sendable {
     // MARK: Membership
 
     /// Adds an instance (starting). A new version of a template becomes the active one.
+    ///
+    /// `startingUp`: the instance is about to make its first handshake (a spawned agent). Until
+    /// it has finished or failed it, or `endStartupWindow` is called, a template with no instance
+    /// in the catalog counts as starting: lists wait for it, and calls naming a tool no one offers
+    /// yet wait too, since it may offer that tool.
     @discardableResult
-    public func add(_ id: InstanceID, _ registration: Registration, endpoint: (any AgentEndpoint)? = nil) -> InstanceID {
+    public func add(_ id: InstanceID, _ registration: Registration, endpoint: (any AgentEndpoint)? = nil, startingUp: Bool = false) -> InstanceID {
         mutate { state in
             if state.instances[id] != nil { Self.removeInstance(id, from: &state) }
             let instance = Instance(id: id, registration: registration)
             instance.endpoint = endpoint
+            if startingUp { Self.setAwaiting(instance, true, in: &state) }
             state.instances[id] = instance
             let template = registration.template
             let version = registration.version
@@ -292,6 +346,7 @@ public final class AgentRegistry: Sendable {
 
     private static func removeInstance(_ id: InstanceID, from state: inout State) {
         guard let instance = state.instances.removeValue(forKey: id) else { return }
+        setAwaiting(instance, false, in: &state)
         instance.isRegistered = false
         recount(instance, in: &state)
         let template = instance.registration.template
@@ -310,6 +365,8 @@ public final class AgentRegistry: Sendable {
             guard let instance = state.instances[id] else { return }
             instance.endpoint = endpoint
             if instance.offer != offer { instance.offer = offer }
+            Self.setAwaiting(instance, false, in: &state)
+            instance.hasOffered = true
             instance.lifecycle = .ready
             instance.health = .healthy
             instance.consecutiveFailures = 0
@@ -343,7 +400,94 @@ public final class AgentRegistry: Sendable {
             instance.lifecycle = lifecycle
             instance.endpoint = nil
             instance.inFlight = 0
+            Self.setAwaiting(instance, false, in: &state)
             Self.recount(instance, in: &state)
+        }
+    }
+
+    /// Ends an instance's start-up window without a handshake (it is taking too long): what its
+    /// template offers is no longer waited for.
+    public func endStartupWindow(_ id: InstanceID) {
+        mutate { state in
+            guard let instance = state.instances[id], instance.awaitingFirstHandshake else { return }
+            Self.setAwaiting(instance, false, in: &state)
+        }
+    }
+
+    /// Exposes every name of `template`'s tools and prompts with `prefix` in front (set before
+    /// its first instance comes up, so that no other name is ever shown for them).
+    public func setPrefix(_ prefix: String?, forTemplate template: String) {
+        mutate { state in
+            state.prefixes[template] = prefix
+            state.catalogNamesChanged = true
+        }
+    }
+
+    // MARK: Start-up
+
+    /// Whether any template's offer is still unknown.
+    public var isStarting: Bool {
+        state.withLock { !$0.starting.isEmpty }
+    }
+
+    /// The templates whose offer is still unknown: an instance is in its start-up window and none
+    /// is in the catalog yet.
+    public var startingTemplates: [String] {
+        state.withLock { $0.starting.sorted() }
+    }
+
+    /// Runs `body` once no template is starting, or after `limit`, whichever comes first: at
+    /// once, before this returns, when none is.
+    public func afterStartup(on eventLoop: any EventLoop, within limit: Duration, _ body: @escaping @Sendable () -> Void) {
+        let waiting: Bool = state.withLock { state in
+            guard !state.starting.isEmpty else { return false }
+            state.sequence += 1
+            let sequence = state.sequence
+            let timer = eventLoop.scheduleTask(in: TimeAmount(limit)) { [self] in
+                let expired: SettleWaiter? = self.state.withLock { state in
+                    guard let index = state.settleWaiters.firstIndex(where: { $0.sequence == sequence }) else { return nil }
+                    return state.settleWaiters.remove(at: index)
+                }
+                expired?.body()
+            }
+            state.settleWaiters.append(SettleWaiter(sequence: sequence, body: body, timeout: timer))
+            return true
+        }
+        if !waiting { body() }
+    }
+
+    private static func setAwaiting(_ instance: Instance, _ awaiting: Bool, in state: inout State) {
+        guard instance.awaitingFirstHandshake != awaiting else { return }
+        instance.awaitingFirstHandshake = awaiting
+        let template = instance.registration.template
+        let count = state.awaiting[template, default: 0] + (awaiting ? 1 : -1)
+        state.awaiting[template] = count > 0 ? count : nil
+    }
+
+    /// Works out again which templates are starting; cheap when none is.
+    private static func updateStarting(_ state: inout State) {
+        guard !state.awaiting.isEmpty || !state.starting.isEmpty else { return }
+        var starting = Set<String>()
+        for template in state.awaiting.keys where !(state.templates[template]?.instances.contains(where: \.hasOffered) ?? false) {
+            starting.insert(template)
+        }
+        state.starting = starting
+    }
+
+    /// Pins every exposed name: from now on it names the same tool. Pinned names whose templates
+    /// are gone are forgotten past a bound, so that agents coming and going under new names
+    /// cannot grow the table without end.
+    private static func pinAll(_ state: inout State) {
+        guard state.hasUnpinnedNames else { return }
+        state.pinnedTools.merge(state.tools) { old, _ in old }
+        state.pinnedPrompts.merge(state.prompts) { old, _ in old }
+        state.hasUnpinnedNames = false
+        let bound = 100_000
+        if state.pinnedTools.count > bound {
+            state.pinnedTools = state.pinnedTools.filter { state.templates[$0.value.template] != nil }
+        }
+        if state.pinnedPrompts.count > bound {
+            state.pinnedPrompts = state.pinnedPrompts.filter { state.templates[$0.value.template] != nil }
         }
     }
 
@@ -444,9 +588,11 @@ public final class AgentRegistry: Sendable {
     // MARK: Catalog
 
     /// Exposed tool definitions (with exposed names), in name order.
+    /// Listing pins the names: a client may cache them.
     public func toolDefinitions() -> [(name: String, definition: RawJSON)] {
         state.withLock { state in
-            state.tools.keys.sorted().compactMap { exposed in
+            Self.pinAll(&state)
+            return state.tools.keys.sorted().compactMap { exposed in
                 let origin = state.tools[exposed]!
                 guard let definition = Self.definition(of: origin, kind: .tool, in: state) else { return nil }
                 return (exposed, definition)
@@ -456,7 +602,8 @@ public final class AgentRegistry: Sendable {
 
     public func promptDefinitions() -> [(name: String, definition: RawJSON)] {
         state.withLock { state in
-            state.prompts.keys.sorted().compactMap { exposed in
+            Self.pinAll(&state)
+            return state.prompts.keys.sorted().compactMap { exposed in
                 let origin = state.prompts[exposed]!
                 guard let definition = Self.definition(of: origin, kind: .prompt, in: state) else { return nil }
                 return (exposed, definition)
@@ -538,15 +685,16 @@ public final class AgentRegistry: Sendable {
         constraints: Constraints = Constraints(), nested: Bool = false
     ) -> Acquisition {
         state.withLock { state in
-            let origin: ToolNaming.Origin
-            switch kind {
-            case .tool, .prompt:
-                guard let found = (kind == .tool ? state.tools : state.prompts)[exposedName] else {
-                    return .refused(.unknownTool(exposedName))
-                }
-                origin = found
-            case .resource(let template):
-                origin = ToolNaming.Origin(template: template, name: exposedName)
+            let origin: ToolNaming.Origin?
+            switch Self.resolve(kind, exposedName, in: &state) {
+            case .found(let found): origin = found
+            case .refused(let error): return .refused(error)
+            case .notYetOffered: origin = nil
+            }
+            guard let origin else {
+                // A template that may offer it is starting: wait for its offer like for capacity.
+                return .waiting(Self.enqueueWaiter(
+                    kind, exposedName, origin: nil, constraints: constraints, nested: nested, on: eventLoop, timeout: timeout, in: &state, registry: self))
             }
             if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self, constraints: constraints) { return .leased(lease) }
             let present = (state.templates[origin.template]?.instances ?? []).filter(\.isPresent)
@@ -558,25 +706,71 @@ public final class AgentRegistry: Sendable {
                     tool: exposedName, template: origin.template,
                     reason: "every instance is already in this call's chain, so the call would wait on itself"))
             }
-            state.sequence += 1
-            let sequence = state.sequence
-            let promise = eventLoop.makePromise(of: Lease.self)
-            let timer = eventLoop.scheduleTask(in: TimeAmount(timeout)) { [self] in
-                let expired: Waiter? = self.state.withLock { state in
-                    guard let index = state.waiters.firstIndex(where: { $0.sequence == sequence }) else { return nil }
-                    return state.waiters.remove(at: index)
-                }
-                expired?.promise.fail(AcquireError.timedOut(tool: exposedName, template: origin.template, waited: timeout))
-            }
-            let waiter = Waiter(
-                sequence: sequence, kind: kind, exposedName: exposedName, origin: origin, constraints: constraints, promise: promise, timeout: timer)
-            if nested, let firstTopLevel = state.waiters.firstIndex(where: { $0.constraints.excluding.isEmpty }) {
-                state.waiters.insert(waiter, at: firstTopLevel)
-            } else {
-                state.waiters.append(waiter)
-            }
-            return .waiting(promise.futureResult)
+            return .waiting(Self.enqueueWaiter(
+                kind, exposedName, origin: origin, constraints: constraints, nested: nested, on: eventLoop, timeout: timeout, in: &state, registry: self))
         }
+    }
+
+    private static func enqueueWaiter(
+        _ kind: OfferKind, _ exposedName: String, origin: ToolNaming.Origin?, constraints: Constraints, nested: Bool,
+        on eventLoop: any EventLoop, timeout: Duration, in state: inout State, registry: AgentRegistry
+    ) -> EventLoopFuture<Lease> {
+        state.sequence += 1
+        let sequence = state.sequence
+        let promise = eventLoop.makePromise(of: Lease.self)
+        let timer = eventLoop.scheduleTask(in: TimeAmount(timeout)) { [registry] in
+            let expired: Waiter? = registry.state.withLock { state in
+                guard let index = state.waiters.firstIndex(where: { $0.sequence == sequence }) else { return nil }
+                return state.waiters.remove(at: index)
+            }
+            guard let expired else { return }
+            if let origin = expired.origin {
+                expired.promise.fail(AcquireError.timedOut(tool: exposedName, template: origin.template, waited: timeout))
+            } else {
+                expired.promise.fail(AcquireError.notYetOffered(tool: exposedName, starting: registry.startingTemplates, waited: timeout))
+            }
+        }
+        let waiter = Waiter(
+            sequence: sequence, kind: kind, exposedName: exposedName, origin: origin, constraints: constraints, promise: promise, timeout: timer)
+        if nested, let firstTopLevel = state.waiters.firstIndex(where: { $0.constraints.excluding.isEmpty }) {
+            state.waiters.insert(waiter, at: firstTopLevel)
+        } else {
+            state.waiters.append(waiter)
+        }
+        return promise.futureResult
+    }
+
+    private enum Resolution {
+        case found(ToolNaming.Origin)
+        /// No one offers the name yet, and a template that may is starting.
+        case notYetOffered
+        case refused(AcquireError)
+    }
+
+    /// What `name` names now. A name that resolves is pinned: it keeps naming that tool.
+    private static func resolve(_ kind: OfferKind, _ name: String, in state: inout State) -> Resolution {
+        switch kind {
+        case .resource(let template):
+            return .found(ToolNaming.Origin(template: template, name: name))
+        case .tool, .prompt:
+            if let found = (kind == .tool ? state.tools : state.prompts)[name] {
+                if state.hasUnpinnedNames {
+                    if kind == .tool, state.pinnedTools[name] == nil { state.pinnedTools[name] = found }
+                    if kind == .prompt, state.pinnedPrompts[name] == nil { state.pinnedPrompts[name] = found }
+                }
+                return .found(found)
+            }
+            if !state.starting.isEmpty { return .notYetOffered }
+            return .refused(unknownName(kind, name, in: state))
+        }
+    }
+
+    /// Unknown, or offered by several templates under other names.
+    private static func unknownName(_ kind: OfferKind, _ name: String, in state: State) -> AcquireError {
+        if let candidates = (kind == .prompt ? state.ambiguousPrompts : state.ambiguousTools)[name] {
+            return .ambiguous(name, candidates: candidates)
+        }
+        return .unknownTool(name)
     }
 
     fileprivate func finish(_ lease: Lease, succeeded: Bool?) {
@@ -636,12 +830,10 @@ public final class AgentRegistry: Sendable {
     public func tryAcquire(_ kind: OfferKind, _ name: String, constraints: Constraints) -> Attempt {
         state.withLock { state in
             let origin: ToolNaming.Origin
-            switch kind {
-            case .tool, .prompt:
-                guard let found = (kind == .tool ? state.tools : state.prompts)[name] else { return .refused(.unknownTool(name)) }
-                origin = found
-            case .resource(let template):
-                origin = ToolNaming.Origin(template: template, name: name)
+            switch Self.resolve(kind, name, in: &state) {
+            case .found(let found): origin = found
+            case .refused(let error): return .refused(error)
+            case .notYetOffered: return .busy  // a starting template may offer it: the task waits
             }
             if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self, constraints: constraints) { return .leased(lease) }
             let eligible = (state.templates[origin.template]?.instances ?? []).contains { instance in
@@ -820,12 +1012,10 @@ public final class AgentRegistry: Sendable {
     public func refusal(_ kind: OfferKind, _ name: String, constraints: Constraints) -> AcquireError? {
         state.withLock { state in
             let origin: ToolNaming.Origin
-            switch kind {
-            case .tool, .prompt:
-                guard let found = (kind == .tool ? state.tools : state.prompts)[name] else { return .unknownTool(name) }
-                origin = found
-            case .resource(let template):
-                origin = ToolNaming.Origin(template: template, name: name)
+            switch Self.resolve(kind, name, in: &state) {
+            case .found(let found): origin = found
+            case .refused(let error): return error
+            case .notYetOffered: return nil
             }
             let eligible = (state.templates[origin.template]?.instances ?? []).contains { instance in
                 instance.isPresent
@@ -858,7 +1048,7 @@ public final class AgentRegistry: Sendable {
     public func localSnapshots() -> [InstanceSnapshot] {
         state.withLock { state in
             state.instances.values.filter { $0.registration.replica == nil && $0.isPresent }.sorted { $0.id < $1.id }.map {
-                InstanceSnapshot(id: $0.id, registration: $0.registration, offer: $0.offer, state: $0.state, health: $0.health, inFlight: $0.inFlight)
+                InstanceSnapshot(id: $0.id, registration: $0.registration, offer: $0.offer, state: $0.state, health: $0.reportedHealth, inFlight: $0.inFlight)
             }
         }
     }
@@ -918,7 +1108,7 @@ public final class AgentRegistry: Sendable {
             "capabilities": .array(registration.capabilities.map(JSONValue.string)),
             "tools": .array(instance.offer.tools.map { .string($0.name) }),
             "currentState": .string(instance.state.rawValue),
-            "healthStatus": .string(instance.health.rawValue),
+            "healthStatus": .string(instance.reportedHealth.rawValue),
             "maxConcurrency": .integer(Int64(registration.maximumConcurrency)),
             "inFlight": .integer(Int64(instance.inFlight)),
             "performanceMetrics": [
@@ -1023,11 +1213,15 @@ public final class AgentRegistry: Sendable {
             if !entry.toolCounts.isEmpty { toolsByTemplate[template] = Array(entry.toolCounts.keys) }
             if !entry.promptCounts.isEmpty { promptsByTemplate[template] = Array(entry.promptCounts.keys) }
         }
-        let tools = ToolNaming.exposedNames(offeredBy: toolsByTemplate)
-        let prompts = ToolNaming.exposedNames(offeredBy: promptsByTemplate)
-        let change = CatalogChange(tools: tools != state.tools, prompts: prompts != state.prompts)
-        state.tools = tools
-        state.prompts = prompts
+        let tools = ToolNaming.catalog(offeredBy: toolsByTemplate, prefixes: state.prefixes, pinned: state.pinnedTools)
+        let prompts = ToolNaming.catalog(offeredBy: promptsByTemplate, prefixes: state.prefixes, pinned: state.pinnedPrompts)
+        let change = CatalogChange(tools: tools.names != state.tools, prompts: prompts.names != state.prompts)
+        state.tools = tools.names
+        state.prompts = prompts.names
+        state.ambiguousTools = tools.ambiguous
+        state.ambiguousPrompts = prompts.ambiguous
+        state.hasUnpinnedNames = state.tools.keys.contains { state.pinnedTools[$0] == nil }
+            || state.prompts.keys.contains { state.pinnedPrompts[$0] == nil }
         return change
     }
 
@@ -1035,16 +1229,32 @@ public final class AgentRegistry: Sendable {
     /// a template's names changed, hands freed capacity to waiters, and tells the observers,
     /// outside the lock, when the catalog changed.
     private func mutate(_ change: (inout State) -> Void) {
-        let (catalogChange, granted) = state.withLock { state -> (CatalogChange, [(EventLoopPromise<Lease>, Result<Lease, AcquireError>)]) in
+        let (catalogChange, granted, settled) = state.withLock {
+            state -> (CatalogChange, [(EventLoopPromise<Lease>, Result<Lease, AcquireError>)], [SettleWaiter]) in
             change(&state)
+            let wasStarting = !state.starting.isEmpty
+            Self.updateStarting(&state)
             var changed = CatalogChange(tools: false, prompts: false)
             if state.catalogNamesChanged {
                 state.catalogNamesChanged = false
                 changed = Self.rebuildCatalog(&state)
             }
-            return (changed, state.waiters.isEmpty ? [] : Self.serveWaiters(&state, registry: self))
+            var settled: [SettleWaiter] = []
+            if state.starting.isEmpty {
+                // Start-up is over: the names are settled, whether a client has seen them or not.
+                Self.pinAll(&state)
+                if wasStarting {
+                    settled = state.settleWaiters
+                    state.settleWaiters = []
+                }
+            }
+            return (changed, state.waiters.isEmpty ? [] : Self.serveWaiters(&state, registry: self), settled)
         }
         for (promise, outcome) in granted { promise.completeWith(outcome.mapError { $0 as any Error }) }
+        for waiter in settled {
+            waiter.timeout?.cancel()
+            waiter.body()
+        }
         let (catalogObservers, capacityObservers) = observers.withLock { ($0.catalogChanged, $0.capacityFreed) }
         if catalogChange.tools || catalogChange.prompts {
             catalogObservers.forEach { $0(catalogChange) }
@@ -1065,14 +1275,28 @@ public final class AgentRegistry: Sendable {
     private static func serveWaiters(_ state: inout State, registry: AgentRegistry) -> [(EventLoopPromise<Lease>, Result<Lease, AcquireError>)] {
         var outcomes: [(EventLoopPromise<Lease>, Result<Lease, AcquireError>)] = []
         var remaining: [Waiter] = []
-        for waiter in state.waiters {
-            if let lease = reserve(waiter.origin, kind: waiter.kind, in: &state, registry: registry, constraints: waiter.constraints) {
+        for var waiter in state.waiters {
+            if waiter.origin == nil {
+                switch resolve(waiter.kind, waiter.exposedName, in: &state) {
+                case .found(let origin):
+                    waiter.origin = origin
+                case .notYetOffered:
+                    remaining.append(waiter)
+                    continue
+                case .refused(let error):
+                    waiter.timeout?.cancel()
+                    outcomes.append((waiter.promise, .failure(error)))
+                    continue
+                }
+            }
+            guard let origin = waiter.origin else { continue }
+            if let lease = reserve(origin, kind: waiter.kind, in: &state, registry: registry, constraints: waiter.constraints) {
                 waiter.timeout?.cancel()
                 outcomes.append((waiter.promise, .success(lease)))
-            } else if !(state.templates[waiter.origin.template]?.instances.contains(where: \.isPresent) ?? false) {
+            } else if !(state.templates[origin.template]?.instances.contains(where: \.isPresent) ?? false) {
                 waiter.timeout?.cancel()
-                let reason = "every instance of \(waiter.origin.template) is gone"
-                outcomes.append((waiter.promise, .failure(.noAgentAvailable(tool: waiter.exposedName, template: waiter.origin.template, reason: reason))))
+                let reason = "every instance of \(origin.template) is gone"
+                outcomes.append((waiter.promise, .failure(.noAgentAvailable(tool: waiter.exposedName, template: origin.template, reason: reason))))
             } else {
                 remaining.append(waiter)
             }

@@ -16,6 +16,11 @@ public struct AgentTemplate: Sendable, Equatable {
     public var callTimeout: Duration = .seconds(300)
 
     public var restart = RestartPolicy()
+    /// Put in front of every tool and prompt name the template offers (set up front, so that
+    /// its names never depend on what other templates offer).
+    public var toolPrefix: String?
+    /// The largest message accepted from this agent; nil: the gateway's limit.
+    public var maximumMessageBytes: Int?
 
     /// What happens when an instance exits or fails: restarted after a back-off that doubles
     /// from `initialBackoff` up to `maximumBackoff` (reset once it has run for a minute), or

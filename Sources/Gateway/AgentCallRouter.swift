@@ -17,11 +17,14 @@ final class AgentCallRouter: Sendable {
     let callers = CallerTracker()
     /// How long a call waits for a busy or restarting agent before giving up.
     let queueTimeout: Duration
+    /// How long a resource read waits for the agents still starting.
+    let readinessWait: Duration
 
-    init(agents: AgentRegistry, tasks: any TaskService, queueTimeout: Duration = .seconds(60)) {
+    init(agents: AgentRegistry, tasks: any TaskService, queueTimeout: Duration = .seconds(60), readinessWait: Duration = .seconds(30)) {
         self.agents = agents
         self.tasks = tasks
         self.queueTimeout = queueTimeout
+        self.readinessWait = readinessWait
     }
 
     func register(in table: inout MethodTable) {
@@ -65,10 +68,14 @@ final class AgentCallRouter: Sendable {
         guard let params = request.params, params.kind == .object, let uri = params.member("uri")?.stringValue else {
             return .error(.invalidParams("resources/read needs params with the resource's \"uri\""))
         }
-        guard let template = agents.templateServing(resource: uri) else {
-            return .error(JSONRPCError(code: -32002, message: "Resource not found: \(uri)", data: ["uri": .string(uri)]))
+        let agents = self.agents
+        // An agent still starting may serve it: look once the start-up window is over.
+        return AgentMethods.afterStartup(agents, context, within: readinessWait) { [self] in
+            guard let template = agents.templateServing(resource: uri) else {
+                return .error(JSONRPCError(code: -32002, message: "Resource not found: \(uri)", data: ["uri": .string(uri)]))
+            }
+            return forward(.resource(template: template), name: uri, method: "resources/read", params: params, meta: params.member("_meta"), context)
         }
-        return forward(.resource(template: template), name: uri, method: "resources/read", params: params, meta: params.member("_meta"), context)
     }
 
     /// How many agents deep a chain of nested calls may go.
@@ -206,6 +213,14 @@ struct AgentCallError: GatewayErrorConvertible, CustomStringConvertible {
             switch error {
             case .unknownTool:
                 jsonRPCError = .invalidParams("unknown tool \"\(name)\": no connected agent offers it", extra: ["tool": .string(name)])
+            case .ambiguous(_, let candidates):
+                jsonRPCError = .invalidParams(
+                    "\"\(name)\" is ambiguous: several agents offer it; call one of \(candidates.joined(separator: ", "))",
+                    extra: ["tool": .string(name), "candidates": .array(candidates.map(JSONValue.string))])
+            case .notYetOffered(_, let starting, let waited):
+                jsonRPCError = .invalidParams(
+                    "unknown tool \"\(name)\": no agent offered it within \(waited) while \(starting.joined(separator: ", ")) kept starting",
+                    extra: ["tool": .string(name), "starting": .array(starting.map(JSONValue.string))])
             case .noAgentAvailable(_, let template, let reason):
                 jsonRPCError = JSONRPCError(
                     code: JSONRPCError.Code.noAgentAvailable, message: "No agent available for \"\(name)\": \(reason)",

@@ -11,18 +11,30 @@ enum AgentMethods {
     /// Tools per `tools/list` page.
     static let pageSize = 100
 
-    static func register(in table: inout MethodTable, agents: AgentRegistry, supervisor: SupervisorSlot, requireAgentNameMatch: Bool) {
+    static func register(
+        in table: inout MethodTable, agents: AgentRegistry, supervisor: SupervisorSlot, requireAgentNameMatch: Bool, readinessWait: Duration
+    ) {
+        // A list waits for the agents still starting, so that a host that lists once, right
+        // after connecting, sees every tool that comes up within the start-up window.
         table.register("tools/list") { request, context in
-            page(request, items: agents.toolDefinitions(), key: "tools", era: context.era)
+            afterStartup(agents, context, within: readinessWait) {
+                page(request, items: agents.toolDefinitions(), key: "tools", era: context.era, stillStarting: agents.isStarting)
+            }
         }
         table.register("prompts/list") { request, context in
-            page(request, items: agents.promptDefinitions(), key: "prompts", era: context.era)
+            afterStartup(agents, context, within: readinessWait) {
+                page(request, items: agents.promptDefinitions(), key: "prompts", era: context.era, stillStarting: agents.isStarting)
+            }
         }
         table.register("resources/list") { request, context in
-            pageRaw(request, items: agents.resources().resources, key: "resources", era: context.era)
+            afterStartup(agents, context, within: readinessWait) {
+                pageRaw(request, items: agents.resources().resources, key: "resources", era: context.era, stillStarting: agents.isStarting)
+            }
         }
         table.register("resources/templates/list") { request, context in
-            pageRaw(request, items: agents.resources().templates, key: "resourceTemplates", era: context.era)
+            afterStartup(agents, context, within: readinessWait) {
+                pageRaw(request, items: agents.resources().templates, key: "resourceTemplates", era: context.era, stillStarting: agents.isStarting)
+            }
         }
 
         table.register("agents/register") { request, context in
@@ -129,15 +141,44 @@ enum AgentMethods {
 
     // MARK: Lists
 
-    private static func page(_ request: JSONRPCRequest, items: [(name: String, definition: RawJSON)], key: String, era: SessionEra) -> MethodReply {
+    /// `answer` now when no template is starting, else once none is or `limit` has passed.
+    static func afterStartup(
+        _ agents: AgentRegistry, _ context: MethodContext, within limit: Duration, _ answer: @escaping @Sendable () -> MethodReply
+    ) -> MethodReply {
+        guard agents.isStarting else { return answer() }
+        let reply = DeferredReply()
+        let innerCancel = Mutex<(@Sendable () -> Void)?>(nil)
+        let eventLoop = context.eventLoop
+        agents.afterStartup(on: eventLoop, within: limit) {
+            switch answer() {
+            case .result(let value): reply.succeed(value)
+            case .error(let error): reply.fail(error)
+            case .later(let future): future.whenComplete(reply.complete)
+            case .cancellable(let future, let cancel):
+                innerCancel.withLock { $0 = cancel }
+                future.whenComplete(reply.complete)
+            case .deferred(let inner, let cancel):
+                innerCancel.withLock { $0 = cancel }
+                inner.whenComplete(on: eventLoop, reply.complete)
+            }
+        }
+        return .deferred(reply) {
+            innerCancel.withLock { $0 }?()
+            reply.fail(AgentCallCancelled())
+        }
+    }
+
+    private static func page(
+        _ request: JSONRPCRequest, items: [(name: String, definition: RawJSON)], key: String, era: SessionEra, stillStarting: Bool
+    ) -> MethodReply {
         pageRaw(request, items: items.map { item in
             // Expose the tool under its gateway name; everything else passes through.
             item.definition.member("name")?.stringValue == item.name
                 ? item.definition : item.definition.replacingMembers(["name": .string(item.name)])
-        }, key: key, era: era)
+        }, key: key, era: era, stillStarting: stillStarting)
     }
 
-    private static func pageRaw(_ request: JSONRPCRequest, items: [RawJSON], key: String, era: SessionEra) -> MethodReply {
+    private static func pageRaw(_ request: JSONRPCRequest, items: [RawJSON], key: String, era: SessionEra, stillStarting: Bool) -> MethodReply {
         var offset = 0
         if let params = request.params {
             guard params.kind == .object else { return .error(.invalidParams("this list method takes its params as an object")) }
@@ -152,9 +193,10 @@ enum AgentMethods {
         var result: [String: JSONValue] = [key: .array(items[offset..<end].map(JSONValue.raw))]
         if end < items.count { result["nextCursor"] = .string(String(end)) }
         if era == .modern {
-            // 2026-07-28 list results carry a caching hint; agents come and go, so it is short.
+            // 2026-07-28 list results carry a caching hint; agents come and go, so it is short,
+            // and shorter still while some are starting: their tools are not in this list yet.
             result["cacheScope"] = "public"
-            result["ttlMs"] = 5_000
+            result["ttlMs"] = stillStarting ? 1_000 : 5_000
         }
         return .result(.object(result))
     }

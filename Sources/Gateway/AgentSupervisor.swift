@@ -37,12 +37,19 @@ final class AgentSupervisor: Sendable {
         self.logger = core.logger
     }
 
-    /// Runs until `stopAll`; every instance task is a child of this call.
-    func run(templates: [AgentTemplate]) async {
+    /// Puts the templates' instances in the registry as starting, before any client can
+    /// connect: a client's first `tools/list` then waits for them instead of finding nothing.
+    /// They start when `run` does.
+    func prepare(templates: [AgentTemplate]) {
         for template in templates {
             state.withLock { $0.templates[template.name] = template }
+            if let prefix = template.toolPrefix { core.agents.setPrefix(prefix, forTemplate: template.name) }
             for _ in 0..<template.instances { startInstance(of: template) }
         }
+    }
+
+    /// Runs until `stopAll`; every instance task is a child of this call.
+    func run() async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.probeHealth() }
             for await command in commands {
@@ -121,7 +128,10 @@ final class AgentSupervisor: Sendable {
             capabilities: template.capabilities, maximumConcurrency: template.maximumConcurrency, callTimeout: template.callTimeout)
         let configuration: JSONValue = ["command": .string(template.command), "args": .array(template.arguments.map(JSONValue.string))]
         registration.configuration = configuration
-        core.agents.add(id, registration)
+        core.agents.add(id, registration, startingUp: true)
+        // However long its handshake may take, clients wait for it at most the readiness limit.
+        let agents = core.agents
+        core.group.any().scheduleTask(in: TimeAmount(core.settings.readinessWait)) { agents.endStartupWindow(id) }
         commandSink.yield(.start(template, id, stop))
     }
 
@@ -146,7 +156,7 @@ final class AgentSupervisor: Sendable {
             if stop.isRequested { break }
             core.agents.down(id, .failed(reason))
             guard policy.enabled else {
-                logger.warning("agent \(id) is down (\(reason)); its restart policy is never")
+                logger.warning("agent \(id) is down (\(reason)); its restart policy is never, so it stays down")
                 await stop.sleep(for: .seconds(365 * 24 * 3600))
                 continue
             }
@@ -173,8 +183,8 @@ final class AgentSupervisor: Sendable {
         let channel: any Channel
         let handle: ConnectionHandle
         do {
-            try await logStderr(of: child, logger: logger)
-            (channel, handle) = try await connect(to: child, id: id)
+            try await logStderr(of: child, id: id)
+            (channel, handle) = try await connect(to: child, id: id, template: template)
         } catch {
             await child.stop(on: eventLoop)
             return "cannot connect to its pipes: \(error)"
@@ -195,7 +205,13 @@ final class AgentSupervisor: Sendable {
             logger.info(
                 "agent \(id) ready (pid \(child.processID)): \(offer.tools.count) tools, \(offer.resources.count) resources, \(offer.prompts.count) prompts")
         } catch {
-            ended.end("failed its MCP handshake: \(error)")
+            var reason = "failed its MCP handshake: \(error)"
+            if let noise = handle.firstNonJSONOutput {
+                // The usual cause: a server that prints a banner or logs on stdout, where only
+                // JSON-RPC may go.
+                reason += "; it wrote non-JSON on its standard output: \"\(noise)\""
+            }
+            ended.end(reason)
         }
         let reason = await ended.wait()
         core.agents.down(id, stop.isRequested ? .offline("stopped") : .failed(reason))
@@ -205,14 +221,15 @@ final class AgentSupervisor: Sendable {
         return child.hasExited && reason == "closed its standard output" ? await child.waitForExit() : reason
     }
 
-    private func connect(to child: ChildProcess, id: AgentRegistry.InstanceID) async throws -> (any Channel, ConnectionHandle) {
+    private func connect(to child: ChildProcess, id: AgentRegistry.InstanceID, template: AgentTemplate) async throws -> (any Channel, ConnectionHandle) {
         let core = self.core
+        let maximumMessageBytes = template.maximumMessageBytes ?? core.settings.limits.maximumMessageBytes
         let channel = try await NIOPipeBootstrap(group: core.group)
             .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(LineFrameDecoder(maximumLineLength: core.settings.limits.maximumMessageBytes)),
+                        ByteToMessageHandler(LineFrameDecoder(maximumLineLength: maximumMessageBytes)),
                         RPCConnectionHandler(gateway: core, role: .client(agent: id))
                     )
                 }
@@ -226,7 +243,11 @@ final class AgentSupervisor: Sendable {
         return (channel, handle)
     }
 
-    private func logStderr(of child: ChildProcess, logger: Logger) async throws {
+    /// An agent's standard error goes to the log under the agent's own name.
+    private func logStderr(of child: ChildProcess, id: AgentRegistry.InstanceID) async throws {
+        var logger = Logger(label: id.rawValue)
+        logger[metadataKey: "agent"] = "\(id)"
+        logger[metadataKey: "stream"] = "stderr"
         _ = try await NIOPipeBootstrap(group: core.group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

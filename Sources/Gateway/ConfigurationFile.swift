@@ -105,20 +105,52 @@ private struct Reader {
             case "tls": readTLS(value)
             case "health": readHealth(value)
             case "workflows": readWorkflows(value)
+            case "readiness": readReadiness(value)
             default:
-                report(keyNode, "unknown key \"\(key)\" (known: listen, logLevel, threads, limits, keepalive, health, tls, agents, mcpServers, workflows)")
+                report(keyNode, "unknown key \"\(key)\" (known: listen, logLevel, threads, limits, keepalive, health, readiness, tls, agents, mcpServers, workflows)")
             }
         }
     }
 
+    /// Each entry a URL, or `{url, maxMessageBytes}` for a listener with its own limit.
     mutating func readListen(_ node: Node) {
         guard let items = sequence(node, "listen") else { return }
         for item in items {
-            guard let text = string(item, "a listen address") else { continue }
+            var urlNode = item
+            var limit: Int?
+            if case .mapping = item, let fields = mapping(item, "a listener") {
+                guard let url = fields.first(where: { $0.0.string == "url" })?.1 else {
+                    report(item, "a listener given as a mapping needs \"url\" (tcp://HOST:PORT, tls://HOST:PORT or unix:///PATH)")
+                    continue
+                }
+                urlNode = url
+                for (keyNode, value) in fields where keyNode.string != "url" {
+                    switch keyNode.string ?? "" {
+                    case "maxMessageBytes": limit = integer(value, "listen.maxMessageBytes", minimum: 1024)
+                    default: report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in a listener (known: url, maxMessageBytes)")
+                    }
+                }
+            }
+            guard let text = string(urlNode, "a listen address") else { continue }
             do {
-                settings.listen.append(try ListenAddress(parsing: text))
+                let address = try ListenAddress(parsing: text)
+                settings.listen.append(address)
+                if let limit { settings.listenerMessageLimits[address] = limit }
             } catch {
-                report(item, error.description)
+                report(urlNode, error.description)
+            }
+        }
+    }
+
+    /// `readiness: {waitSeconds}`: how long lists and calls wait for agents still starting.
+    mutating func readReadiness(_ node: Node) {
+        guard let fields = mapping(node, "readiness") else { return }
+        for (keyNode, value) in fields {
+            switch keyNode.string ?? "" {
+            case "waitSeconds":
+                if let seconds = number(value, "readiness.waitSeconds", minimum: 0) { settings.readinessWait = .milliseconds(Int64(seconds * 1000)) }
+            default:
+                report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in readiness (known: waitSeconds)")
             }
         }
     }
@@ -291,6 +323,16 @@ private struct Reader {
                     if let seconds = number(value, "\(path).callTimeoutSeconds", minimum: 0.001) { template.callTimeout = .seconds(seconds) }
                 case "restart":
                     if let policy = restartPolicy(value, "\(path).restart") { template.restart = policy }
+                case "toolPrefix":
+                    if let prefix = string(value, "\(path).toolPrefix") {
+                        if prefix.isEmpty || !ToolNaming.isValidExposedName(prefix) || prefix.utf8.count > 32 {
+                            report(value, "\(path).toolPrefix must be 1 to 32 letters, digits, '_' or '-' (it goes in front of tool names)")
+                        } else {
+                            template.toolPrefix = prefix
+                        }
+                    }
+                case "maxMessageBytes":
+                    if let bytes = integer(value, "\(path).maxMessageBytes", minimum: 1024) { template.maximumMessageBytes = bytes }
                 // Keys that MCP hosts put in `mcpServers` entries and that do not concern us.
                 case "type", "disabled", "autoApprove", "alwaysAllow", "description": break
                 default:

@@ -15,6 +15,7 @@ final class ConnectionHandle: AgentEndpoint, Sendable {
     private let capabilities = Mutex<JSONValue?>(nil)
     private let identity = Mutex<TLSPeerIdentity?>(nil)
     private let serverRequests = Atomic<Bool>(false)
+    private let nonJSONOutput = Mutex<String?>(nil)
 
     /// Whether the peer's session takes requests from the gateway (an MCP handshake session).
     var acceptsServerRequests: Bool {
@@ -32,6 +33,13 @@ final class ConnectionHandle: AgentEndpoint, Sendable {
         self.id = id
         self.eventLoop = eventLoop
         self.handler = NIOLoopBound(handler, eventLoop: eventLoop)
+    }
+
+    /// The start of the first line the peer wrote that was not JSON (an agent's banner on its
+    /// stdout), to say why its handshake failed.
+    var firstNonJSONOutput: String? {
+        get { nonJSONOutput.withLock { $0 } }
+        set { nonJSONOutput.withLock { if $0 == nil { $0 = newValue } } }
     }
 
     /// What the peer declared it can do (MCP client capabilities), once it has said.

@@ -61,7 +61,7 @@ final class GatewayCore: Sendable {
         let cluster = settings.redis.map { Cluster(settings: $0, agents: agents, group: group, logger: logger, listeners: { status.listeners }) }
         let tasks: any TaskService = cluster?.tasks ?? TaskEngine(agents: agents, group: group, logger: logger)
         self.cluster = cluster
-        let calls = AgentCallRouter(agents: agents, tasks: tasks)
+        let calls = AgentCallRouter(agents: agents, tasks: tasks, readinessWait: settings.readinessWait)
         let supervisorSlot = SupervisorSlot()
         self.agents = agents
         self.calls = calls
@@ -70,10 +70,11 @@ final class GatewayCore: Sendable {
         var methods = MethodTable()
         CoreMethods.register(in: &methods, status: status)
         AgentMethods.register(
-            in: &methods, agents: agents, supervisor: supervisorSlot, requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false)
+            in: &methods, agents: agents, supervisor: supervisorSlot, requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false,
+            readinessWait: settings.readinessWait)
         calls.register(in: &methods)
         TaskMethods.register(in: &methods, engine: tasks)
-        PatternMethods.register(in: &methods, agents: agents)
+        PatternMethods.register(in: &methods, agents: agents, readinessWait: settings.readinessWait)
         let backend = cluster?.coordination ?? .embedded()
         self.coordination = CoordinationMethods.register(in: &methods, agents: agents, logger: logger, backend: backend)
         var workflowStore: any KeyValueStore = backend.store
@@ -244,6 +245,8 @@ public final class GatewayServer: Service {
         ResourceLimits.raiseOpenFileLimit(logger: logger)
 
         let tls = try makeTLSContext()
+        // Before the first client can connect, so that its first list waits for them.
+        core.supervisor.prepare(templates: settings.agentTemplates)
         // Trapped before anything is announced, so that a SIGHUP never finds the default action.
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         var listeners: [(address: ListenAddress, channel: any Channel)] = []
@@ -271,7 +274,7 @@ public final class GatewayServer: Service {
 
         // The agents run beside the listeners, until the very end.
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.core.supervisor.run(templates: settings.agentTemplates) }
+            group.addTask { await self.core.supervisor.run() }
             group.addTask { await self.core.coordination.run() }
             if let cluster = self.core.cluster { group.addTask { await cluster.run() } }
             group.addTask { await self.core.workflows.run() }
@@ -375,7 +378,7 @@ public final class GatewayServer: Service {
             case .tcp(let host, let port):
                 return try await bootstrap
                     .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-                    .childChannelInitializer { channel in Self.configure(channel, core: core) }
+                    .childChannelInitializer { channel in Self.configure(channel, core: core, address: address) }
                     .bind(host: host, port: port)
                     .get()
             case .tls(let host, let port):
@@ -387,14 +390,14 @@ public final class GatewayServer: Service {
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(
                                 TLSHandler(context: tls, handshakeTimeout: handshakeTimeout, logger: core.logger))
-                        }.flatMap { Self.configure(channel, core: core) }
+                        }.flatMap { Self.configure(channel, core: core, address: address) }
                     }
                     .bind(host: host, port: port)
                     .get()
             case .unix(let path):
                 try UnixSocketPath.prepare(path)
                 return try await bootstrap
-                    .childChannelInitializer { channel in Self.configure(channel, core: core) }
+                    .childChannelInitializer { channel in Self.configure(channel, core: core, address: address) }
                     .bind(unixDomainSocketPath: path)
                     .get()
             }
@@ -402,6 +405,8 @@ public final class GatewayServer: Service {
             throw StartupError(description: error.description)
         } catch let error as StartupError {
             throw error
+        } catch let error as IOError {
+            throw StartupError(description: "cannot listen on \(address): \(ListenerProblem(error))")
         } catch {
             throw StartupError(description: "cannot listen on \(address): \(error)")
         }
@@ -413,16 +418,18 @@ public final class GatewayServer: Service {
             // Without half-closure, EOF on stdin would close the channel before the replies to
             // the last requests are written.
             .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-            .channelInitializer { channel in Self.configure(channel, core: core) }
+            .channelInitializer { channel in Self.configure(channel, core: core, address: nil) }
             .takingOwnershipOfDescriptors(input: 0, output: 1)
             .get()
     }
 
-    private static func configure(_ channel: any Channel, core: GatewayCore) -> EventLoopFuture<Void> {
-        channel.eventLoop.makeCompletedFuture {
+    /// `address`: the listener the connection came through (nil: stdio), for its own limits.
+    private static func configure(_ channel: any Channel, core: GatewayCore, address: ListenAddress?) -> EventLoopFuture<Void> {
+        let maximumMessageBytes = address.flatMap { core.settings.listenerMessageLimits[$0] } ?? core.settings.limits.maximumMessageBytes
+        return channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandlers(
                 BackPressureHandler(),
-                ByteToMessageHandler(LineFrameDecoder(maximumLineLength: core.settings.limits.maximumMessageBytes)),
+                ByteToMessageHandler(LineFrameDecoder(maximumLineLength: maximumMessageBytes)),
                 RPCConnectionHandler(gateway: core),
                 core.coordination.flowControlHandler()
             )
@@ -472,6 +479,22 @@ private final class ListeningAnnouncement: Sendable {
                 }
             }
             if let result { continuation.resume(with: result) }
+        }
+    }
+}
+
+/// Why a listener could not be bound, in plain words.
+struct ListenerProblem: CustomStringConvertible {
+    var error: IOError
+    init(_ error: IOError) { self.error = error }
+
+    var description: String {
+        switch error.errnoCode {
+        case EADDRINUSE: "the address is already in use (another process is listening there; stop it or choose another port)"
+        case EACCES: "permission denied (ports below 1024 need privileges; choose a port from 1024 up)"
+        case EADDRNOTAVAIL: "the address is not available on this machine (check the host name or IP address)"
+        case ENOENT: "the directory does not exist"
+        default: String(cString: strerror(error.errnoCode))
         }
     }
 }

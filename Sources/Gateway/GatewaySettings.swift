@@ -17,6 +17,11 @@ public struct GatewaySettings: Sendable {
     public var workflows = WorkflowSettings()
     /// A shared Redis: several replicas act as one gateway. Nil: the embedded backend.
     public var redis: RedisSettings?
+    /// The longest a client's list, or a call naming a tool no one offers yet, waits for the
+    /// agents still starting (each also gives up at its own start-up timeout).
+    public var readinessWait: Duration = .seconds(30)
+    /// Message size limits of particular listeners, where they differ from `limits`.
+    public var listenerMessageLimits: [ListenAddress: Int] = [:]
     /// How often every agent is pinged to judge its health.
     public var healthProbeInterval: Duration = .seconds(10)
     /// Event-loop threads serving connections; nil: `defaultEventLoopThreads`. One thread saves

@@ -6,8 +6,10 @@ import Synchronization
 
 /// Scatter-gather (`tasks/scatter`) and pipelines (`tasks/pipeline`) over the agents' tools.
 enum PatternMethods {
-    static func register(in table: inout MethodTable, agents: AgentRegistry) {
-        table.register("tasks/scatter") { request, context in scatter(request, context, agents: agents) }
+    static func register(in table: inout MethodTable, agents: AgentRegistry, readinessWait: Duration = .seconds(30)) {
+        table.register("tasks/scatter") { request, context in
+            scatter(request, context, agents: agents, readinessWait: readinessWait)
+        }
         table.register("tasks/pipeline") { request, context in pipeline(request, context, agents: agents) }
     }
 
@@ -19,12 +21,16 @@ enum PatternMethods {
 
     /// One tool on several agents at once: `targets` ("all" or a count), a `quorum` of successes,
     /// a `timeout` after which partial results are returned, and an `aggregation`.
-    private static func scatter(_ request: JSONRPCRequest, _ context: MethodContext, agents: AgentRegistry) -> MethodReply {
-        guard let params = request.params, params.kind == .object, let tool = params.member("tool")?.stringValue else {
-            return .error(.invalidParams("tasks/scatter needs \"tool\" (and arguments, targets, quorum, timeout, aggregation)"))
+    private static func scatter(_ request: JSONRPCRequest, _ context: MethodContext, agents: AgentRegistry, readinessWait: Duration) -> MethodReply {
+        guard let params = request.params, params.kind == .object else {
+            return .error(.invalidParams("tasks/scatter needs \"tool\" (or \"taskType\"), and arguments, targets, quorum, timeout, aggregation"))
         }
-        let arguments = params.member("arguments") ?? RawJSON.emptyObject
-        guard arguments.kind == .object else { return .error(.invalidParams("\"arguments\" must be an object")) }
+        let named: ToolInvocation
+        switch ToolInvocation.read(params) {
+        case .success(let invocation): named = invocation
+        case .failure(let error): return .error(error)
+        }
+        let (tool, arguments) = (named.tool, named.arguments)
         var targets = Int.max
         if let value = params.member("targets"), value.stringValue != "all" {
             guard let count = value.decoded().integerValue, count >= 1, count <= 1_000 else {
@@ -43,7 +49,19 @@ enum PatternMethods {
             }
             timeout = .milliseconds(Int64(seconds * 1000))
         }
+        // A tool that no one offers yet may come with an agent still starting.
+        guard agents.offersTool(tool) else {
+            return AgentMethods.afterStartup(agents, context, within: readinessWait) { [targets, timeout] in
+                gather(tool: tool, arguments: arguments, targets: targets, aggregation: aggregation, timeout: timeout, params: params, context, agents: agents)
+            }
+        }
+        return gather(tool: tool, arguments: arguments, targets: targets, aggregation: aggregation, timeout: timeout, params: params, context, agents: agents)
+    }
 
+    private static func gather(
+        tool: String, arguments: RawJSON, targets: Int, aggregation: Aggregation, timeout: Duration, params: RawJSON, _ context: MethodContext,
+        agents: AgentRegistry
+    ) -> MethodReply {
         // One lease per distinct instance, taken now: scatter goes to the agents that can run it.
         var leases: [AgentRegistry.Lease] = []
         var avoiding: Set<AgentRegistry.InstanceID> = []
@@ -239,18 +257,26 @@ enum PatternMethods {
     // MARK: Pipeline
 
     /// Stages run one after another; a stage's arguments may use the previous stage's output:
-    /// the string `"${previous.text}"` (inside any string) becomes its text content, and a value
-    /// that is exactly `"${previous.structured}"` becomes its `structuredContent`.
+    /// `"${previous}"` or `"${previous.text}"` (inside any string) becomes its text content, and a
+    /// value that is exactly `"${previous.structured}"` becomes its `structuredContent`.
     private static func pipeline(_ request: JSONRPCRequest, _ context: MethodContext, agents: AgentRegistry) -> MethodReply {
-        guard let stagesRaw = request.params?.member("stages"), case .array(let stages) = stagesRaw.decoded(), !stages.isEmpty, stages.count <= 64 else {
-            return .error(.invalidParams("tasks/pipeline needs \"stages\": 1 to 64 objects with \"tool\" and \"arguments\""))
+        guard let stagesRaw = request.params?.member("stages"), stagesRaw.kind == .array else {
+            return .error(.invalidParams("tasks/pipeline needs \"stages\": 1 to 64 objects with \"tool\" and \"arguments\" (or \"taskType\" and \"taskData\")"))
+        }
+        let stages = stagesRaw.elements()
+        guard !stages.isEmpty, stages.count <= 64 else {
+            return .error(.invalidParams("tasks/pipeline needs \"stages\": 1 to 64 objects with \"tool\" and \"arguments\" (or \"taskType\" and \"taskData\")"))
         }
         var parsed: [(tool: String, arguments: JSONValue)] = []
         for (index, stage) in stages.enumerated() {
-            guard let tool = stage["tool"]?.stringValue else { return .error(.invalidParams("stage \(index) needs \"tool\"", extra: ["stage": .integer(Int64(index))])) }
-            let arguments = stage["arguments"] ?? [:]
-            guard case .object = arguments else { return .error(.invalidParams("stage \(index): \"arguments\" must be an object", extra: ["stage": .integer(Int64(index))])) }
-            parsed.append((tool, arguments))
+            guard stage.kind == .object else {
+                return .error(.invalidParams("stage \(index) must be an object with \"tool\" and \"arguments\"", extra: ["stage": .integer(Int64(index))]))
+            }
+            switch ToolInvocation.read(stage) {
+            case .success(let invocation): parsed.append((invocation.tool, invocation.arguments.decoded()))
+            case .failure(let error):
+                return .error(.invalidParams("stage \(index): \(error.message)", extra: ["stage": .integer(Int64(index))]))
+            }
         }
         var timeout = Duration.seconds(300)
         if let value = request.params?.member("timeout") {
@@ -314,8 +340,9 @@ enum PatternMethods {
         switch value {
         case .string(let text) where text == "${previous.structured}":
             return previous?.member("structuredContent").map(JSONValue.raw) ?? .null
-        case .string(let text) where text.contains("${previous.text}"):
-            return .string(text.replacing("${previous.text}", with: previous.map(Self.text(of:)) ?? ""))
+        case .string(let text) where text.contains("${previous.text}") || text.contains("${previous}"):
+            let previousText = previous.map(Self.text(of:)) ?? ""
+            return .string(text.replacing("${previous.text}", with: previousText).replacing("${previous}", with: previousText))
         case .array(let items):
             return .array(items.map { substitute($0, previous: previous) })
         case .object(let members):

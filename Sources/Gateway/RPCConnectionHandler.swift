@@ -63,6 +63,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// What to do when the peer cancels one of its requests still in flight here.
     private var cancellers: [JSONRPCID: @Sendable () -> Void] = [:]
     private var cancelledRequests: Set<JSONRPCID> = []
+    /// A line per request at debug level; decided once, since asking the logger costs a call.
+    private let logsRequests: Bool
 
     private struct OutboundRequest {
         var completion: OutboundCompletion
@@ -76,6 +78,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         self.role = role
         self.session = MCPSession(identity: gateway.identity)
         self.logger = gateway.logger
+        self.logsRequests = gateway.logger.logLevel <= .debug
         if case .client(let agent) = role {
             agentInstance = agent
             logger[metadataKey: "agent"] = "\(agent)"
@@ -185,12 +188,60 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         inReadCycle = true
         switch unwrapInboundIn(data) {
-        case .oversize(let limit):
-            logger.notice("message larger than \(limit) bytes discarded")
-            emit { MessageEncoder.writeError(id: nil, error: .messageTooLarge(limit: limit), to: &$0) }
+        case .oversize(let line):
+            oversize(line)
         case .line(let line):
-            handle(gateway.decoder.decode(line: line))
+            let decoded = gateway.decoder.decode(line: line)
+            if case .parseError = decoded, case .client = role {
+                agentWroteNonJSON(line)
+            } else {
+                handle(decoded)
+            }
         }
+    }
+
+    /// A message over the limit is never silent: a request is answered with an error carrying
+    /// its id, and a reply to one of our requests fails that request at once.
+    private func oversize(_ line: OversizeLine) {
+        let message = OversizeMessage(head: line.head, tail: line.tail)
+        if message.isResponse {
+            guard let id = message.id, let request = outboundRequests.removeValue(forKey: id) else {
+                logger.warning("discarded a reply of \(line.length) bytes (over the limit of \(line.limit)) to no request in flight")
+                return
+            }
+            logger.warning("the reply to \(request.method) \(id) was \(line.length) bytes, over the limit of \(line.limit): the call fails")
+            request.completion.complete(.failure(JSONRPCError.replyTooLarge(limit: line.limit, size: line.length, method: request.method)))
+            return
+        }
+        logger.notice("discarded a message of \(line.length) bytes (over the limit of \(line.limit))\(message.id.map { ", id \($0)" } ?? "")")
+        emit { MessageEncoder.writeError(id: message.id, error: .messageTooLarge(limit: line.limit, size: line.length), to: &$0) }
+    }
+
+    /// An agent wrote something other than JSON-RPC on its stdout (a banner, a log line). Only
+    /// JSON-RPC may go there; the line is noted for the handshake's diagnosis and otherwise
+    /// ignored. A banner without a newline glued to a message does not lose the message.
+    private func agentWroteNonJSON(_ line: ByteBuffer) {
+        let view = line.readableBytesView
+        if let brace = view.firstIndex(of: UInt8(ascii: "{")), brace > view.startIndex {
+            let rest = line.getSlice(at: brace, length: view.endIndex - brace)!
+            let decoded = gateway.decoder.decode(line: rest)
+            if case .single = decoded {
+                noteNonJSON(line.getSlice(at: view.startIndex, length: brace - view.startIndex)!)
+                handle(decoded)
+                return
+            }
+        }
+        noteNonJSON(line)
+    }
+
+    private func noteNonJSON(_ bytes: ByteBuffer) {
+        let text = String(decoding: bytes.readableBytesView.prefix(120), as: UTF8.self)
+        if handle?.firstNonJSONOutput == nil {
+            logger.warning("the agent wrote non-JSON on its standard output, where only JSON-RPC may go: \"\(text)\"")
+        } else {
+            logger.debug("the agent wrote non-JSON on its standard output: \"\(text)\"")
+        }
+        handle?.firstNonJSONOutput = text
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -212,11 +263,16 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             switch answer(entry) {
             case .none: break
             case .now(let reply): emit { reply.write(to: &$0) }
-            case .later(let id, let pending):
+            case .later(let id, let pending, let log):
                 track(pending) { [self] result in
                     self.cancellers[id] = nil
-                    if self.cancelledRequests.remove(id) != nil { return }
-                    emit { self.reply(id: id, result).write(to: &$0) }
+                    if self.cancelledRequests.remove(id) != nil {
+                        if let log { self.logRequest(log, outcome: "cancelled") }
+                        return
+                    }
+                    let reply = self.reply(id: id, result)
+                    if let log { self.logRequest(log, outcome: reply.outcome) }
+                    emit { reply.write(to: &$0) }
                 }
             }
         case .batch(let entries):
@@ -234,7 +290,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             switch answer(entry) {
             case .none: break
             case .now(let reply): batch.replies.append(reply)
-            case .later(let id, let pending):
+            case .later(let id, let pending, _):
                 batch.outstanding += 1
                 track(pending) { [self] result in
                     self.cancellers[id] = nil
@@ -265,7 +321,21 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private enum Answer {
         case none
         case now(Reply)
-        case later(JSONRPCID, PendingReply)
+        /// With what the request's log line needs, when requests are logged.
+        case later(JSONRPCID, PendingReply, RequestLog?)
+    }
+
+    private struct RequestLog {
+        var method: String
+        var id: JSONRPCID
+        var started: NIODeadline
+    }
+
+    /// One line per request at debug: method, id, peer and agent (the logger's metadata),
+    /// duration and outcome.
+    private func logRequest(_ log: RequestLog, outcome: String) {
+        let microseconds = (NIODeadline.now() - log.started).nanoseconds / 1000
+        logger.debug("request \(log.method) \(log.id): \(outcome) in \(Double(microseconds) / 1000) ms")
     }
 
     /// A reply to come: from a future, or from a deferred reply.
@@ -290,6 +360,20 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     private func answer(_ request: JSONRPCRequest) -> Answer {
+        guard logsRequests else { return dispatch(request) }
+        let log = RequestLog(method: request.method, id: request.id, started: .now())
+        switch dispatch(request) {
+        case .now(let reply):
+            logRequest(log, outcome: reply.outcome)
+            return .now(reply)
+        case .later(let id, let pending, _):
+            return .later(id, pending, log)
+        case .none:
+            return .none
+        }
+    }
+
+    private func dispatch(_ request: JSONRPCRequest) -> Answer {
         if gateway.registry.isDraining {
             return .now(.error(request.id, .shuttingDown()))
         }
@@ -333,13 +417,13 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         switch handler(request, methodContext) {
         case .result(let result): return .now(.result(request.id, session.stamp(result)))
         case .error(let error): return .now(.error(request.id, error))
-        case .later(let future): return .later(request.id, .future(future))
+        case .later(let future): return .later(request.id, .future(future), nil)
         case .cancellable(let future, let cancel):
             cancellers[request.id] = cancel
-            return .later(request.id, .future(future))
+            return .later(request.id, .future(future), nil)
         case .deferred(let reply, let cancel):
             cancellers[request.id] = cancel
-            return .later(request.id, .deferred(reply))
+            return .later(request.id, .deferred(reply), nil)
         }
     }
 
@@ -567,6 +651,14 @@ private enum Reply {
         switch self {
         case .result(let id, let result): MessageEncoder.writeResult(id: id, result: result, to: &buffer)
         case .error(let id, let error): MessageEncoder.writeError(id: id, error: error, to: &buffer)
+        }
+    }
+
+    /// How the request ended, for its log line.
+    var outcome: String {
+        switch self {
+        case .result: "ok"
+        case .error(_, let error): "error \(error.code) (\(error.message))"
         }
     }
 }

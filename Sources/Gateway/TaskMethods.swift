@@ -158,14 +158,14 @@ enum TaskMethods {
 
     static func submission(from params: RawJSON?) -> Result<TaskSubmission, JSONRPCError> {
         guard let params, params.kind == .object else {
-            return .failure(.invalidParams("tasks/submit takes an object: taskType, taskData, priority, timeout, maxRetries, …"))
+            return .failure(.invalidParams("tasks/submit takes an object: taskType (or tool), taskData (or arguments), priority, timeout, maxRetries, …"))
         }
-        guard let taskType = params.member("taskType")?.stringValue, !taskType.isEmpty else {
-            return .failure(.invalidParams("\"taskType\" must name the tool that runs the task"))
+        let invocation: ToolInvocation
+        switch ToolInvocation.read(params) {
+        case .success(let read): invocation = read
+        case .failure(let error): return .failure(error)
         }
-        let data = params.member("taskData") ?? RawJSON.emptyObject
-        guard data.kind == .object else { return .failure(.invalidParams("\"taskData\" must be an object (the tool's arguments)")) }
-        var submission = TaskSubmission(taskType: taskType, taskData: data)
+        var submission = TaskSubmission(taskType: invocation.tool, taskData: invocation.arguments)
         func integer(_ key: String, in range: ClosedRange<Int64>) -> Result<Int64?, JSONRPCError> {
             guard let value = params.member(key) else { return .success(nil) }
             guard let number = value.decoded().integerValue, range.contains(number) else {
@@ -183,6 +183,18 @@ enum TaskMethods {
         do {
             if let priority = try integer("priority", in: 1...10).get() { submission.priority = Int(priority) }
             if let retries = try integer("maxRetries", in: 0...100).get() { submission.maximumRetries = Int(retries) }
+            if params.member("retryOn") != nil {
+                let kinds = try strings("retryOn").get()
+                var retryOn = Set<FailureKind>()
+                for kind in kinds {
+                    guard let parsed = FailureKind(rawValue: kind), parsed != .invalidRequest else {
+                        throw JSONRPCError.invalidParams(
+                            "\"retryOn\" takes agentFailure, timeout and toolError (invalid requests are never retried), not \"\(kind)\"")
+                    }
+                    retryOn.insert(parsed)
+                }
+                submission.retryOn = retryOn
+            }
             if let timeout = params.member("timeout") {
                 guard case let seconds? = timeout.decoded().numberValue, seconds > 0, seconds <= 86_400 else {
                     throw JSONRPCError.invalidParams("\"timeout\" must be a number of seconds from 0 to 86400")

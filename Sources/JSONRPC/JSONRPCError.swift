@@ -81,11 +81,23 @@ extension JSONRPCError {
         JSONRPCError(code: Code.internalError, message: "Internal error: \(reason)", data: ["reason": .string(reason)])
     }
 
-    public static func messageTooLarge(limit: Int) -> JSONRPCError {
+    public static func messageTooLarge(limit: Int, size: Int? = nil) -> JSONRPCError {
+        var data: [String: JSONValue] = ["limit": .integer(Int64(limit))]
+        if let size { data["size"] = .integer(Int64(size)) }
+        return JSONRPCError(
+            code: Code.messageTooLarge,
+            message: size.map { "Message too large: \($0) bytes, and the limit is \(limit) bytes per message" }
+                ?? "Message too large: the limit is \(limit) bytes per message",
+            data: .object(data)
+        )
+    }
+
+    /// An agent answered a call with a reply larger than the gateway accepts from it.
+    public static func replyTooLarge(limit: Int, size: Int, method: String) -> JSONRPCError {
         JSONRPCError(
             code: Code.messageTooLarge,
-            message: "Message too large: the limit is \(limit) bytes per message",
-            data: ["limit": .integer(Int64(limit))]
+            message: "The agent's reply to \(method) was \(size) bytes, over the limit of \(limit) bytes per message; raise maxMessageBytes for this agent to accept it",
+            data: ["limit": .integer(Int64(limit)), "size": .integer(Int64(size)), "reason": "reply too large"]
         )
     }
 

@@ -407,10 +407,10 @@ public final class SharedTaskEngine: TaskService {
     private func attemptEnded(_ started: TaskRecord, lease: AgentRegistry.Lease, claims: Int, outcome: Result<RawJSON, any Error>) async {
         let wasCancelled = state.withLock { $0.running.removeValue(forKey: started.id)?.cancelled ?? true }
         let verdict = AttemptVerdict(outcome)
-        let failure: (message: String, isTimeout: Bool)?
+        let failure: (message: String, kind: FailureKind)?
         switch verdict {
         case .succeeded: failure = nil
-        case .failed(let message, let isTimeout): failure = (message, isTimeout)
+        case .failed(let message, let kind): failure = (message, kind)
         case .cancelled:
             lease.release()
             return  // whoever cancelled has settled the task
@@ -434,14 +434,14 @@ public final class SharedTaskEngine: TaskService {
                 return
             }
             task.attempts[task.attempts.count - 1].error = failure.message
-            if claims <= task.submission.maximumRetries {
+            if claims <= task.submission.maximumRetries, task.submission.retryOn.contains(failure.kind), failure.kind != .invalidRequest {
                 let delay = task.submission.backoff.delay(beforeRetry: task.attempts.count)
                 task.state = .pending
                 task.waitingFor = "retry \(task.attempts.count) of \(task.submission.maximumRetries) after \(delay): \(failure.message)"
                 _ = try await board.retry(task.id, owner: owner, record: TaskRecordCodec.encode(task), after: delay)
                 return
             }
-            task.state = failure.isTimeout ? .timeout : .failed
+            task.state = failure.kind.isTimeout ? .timeout : .failed
             task.errorMessage = task.attempts.count == 1 ? failure.message : task.everyAttemptFailed
             task.completionTime = now
             try await finish(task, deadLetter: true)

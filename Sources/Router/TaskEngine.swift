@@ -342,11 +342,11 @@ public final class TaskEngine: Sendable {
     }
 
     private func attemptEnded(_ id: String, lease: AgentRegistry.Lease, outcome: Result<RawJSON, any Error>) {
-        let failure: (message: String, isTimeout: Bool)?
+        let failure: (message: String, kind: FailureKind)?
         switch AttemptVerdict(outcome) {
         case .cancelled: return  // cancel() has already settled the task
         case .succeeded: failure = nil
-        case .failed(let message, let isTimeout): failure = (message, isTimeout)
+        case .failed(let message, let kind): failure = (message, kind)
         }
         lease.finish(succeeded: failure == nil)
 
@@ -364,7 +364,7 @@ public final class TaskEngine: Sendable {
                 return task
             }
             task.attempts[task.attempts.count - 1].error = failure.message
-            if task.retryCount < task.submission.maximumRetries {
+            if task.retries(after: failure.kind) {
                 let delay = task.submission.backoff.delay(beforeRetry: task.attempts.count)
                 task.state = .pending
                 task.waitingFor = "retry \(task.attempts.count) of \(task.submission.maximumRetries) after \(delay): \(failure.message)"
@@ -372,7 +372,7 @@ public final class TaskEngine: Sendable {
                 retryAfter = delay
                 return nil
             }
-            task.state = failure.isTimeout ? .timeout : .failed
+            task.state = failure.kind.isTimeout ? .timeout : .failed
             task.errorMessage = task.attempts.count == 1 ? failure.message : task.everyAttemptFailed
             task.completionTime = now
             state.tasks[id] = task

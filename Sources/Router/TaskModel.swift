@@ -79,6 +79,8 @@ public struct TaskSubmission: Sendable {
     public var priority = 5
     public var timeout: Duration = .seconds(300)
     public var maximumRetries = 3
+    /// The failures worth another attempt (`retryOn`); invalid requests never are.
+    public var retryOn = FailureKind.retriedByDefault
     public var backoff = BackoffPolicy()
     public var idempotencyKey: String?
     public var dependsOn: [String] = []
@@ -133,6 +135,11 @@ public struct TaskRecord: Sendable {
 
     public var retryCount: Int { max(0, attempts.count - 1) }
 
+    /// Whether a failed attempt of this kind gets another try.
+    public func retries(after failure: FailureKind) -> Bool {
+        retryCount < submission.maximumRetries && submission.retryOn.contains(failure) && failure != .invalidRequest
+    }
+
     /// The seed's `TaskStatus`, with MCP's `status` beside the seed's `state`.
     public var jsonValue: JSONValue {
         var object: [String: JSONValue] = [
@@ -143,6 +150,7 @@ public struct TaskRecord: Sendable {
             "priority": .integer(Int64(submission.priority)),
             "retryCount": .integer(Int64(retryCount)),
             "maxRetries": .integer(Int64(submission.maximumRetries)),
+            "retryOn": .array(FailureKind.allCases.filter(submission.retryOn.contains).map { .string($0.rawValue) }),
             "createdAt": .string(createdAt.formatted(.iso8601)),
             "lastUpdatedAt": .string(lastUpdatedAt.formatted(.iso8601)),
             "attempts": .array(attempts.map(\.jsonValue)),

@@ -13,6 +13,7 @@ enum TaskRecordCodec {
             "priority": .integer(Int64(submission.priority)),
             "timeoutMs": .integer(milliseconds(submission.timeout)),
             "maxRetries": .integer(Int64(submission.maximumRetries)),
+            "retryOn": .array(submission.retryOn.map { .string($0.rawValue) }.sorted { $0.stringValue! < $1.stringValue! }),
             "backoff": ["kind": .string(submission.backoff.kind.rawValue), "delayMs": .integer(milliseconds(submission.backoff.delay))],
             "retentionMs": .integer(milliseconds(submission.retention)),
             "minimumMatch": .double(submission.minimumMatch),
@@ -66,6 +67,7 @@ enum TaskRecordCodec {
         submission.priority = Int(integer("priority") ?? 5)
         submission.timeout = .milliseconds(integer("timeoutMs") ?? 300_000)
         submission.maximumRetries = Int(integer("maxRetries") ?? 0)
+        if fields["retryOn"] != nil { submission.retryOn = Set(strings("retryOn").compactMap(FailureKind.init(rawValue:))) }
         submission.retention = .milliseconds(integer("retentionMs") ?? 3_600_000)
         if case .double(let share)? = fields["minimumMatch"]?.decoded() { submission.minimumMatch = share }
         if let backoff = fields["backoff"] {

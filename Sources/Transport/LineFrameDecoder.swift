@@ -12,16 +12,38 @@ import Darwin
 public enum LineFrame: Sendable, Equatable {
     /// A line without its terminator (`\n` or `\r\n`).
     case line(ByteBuffer)
-    /// A line grew past the limit; its bytes up to the next newline are being discarded.
-    case oversize(limit: Int)
+    /// A line longer than the limit, discarded once it has ended (at its newline, or at the end
+    /// of input).
+    case oversize(OversizeLine)
+}
+
+/// What is kept of a line too long to keep: its length and its first and last bytes, enough to
+/// read the id of the message it carried and answer it.
+public struct OversizeLine: Sendable, Equatable {
+    /// How much of each end is kept.
+    public static let keptBytes = 4096
+
+    public var limit: Int
+    /// The line's length in bytes, without its terminator.
+    public var length: Int
+    public var head: ByteBuffer
+    public var tail: ByteBuffer
+
+    public init(limit: Int, length: Int, head: ByteBuffer, tail: ByteBuffer) {
+        self.limit = limit
+        self.length = length
+        self.head = head
+        self.tail = tail
+    }
 }
 
 /// Splits a byte stream into lines, the framing of MCP's stdio transport that every Switchboard
 /// transport shares.
 ///
-/// Memory stays bounded by `maximumLineLength`: a line that outgrows it is reported once as
-/// `.oversize` and then dropped as it arrives, up to its newline, so a peer sending gigabytes
-/// without a newline costs nothing but the reads.
+/// Memory stays bounded by `maximumLineLength`: a line that outgrows it is dropped as it arrives,
+/// up to its newline, keeping only its first and last few kilobytes, and reported once as
+/// `.oversize` when it ends; a peer sending gigabytes without a newline costs nothing but the
+/// reads.
 public struct LineFrameDecoder: ByteToMessageDecoder {
     public typealias InboundOut = LineFrame
 
@@ -29,7 +51,9 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
     /// How far into the readable bytes we have already looked for a newline, so that a long line
     /// arriving in many reads is scanned once, not once per read.
     private var scannedLength = 0
-    private var discarding = false
+    /// The line being discarded: its length so far, its first bytes and its latest ones.
+    private var discarded: (length: Int, head: ByteBuffer, tail: ByteBuffer)?
+    private var discarding: Bool { discarded != nil }
 
     public init(maximumLineLength: Int) {
         precondition(maximumLineLength > 0)
@@ -49,7 +73,12 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
         }
         // A last message without its newline still counts: hosts that write one request and
         // close are common.
-        if !discarding, buffer.readableBytes > 0, let rest = buffer.readSlice(length: buffer.readableBytes) {
+        if let line = discarded {
+            discarded = nil
+            context.fireChannelRead(wrapInboundOut(.oversize(OversizeLine(limit: maximumLineLength, length: line.length, head: line.head, tail: line.tail))))
+            return .needMoreData
+        }
+        if buffer.readableBytes > 0, let rest = buffer.readSlice(length: buffer.readableBytes) {
             scannedLength = 0
             context.fireChannelRead(wrapInboundOut(.line(Self.trimmingCarriageReturn(rest))))
         }
@@ -64,25 +93,26 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
                 let found = memchr(base + scannedLength, 0x0A, bytes.count - scannedLength)
                 return found.map { UnsafeRawPointer($0) - base }
             }
-            if discarding {
-                guard let newline else {
-                    buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
-                    scannedLength = 0
+            if var line = discarded {
+                let piece = buffer.readSlice(length: newline ?? buffer.readableBytes)!
+                line.length += piece.readableBytes
+                line.tail = Self.keepingEnd(of: line.tail, then: piece)
+                scannedLength = 0
+                guard newline != nil else {
+                    discarded = line
                     return nil
                 }
-                buffer.moveReaderIndex(forwardBy: newline + 1)
-                scannedLength = 0
-                discarding = false
-                continue
+                buffer.moveReaderIndex(forwardBy: 1)
+                discarded = nil
+                return Self.oversize(limit: maximumLineLength, length: line.length, head: line.head, tail: line.tail)
             }
             guard let newline else {
                 scannedLength = buffer.readableBytes
                 // One more byte than the limit is allowed for the `\r` of a CRLF terminator.
                 if buffer.readableBytes > maximumLineLength + 1 {
-                    buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
+                    let piece = buffer.readSlice(length: buffer.readableBytes)!
                     scannedLength = 0
-                    discarding = true
-                    return .oversize(limit: maximumLineLength)
+                    discarded = (piece.readableBytes, Self.copy(piece, keptFrom: .start), Self.copy(piece, keptFrom: .end))
                 }
                 return nil
             }
@@ -91,10 +121,40 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
             buffer.moveReaderIndex(forwardBy: 1)
             line = Self.trimmingCarriageReturn(line)
             if line.readableBytes > maximumLineLength {
-                return .oversize(limit: maximumLineLength)
+                return .oversize(OversizeLine(
+                    limit: maximumLineLength, length: line.readableBytes, head: Self.copy(line, keptFrom: .start), tail: Self.copy(line, keptFrom: .end)))
             }
             return .line(line)
         }
+    }
+
+    private enum End { case start, end }
+
+    /// A copy of up to `OversizeLine.keptBytes` at one end of `bytes`: a slice would keep the
+    /// whole of a large read alive.
+    private static func copy(_ bytes: ByteBuffer, keptFrom end: End) -> ByteBuffer {
+        let count = min(bytes.readableBytes, OversizeLine.keptBytes)
+        let view = end == .start ? bytes.readableBytesView.prefix(count) : bytes.readableBytesView.suffix(count)
+        return ByteBuffer(bytes: view)
+    }
+
+    /// The last `OversizeLine.keptBytes` of `kept` followed by `piece`.
+    private static func keepingEnd(of kept: ByteBuffer, then piece: ByteBuffer) -> ByteBuffer {
+        guard piece.readableBytes < OversizeLine.keptBytes else { return copy(piece, keptFrom: .end) }
+        var joined = ByteBuffer(bytes: kept.readableBytesView.suffix(OversizeLine.keptBytes - piece.readableBytes))
+        joined.writeImmutableBuffer(piece)
+        return joined
+    }
+
+    private static func oversize(limit: Int, length: Int, head: ByteBuffer, tail: ByteBuffer) -> LineFrame {
+        // The terminator may have been CRLF.
+        var tail = tail
+        var length = length
+        if tail.readableBytes > 0, tail.getInteger(at: tail.writerIndex - 1, as: UInt8.self) == UInt8(ascii: "\r") {
+            tail.moveWriterIndex(to: tail.writerIndex - 1)
+            length -= 1
+        }
+        return .oversize(OversizeLine(limit: limit, length: length, head: head, tail: tail))
     }
 
     private static func trimmingCarriageReturn(_ line: ByteBuffer) -> ByteBuffer {

@@ -16,7 +16,7 @@ struct LineFrameDecoderTests {
         while let frame = try channel.readInbound(as: LineFrame.self) {
             switch frame {
             case .line(let buffer): result.append(String(buffer: buffer))
-            case .oversize(let limit): result.append("<oversize \(limit)>")
+            case .oversize(let line): result.append("<oversize \(line.length) > \(line.limit)>")
             }
         }
         return result
@@ -37,16 +37,31 @@ struct LineFrameDecoderTests {
         #expect(try lines(channel) == ["{\"é\":\"日本\"}"])
     }
 
-    @Test func reportsAnOversizeLineOnceAndDiscardsItUpToTheNewline() throws {
+    @Test func reportsAnOversizeLineOnceWhenItEndsAndDiscardsIt() throws {
         let channel = try channel(limit: 8)
         try channel.writeInbound(ByteBuffer(string: "0123456789"))
-        #expect(try lines(channel) == ["<oversize 8>"])
         for _ in 0..<100 {
             try channel.writeInbound(ByteBuffer(repeating: UInt8(ascii: "x"), count: 1000))
         }
         #expect(try lines(channel) == [])
         try channel.writeInbound(ByteBuffer(string: "tail\nok\n"))
-        #expect(try lines(channel) == ["ok"])
+        #expect(try lines(channel) == ["<oversize 100014 > 8>", "ok"])
+    }
+
+    @Test func keepsTheFirstAndLastBytesOfAnOversizeLine() throws {
+        let channel = try channel(limit: 16)
+        try channel.writeInbound(ByteBuffer(string: #"{"jsonrpc":"2.0","id":7,"#))
+        try channel.writeInbound(ByteBuffer(repeating: UInt8(ascii: "x"), count: 10_000))
+        try channel.writeInbound(ByteBuffer(string: "last bytes\r\n"))
+        guard case .oversize(let line) = try channel.readInbound(as: LineFrame.self) else {
+            Issue.record("expected an oversize line")
+            return
+        }
+        #expect(line.length == 24 + 10_000 + 10)
+        #expect(String(buffer: line.head).hasPrefix(#"{"jsonrpc":"2.0","id":7,"#))
+        #expect(line.head.readableBytes <= OversizeLine.keptBytes)
+        #expect(String(buffer: line.tail).hasSuffix("xxlast bytes"))
+        #expect(line.tail.readableBytes == OversizeLine.keptBytes)
     }
 
     @Test func discardsSixtyFourMebibytesWithoutANewline() throws {
@@ -54,15 +69,22 @@ struct LineFrameDecoderTests {
         for _ in 0..<64 {
             try channel.writeInbound(ByteBuffer(repeating: UInt8(ascii: "a"), count: 1 << 20))
         }
-        #expect(try lines(channel) == ["<oversize 1024>"])
+        #expect(try lines(channel) == [])
         try channel.writeInbound(ByteBuffer(string: "\nnext\n"))
-        #expect(try lines(channel) == ["next"])
+        #expect(try lines(channel) == ["<oversize 67108864 > 1024>", "next"])
+    }
+
+    @Test func reportsAnOversizeLineCutByTheEndOfInput() throws {
+        let channel = try channel(limit: 4)
+        try channel.writeInbound(ByteBuffer(string: "abcdefgh"))
+        channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(try lines(channel) == ["<oversize 8 > 4>"])
     }
 
     @Test func rejectsALineThatArrivesWholeButTooLong() throws {
         let channel = try channel(limit: 4)
         try channel.writeInbound(ByteBuffer(string: "abcdefgh\nabc\n"))
-        #expect(try lines(channel) == ["<oversize 4>", "abc"])
+        #expect(try lines(channel) == ["<oversize 8 > 4>", "abc"])
     }
 
     @Test func allowsTheCarriageReturnOfALineAtTheLimit() throws {

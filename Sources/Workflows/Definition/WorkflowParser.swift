@@ -16,7 +16,8 @@ struct WorkflowParser {
         "errorHandling", "configuration",
     ]
     static let stepKeysByType: [String: [String]] = [
-        "agent_task": ["tool", "input"],
+        // The seed's words (taskType, taskData) and MCP's (tool, arguments) are accepted too.
+        "agent_task": ["tool", "input", "taskType", "arguments", "taskData"],
         "condition": ["if", "condition", "then", "else"],
         "parallel": ["branches"],
         "loop": ["steps", "while", "until", "forEach", "maxIterations", "onLimit"],
@@ -139,9 +140,16 @@ struct WorkflowParser {
 
         switch type {
         case "agent_task":
-            let tool = required(value("tool"), in: node, what: "a tool to call (tool: market_signal) in \(label)").flatMap { string($0, "tool") } ?? ""
-            let input = value("input").map { template($0) } ?? .literal([:])
-            if let inputNode = value("input") {
+            let toolNames = ["tool", "taskType"].filter { value($0) != nil }
+            let inputNames = ["input", "arguments", "taskData"].filter { value($0) != nil }
+            for names in [toolNames, inputNames] where names.count > 1 {
+                report(entries.first { $0.name == names[1] }!.key, "give \(names.joined(separator: " or ")), not several: they are the same thing")
+            }
+            let toolNode = value("tool") ?? value("taskType")
+            let tool = required(toolNode, in: node, what: "a tool to call (tool: market_signal) in \(label)").flatMap { string($0, "tool") } ?? ""
+            let inputNode = value("input") ?? value("arguments") ?? value("taskData")
+            let input = inputNode.map { template($0) } ?? .literal([:])
+            if let inputNode {
                 switch inputNode.value {
                 case .mapping: break
                 case .scalar(let scalar) where scalar.kind == .null: break
