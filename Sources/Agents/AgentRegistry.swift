@@ -430,6 +430,12 @@ public final class AgentRegistry: Sendable {
         state.withLock { !$0.starting.isEmpty }
     }
 
+    /// Whether some instance has not finished its first handshake yet, whether or not lists
+    /// still wait for it: what it offers may still come.
+    public var hasStartingInstances: Bool {
+        state.withLock { state in state.instances.values.contains { $0.state == .starting } }
+    }
+
     /// The templates whose offer is still unknown: an instance is in its start-up window and none
     /// is in the catalog yet.
     public var startingTemplates: [String] {

@@ -18,22 +18,22 @@ enum AgentMethods {
         // after connecting, sees every tool that comes up within the start-up window.
         table.register("tools/list") { request, context in
             afterStartup(agents, context, within: readinessWait) {
-                page(request, items: agents.toolDefinitions(), key: "tools", era: context.era, stillStarting: agents.isStarting)
+                page(request, items: agents.toolDefinitions(), key: "tools", era: context.era, stillStarting: agents.hasStartingInstances)
             }
         }
         table.register("prompts/list") { request, context in
             afterStartup(agents, context, within: readinessWait) {
-                page(request, items: agents.promptDefinitions(), key: "prompts", era: context.era, stillStarting: agents.isStarting)
+                page(request, items: agents.promptDefinitions(), key: "prompts", era: context.era, stillStarting: agents.hasStartingInstances)
             }
         }
         table.register("resources/list") { request, context in
             afterStartup(agents, context, within: readinessWait) {
-                pageRaw(request, items: agents.resources().resources, key: "resources", era: context.era, stillStarting: agents.isStarting)
+                pageRaw(request, items: agents.resources().resources, key: "resources", era: context.era, stillStarting: agents.hasStartingInstances)
             }
         }
         table.register("resources/templates/list") { request, context in
             afterStartup(agents, context, within: readinessWait) {
-                pageRaw(request, items: agents.resources().templates, key: "resourceTemplates", era: context.era, stillStarting: agents.isStarting)
+                pageRaw(request, items: agents.resources().templates, key: "resourceTemplates", era: context.era, stillStarting: agents.hasStartingInstances)
             }
         }
 

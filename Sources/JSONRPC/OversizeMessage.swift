@@ -17,21 +17,31 @@ public struct OversizeMessage: Sendable, Equatable {
         self.isResponse = found.isResponse
     }
 
-    /// Walks the top-level members that are whole within `head` (where SDKs put the id).
+    /// Walks the top-level members within `head` (where SDKs put the id): an id whose value is
+    /// whole, and the name of a `result` or `error` member even when its value is cut.
     private static func readHead(_ head: ByteBuffer) -> (id: JSONRPCID?, isResponse: Bool) {
         head.withUnsafeReadableBytes { bytes in
             let scanner = JSONScanner(bytes: bytes)
-            let start = scanner.skipWhitespace(from: 0)
-            guard start < bytes.count, bytes[start] == UInt8(ascii: "{") else { return (nil, false) }
+            var index = scanner.skipWhitespace(from: 0)
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "{") else { return (nil, false) }
             var id: JSONRPCID?
             var isResponse = false
-            // The members after the cut are not whole: the walk ends there, with what it saw.
-            _ = try? scanner.forEachMember(ofObjectAt: start) { name, value throws(JSONSyntaxError) in
-                if scanner.slice(name, equals: "id") {
-                    id = Self.id(in: UnsafeRawBufferPointer(rebasing: bytes[value]))
-                } else if scanner.slice(name, equals: "result") || scanner.slice(name, equals: "error") {
-                    isResponse = true
+            index = scanner.skipWhitespace(from: index + 1)
+            while index < bytes.count, bytes[index] == UInt8(ascii: "\"") {
+                guard let name = try? scanner.skipString(from: index) else { break }
+                let slice = JSONStringSlice(range: (index + 1)..<(name.end - 1), hasEscapes: name.hasEscapes)
+                if scanner.slice(slice, equals: "result") || scanner.slice(slice, equals: "error") { isResponse = true }
+                index = scanner.skipWhitespace(from: name.end)
+                guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { break }
+                let valueStart = scanner.skipWhitespace(from: index + 1)
+                // The value may be cut where the head ends: the walk ends there, with what it saw.
+                guard let valueEnd = try? scanner.skipValue(from: valueStart) else { break }
+                if scanner.slice(slice, equals: "id") {
+                    id = Self.id(in: UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd]))
                 }
+                index = scanner.skipWhitespace(from: valueEnd)
+                guard index < bytes.count, bytes[index] == UInt8(ascii: ",") else { break }
+                index = scanner.skipWhitespace(from: index + 1)
             }
             return (id, isResponse)
         }

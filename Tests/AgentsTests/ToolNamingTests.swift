@@ -27,3 +27,28 @@ struct ToolNamingTests {
         #expect(names.count == 3)
     }
 }
+
+@Suite("Tool naming: stable catalogs")
+struct StableToolNamingTests {
+    @Test func pinnedNamesStayAndNewcomersAreNamespaced() {
+        let pinned = ["sleepy": ToolNaming.Origin(template: "fast", name: "sleepy")]
+        let catalog = ToolNaming.catalog(offeredBy: ["fast": ["sleepy"], "slow": ["sleepy"]], pinned: pinned)
+        #expect(catalog.names["sleepy"] == .init(template: "fast", name: "sleepy"))
+        #expect(catalog.names["slow__sleepy"] == .init(template: "slow", name: "sleepy"))
+        #expect(catalog.ambiguous.isEmpty)
+    }
+
+    @Test func aBareNameOfferedTwiceIsAmbiguousWithItsCandidates() {
+        let catalog = ToolNaming.catalog(offeredBy: ["fast": ["sleepy"], "slow": ["sleepy"]])
+        #expect(catalog.names["sleepy"] == nil)
+        #expect(catalog.ambiguous["sleepy"] == ["fast__sleepy", "slow__sleepy"])
+    }
+
+    @Test func prefixesAreSanitizedAndStayWithinTheLimit() {
+        let catalog = ToolNaming.catalog(offeredBy: ["t": [String(repeating: "n", count: 70)]], prefixes: ["t": "p-"])
+        for name in catalog.names.keys {
+            #expect(ToolNaming.isValidExposedName(name))
+            #expect(name.hasPrefix("p-"))
+        }
+    }
+}
