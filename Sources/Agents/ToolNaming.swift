@@ -42,7 +42,8 @@ public enum ToolNaming {
         var offered = Set<Origin>()
         for (template, names) in templates {
             for name in Set(names) {
-                offeredCount[name, default: 0] += 1
+                // A prefixed template's names never clash with the bare ones.
+                if prefixes[template] == nil { offeredCount[name, default: 0] += 1 }
                 offered.insert(Origin(template: template, name: name))
             }
         }
@@ -72,7 +73,7 @@ public enum ToolNaming {
             }
         }
         var candidates: [String: [ExposedName]] = [:]
-        for (exposed, origin) in catalog.names where offeredCount[origin.name, default: 0] > 1 {
+        for (exposed, origin) in catalog.names where offeredCount[origin.name, default: 0] > 1 && prefixes[origin.template] == nil {
             candidates[sanitized(origin.name), default: []].append(exposed)
         }
         for (bare, exposed) in candidates where catalog.names[bare] == nil {

@@ -150,11 +150,13 @@ public struct TaskRecord: Sendable {
             "priority": .integer(Int64(submission.priority)),
             "retryCount": .integer(Int64(retryCount)),
             "maxRetries": .integer(Int64(submission.maximumRetries)),
-            "retryOn": .array(FailureKind.allCases.filter(submission.retryOn.contains).map { .string($0.rawValue) }),
             "createdAt": .string(createdAt.formatted(.iso8601)),
             "lastUpdatedAt": .string(lastUpdatedAt.formatted(.iso8601)),
             "attempts": .array(attempts.map(\.jsonValue)),
         ]
+        if submission.retryOn != FailureKind.retriedByDefault {
+            object["retryOn"] = .array(FailureKind.allCases.filter(submission.retryOn.contains).map { .string($0.rawValue) })
+        }
         if let agent = assignedAgent {
             var assigned: [String: JSONValue] = ["agentId": .string(agent.id), "agentName": .string(agent.name)]
             if let replica = attempts.last?.replica { assigned["replica"] = .string(replica) }

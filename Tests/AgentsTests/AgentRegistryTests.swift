@@ -130,13 +130,14 @@ struct AgentRegistryTests {
         #expect(throws: AgentRegistry.StateChangeError.self) { try registry.rollback(template: "echo") }
     }
 
-    @Test func theCatalogNamespacesCollisionsAndAnnouncesChanges() {
+    @Test func theCatalogNamespacesLaterCollisionsAndAnnouncesChanges() {
         let registry = AgentRegistry()
         let changes = Mutex(0)
         registry.onCatalogChange { _ in changes.withLock { $0 += 1 } }
         addReady(registry, "t1", template: "time", tools: "now", "convert")
+        // "now" already names time's tool: clock's comes under its own name.
         addReady(registry, "c1", template: "clock", tools: "now")
-        #expect(registry.toolDefinitions().map(\.name) == ["clock__now", "convert", "time__now"])
+        #expect(registry.toolDefinitions().map(\.name) == ["clock__now", "convert", "now"])
         #expect(changes.withLock { $0 } >= 2)
     }
 
@@ -161,11 +162,12 @@ struct AgentRegistryTests {
         #expect(registry.toolDefinitions().map(\.name) == ["x", "z"])
         #expect(announced.withLock { $0 } == afterJoining + 1)
 
-        // A name offered by two templates is namespaced, and no longer once one stops offering it.
+        // A name another template offers too keeps naming the first one's tool; the newcomer's
+        // is namespaced, and goes when it stops offering it.
         registry.updateOffer(.init("b1"), offer("z", "x"))
-        #expect(registry.toolDefinitions().map(\.name) == ["a__x", "b__x", "z"])
+        #expect(registry.toolDefinitions().map(\.name) == ["b__x", "x", "z"])
         #expect(try acquire(registry, "b__x")?.instance.rawValue == "b1")
-        #expect(try acquire(registry, "a__x")?.instance.rawValue == "a2")
+        #expect(try acquire(registry, "x")?.instance.rawValue == "a2")
         registry.updateOffer(.init("b1"), offer("z"))
         #expect(registry.toolDefinitions().map(\.name) == ["x", "z"])
 

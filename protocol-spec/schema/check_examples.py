@@ -8,14 +8,16 @@ Usage: python3 check_examples.py        (needs the `jsonschema` package)
 2. Every gateway-to-client line quoted in the chapters (a line starting "<-- " inside a
    fenced block) MUST pass, and for every error it carries with a code that chapter 03
    defines, the `data` MUST match that code's schema fragment in chapter 03 and the `id`
-   MUST follow chapter 03's rule for that code (null for -32700 and -32003, the request's
-   id for every other code chapter 03 defines). A request the gateway sends (a line with
+   MUST follow chapter 03's rule for that code (null for -32700; the request's id or null for
+   -32003, whose id is read from the oversize line when it can be; the request's id for every
+   other code chapter 03 defines). A request the gateway sends (a line with
    `method` and `id`) MUST have a string id beginning "sb-".
 3. Within one fenced block, a result whose id is that of a `gateway/status` request quoted
    in the block MUST match the result schema of chapter 05, section 5.5; one whose id is
    that of a `tools/list`, `prompts/list`, `resources/list` or `resources/templates/list`
    request and that carries the modern-era stamp (`resultType`) MUST carry
-   "cacheScope": "public" and "ttlMs": 5000 (chapter 05, section 5.3); the result of an
+   "cacheScope": "public" and "ttlMs" 5000, or 1000 while agents start (chapter 05, section 5.3,
+   and chapter 07, section 7.3.5); the result of an
    `agents/get`, `agents/setState` or `agents/drain` request, and every entry of the `agents`
    array of an `agents/list` result, MUST match the AgentStatus schema of chapter 07,
    section 7.4.
@@ -44,9 +46,9 @@ SPEC = HERE.parent
 MAX_MESSAGE_BYTES = 8388608
 MAX_NESTING_DEPTH = 512
 ENVELOPE_MEMBERS = {"jsonrpc", "id", "method", "params", "result", "error"}
-NULL_ID_CODES = {-32700, -32003}
+NULL_ID_CODES = {-32700}
 ECHOED_ID_CODES = {-32601, -32602, -32603, -32002, -32004, -32005, -32010, -32011, -32012, -32013, -32014, -32015, -32022}
-MODERN_LIST_MEMBERS = {"cacheScope": "public", "ttlMs": 5000}
+MODERN_LIST_MEMBERS = {"cacheScope": ["public"], "ttlMs": [5000, 1000]}
 LIST_METHODS = {"tools/list", "prompts/list", "resources/list", "resources/templates/list"}
 AGENT_STATUS_METHODS = {"agents/get", "agents/setState", "agents/drain"}
 
@@ -214,9 +216,9 @@ def check_gateway_message(message, methods, data_schemas, status_validator, agen
             for problem in status_validator.iter_errors(result):
                 yield f"gateway/status result: {problem.message[:160]}"
         if method in LIST_METHODS and isinstance(result, dict) and "resultType" in result:
-            for name, expected in MODERN_LIST_MEMBERS.items():
-                if result.get(name) != expected:
-                    yield f"a modern {method} result needs {name}: {json.dumps(expected)}"
+            for name, allowed in MODERN_LIST_MEMBERS.items():
+                if result.get(name) not in allowed:
+                    yield f"a modern {method} result needs {name}: one of {json.dumps(allowed)}"
         statuses = []
         if method in AGENT_STATUS_METHODS:
             statuses = [result]
