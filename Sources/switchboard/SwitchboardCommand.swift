@@ -43,6 +43,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
+    @Option(help: "text, or json: one JSON object per line with ts, level, label, message and the metadata.")
+    var logFormat: LogFormat = .text
+
     @Option(help: "Largest message accepted, in bytes (default 8388608).")
     var maxMessageSize: Int?
 
@@ -87,12 +90,7 @@ struct Serve: AsyncParsableCommand {
             printError("switchboard: \(error)")
             throw ExitCode(2)
         }
-        let level = settings.logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap(logFormat.makeHandler(level: settings.logLevel))
         let logger = Logger(label: "switchboard")
         // Before anything touches the shared event-loop group, which starts its threads then.
         if let threads = settings.eventLoopThreads ?? settings.defaultEventLoopThreads { NIOSingletons.groupLoopCountSuggestion = threads }
