@@ -219,13 +219,24 @@ struct Config: ParsableCommand {
         var file: String
 
         func run() throws {
+            let settings: GatewaySettings
             do {
-                let settings = try ConfigurationFile(path: file).load(into: GatewaySettings())
-                print("\(file): OK (\(settings.listen.count) listeners, \(settings.agentTemplates.count) agent templates)")
+                settings = try ConfigurationFile(path: file).load(into: GatewaySettings())
             } catch {
                 printError("\(error)")
                 throw ExitCode(1)
             }
+            // The workflow files it names (workflows.definitions, relative to the file) are loaded at
+            // start-up: a problem there is a problem of this configuration.
+            let workflows = settings.workflows.definitionFiles.map(WorkflowCheck.checkFile(atPath:))
+            let broken = workflows.filter { !$0.isValid }
+            guard broken.isEmpty else {
+                for report in broken { printError(report.output) }
+                printError("\(file): \(broken.count) of \(workflows.count) workflow definition files have problems")
+                throw ExitCode(1)
+            }
+            print("\(file): OK (\(settings.listen.count) listeners, \(settings.agentTemplates.count) agent templates, \(workflows.count) workflow definitions)")
+            for report in workflows { print("  \(report.output)") }
         }
     }
 }
