@@ -14,7 +14,7 @@ struct TextTable {
         rows.append(row)
     }
 
-    /// The table, one line per row, without trailing spaces (the last column is not padded).
+    /// The table, one line per row, without trailing spaces.
     var text: String {
         var widths = columns.map(\.count)
         for row in rows {
@@ -23,9 +23,10 @@ struct TextTable {
             }
         }
         return ([columns] + rows).map { row in
-            row.enumerated().map { index, cell in
-                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            let line = row.enumerated().map { index, cell in
+                cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
             }.joined(separator: "  ")
+            return String(line.reversed().drop(while: { $0 == " " }).reversed())
         }.joined(separator: "\n")
     }
 }
