@@ -8,7 +8,7 @@ enum StatusView {
         lines.add("gateway", "\(status.text("server.name")) \(status.text("server.version")) at \(address), \(status.text("backend")) backend")
         lines.add("uptime", status.at("uptimeSeconds")?.doubleValue.map { TimeText.span(seconds: $0) })
         lines.add("draining", status.at("draining")?.boolValue == true ? "yes: new requests are refused" : "no")
-        lines.add("connections", "\(status.text("connections.open")) open, \(status.text("connections.accepted")) accepted, \(status.text("inFlight")) requests in flight")
+        lines.add("connections", "\(status.text("connections.open")) open, \(status.text("connections.accepted")) accepted, \(counted(status.at("inFlight"), "request")) in flight")
         lines.add("listeners", status.list("listeners") ?? "none (stdio only)")
         if let agents = status.at("agents") {
             lines.add("agents", "\(agents.text("count"))" + counts(agents.at("byState")).map { " (\($0))" }.orEmpty)
@@ -36,6 +36,12 @@ enum StatusView {
             lines.add("limits", "messages up to \(limits.text("maxMessageBytes")) bytes, \(limits.text("maxInFlightPerConnection")) requests in flight per connection")
         }
         return lines.text
+    }
+
+    /// `1 request`, `3 requests`.
+    static func counted(_ value: JSONValue?, _ noun: String) -> String {
+        guard let count = value?.integerValue else { return "- \(noun)s" }
+        return "\(count) \(noun)\(count == 1 ? "" : "s")"
     }
 
     /// `IDLE 2, BUSY 1` from `{"IDLE": 2, "BUSY": 1}`, by name; nil when there are none.

@@ -4,22 +4,22 @@ import Transport
 
 /// Where the operator commands find the gateway, and how they print its answer.
 struct OperatorOptions: ParsableArguments {
-    @Option(help: "The gateway: tcp://HOST:PORT, tls://HOST:PORT or unix:///PATH.")
+    @Option(help: ArgumentHelp("The gateway: tcp://HOST:PORT, tls://HOST:PORT or unix:///PATH.", valueName: "url"))
     var connect = "tcp://127.0.0.1:7400"
 
-    @Option(help: "Seconds to wait for the whole answer, connecting included.")
+    @Option(help: ArgumentHelp("Seconds to wait for the whole answer, connecting included.", valueName: "seconds"))
     var timeout: Double = 10
 
     @Flag(help: "Print the gateway's result as one pretty-printed JSON document instead of a table.")
     var json = false
 
-    @Option(help: "tls://: PEM CA bundle the gateway's certificate must chain to (default: the system's trust store).")
+    @Option(help: ArgumentHelp("tls://: PEM CA bundle the gateway's certificate must chain to (default: the system's trust store).", valueName: "file"))
     var tlsCa: String?
 
-    @Option(help: "tls://: PEM client certificate, for a gateway that asks for one.")
+    @Option(help: ArgumentHelp("tls://: PEM client certificate, for a gateway that asks for one.", valueName: "file"))
     var tlsCert: String?
 
-    @Option(help: "tls://: PEM private key of --tls-cert.")
+    @Option(help: ArgumentHelp("tls://: PEM private key of --tls-cert.", valueName: "file"))
     var tlsKey: String?
 
     func validate() throws {
