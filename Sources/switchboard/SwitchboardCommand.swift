@@ -16,7 +16,7 @@ struct SwitchboardCommand: AsyncParsableCommand {
         commandName: "switchboard",
         abstract: "An agent orchestration gateway speaking JSON-RPC 2.0 and MCP.",
         version: BuildInfo.version,
-        subcommands: [Serve.self, Config.self, Workflow.self, Version.self]
+        subcommands: [Serve.self, StatusCommand.self, AgentsCommand.self, TasksCommand.self, WorkflowsCommand.self, Config.self, Workflow.self, Version.self]
     )
 }
 
@@ -42,6 +42,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
+
+    @Option(help: "text, or json: one JSON object per line with ts, level, label, message and the metadata.")
+    var logFormat: LogFormat = .text
 
     @Option(help: "Largest message accepted, in bytes (default 8388608).")
     var maxMessageSize: Int?
@@ -87,12 +90,7 @@ struct Serve: AsyncParsableCommand {
             printError("switchboard: \(error)")
             throw ExitCode(2)
         }
-        let level = settings.logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap(logFormat.makeHandler(level: settings.logLevel))
         let logger = Logger(label: "switchboard")
         // Before anything touches the shared event-loop group, which starts its threads then.
         if let threads = settings.eventLoopThreads ?? settings.defaultEventLoopThreads { NIOSingletons.groupLoopCountSuggestion = threads }
@@ -221,13 +219,24 @@ struct Config: ParsableCommand {
         var file: String
 
         func run() throws {
+            let settings: GatewaySettings
             do {
-                let settings = try ConfigurationFile(path: file).load(into: GatewaySettings())
-                print("\(file): OK (\(settings.listen.count) listeners, \(settings.agentTemplates.count) agent templates)")
+                settings = try ConfigurationFile(path: file).load(into: GatewaySettings())
             } catch {
                 printError("\(error)")
                 throw ExitCode(1)
             }
+            // The workflow files it names (workflows.definitions, relative to the file) are loaded at
+            // start-up: a problem there is a problem of this configuration.
+            let workflows = settings.workflows.definitionFiles.map(WorkflowCheck.checkFile(atPath:))
+            let broken = workflows.filter { !$0.isValid }
+            guard broken.isEmpty else {
+                for report in broken { printError(report.output) }
+                printError("\(file): \(broken.count) of \(workflows.count) workflow definition files have problems")
+                throw ExitCode(1)
+            }
+            print("\(file): OK (\(settings.listen.count) listeners, \(settings.agentTemplates.count) agent templates, \(workflows.count) workflow definitions)")
+            for report in workflows { print("  \(report.output)") }
         }
     }
 }
