@@ -247,6 +247,9 @@ public final class GatewayServer: Service {
         let tls = try makeTLSContext()
         // Before the first client can connect, so that its first list waits for them.
         core.supervisor.prepare(templates: settings.agentTemplates)
+        // The configuration's workflows, stored before a client can ask for them. (With Redis
+        // the store is reached once the cluster runs: they are stored as the workflows start.)
+        if core.cluster == nil { await core.workflows.prepare() }
         // Trapped before anything is announced, so that a SIGHUP never finds the default action.
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         var listeners: [(address: ListenAddress, channel: any Channel)] = []

@@ -3,6 +3,7 @@ import Backend
 import JSONRPC
 import Logging
 import NIOCore
+import Synchronization
 import Router
 import Workflows
 
@@ -59,7 +60,13 @@ final class WorkflowHost: Sendable {
 
     /// Loads the configured definitions, resumes unfinished executions, then runs the executor,
     /// the schedules and the event triggers until cancelled.
-    func run() async {
+    private let prepared = Mutex(false)
+
+    /// Stores the configuration's definitions and resumes unfinished executions, once: before
+    /// the listeners open when the backend is in this process, so that a client's first
+    /// `workflows/execute` finds them; otherwise as `run` begins.
+    func prepare() async {
+        guard prepared.withLock({ done in defer { done = true }; return !done }) else { return }
         for file in definitionFiles {
             do {
                 let source = try String(contentsOfFile: file, encoding: .utf8)
@@ -79,6 +86,10 @@ final class WorkflowHost: Sendable {
                 logger.error("workflows: could not resume unfinished executions: \(error.message)")
             }
         }
+    }
+
+    func run() async {
+        await prepare()
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.executor.run() }
             group.addTask { await self.scheduleWhileLeader() }
