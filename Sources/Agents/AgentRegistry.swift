@@ -129,6 +129,8 @@ public final class AgentRegistry: Sendable {
         }
         private(set) var toolNames: Set<String> = []
         private(set) var promptNames: Set<String> = []
+        /// Tools its template disables: kept out of `offer`.
+        var hiddenTools: Set<String> = []
         var endpoint: (any AgentEndpoint)?
         var inFlight = 0
         var completed = 0
@@ -305,10 +307,15 @@ public final class AgentRegistry: Sendable {
     }
 
     /// Records a (re)started instance's connection and what it offers, and puts it in rotation.
-    public func ready(_ id: InstanceID, endpoint: any AgentEndpoint, offer: AgentOffer, processID: Int32? = nil) {
+    /// `hidingTools` stay out of its offer, now and when it lists its tools again.
+    public func ready(
+        _ id: InstanceID, endpoint: any AgentEndpoint, offer: AgentOffer, hidingTools: Set<String> = [], processID: Int32? = nil
+    ) {
         mutate { state in
             guard let instance = state.instances[id] else { return }
             instance.endpoint = endpoint
+            instance.hiddenTools = hidingTools
+            let offer = offer.hiding(tools: hidingTools)
             if instance.offer != offer { instance.offer = offer }
             instance.lifecycle = .ready
             instance.health = .healthy
@@ -322,7 +329,9 @@ public final class AgentRegistry: Sendable {
     /// Like `updateOffer`, without touching the catalog when nothing changed.
     public func updateOfferIfChanged(_ id: InstanceID, _ offer: AgentOffer) {
         mutate { state in
-            guard let instance = state.instances[id], instance.offer != offer else { return }
+            guard let instance = state.instances[id] else { return }
+            let offer = offer.hiding(tools: instance.hiddenTools)
+            guard instance.offer != offer else { return }
             instance.offer = offer
             Self.recount(instance, in: &state)
         }
@@ -331,7 +340,7 @@ public final class AgentRegistry: Sendable {
     public func updateOffer(_ id: InstanceID, _ offer: AgentOffer) {
         mutate { state in
             guard let instance = state.instances[id] else { return }
-            instance.offer = offer
+            instance.offer = offer.hiding(tools: instance.hiddenTools)
             Self.recount(instance, in: &state)
         }
     }

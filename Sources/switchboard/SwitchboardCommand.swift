@@ -224,6 +224,7 @@ struct Config: ParsableCommand {
             do {
                 let settings = try ConfigurationFile(path: file).load(into: GatewaySettings())
                 print("\(file): OK (\(settings.listen.count) listeners, \(settings.agentTemplates.count) agent templates)")
+                for warning in settings.configurationWarnings { print("warning: \(warning)") }
             } catch {
                 printError("\(error)")
                 throw ExitCode(1)
