@@ -122,4 +122,13 @@ public struct AgentOffer: Sendable, Equatable {
     public var protocolVersion: String?
 
     public init() {}
+
+    /// The offer without the tools named: what clients see of a server whose configuration
+    /// disables some of its tools.
+    public func hiding(tools hidden: Set<String>) -> AgentOffer {
+        guard !hidden.isEmpty else { return self }
+        var offer = self
+        offer.tools.removeAll { hidden.contains($0.name) }
+        return offer
+    }
 }

@@ -137,6 +137,8 @@ public final class AgentRegistry: Sendable {
         }
         private(set) var toolNames: Set<String> = []
         private(set) var promptNames: Set<String> = []
+        /// Tools its template disables: kept out of `offer`.
+        var hiddenTools: Set<String> = []
         var endpoint: (any AgentEndpoint)?
         var inFlight = 0
         var completed = 0
@@ -360,10 +362,15 @@ public final class AgentRegistry: Sendable {
     }
 
     /// Records a (re)started instance's connection and what it offers, and puts it in rotation.
-    public func ready(_ id: InstanceID, endpoint: any AgentEndpoint, offer: AgentOffer, processID: Int32? = nil) {
+    /// `hidingTools` stay out of its offer, now and when it lists its tools again.
+    public func ready(
+        _ id: InstanceID, endpoint: any AgentEndpoint, offer: AgentOffer, hidingTools: Set<String> = [], processID: Int32? = nil
+    ) {
         mutate { state in
             guard let instance = state.instances[id] else { return }
             instance.endpoint = endpoint
+            instance.hiddenTools = hidingTools
+            let offer = offer.hiding(tools: hidingTools)
             if instance.offer != offer { instance.offer = offer }
             Self.setAwaiting(instance, false, in: &state)
             instance.hasOffered = true
@@ -379,7 +386,9 @@ public final class AgentRegistry: Sendable {
     /// Like `updateOffer`, without touching the catalog when nothing changed.
     public func updateOfferIfChanged(_ id: InstanceID, _ offer: AgentOffer) {
         mutate { state in
-            guard let instance = state.instances[id], instance.offer != offer else { return }
+            guard let instance = state.instances[id] else { return }
+            let offer = offer.hiding(tools: instance.hiddenTools)
+            guard instance.offer != offer else { return }
             instance.offer = offer
             Self.recount(instance, in: &state)
         }
@@ -388,7 +397,7 @@ public final class AgentRegistry: Sendable {
     public func updateOffer(_ id: InstanceID, _ offer: AgentOffer) {
         mutate { state in
             guard let instance = state.instances[id] else { return }
-            instance.offer = offer
+            instance.offer = offer.hiding(tools: instance.hiddenTools)
             Self.recount(instance, in: &state)
         }
     }

@@ -14,6 +14,9 @@ public struct AgentTemplate: Sendable, Equatable {
     public var startupTimeout: Duration = .seconds(30)
     /// Longest a call to this agent may take before the gateway gives up on it.
     public var callTimeout: Duration = .seconds(300)
+    /// Tools of the server that clients never see: not listed, not callable (Cline's and Roo
+    /// Code's `disabledTools`).
+    public var disabledTools: Set<String> = []
 
     public var restart = RestartPolicy()
     /// Put in front of every tool and prompt name the template offers (set up front, so that

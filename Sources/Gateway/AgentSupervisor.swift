@@ -201,7 +201,7 @@ final class AgentSupervisor: Sendable {
             let offer = try await withDeadline(template.startupTimeout, on: eventLoop) {
                 try await AgentDiscovery.handshake(handle, timeout: TimeAmount(template.startupTimeout))
             }
-            core.agents.ready(id, endpoint: handle, offer: offer, processID: child.processID)
+            core.agents.ready(id, endpoint: handle, offer: offer, hidingTools: template.disabledTools, processID: child.processID)
             logger.info(
                 "agent \(id) ready (pid \(child.processID)): \(offer.tools.count) tools, \(offer.resources.count) resources, \(offer.prompts.count) prompts")
         } catch {

@@ -30,9 +30,12 @@ public struct ConfigurationFile: Sendable {
     }
 
     public let path: String
+    /// What `${VAR}` references resolve against.
+    public let environment: [String: String]
 
-    public init(path: String) {
+    public init(path: String, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.path = path
+        self.environment = environment
     }
 
     /// Applies the file's settings on top of `settings`.
@@ -57,9 +60,10 @@ public struct ConfigurationFile: Sendable {
         } catch {
             throw Problems(all: [Problem(file: path, message: "cannot parse: \(error)")])
         }
-        var reader = Reader(file: path, settings: settings)
+        var reader = ConfigurationReader(file: path, settings: settings, environment: environment)
         if let root { reader.readRoot(root) }
         if !reader.problems.isEmpty { throw Problems(all: reader.problems) }
+        reader.settings.configurationWarnings += reader.warnings
         return reader.settings
     }
 
@@ -75,23 +79,49 @@ public struct ConfigurationFile: Sendable {
     }
 }
 
-/// Walks the document, collecting every problem rather than stopping at the first.
-private struct Reader {
+/// Walks the document, collecting every problem rather than stopping at the first, and every
+/// warning: what the gateway ignores or skips without refusing the file.
+struct ConfigurationReader {
     let file: String
+    /// The configuration file's directory, absolute: `envFile` paths are relative to it.
+    let directory: String
     var settings: GatewaySettings
+    var expansion: VariableExpansion
     var problems: [ConfigurationFile.Problem] = []
+    var warnings: [ConfigurationFile.Problem] = []
 
-    init(file: String, settings: GatewaySettings) {
+    init(file: String, settings: GatewaySettings, environment: [String: String]) {
         self.file = file
         self.settings = settings
+        let relativeDirectory = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : "."
+        let absoluteDirectory =
+            relativeDirectory.hasPrefix("/") ? relativeDirectory : "\(FileManager.default.currentDirectoryPath)/\(relativeDirectory)"
+        self.directory = absoluteDirectory.hasSuffix("/.") ? String(absoluteDirectory.dropLast(2)) : absoluteDirectory
+        // `.vscode/mcp.json` and `.cursor/mcp.json` belong to the project around them.
+        let workspaceFolder =
+            directory.hasSuffix("/.vscode") || directory.hasSuffix("/.cursor") ? String(directory[..<directory.lastIndex(of: "/")!]) : directory
+        self.expansion = VariableExpansion(environment: environment, workspaceFolder: workspaceFolder)
     }
 
     mutating func report(_ node: Node?, _ message: String) {
         problems.append(.init(file: file, line: node?.mark?.line, column: node?.mark?.column, message: message))
     }
 
+    mutating func warn(_ node: Node?, _ message: String) {
+        warnings.append(.init(file: file, line: node?.mark?.line, column: node?.mark?.column, message: message))
+    }
+
+    /// A problem in our own sections, a warning in what a host wrote.
+    mutating func complain(_ node: Node?, _ message: String, strictly: Bool) {
+        if strictly { report(node, message) } else { warn(node, message) }
+    }
+
     mutating func readRoot(_ root: Node) {
         guard let mapping = mapping(root, "the top level") else { return }
+        // A host's file, pointed at unchanged, holds the host's own settings beside its servers.
+        let isHostFile = mapping.contains { $0.0.string == "mcpServers" || $0.0.string == "servers" }
+        // Inputs first: servers before them in the file refer to them.
+        for (keyNode, value) in mapping where keyNode.string == "inputs" { readInputs(value) }
         for (keyNode, value) in mapping {
             let key = keyNode.string ?? ""
             switch key {
@@ -100,14 +130,22 @@ private struct Reader {
             case "threads": if let count = integer(value, "threads", minimum: 1) { settings.eventLoopThreads = count }
             case "limits": readLimits(value)
             case "keepalive": readKeepalive(value)
-            case "agents": readTemplates(value, section: "agents")
-            case "mcpServers": readTemplates(value, section: "mcpServers")
+            case "agents": readServers(value, section: .agents)
+            case "mcpServers": readServers(value, section: .mcpServers)
+            case "servers": readServers(value, section: .servers)
+            case "inputs": break
             case "tls": readTLS(value)
             case "health": readHealth(value)
             case "workflows": readWorkflows(value)
             case "readiness": readReadiness(value)
             default:
-                report(keyNode, "unknown key \"\(key)\" (known: listen, logLevel, threads, limits, keepalive, health, readiness, tls, agents, mcpServers, workflows)")
+                if isHostFile {
+                    warn(keyNode, "key \"\(key)\" is ignored: it is the MCP host's setting, not the gateway's")
+                } else {
+                    report(
+                        keyNode,
+                        "unknown key \"\(key)\" (known: listen, logLevel, threads, limits, keepalive, health, readiness, tls, agents, mcpServers, servers, inputs, workflows)")
+                }
             }
         }
     }
@@ -274,74 +312,6 @@ private struct Reader {
             report(node, "tls.requireAgentNameMatch needs clientAuth optional or require: without client certificates no agent could register")
         }
         settings.tls = tls
-    }
-
-    mutating func readTemplates(_ node: Node, section: String) {
-        guard let mapping = mapping(node, section) else { return }
-        for (nameNode, body) in mapping {
-            guard let name = nameNode.string, !name.isEmpty else {
-                report(nameNode, "an agent name must be a non-empty string")
-                continue
-            }
-            if settings.agentTemplates.contains(where: { $0.name == name }) {
-                report(nameNode, "agent \"\(name)\" is declared twice")
-                continue
-            }
-            guard let fields = self.mapping(body, "agent \"\(name)\"") else { continue }
-            var template: AgentTemplate?
-            var pending: [(Node, Node)] = []
-            var disabled = false
-            for (keyNode, value) in fields {
-                if keyNode.string == "disabled", case .scalar(let scalar) = value, Bool(scalar.string) == true {
-                    disabled = true
-                } else if keyNode.string == "command" {
-                    if let command = string(value, "\(section).\(name).command"), !command.isEmpty {
-                        template = AgentTemplate(name: name, command: command)
-                    }
-                } else {
-                    pending.append((keyNode, value))
-                }
-            }
-            guard var template else {
-                report(body, "agent \"\(name)\" needs a \"command\" (the program to run)")
-                continue
-            }
-            let path = "\(section).\(name)"
-            for (keyNode, value) in pending {
-                let key = keyNode.string ?? ""
-                switch key {
-                case "args": if let args = strings(value, "\(path).args") { template.arguments = args }
-                case "env": if let env = stringMap(value, "\(path).env") { template.environment = env }
-                case "cwd": template.workingDirectory = string(value, "\(path).cwd")
-                case "instances": if let n = integer(value, "\(path).instances", minimum: 0) { template.instances = n }
-                case "maxConcurrency": if let n = integer(value, "\(path).maxConcurrency", minimum: 1) { template.maximumConcurrency = n }
-                case "version": template.version = string(value, "\(path).version")
-                case "capabilities": if let tags = strings(value, "\(path).capabilities") { template.capabilities = tags }
-                case "startupTimeoutSeconds":
-                    if let seconds = number(value, "\(path).startupTimeoutSeconds", minimum: 0.001) { template.startupTimeout = .seconds(seconds) }
-                case "callTimeoutSeconds":
-                    if let seconds = number(value, "\(path).callTimeoutSeconds", minimum: 0.001) { template.callTimeout = .seconds(seconds) }
-                case "restart":
-                    if let policy = restartPolicy(value, "\(path).restart") { template.restart = policy }
-                case "toolPrefix":
-                    if let prefix = string(value, "\(path).toolPrefix") {
-                        if prefix.isEmpty || !ToolNaming.isValidExposedName(prefix) || prefix.utf8.count > 32 {
-                            report(value, "\(path).toolPrefix must be 1 to 32 letters, digits, '_' or '-' (it goes in front of tool names)")
-                        } else {
-                            template.toolPrefix = prefix
-                        }
-                    }
-                case "maxMessageBytes":
-                    if let bytes = integer(value, "\(path).maxMessageBytes", minimum: 1024) { template.maximumMessageBytes = bytes }
-                // Keys that MCP hosts put in `mcpServers` entries and that do not concern us.
-                case "type", "disabled", "autoApprove", "alwaysAllow", "description": break
-                default:
-                    report(keyNode, "unknown key \"\(key)\" in \(path)")
-                }
-            }
-            // MCP hosts mark servers they keep in the file but do not run.
-            if !disabled { settings.agentTemplates.append(template) }
-        }
     }
 
     /// `restart: always | never`, or `{policy, initialBackoffSeconds, maxBackoffSeconds}`.

@@ -235,6 +235,7 @@ public final class GatewayServer: Service {
 
     private func serve() async throws {
         let settings = core.settings
+        for warning in settings.configurationWarnings { logger.warning("configuration: \(warning)") }
         guard settings.stdio || !settings.listen.isEmpty else {
             throw StartupError(description: "nothing to serve: give --stdio and/or --listen tcp://HOST:PORT or unix:///PATH")
         }

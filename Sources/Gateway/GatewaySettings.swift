@@ -12,6 +12,13 @@ public struct GatewaySettings: Sendable {
     public var keepalive = Keepalive()
     /// Agent templates from the config file, validated; the agents layer runs them.
     public var agentTemplates: [AgentTemplate] = []
+    /// Remote servers (`url`) of an MCP host's file: kept, not served until the gateway has an
+    /// HTTP client transport.
+    public var remoteServers: [RemoteServerEntry] = []
+    /// What the config file holds that the gateway ignores or cannot use (a host's own keys, a
+    /// server skipped for an unset variable), each with its file and line: logged at start,
+    /// printed by `config check`.
+    public var configurationWarnings: [ConfigurationFile.Problem] = []
     /// Certificates for `tls://` listeners.
     public var tls: TLSSettings?
     public var workflows = WorkflowSettings()

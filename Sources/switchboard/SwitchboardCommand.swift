@@ -237,6 +237,7 @@ struct Config: ParsableCommand {
             }
             print("\(file): OK (\(settings.listen.count) listeners, \(settings.agentTemplates.count) agent templates, \(workflows.count) workflow definitions)")
             for report in workflows { print("  \(report.output)") }
+            for warning in settings.configurationWarnings { print("warning: \(warning)") }
         }
     }
 }
