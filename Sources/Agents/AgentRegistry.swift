@@ -176,7 +176,7 @@ public final class AgentRegistry: Sendable {
         var reportedHealth: AgentHealth {
             switch lifecycle {
             case .failed, .offline: return .unhealthy
-            case .starting where endpoint == nil: return .degraded
+            case .starting where !hasOffered: return .degraded
             default: return health
             }
         }
@@ -186,7 +186,7 @@ public final class AgentRegistry: Sendable {
             case .offline: return .offline
             case .failed: return .error
             case .maintenance: return .maintenance
-            case .starting where endpoint == nil: return .starting
+            case .starting where !hasOffered: return .starting
             case .starting, .ready, .draining:
                 if inFlight == 0 { return .idle }
                 return inFlight >= registration.maximumConcurrency ? .overloaded : .busy
@@ -255,12 +255,17 @@ public final class AgentRegistry: Sendable {
         var pinnedPrompts: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
         /// Some exposed name is not pinned yet (a cheap test on the call path).
         var hasUnpinnedNames = false
+        var pinnedToolsAfterPruning = 0
+        var pinnedPromptsAfterPruning = 0
         /// Per-template prefixes set up front.
         var prefixes: [String: String] = [:]
         /// Instances in their start-up window, per template.
         var awaiting: [String: Int] = [:]
         /// Templates whose offer is still unknown: lists and calls wait for them.
         var starting: Set<String> = []
+        /// Something `starting` depends on changed (an instance entered or left its start-up
+        /// window, offered for the first time, or left): it is worked out again.
+        var startingMayHaveChanged = false
         var waiters: [Waiter] = []
         var settleWaiters: [SettleWaiter] = []
         var sequence: UInt64 = 0
@@ -269,11 +274,14 @@ public final class AgentRegistry: Sendable {
     /// A list waiting for the templates still starting.
     private struct SettleWaiter {
         var sequence: UInt64
+        var eventLoop: any EventLoop
         var body: @Sendable () -> Void
         var timeout: Scheduled<Void>?
     }
 
     private let state = Mutex(State())
+    /// `!state.starting.isEmpty`, readable without the lock (every list and resource read asks).
+    private let startingNow = Atomic(false)
     private let observers = Mutex(Observers())
     private let localReplica = Mutex<String?>(nil)
 
@@ -349,6 +357,7 @@ public final class AgentRegistry: Sendable {
     private static func removeInstance(_ id: InstanceID, from state: inout State) {
         guard let instance = state.instances.removeValue(forKey: id) else { return }
         setAwaiting(instance, false, in: &state)
+        if instance.hasOffered, state.awaiting[instance.registration.template] != nil { state.startingMayHaveChanged = true }
         instance.isRegistered = false
         recount(instance, in: &state)
         let template = instance.registration.template
@@ -373,6 +382,7 @@ public final class AgentRegistry: Sendable {
             let offer = offer.hiding(tools: hidingTools)
             if instance.offer != offer { instance.offer = offer }
             Self.setAwaiting(instance, false, in: &state)
+            if !instance.hasOffered, state.awaiting[instance.registration.template] != nil { state.startingMayHaveChanged = true }
             instance.hasOffered = true
             instance.lifecycle = .ready
             instance.health = .healthy
@@ -417,6 +427,8 @@ public final class AgentRegistry: Sendable {
     /// Ends an instance's start-up window without a handshake (it is taking too long): what its
     /// template offers is no longer waited for.
     public func endStartupWindow(_ id: InstanceID) {
+        // Usually long over (the instance is up): then there is nothing to change or announce.
+        guard state.withLock({ $0.instances[id]?.awaitingFirstHandshake ?? false }) else { return }
         mutate { state in
             guard let instance = state.instances[id], instance.awaitingFirstHandshake else { return }
             Self.setAwaiting(instance, false, in: &state)
@@ -436,7 +448,7 @@ public final class AgentRegistry: Sendable {
 
     /// Whether any template's offer is still unknown.
     public var isStarting: Bool {
-        state.withLock { !$0.starting.isEmpty }
+        startingNow.load(ordering: .relaxed)
     }
 
     /// Whether some instance has not finished its first handshake yet, whether or not lists
@@ -465,7 +477,7 @@ public final class AgentRegistry: Sendable {
                 }
                 expired?.body()
             }
-            state.settleWaiters.append(SettleWaiter(sequence: sequence, body: body, timeout: timer))
+            state.settleWaiters.append(SettleWaiter(sequence: sequence, eventLoop: eventLoop, body: body, timeout: timer))
             return true
         }
         if !waiting { body() }
@@ -473,6 +485,7 @@ public final class AgentRegistry: Sendable {
 
     private static func setAwaiting(_ instance: Instance, _ awaiting: Bool, in state: inout State) {
         guard instance.awaitingFirstHandshake != awaiting else { return }
+        state.startingMayHaveChanged = true
         instance.awaitingFirstHandshake = awaiting
         let template = instance.registration.template
         let count = state.awaiting[template, default: 0] + (awaiting ? 1 : -1)
@@ -481,7 +494,8 @@ public final class AgentRegistry: Sendable {
 
     /// Works out again which templates are starting; cheap when none is.
     private static func updateStarting(_ state: inout State) {
-        guard !state.awaiting.isEmpty || !state.starting.isEmpty else { return }
+        guard state.startingMayHaveChanged else { return }
+        state.startingMayHaveChanged = false
         var starting = Set<String>()
         for template in state.awaiting.keys where !(state.templates[template]?.instances.contains(where: \.hasOffered) ?? false) {
             starting.insert(template)
@@ -497,12 +511,17 @@ public final class AgentRegistry: Sendable {
         state.pinnedTools.merge(state.tools) { old, _ in old }
         state.pinnedPrompts.merge(state.prompts) { old, _ in old }
         state.hasUnpinnedNames = false
-        let bound = 100_000
-        if state.pinnedTools.count > bound {
-            state.pinnedTools = state.pinnedTools.filter { state.templates[$0.value.template] != nil }
+        // Past the bound, and again each time the table has doubled since, the pins of tools that
+        // no one offers now are let go: memory follows what is offered, at an amortised cost.
+        if state.pinnedTools.count > max(100_000, 2 * state.pinnedToolsAfterPruning) {
+            let offered = Set(state.tools.values)
+            state.pinnedTools = state.pinnedTools.filter { offered.contains($0.value) }
+            state.pinnedToolsAfterPruning = state.pinnedTools.count
         }
-        if state.pinnedPrompts.count > bound {
-            state.pinnedPrompts = state.pinnedPrompts.filter { state.templates[$0.value.template] != nil }
+        if state.pinnedPrompts.count > max(100_000, 2 * state.pinnedPromptsAfterPruning) {
+            let offered = Set(state.prompts.values)
+            state.pinnedPrompts = state.pinnedPrompts.filter { offered.contains($0.value) }
+            state.pinnedPromptsAfterPruning = state.pinnedPrompts.count
         }
     }
 
@@ -1062,7 +1081,9 @@ public final class AgentRegistry: Sendable {
     /// This replica's own present instances, for the replica directory.
     public func localSnapshots() -> [InstanceSnapshot] {
         state.withLock { state in
-            state.instances.values.filter { $0.registration.replica == nil && $0.isPresent }.sorted { $0.id < $1.id }.map {
+            // An instance still starting has nothing to offer yet: other replicas hear of it once it
+            // has, so that it never ends their start-up window nor takes their calls early.
+            state.instances.values.filter { $0.registration.replica == nil && $0.isPresent && $0.hasOffered }.sorted { $0.id < $1.id }.map {
                 InstanceSnapshot(id: $0.id, registration: $0.registration, offer: $0.offer, state: $0.state, health: $0.reportedHealth, inFlight: $0.inFlight)
             }
         }
@@ -1249,6 +1270,7 @@ public final class AgentRegistry: Sendable {
             change(&state)
             let wasStarting = !state.starting.isEmpty
             Self.updateStarting(&state)
+            if wasStarting != !state.starting.isEmpty { startingNow.store(!state.starting.isEmpty, ordering: .relaxed) }
             var changed = CatalogChange(tools: false, prompts: false)
             if state.catalogNamesChanged {
                 state.catalogNamesChanged = false
@@ -1268,7 +1290,8 @@ public final class AgentRegistry: Sendable {
         for (promise, outcome) in granted { promise.completeWith(outcome.mapError { $0 as any Error }) }
         for waiter in settled {
             waiter.timeout?.cancel()
-            waiter.body()
+            // On the waiter's own loop: whatever ended start-up need not build every list.
+            waiter.eventLoop.execute(waiter.body)
         }
         let (catalogObservers, capacityObservers) = observers.withLock { ($0.catalogChanged, $0.capacityFreed) }
         if catalogChange.tools || catalogChange.prompts {

@@ -3,6 +3,10 @@ public struct AgentTemplate: Sendable, Equatable {
     public var name: String
     public var command: String
     public var arguments: [String] = []
+    /// The command and arguments as the configuration wrote them, before `${VAR}` expansion:
+    /// what the gateway shows (`agents/get`), so that a secret passed in an argument is not.
+    public var commandAsWritten: String?
+    public var argumentsAsWritten: [String]?
     public var environment: [String: String] = [:]
     public var workingDirectory: String?
     public var instances = 1

@@ -55,7 +55,10 @@ public enum ToolNaming {
         }
         // A pinned name stays reserved for its tool even while no instance offers it.
         func isTaken(_ name: String) -> Bool { catalog.names[name] != nil || pinned[name] != nil }
-        for template in templates.keys.sorted() {
+        // Templates with a prefix first: their names are set up front and never yield to a bare
+        // name that happens to look the same.
+        let order = templates.keys.sorted { (prefixes[$0] == nil ? 1 : 0, $0) < (prefixes[$1] == nil ? 1 : 0, $1) }
+        for template in order {
             for name in Set(templates[template]!).sorted() where !named.contains(Origin(template: template, name: name)) {
                 var exposed: String
                 if let prefix = prefixes[template] {

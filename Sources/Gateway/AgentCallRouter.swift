@@ -68,6 +68,9 @@ final class AgentCallRouter: Sendable {
         guard let params = request.params, params.kind == .object, let uri = params.member("uri")?.stringValue else {
             return .error(.invalidParams("resources/read needs params with the resource's \"uri\""))
         }
+        if let template = agents.templateServing(resource: uri) {
+            return forward(.resource(template: template), name: uri, method: "resources/read", params: params, meta: params.member("_meta"), context)
+        }
         let agents = self.agents
         // An agent still starting may serve it: look once the start-up window is over.
         return AgentMethods.afterStartup(agents, context, within: readinessWait) { [self] in

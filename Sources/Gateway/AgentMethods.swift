@@ -147,23 +147,25 @@ enum AgentMethods {
     ) -> MethodReply {
         guard agents.isStarting else { return answer() }
         let reply = DeferredReply()
-        let innerCancel = Mutex<(@Sendable () -> Void)?>(nil)
+        let cancellation = WaitCancellation()
         let eventLoop = context.eventLoop
         agents.afterStartup(on: eventLoop, within: limit) {
+            // Cancelled while it waited: nothing is started.
+            guard !cancellation.isCancelled else { return }
             switch answer() {
             case .result(let value): reply.succeed(value)
             case .error(let error): reply.fail(error)
             case .later(let future): future.whenComplete(reply.complete)
             case .cancellable(let future, let cancel):
-                innerCancel.withLock { $0 = cancel }
+                cancellation.started(cancel)
                 future.whenComplete(reply.complete)
             case .deferred(let inner, let cancel):
-                innerCancel.withLock { $0 = cancel }
+                cancellation.started(cancel)
                 inner.whenComplete(on: eventLoop, reply.complete)
             }
         }
         return .deferred(reply) {
-            innerCancel.withLock { $0 }?()
+            cancellation.cancel()
             reply.fail(AgentCallCancelled())
         }
     }
@@ -312,5 +314,31 @@ extension TLSPeerIdentity {
             "uris": .array(uris.map(JSONValue.string)),
             "emailAddresses": .array(emailAddresses.map(JSONValue.string)),
         ]
+    }
+}
+
+/// A cancellation that may come before the work it cancels has started, or after.
+final class WaitCancellation: Sendable {
+    private let state = Mutex<(cancelled: Bool, cancel: (@Sendable () -> Void)?)>((false, nil))
+
+    var isCancelled: Bool { state.withLock { $0.cancelled } }
+
+    /// The work has started; `cancel` stops it (at once, if a cancellation came meanwhile).
+    func started(_ cancel: @escaping @Sendable () -> Void) {
+        let cancelNow = state.withLock { state -> Bool in
+            if state.cancelled { return true }
+            state.cancel = cancel
+            return false
+        }
+        if cancelNow { cancel() }
+    }
+
+    func cancel() {
+        let running = state.withLock { state -> (@Sendable () -> Void)? in
+            state.cancelled = true
+            defer { state.cancel = nil }
+            return state.cancel
+        }
+        running?()
     }
 }

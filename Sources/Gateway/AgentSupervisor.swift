@@ -126,7 +126,11 @@ final class AgentSupervisor: Sendable {
         var registration = AgentRegistry.Registration(
             name: id.rawValue, template: template.name, version: template.version ?? "1", kind: .spawned,
             capabilities: template.capabilities, maximumConcurrency: template.maximumConcurrency, callTimeout: template.callTimeout)
-        let configuration: JSONValue = ["command": .string(template.command), "args": .array(template.arguments.map(JSONValue.string))]
+        // As written: expanded variables may hold secrets.
+        let configuration: JSONValue = [
+            "command": .string(template.commandAsWritten ?? template.command),
+            "args": .array((template.argumentsAsWritten ?? template.arguments).map(JSONValue.string)),
+        ]
         registration.configuration = configuration
         core.agents.add(id, registration, startingUp: true)
         // However long its handshake may take, clients wait for it at most the readiness limit.

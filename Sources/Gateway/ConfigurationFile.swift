@@ -186,7 +186,13 @@ struct ConfigurationReader {
         for (keyNode, value) in fields {
             switch keyNode.string ?? "" {
             case "waitSeconds":
-                if let seconds = number(value, "readiness.waitSeconds", minimum: 0) { settings.readinessWait = .milliseconds(Int64(seconds * 1000)) }
+                if let seconds = number(value, "readiness.waitSeconds", minimum: 0) {
+                    if seconds > 3600 {
+                        report(value, "readiness.waitSeconds must be at most 3600")
+                    } else {
+                        settings.readinessWait = .milliseconds(Int64(seconds * 1000))
+                    }
+                }
             default:
                 report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in readiness (known: waitSeconds)")
             }

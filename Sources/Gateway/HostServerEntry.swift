@@ -173,6 +173,7 @@ extension ConfigurationReader {
         }
         var unresolved: [UnresolvedReference] = []
         var template = AgentTemplate(name: entry.name, command: expanded(command, at: commandNode, into: &unresolved))
+        template.commandAsWritten = command
         var environment: [String: String] = [:]
         var environmentFile: (node: Node, path: String)?
         for (keyNode, value) in entry.fields {
@@ -181,11 +182,14 @@ extension ConfigurationReader {
             case "args":
                 guard let items = sequence(value, "\(path).args") else { continue }
                 var arguments: [String] = []
+                var written: [String] = []
                 for item in items {
                     guard let text = string(item, "each entry of \(path).args") else { continue }
                     arguments.append(expanded(text, at: item, into: &unresolved))
+                    written.append(text)
                 }
                 template.arguments = arguments
+                template.argumentsAsWritten = written
             case "env":
                 guard let pairs = mapping(value, "\(path).env") else { continue }
                 for (name, text) in pairs {

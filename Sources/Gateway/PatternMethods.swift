@@ -49,17 +49,24 @@ enum PatternMethods {
             }
             timeout = .milliseconds(Int64(seconds * 1000))
         }
+        // Checked before any lease is taken: a refusal must leave no instance reserved.
+        var askedQuorum: Int?
+        if let value = params.member("quorum") {
+            guard let count = value.decoded().integerValue, count >= 1 else { return .error(.invalidParams("\"quorum\" must be a positive integer")) }
+            askedQuorum = Int(count)
+        }
         // A tool that no one offers yet may come with an agent still starting.
         guard agents.offersTool(tool) else {
-            return AgentMethods.afterStartup(agents, context, within: readinessWait) { [targets, timeout] in
-                gather(tool: tool, arguments: arguments, targets: targets, aggregation: aggregation, timeout: timeout, params: params, context, agents: agents)
+            return AgentMethods.afterStartup(agents, context, within: readinessWait) { [targets, timeout, askedQuorum] in
+                gather(tool: tool, arguments: arguments, targets: targets, aggregation: aggregation, quorum: askedQuorum, timeout: timeout, context, agents: agents)
             }
         }
-        return gather(tool: tool, arguments: arguments, targets: targets, aggregation: aggregation, timeout: timeout, params: params, context, agents: agents)
+        return gather(tool: tool, arguments: arguments, targets: targets, aggregation: aggregation, quorum: askedQuorum, timeout: timeout, context, agents: agents)
     }
 
+    /// `quorum`: as asked, or nil for the default (1 for `first`, else every target).
     private static func gather(
-        tool: String, arguments: RawJSON, targets: Int, aggregation: Aggregation, timeout: Duration, params: RawJSON, _ context: MethodContext,
+        tool: String, arguments: RawJSON, targets: Int, aggregation: Aggregation, quorum askedQuorum: Int?, timeout: Duration, _ context: MethodContext,
         agents: AgentRegistry
     ) -> MethodReply {
         // One lease per distinct instance, taken now: scatter goes to the agents that can run it.
@@ -75,16 +82,14 @@ enum PatternMethods {
             avoiding.insert(lease.instance)
             leases.append(lease)
         }
-        let quorum: Int
-        if let value = params.member("quorum") {
-            guard let count = value.decoded().integerValue, count >= 1 else { return .error(.invalidParams("\"quorum\" must be a positive integer")) }
-            quorum = Int(count)
-        } else {
-            quorum = aggregation == .first ? 1 : leases.count
-        }
+        let quorum = askedQuorum ?? (aggregation == .first ? 1 : leases.count)
         guard !leases.isEmpty else {
             if case .refused(let error) = agents.tryAcquire(.tool, tool, constraints: .init()) {
                 return .error(AgentCallError(error, name: tool).jsonRPCError)
+            }
+            if !agents.offersTool(tool) {
+                // The wait for the agents still starting ran out without anyone offering it.
+                return .error(AgentCallError(AgentRegistry.AcquireError.unknownTool(tool), name: tool).jsonRPCError)
             }
             return .error(JSONRPCError(
                 code: JSONRPCError.Code.agentBusy, message: "No agent offering \"\(tool)\" has free capacity",

@@ -44,6 +44,8 @@ public final class SharedTaskEngine: TaskService {
     private let board: any TaskBoard
     private let events: any PubSub
     private let agents: AgentRegistry
+    /// For the timers of waits (a task whose tool may come with an agent still starting).
+    private let timers: any EventLoopGroup
     /// This replica's name on the board: who holds a lease.
     public let owner: String
     private let leaseLength: Duration
@@ -54,7 +56,11 @@ public final class SharedTaskEngine: TaskService {
     /// Messages to other replicas, published in order by `run()`.
     private let outbox = PublishQueue()
 
-    public init(board: any TaskBoard, events: any PubSub, agents: AgentRegistry, owner: String, lease: Duration = .seconds(10), logger: Logger) {
+    public init(
+        board: any TaskBoard, events: any PubSub, agents: AgentRegistry, owner: String, lease: Duration = .seconds(10),
+        timers: any EventLoopGroup, logger: Logger
+    ) {
+        self.timers = timers
         self.board = board
         self.events = events
         self.agents = agents
@@ -147,6 +153,14 @@ public final class SharedTaskEngine: TaskService {
             } else if task.state == "PENDING" {
                 wantPass()
                 tell(Self.queuedTopic, task.queue)
+                if !agents.offersTool(submission.taskType) {
+                    // Only an agent still starting may offer it: look again once none is, and fail
+                    // it then if none does.
+                    agents.afterStartup(on: timers.any(), within: .seconds(3600)) { [self, demand] in
+                        guard let refusal = agents.refusal(.tool, submission.taskType, constraints: demand) else { return }
+                        Task { await self.refuse(created, because: "\(refusal)") }
+                    }
+                }
             }
             return created
         }

@@ -65,6 +65,7 @@ struct ReadinessTests {
         ready(registry, "time#1", tools: ["now"])
         #expect(listed.withLock { $0 } == nil)
         ready(registry, "git#1", tools: ["git_log"])
+        loop.run()  // the list is answered on its own loop
         #expect(listed.withLock { $0 } == ["git_log", "now"])
         #expect(!registry.isStarting)
     }
@@ -75,6 +76,7 @@ struct ReadinessTests {
         let answered = Mutex(false)
         registry.afterStartup(on: loop, within: .seconds(30)) { answered.withLock { $0 = true } }
         registry.down(.init("broken#1"), .failed("failed its MCP handshake"))
+        loop.run()
         #expect(answered.withLock { $0 })
     }
 
@@ -206,5 +208,29 @@ struct ReadinessTests {
         registry.add(.init("web#1"), registration("web#1", template: "web"))
         ready(registry, "web#1", tools: ["search"])
         #expect(exposedTools(registry) == ["gh_create_issue", "gh_search", "search"])
+    }
+
+    @Test func anInstanceStillStartingIsNotAnnouncedToOtherReplicas() {
+        let registry = AgentRegistry()
+        addStarting(registry, "time#1", template: "time")
+        #expect(registry.localSnapshots().isEmpty)
+        ready(registry, "time#1", tools: ["now"])
+        #expect(registry.localSnapshots().map(\.id.rawValue) == ["time#1"])
+    }
+
+    @Test func aPrefixedNameIsNeverTakenByABareNameThatLooksTheSame() {
+        let registry = AgentRegistry()
+        registry.setPrefix("gh_", forTemplate: "github")
+        // "aaa" sorts first and offers a tool literally named gh_search.
+        addStarting(registry, "aaa#1", template: "aaa")
+        addStarting(registry, "github#1", template: "github")
+        ready(registry, "aaa#1", tools: ["gh_search"])
+        ready(registry, "github#1", tools: ["search"])
+        guard case .leased(let lease) = registry.tryAcquire(.tool, "gh_search", constraints: .init()) else {
+            Issue.record("gh_search must name a tool")
+            return
+        }
+        #expect(lease.template == "github")
+        #expect(exposedTools(registry) == ["aaa__gh_search", "gh_search"])
     }
 }

@@ -307,6 +307,9 @@ def test_tasks_scatter_and_pipelines_take_both_vocabularies(start_gateway, tmp_p
         both = rpc.call("tasks/submit", {"tool": "echo", "taskType": "echo"})
         assert both["error"]["code"] == -32602
 
+        # A refused scatter reserves nothing: the instance has its capacity afterwards.
+        assert rpc.call("tasks/scatter", {"tool": "echo", "quorum": 0})["error"]["code"] == -32602
+        assert all(a["inFlight"] == 0 for a in rpc.result("agents/list", {"template": "echo"})["agents"])
         scatter = rpc.result("tasks/scatter", {"taskType": "echo", "taskData": {"text": "s"}, "targets": 1})
         assert scatter["succeeded"] == 1 and scatter["results"][0]["result"]["content"][0]["text"] == "e:s"
 
@@ -371,3 +374,19 @@ def test_a_port_in_use_is_reported_in_plain_words(start_gateway):
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
     assert second.returncode == 2
     assert "already in use" in second.stderr and f"tcp://{host}:{port}" in second.stderr, second.stderr
+
+
+def test_a_secret_expanded_into_an_agents_arguments_is_not_shown_to_clients(start_gateway, tmp_path):
+    config = tmp_path / "servers.json"
+    config.write_text(json.dumps({"mcpServers": {
+        "vault": {"command": sys.executable, "args": [str(TOOL_SERVER), "--tool", "peek", "--stderr", "token=${SB_TEST_SECRET}"]},
+    }}))
+    env = {**os.environ, "SB_TEST_SECRET": "hunter2-secret"}
+    gateway = start_gateway("tcp", extra=["--config", str(config)], env=env)
+    with RpcSession.connect(gateway.tcp) as rpc:
+        # The agent got the value (it prints it on its stderr, which the operator's log shows) ...
+        assert rpc.result("tools/call", {"name": "peek", "arguments": {"text": "x"}})["content"][0]["text"] == "server:x"
+        gateway.wait_log(r"vault#1.*token=hunter2-secret")
+        # ... clients see the configuration as written.
+        shown = json.dumps(rpc.result("agents/get", {"agentId": "vault#1"}))
+        assert "${SB_TEST_SECRET}" in shown and "hunter2-secret" not in shown

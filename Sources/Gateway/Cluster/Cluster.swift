@@ -26,7 +26,7 @@ final class Cluster: Sendable {
         agents.setLocalReplica(settings.replicaID)
         tasks = SharedTaskEngine(
             board: RedisTaskBoard(client: client, keyPrefix: settings.keyPrefix), events: events, agents: agents,
-            owner: settings.replicaID, lease: settings.taskLease, logger: logger)
+            owner: settings.replicaID, lease: settings.taskLease, timers: group, logger: logger)
         bus = ReplicaBus(replica: settings.replicaID, events: events, agents: agents, group: group, logger: logger)
         membership = ReplicaMembership(
             replica: settings.replicaID, directory: RedisReplicaDirectory(client: client, keyPrefix: settings.keyPrefix),
