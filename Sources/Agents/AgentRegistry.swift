@@ -719,13 +719,8 @@ public final class AgentRegistry: Sendable {
         constraints: Constraints = Constraints(), nested: Bool = false
     ) -> Acquisition {
         state.withLock { state in
-            let origin: ToolNaming.Origin?
-            switch Self.resolve(kind, exposedName, in: &state) {
-            case .found(let found): origin = found
-            case .refused(let error): return .refused(error)
-            case .notYetOffered: origin = nil
-            }
-            guard let origin else {
+            guard let origin = Self.lookUp(kind, exposedName, in: &state) else {
+                guard !state.starting.isEmpty else { return .refused(Self.unknownName(kind, exposedName, in: state)) }
                 // A template that may offer it is starting: wait for its offer like for capacity.
                 return .waiting(Self.enqueueWaiter(
                     kind, exposedName, origin: nil, constraints: constraints, nested: nested, on: eventLoop, timeout: timeout, in: &state, registry: self))
@@ -774,29 +769,23 @@ public final class AgentRegistry: Sendable {
         return promise.futureResult
     }
 
-    private enum Resolution {
-        case found(ToolNaming.Origin)
-        /// No one offers the name yet, and a template that may is starting.
-        case notYetOffered
-        case refused(AcquireError)
-    }
-
-    /// What `name` names now. A name that resolves is pinned: it keeps naming that tool.
-    private static func resolve(_ kind: OfferKind, _ name: String, in state: inout State) -> Resolution {
+    /// The origin `name` names now, or nil. A name that resolves is pinned: it keeps naming
+    /// that tool. (Why a name does not resolve is worked out apart, off the common path.)
+    @inline(__always)
+    private static func lookUp(_ kind: OfferKind, _ name: String, in state: inout State) -> ToolNaming.Origin? {
         switch kind {
         case .resource(let template):
-            return .found(ToolNaming.Origin(template: template, name: name))
+            return ToolNaming.Origin(template: template, name: name)
         case .tool, .prompt:
-            if let found = (kind == .tool ? state.tools : state.prompts)[name] {
-                if state.hasUnpinnedNames {
-                    if kind == .tool, state.pinnedTools[name] == nil { state.pinnedTools[name] = found }
-                    if kind == .prompt, state.pinnedPrompts[name] == nil { state.pinnedPrompts[name] = found }
-                }
-                return .found(found)
-            }
-            if !state.starting.isEmpty { return .notYetOffered }
-            return .refused(unknownName(kind, name, in: state))
+            guard let found = (kind == .tool ? state.tools : state.prompts)[name] else { return nil }
+            if state.hasUnpinnedNames { pin(kind, name, found, in: &state) }
+            return found
         }
+    }
+
+    private static func pin(_ kind: OfferKind, _ name: String, _ origin: ToolNaming.Origin, in state: inout State) {
+        if kind == .tool, state.pinnedTools[name] == nil { state.pinnedTools[name] = origin }
+        if kind == .prompt, state.pinnedPrompts[name] == nil { state.pinnedPrompts[name] = origin }
     }
 
     /// Unknown, or offered by several templates under other names.
@@ -863,11 +852,9 @@ public final class AgentRegistry: Sendable {
     /// when capacity frees up (`onCapacityFreed`).
     public func tryAcquire(_ kind: OfferKind, _ name: String, constraints: Constraints) -> Attempt {
         state.withLock { state in
-            let origin: ToolNaming.Origin
-            switch Self.resolve(kind, name, in: &state) {
-            case .found(let found): origin = found
-            case .refused(let error): return .refused(error)
-            case .notYetOffered: return .busy  // a starting template may offer it: the task waits
+            guard let origin = Self.lookUp(kind, name, in: &state) else {
+                // A starting template may offer it: the task waits.
+                return state.starting.isEmpty ? .refused(Self.unknownName(kind, name, in: state)) : .busy
             }
             if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self, constraints: constraints) { return .leased(lease) }
             let eligible = (state.templates[origin.template]?.instances ?? []).contains { instance in
@@ -1045,11 +1032,8 @@ public final class AgentRegistry: Sendable {
     /// could, now or once it is free). Reserves nothing.
     public func refusal(_ kind: OfferKind, _ name: String, constraints: Constraints) -> AcquireError? {
         state.withLock { state in
-            let origin: ToolNaming.Origin
-            switch Self.resolve(kind, name, in: &state) {
-            case .found(let found): origin = found
-            case .refused(let error): return error
-            case .notYetOffered: return nil
+            guard let origin = Self.lookUp(kind, name, in: &state) else {
+                return state.starting.isEmpty ? Self.unknownName(kind, name, in: state) : nil
             }
             let eligible = (state.templates[origin.template]?.instances ?? []).contains { instance in
                 instance.isPresent
@@ -1269,8 +1253,10 @@ public final class AgentRegistry: Sendable {
             state -> (CatalogChange, [(EventLoopPromise<Lease>, Result<Lease, AcquireError>)], [SettleWaiter]) in
             change(&state)
             let wasStarting = !state.starting.isEmpty
-            Self.updateStarting(&state)
-            if wasStarting != !state.starting.isEmpty { startingNow.store(!state.starting.isEmpty, ordering: .relaxed) }
+            if state.startingMayHaveChanged {
+                Self.updateStarting(&state)
+                if wasStarting != !state.starting.isEmpty { startingNow.store(!state.starting.isEmpty, ordering: .relaxed) }
+            }
             var changed = CatalogChange(tools: false, prompts: false)
             if state.catalogNamesChanged {
                 state.catalogNamesChanged = false
@@ -1279,7 +1265,7 @@ public final class AgentRegistry: Sendable {
             var settled: [SettleWaiter] = []
             if state.starting.isEmpty {
                 // Start-up is over: the names are settled, whether a client has seen them or not.
-                Self.pinAll(&state)
+                if state.hasUnpinnedNames { Self.pinAll(&state) }
                 if wasStarting {
                     settled = state.settleWaiters
                     state.settleWaiters = []
@@ -1315,15 +1301,14 @@ public final class AgentRegistry: Sendable {
         var remaining: [Waiter] = []
         for var waiter in state.waiters {
             if waiter.origin == nil {
-                switch resolve(waiter.kind, waiter.exposedName, in: &state) {
-                case .found(let origin):
+                if let origin = lookUp(waiter.kind, waiter.exposedName, in: &state) {
                     waiter.origin = origin
-                case .notYetOffered:
+                } else if !state.starting.isEmpty {
                     remaining.append(waiter)
                     continue
-                case .refused(let error):
+                } else {
                     waiter.timeout?.cancel()
-                    outcomes.append((waiter.promise, .failure(error)))
+                    outcomes.append((waiter.promise, .failure(unknownName(waiter.kind, waiter.exposedName, in: state))))
                     continue
                 }
             }

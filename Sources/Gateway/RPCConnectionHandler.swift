@@ -263,15 +263,21 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             switch answer(entry) {
             case .none: break
             case .now(let reply): emit { reply.write(to: &$0) }
-            case .later(let id, let pending, let log):
+            case .later(let id, let pending, nil):
+                track(pending) { [self] result in
+                    self.cancellers[id] = nil
+                    if self.cancelledRequests.remove(id) != nil { return }
+                    emit { self.reply(id: id, result).write(to: &$0) }
+                }
+            case .later(let id, let pending, let log?):
                 track(pending) { [self] result in
                     self.cancellers[id] = nil
                     if self.cancelledRequests.remove(id) != nil {
-                        if let log { self.logRequest(log, outcome: "cancelled") }
+                        self.logRequest(log, outcome: "cancelled")
                         return
                     }
                     let reply = self.reply(id: id, result)
-                    if let log { self.logRequest(log, outcome: reply.outcome) }
+                    self.logRequest(log, outcome: reply.outcome)
                     emit { reply.write(to: &$0) }
                 }
             }
@@ -325,10 +331,17 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         case later(JSONRPCID, PendingReply, RequestLog?)
     }
 
-    private struct RequestLog {
-        var method: String
-        var id: JSONRPCID
-        var started: NIODeadline
+    /// A class: the answer that carries it stays small when requests are not logged.
+    private final class RequestLog {
+        let method: String
+        let id: JSONRPCID
+        let started: NIODeadline
+
+        init(method: String, id: JSONRPCID, started: NIODeadline) {
+            self.method = method
+            self.id = id
+            self.started = started
+        }
     }
 
     /// One line per request at debug: method, id, peer and agent (the logger's metadata),
@@ -373,6 +386,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    @inline(__always)
     private func dispatch(_ request: JSONRPCRequest) -> Answer {
         if gateway.registry.isDraining {
             return .now(.error(request.id, .shuttingDown()))

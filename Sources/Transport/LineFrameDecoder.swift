@@ -13,8 +13,9 @@ public enum LineFrame: Sendable, Equatable {
     /// A line without its terminator (`\n` or `\r\n`).
     case line(ByteBuffer)
     /// A line longer than the limit, discarded once it has ended (at its newline, or at the end
-    /// of input).
-    case oversize(OversizeLine)
+    /// of input). Indirect: a frame stays as small as a buffer, so that NIO carries it without
+    /// boxing on the path every line takes.
+    indirect case oversize(OversizeLine)
 }
 
 /// What is kept of a line too long to keep: its length and its first and last bytes, enough to
@@ -51,9 +52,21 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
     /// How far into the readable bytes we have already looked for a newline, so that a long line
     /// arriving in many reads is scanned once, not once per read.
     private var scannedLength = 0
-    /// The line being discarded: its length so far, its first bytes and its latest ones.
-    private var discarded: (length: Int, head: ByteBuffer, tail: ByteBuffer)?
-    private var discarding: Bool { discarded != nil }
+    /// The line being discarded. A reference: NIO moves the decoder in and out of its handler
+    /// for every read, and a decoder of a few words moves cheaply.
+    private var discarded: DiscardedLine?
+
+    private final class DiscardedLine {
+        var length: Int
+        let head: ByteBuffer
+        var tail: ByteBuffer
+
+        init(length: Int, head: ByteBuffer, tail: ByteBuffer) {
+            self.length = length
+            self.head = head
+            self.tail = tail
+        }
+    }
 
     public init(maximumLineLength: Int) {
         precondition(maximumLineLength > 0)
@@ -93,15 +106,12 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
                 let found = memchr(base + scannedLength, 0x0A, bytes.count - scannedLength)
                 return found.map { UnsafeRawPointer($0) - base }
             }
-            if var line = discarded {
+            if let line = discarded {
                 let piece = buffer.readSlice(length: newline ?? buffer.readableBytes)!
                 line.length += piece.readableBytes
                 line.tail = Self.keepingEnd(of: line.tail, then: piece)
                 scannedLength = 0
-                guard newline != nil else {
-                    discarded = line
-                    return nil
-                }
+                guard newline != nil else { return nil }
                 buffer.moveReaderIndex(forwardBy: 1)
                 discarded = nil
                 return Self.oversize(limit: maximumLineLength, length: line.length, head: line.head, tail: line.tail)
@@ -112,7 +122,7 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
                 if buffer.readableBytes > maximumLineLength + 1 {
                     let piece = buffer.readSlice(length: buffer.readableBytes)!
                     scannedLength = 0
-                    discarded = (piece.readableBytes, Self.copy(piece, keptFrom: .start), Self.copy(piece, keptFrom: .end))
+                    discarded = DiscardedLine(length: piece.readableBytes, head: Self.copy(piece, keptFrom: .start), tail: Self.copy(piece, keptFrom: .end))
                 }
                 return nil
             }
