@@ -17,60 +17,30 @@ enum LogFormat: String, CaseIterable, ExpressibleByArgument {
 
     /// A log handler factory for `LoggingSystem.bootstrap`.
     func makeHandler(level: Logger.Level) -> @Sendable (String) -> any LogHandler {
-        switch self {
-        case .text:
-            { label in
-                var handler = TextLogHandler(label: label)
-                handler.logLevel = level
-                return handler
-            }
-        case .json:
-            { label in
-                var handler = JSONLogHandler(label: label)
-                handler.logLevel = level
-                return handler
-            }
+        { label in
+            var handler = LineLogHandler(label: label, format: self)
+            handler.logLevel = level
+            return handler
         }
     }
 }
 
-/// The text format of swift-log's `StreamLogHandler`, with milliseconds in the timestamp.
-struct TextLogHandler: LogHandler {
-    let label: String
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
-    var metadataProvider: Logger.MetadataProvider? = LoggingSystem.metadataProvider
-
-    init(label: String) {
-        self.label = label
-    }
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let members = LogMetadata.merged(base: metadata, provider: metadataProvider, event: event)
-        var line = "\(LogTimestamp.now().local) \(event.level) \(label):"
-        for (key, value) in members.sorted(by: { $0.key < $1.key }) { line += " \(key)=\(value)" }
-        line += " [\(event.source)] \(event.message)\n"
-        StandardErrorLines.write(ByteBuffer(string: line))
-    }
-}
-
-/// One JSON object per line: `ts` (ISO 8601, UTC, milliseconds), `level`, `label`, `message`,
-/// then the metadata as members (`agent`, `connection`, `peer`, …), keys sorted.
-struct JSONLogHandler: LogHandler {
+/// Writes each event as one line on standard error, in one of the two formats: the text of
+/// swift-log's `StreamLogHandler` with milliseconds in the timestamp, or a JSON object with `ts`
+/// (ISO 8601, UTC, milliseconds), `level`, `label`, `message`, then the metadata as members
+/// (`agent`, `connection`, `peer`, …), keys sorted.
+struct LineLogHandler: LogHandler {
     static let fixedMembers: Set<String> = ["ts", "level", "label", "message"]
 
     let label: String
+    let format: LogFormat
     var logLevel: Logger.Level = .info
     var metadata: Logger.Metadata = [:]
     var metadataProvider: Logger.MetadataProvider? = LoggingSystem.metadataProvider
 
-    init(label: String) {
+    init(label: String, format: LogFormat) {
         self.label = label
+        self.format = format
     }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -79,6 +49,21 @@ struct JSONLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
+        let members = LogMetadata.merged(base: metadata, provider: metadataProvider, event: event).sorted { $0.key < $1.key }
+        switch format {
+        case .text: StandardErrorLines.write(textLine(event, members))
+        case .json: StandardErrorLines.write(jsonLine(event, members))
+        }
+    }
+
+    private func textLine(_ event: LogEvent, _ members: [(key: String, value: Logger.Metadata.Value)]) -> ByteBuffer {
+        var line = "\(LogTimestamp.now().local) \(event.level) \(label):"
+        for (key, value) in members { line += " \(key)=\(value)" }
+        line += " [\(event.source)] \(event.message)\n"
+        return ByteBuffer(string: line)
+    }
+
+    private func jsonLine(_ event: LogEvent, _ members: [(key: String, value: Logger.Metadata.Value)]) -> ByteBuffer {
         var line = ByteBuffer()
         line.writeStaticString("{\"ts\":")
         line.writeJSONString(LogTimestamp.now().iso8601UTC)
@@ -88,8 +73,7 @@ struct JSONLogHandler: LogHandler {
         line.writeJSONString(label)
         line.writeStaticString(",\"message\":")
         line.writeJSONString(event.message.description)
-        let members = LogMetadata.merged(base: metadata, provider: metadataProvider, event: event)
-        for (key, value) in members.sorted(by: { $0.key < $1.key }) {
+        for (key, value) in members {
             line.writeStaticString(",")
             // Metadata never overwrites the four fixed members: a key "message" becomes "metadata.message".
             line.writeJSONString(Self.fixedMembers.contains(key) ? "metadata.\(key)" : key)
@@ -97,7 +81,7 @@ struct JSONLogHandler: LogHandler {
             Self.json(value).write(to: &line)
         }
         line.writeStaticString("}\n")
-        StandardErrorLines.write(line)
+        return line
     }
 
     private static func json(_ value: Logger.Metadata.Value) -> JSONValue {

@@ -90,7 +90,7 @@ struct AgentsCommand: AsyncParsableCommand {
     @Argument(help: "Show this instance in detail.")
     var agentID: String?
 
-    @Option(help: "Only instances in this state: IDLE, BUSY, OVERLOADED, ERROR, MAINTENANCE or OFFLINE.")
+    @Option(help: "Only instances in this state: STARTING, IDLE, BUSY, OVERLOADED, ERROR, MAINTENANCE or OFFLINE.")
     var state: String?
 
     @Option(help: "Only instances of this template.")
