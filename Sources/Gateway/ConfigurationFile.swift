@@ -220,8 +220,18 @@ struct ConfigurationReader {
                 }
             case "shutdownGraceSeconds":
                 if let seconds = number(value, "limits.shutdownGraceSeconds", minimum: 0) { settings.limits.shutdownGrace = .seconds(seconds) }
+            case "maxQueuedOutputBytes":
+                if let bytes = integer(value, "limits.maxQueuedOutputBytes", minimum: 65536) { settings.limits.output.perConnectionBytes = bytes }
+            case "maxQueuedOutputBytesTotal":
+                if let bytes = integer(value, "limits.maxQueuedOutputBytesTotal", minimum: 65536) { settings.limits.output.totalBytes = bytes }
+            case "outputStallSeconds":
+                if let seconds = number(value, "limits.outputStallSeconds", minimum: 0.1) {
+                    settings.limits.output.stall = .milliseconds(Int64(min(seconds, 86_400) * 1000))
+                }
             default:
-                report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in limits (known: maxMessageBytes, maxInFlightPerConnection, shutdownGraceSeconds)")
+                report(
+                    keyNode,
+                    "unknown key \"\(keyNode.string ?? "")\" in limits (known: maxMessageBytes, maxInFlightPerConnection, shutdownGraceSeconds, maxQueuedOutputBytes, maxQueuedOutputBytesTotal, outputStallSeconds)")
             }
         }
     }

@@ -25,6 +25,8 @@ final class GatewayCore: Sendable {
     let registry: ConnectionRegistry
     let status: GatewayStatusSource
     let decoder: MessageDecoder
+    /// Output queued for peers that do not read, bounded.
+    let outputBudget: OutputBudget
     let logger: Logger
     let group: any EventLoopGroup
     let agents: AgentRegistry
@@ -48,6 +50,7 @@ final class GatewayCore: Sendable {
         self.registry = ConnectionRegistry()
         self.status = GatewayStatusSource(registry: registry, settings: settings)
         self.decoder = MessageDecoder(maximumDepth: settings.limits.maximumNestingDepth)
+        self.outputBudget = OutputBudget(limits: settings.limits.output)
         self.identity = ServerIdentity(
             name: "switchboard",
             title: "Switchboard",

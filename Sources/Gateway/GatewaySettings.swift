@@ -59,6 +59,8 @@ public struct GatewaySettings: Sendable {
         /// Requests one connection may have outstanding before the gateway stops reading from it.
         public var maximumInFlightPerConnection = 1024
         public var shutdownGrace: Duration = .seconds(10)
+        /// Output queued for peers that do not read it.
+        var output = OutputBudget.Limits()
 
         public init() {}
     }

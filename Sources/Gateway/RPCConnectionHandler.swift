@@ -65,6 +65,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private var cancelledRequests: Set<JSONRPCID> = []
     /// A line per request at debug level; decided once, since asking the logger costs a call.
     private let logsRequests: Bool
+    /// This connection's output that the peer has not taken yet, against the gateway's budget.
+    private var queuedOutput = QueuedOutput()
 
     private struct OutboundRequest {
         var completion: OutboundCompletion
@@ -120,8 +122,62 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         // already sees it offline, and no new call is sent its way.
         if let handle, !inputClosed { gateway.connectionClosed(handle, agent: agentInstance, role: role) }
         failOutboundRequests(reason: agentInstance.map { "the connection to agent \($0) closed" } ?? "the connection closed")
+        // Work the peer can no longer hear the end of is stopped, at the agents too.
+        cancelRequestsInFlight(reason: "the connection closed")
+        let heldOutput = queuedOutput.reported
+        queuedOutput.drained(budget: gateway.outputBudget)
+        if heldOutput > 1024 * 1024 { gateway.outputBudget.releaseMemorySoon(on: context.eventLoop) }
         logger.debug("connection closed")
         context.fireChannelInactive()
+    }
+
+    // MARK: Output bounds
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            queuedOutput.drained(budget: gateway.outputBudget)
+        } else {
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let stall = gateway.outputBudget.limits.stall
+            queuedOutput.stalled(on: context.eventLoop, budget: gateway.outputBudget) {
+                let handler = loopBound.value
+                guard let channel = handler.context?.channel, !channel.isWritable else { return }
+                handler.closeForOutput("the peer has taken none of its output for \(stall)")
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Called after a flush that the peer could not take at once.
+    private func boundQueuedOutput(_ context: ChannelHandlerContext) {
+        switch queuedOutput.check(context.channel, budget: gateway.outputBudget) {
+        case .withinBounds:
+            break
+        case .overConnectionBound(let queued):
+            closeForOutput("the peer does not read: \(queued) bytes of output queued, over the limit of \(gateway.outputBudget.limits.perConnectionBytes)")
+        case .overTotalBound(let queued, let total):
+            closeForOutput(
+                "peers that do not read hold \(total) bytes of output, over the gateway's limit of \(gateway.outputBudget.limits.totalBytes); this one held \(queued)")
+        }
+    }
+
+    /// Closes a connection whose peer does not take its output; its work at agents stops.
+    private func closeForOutput(_ reason: String) {
+        guard let context, !closing else { return }
+        closing = true
+        logger.warning("closing the connection: \(reason)")
+        cancelRequestsInFlight(reason: "the client does not read its replies")
+        context.close(promise: nil)
+    }
+
+    private func cancelRequestsInFlight(reason: String) {
+        guard !cancellers.isEmpty else { return }
+        let pending = cancellers
+        cancellers = [:]
+        for (id, cancel) in pending {
+            cancelledRequests.insert(id)
+            cancel()
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -186,6 +242,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // A connection closed for not reading its output gets no more work done.
+        guard !closing else { return }
         inReadCycle = true
         switch unwrapInboundIn(data) {
         case .oversize(let line):
@@ -510,6 +568,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         write(&buffer)
         buffer.writeInteger(UInt8(ascii: "\n"))
         pendingOutput = buffer
+        if buffer.readableBytes >= Self.earlyFlushBytes {
+            // Much output from one read (large replies to many requests): it goes to the socket
+            // now, where the output bounds see it, rather than piling up here.
+            flushPendingOutput()
+            return
+        }
         if !inReadCycle && !flushScheduled {
             flushScheduled = true
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -521,10 +585,14 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    /// Gathered output past this size is flushed without waiting for the end of the read.
+    private static let earlyFlushBytes = 256 * 1024
+
     private func flushPendingOutput() {
         guard let context, let buffer = pendingOutput else { return }
         pendingOutput = nil
         context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        if !context.channel.isWritable { boundQueuedOutput(context) }
     }
 
     private func closeIfFinished() {
