@@ -1,6 +1,7 @@
 import Agents
 import Logging
 import Transport
+import Workflows
 import Yams
 
 #if canImport(FoundationEssentials)
@@ -54,7 +55,9 @@ public struct ConfigurationFile: Sendable {
         }
         let root: Node?
         do {
-            root = try Yams.compose(yaml: text)
+            root = try BoundedDocument.compose(text, within: .configurationFile)
+        } catch let bound as DocumentBoundExceeded {
+            throw Problems(all: [Problem(file: path, line: bound.line, column: bound.column, message: bound.message)])
         } catch let error as YamlError {
             throw Problems(all: [Self.problem(from: error, file: path)])
         } catch {

@@ -78,10 +78,12 @@ struct SourceNode: Sendable {
 /// Reads YAML text into `SourceNode`s.
 enum SourceDocument {
     /// The document's root, or the syntax error (with its place).
-    static func parse(_ text: String) -> Result<SourceNode?, WorkflowDiagnostic> {
+    static func parse(_ text: String, within bounds: DocumentBounds = .workflowDefinition) -> Result<SourceNode?, WorkflowDiagnostic> {
         let root: Node?
         do {
-            root = try Yams.compose(yaml: text)
+            root = try BoundedDocument.compose(text, within: bounds)
+        } catch let error as DocumentBoundExceeded {
+            return .failure(WorkflowDiagnostic(bound: error))
         } catch let error as YamlError {
             return .failure(diagnostic(from: error))
         } catch {

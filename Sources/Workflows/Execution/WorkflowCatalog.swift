@@ -22,17 +22,27 @@ public struct WorkflowCatalog: Sendable {
         do {
             definition = try WorkflowLoader.load(source)
         } catch {
-            let count = error.diagnostics.count
-            throw WorkflowError(
-                .invalidDefinition, "the definition has \(count) problem\(count == 1 ? "" : "s"): \(error.diagnostics.first?.description ?? "")",
-                data: ["problems": .array(error.diagnostics.map(\.jsonValue))])
+            throw Self.invalid(error)
         }
         return try await store(definition, createdBy: createdBy)
     }
 
     /// Validates a definition sent as JSON and stores it (see `create(source:createdBy:)`).
     public func create(document: JSONValue, createdBy: String? = nil) async throws(WorkflowError) -> WorkflowCatalogEntry {
-        try await create(source: PrettyJSON.text(of: ExpressionEvaluator.plain(document)), createdBy: createdBy)
+        let source: String
+        do {
+            source = try WorkflowLoader.text(of: ExpressionEvaluator.plain(document))
+        } catch {
+            throw Self.invalid(error)
+        }
+        return try await create(source: source, createdBy: createdBy)
+    }
+
+    private static func invalid(_ error: WorkflowDefinitionError) -> WorkflowError {
+        let count = error.diagnostics.count
+        return WorkflowError(
+            .invalidDefinition, "the definition has \(count) problem\(count == 1 ? "" : "s"): \(error.diagnostics.first?.description ?? "")",
+            data: ["problems": .array(error.diagnostics.map(\.jsonValue))])
     }
 
     private func store(_ definition: WorkflowDefinition, createdBy: String?) async throws(WorkflowError) -> WorkflowCatalogEntry {

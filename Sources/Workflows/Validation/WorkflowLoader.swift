@@ -14,7 +14,18 @@ public enum WorkflowLoader {
     /// A definition sent as JSON (`workflows/create`). It is written out one member per line,
     /// so that diagnostics have useful lines too; their paths say where the problem is.
     public static func load(document: JSONValue) throws(WorkflowDefinitionError) -> WorkflowDefinition {
-        try load(PrettyJSON.text(of: document))
+        try load(text(of: document))
+    }
+
+    /// The text a definition sent as JSON is read and stored as. A value past the bounds is
+    /// refused before it is written out: written out, a deep value grows by its indentation.
+    static func text(of document: JSONValue) throws(WorkflowDefinitionError) -> String {
+        do {
+            try BoundedDocument.check(document, within: .workflowDefinition)
+        } catch {
+            throw WorkflowDefinitionError(diagnostics: [WorkflowDiagnostic(bound: error)])
+        }
+        return PrettyJSON.text(of: document)
     }
 
     /// Every problem with `text`, sorted by place; empty when the definition is valid.
@@ -33,6 +44,8 @@ public enum WorkflowLoader {
         }
         var parser = WorkflowParser()
         let definition = parser.parse(root, source: text)
+        // Validation compares steps with each other: count them before it starts.
+        if let tooMany = stepBoundExceeded(definition, root: root) { return (nil, [tooMany]) }
         var validator = WorkflowValidator(definition: definition)
         validator.validate(compensationReferences: parser.compensationReferences)
         var all = parser.problems + validator.problems
@@ -40,6 +53,20 @@ public enum WorkflowLoader {
         var seen = Set<WorkflowDiagnostic>()
         all = all.filter { seen.insert($0).inserted }
         return (definition, all)
+    }
+}
+
+extension WorkflowLoader {
+    static func stepBoundExceeded(_ definition: WorkflowDefinition, root: SourceNode) -> WorkflowDiagnostic? {
+        func count(_ steps: [WorkflowStep]) -> Int { steps.reduce(0) { $0 + 1 + count($1.children) } }
+        let limit = DocumentBounds.maximumWorkflowSteps
+        guard count(definition.steps) + count(definition.compensations) > limit else { return nil }
+        var diagnostic = WorkflowDiagnostic(bound: DocumentBoundExceeded(.steps, limit: limit))
+        if case .mapping(let entries) = root.value, let steps = entries.first(where: { $0.name == "steps" }) {
+            diagnostic.location = steps.key.location
+            diagnostic.path = "steps"
+        }
+        return diagnostic
     }
 }
 
