@@ -1,5 +1,6 @@
 import Agents
 import Logging
+import NIOCore
 import Transport
 import Workflows
 import Yams
@@ -231,12 +232,35 @@ struct ConfigurationReader {
                 if let seconds = number(value, "limits.outputStallSeconds", minimum: 0.1) {
                     settings.limits.output.stall = .milliseconds(Int64(min(seconds, 86_400) * 1000))
                 }
+            case "maxBatchSize":
+                if let count = integer(value, "limits.maxBatchSize", minimum: 1) { settings.limits.maximumBatchSize = count }
+            case "maxConnectionsPerListener":
+                if let count = integer(value, "limits.maxConnectionsPerListener", minimum: 1) { settings.limits.maximumConnectionsPerListener = count }
+            case "maxConnectionsPerPeer":
+                if let count = integer(value, "limits.maxConnectionsPerPeer", minimum: 1) { settings.limits.maximumConnectionsPerPeer = count }
+            case "idleTimeoutSeconds":
+                if let seconds = number(value, "limits.idleTimeoutSeconds", minimum: 0) {
+                    settings.limits.connectionTimeouts.idle = Self.timeout(seconds)
+                }
+            case "partialLineTimeoutSeconds":
+                if let seconds = number(value, "limits.partialLineTimeoutSeconds", minimum: 0) {
+                    settings.limits.connectionTimeouts.partialLine = Self.timeout(seconds)
+                }
+            case "firstMessageTimeoutSeconds":
+                if let seconds = number(value, "limits.firstMessageTimeoutSeconds", minimum: 0) {
+                    settings.limits.connectionTimeouts.firstMessage = Self.timeout(seconds)
+                }
             default:
                 report(
                     keyNode,
-                    "unknown key \"\(keyNode.string ?? "")\" in limits (known: maxMessageBytes, maxInFlightPerConnection, shutdownGraceSeconds, maxQueuedOutputBytes, maxQueuedOutputBytesTotal, outputStallSeconds)")
+                    "unknown key \"\(keyNode.string ?? "")\" in limits (known: maxMessageBytes, maxInFlightPerConnection, shutdownGraceSeconds, maxBatchSize, maxConnectionsPerListener, maxConnectionsPerPeer, idleTimeoutSeconds, partialLineTimeoutSeconds, firstMessageTimeoutSeconds, maxQueuedOutputBytes, maxQueuedOutputBytesTotal, outputStallSeconds)")
             }
         }
+    }
+
+    /// Seconds from the file as a timeout; 0 turns it off.
+    private static func timeout(_ seconds: Double) -> TimeAmount? {
+        seconds == 0 ? nil : .nanoseconds(Int64(seconds * 1e9))
     }
 
     mutating func readKeepalive(_ node: Node) {

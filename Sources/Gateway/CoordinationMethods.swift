@@ -125,6 +125,11 @@ final class CoordinationMethods: Sendable {
         for pump in connection.close() { pump.stop() }
     }
 
+    /// Whether the connection has a subscription open (it is then never idle).
+    func hasSubscriptions(_ connectionID: UInt64) -> Bool {
+        connections.withLock { $0[connectionID]?.subscriptionCount ?? 0 } > 0
+    }
+
     /// Counters for `gateway/status`.
     func statusSnapshot() -> JSONValue {
         let open = connections.withLock { $0.values.reduce(0) { $0 + $1.subscriptionCount } }

@@ -49,7 +49,7 @@ final class GatewayCore: Sendable {
         self.group = group
         self.registry = ConnectionRegistry()
         self.status = GatewayStatusSource(registry: registry, settings: settings)
-        self.decoder = MessageDecoder(maximumDepth: settings.limits.maximumNestingDepth)
+        self.decoder = MessageDecoder(maximumDepth: settings.limits.maximumNestingDepth, maximumBatchSize: settings.limits.maximumBatchSize)
         self.outputBudget = OutputBudget(limits: settings.limits.output)
         self.identity = ServerIdentity(
             name: "switchboard",
@@ -373,9 +373,19 @@ public final class GatewayServer: Service {
 
     private func bind(_ address: ListenAddress, tls: TLSContext?) async throws -> any Channel {
         let core = self.core
+        let limits = core.settings.limits
+        let admission = ConnectionAdmission(
+            listener: address.description, maximumPerListener: limits.maximumConnectionsPerListener,
+            maximumPerPeer: limits.maximumConnectionsPerPeer, logger: core.logger)
         let bootstrap = ServerBootstrap(group: core.group)
             .serverChannelOption(ChannelOptions.backlog, value: 4096)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            // Without it, running out of descriptors makes the listener spin on accept.
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(DescriptorExhaustionBackoff(listener: address.description, logger: core.logger))
+                }
+            }
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             // Reads per turn of the event loop for one connection: a peer that floods requests
             // gets at most this many buffers of work before the others sharing its loop are served.
@@ -385,7 +395,7 @@ public final class GatewayServer: Service {
             case .tcp(let host, let port):
                 return try await bootstrap
                     .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-                    .childChannelInitializer { channel in Self.configure(channel, core: core, address: address) }
+                    .childChannelInitializer { channel in Self.accepted(channel, core: core, address: address, admission: admission) }
                     .bind(host: host, port: port)
                     .get()
             case .tls(let host, let port):
@@ -394,17 +404,16 @@ public final class GatewayServer: Service {
                 return try await bootstrap
                     .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                     .childChannelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(
-                                TLSHandler(context: tls, handshakeTimeout: handshakeTimeout, logger: core.logger))
-                        }.flatMap { Self.configure(channel, core: core, address: address) }
+                        Self.accepted(channel, core: core, address: address, admission: admission) {
+                            try TLSHandler(context: tls, handshakeTimeout: handshakeTimeout, logger: core.logger)
+                        }
                     }
                     .bind(host: host, port: port)
                     .get()
             case .unix(let path):
                 try UnixSocketPath.prepare(path)
                 return try await bootstrap
-                    .childChannelInitializer { channel in Self.configure(channel, core: core, address: address) }
+                    .childChannelInitializer { channel in Self.accepted(channel, core: core, address: address, admission: admission) }
                     .bind(unixDomainSocketPath: path)
                     .get()
             }
@@ -430,17 +439,47 @@ public final class GatewayServer: Service {
             .get()
     }
 
-    /// `address`: the listener the connection came through (nil: stdio), for its own limits.
-    private static func configure(_ channel: any Channel, core: GatewayCore, address: ListenAddress?) -> EventLoopFuture<Void> {
-        let maximumMessageBytes = address.flatMap { core.settings.listenerMessageLimits[$0] } ?? core.settings.limits.maximumMessageBytes
-        return channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandlers(
-                BackPressureHandler(),
-                ByteToMessageHandler(LineFrameDecoder(maximumLineLength: maximumMessageBytes)),
-                RPCConnectionHandler(gateway: core),
-                core.coordination.flowControlHandler()
-            )
+    /// A connection a listener accepted: served, or refused when it is over a connection cap.
+    /// `tls`: the TLS handler in front (a refusal is written through it too).
+    private static func accepted(
+        _ channel: any Channel, core: GatewayCore, address: ListenAddress, admission: ConnectionAdmission,
+        tls: (() throws -> TLSHandler)? = nil
+    ) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture {
+            let refusal = admission.admit(channel)
+            if let tls { try channel.pipeline.syncOperations.addHandler(try tls()) }
+            if let refusal {
+                try channel.pipeline.syncOperations.addHandler(ConnectionRefusalHandler(refusal))
+            } else {
+                try addConnectionHandlers(channel, core: core, address: address)
+            }
         }
+    }
+
+    private static func configure(_ channel: any Channel, core: GatewayCore, address: ListenAddress?) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture { try addConnectionHandlers(channel, core: core, address: address) }
+    }
+
+    /// `address`: the listener the connection came through (nil: stdio), for its own limits.
+    /// Socket connections get the timeouts; stdio, whose host owns its life, does not.
+    private static func addConnectionHandlers(_ channel: any Channel, core: GatewayCore, address: ListenAddress?) throws {
+        let limits = core.settings.limits
+        let maximumMessageBytes = address.flatMap { core.settings.listenerMessageLimits[$0] } ?? limits.maximumMessageBytes
+        let connection = RPCConnectionHandler(gateway: core)
+        let pipeline = channel.pipeline.syncOperations
+        try pipeline.addHandler(BackPressureHandler())
+        if let address, !limits.connectionTimeouts.isEmpty {
+            let isTLS = if case .tls = address { true } else { false }
+            try pipeline.addHandler(
+                ConnectionTimeoutHandler(
+                    timeouts: limits.connectionTimeouts, startsAfterTLSHandshake: isTLS, logger: core.logger,
+                    keepsOpen: { connection.holdsConnectionOpen }))
+        }
+        try pipeline.addHandlers(
+            ByteToMessageHandler(LineFrameDecoder(maximumLineLength: maximumMessageBytes)),
+            connection,
+            core.coordination.flowControlHandler()
+        )
     }
 
     private static func boundURL(_ address: ListenAddress, _ channel: any Channel) -> String {
@@ -511,12 +550,15 @@ enum ResourceLimits {
     static func raiseOpenFileLimit(logger: Logger) {
         #if os(Linux)
         var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
-        let wanted = limit.rlim_max
-        limit.rlim_cur = wanted
-        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
-            logger.debug("open file limit raised to \(wanted)")
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        let before = limit.rlim_cur
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 { limit.rlim_cur = before }
         }
+        // Connections are bounded by it: say what it is, so that running out is no surprise.
+        let shown = limit.rlim_cur == rlim_t.max ? "unlimited" : String(limit.rlim_cur)
+        logger.info("open files limit: \(shown)\(limit.rlim_cur > before ? " (raised from \(before))" : "")")
         #endif
     }
 }

@@ -1,4 +1,5 @@
 import Agents
+import JSONRPC
 import Logging
 import NIOCore
 import Transport
@@ -61,6 +62,14 @@ public struct GatewaySettings: Sendable {
         public var shutdownGrace: Duration = .seconds(10)
         /// Output queued for peers that do not read it.
         var output = OutputBudget.Limits()
+        /// Entries a JSON-RPC batch may have; a longer batch is refused whole.
+        public var maximumBatchSize = MessageDecoder.defaultMaximumBatchSize
+        /// Idle, partial-line and first-message timeouts of socket connections (never stdio).
+        public var connectionTimeouts = ConnectionTimeouts()
+        /// Open connections one listener takes; more are refused with -32006.
+        public var maximumConnectionsPerListener = 10_000
+        /// Open connections one peer address may have on one listener (Unix sockets: no cap).
+        public var maximumConnectionsPerPeer = 1_000
 
         public init() {}
     }

@@ -42,9 +42,22 @@ final class GatewayStatusSource: Sendable {
                 "maxMessageBytes": .integer(Int64(settings.limits.maximumMessageBytes)),
                 "maxNestingDepth": .integer(Int64(settings.limits.maximumNestingDepth)),
                 "maxInFlightPerConnection": .integer(Int64(settings.limits.maximumInFlightPerConnection)),
+                "maxBatchSize": .integer(Int64(settings.limits.maximumBatchSize)),
+                "maxConnectionsPerListener": .integer(Int64(settings.limits.maximumConnectionsPerListener)),
+                "maxConnectionsPerPeer": .integer(Int64(settings.limits.maximumConnectionsPerPeer)),
+                "idleTimeoutSeconds": Self.seconds(settings.limits.connectionTimeouts.idle),
+                "partialLineTimeoutSeconds": Self.seconds(settings.limits.connectionTimeouts.partialLine),
+                "firstMessageTimeoutSeconds": Self.seconds(settings.limits.connectionTimeouts.firstMessage),
             ],
         ]
         for section in sections.withLock({ $0 }) { result[section.name] = await section.snapshot() }
         return .object(result)
+    }
+
+    /// A timeout in seconds as configured; 0 when it is off.
+    private static func seconds(_ timeout: TimeAmount?) -> JSONValue {
+        guard let timeout else { return .integer(0) }
+        let seconds = Double(timeout.nanoseconds) / 1e9
+        return seconds == seconds.rounded() ? .integer(Int64(seconds)) : .double(seconds)
     }
 }

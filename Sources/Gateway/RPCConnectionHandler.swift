@@ -221,6 +221,14 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 
+    /// Whether something other than traffic keeps this connection from being idle: a request of
+    /// the peer in flight, a request to it awaiting its reply, an agent behind it, keepalive, or
+    /// a subscription. Asked by the idle timeout, only when its deadline passes.
+    var holdsConnectionOpen: Bool {
+        inFlight > 0 || !outboundRequests.isEmpty || agentInstance != nil || keepalive != nil
+            || gateway.coordination.hasSubscriptions(connectionID)
+    }
+
     // MARK: Flow control
 
     /// Holds reads while the connection has too many requests outstanding; `BackPressureHandler`
@@ -345,6 +353,10 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 return
             }
             handleBatch(entries)
+        case .batchTooLarge(let entries, let limit):
+            let error = session.batchRejection ?? .batchTooLarge(entries: entries, limit: limit)
+            logger.notice("refused a batch of \(entries) entries (the limit is \(limit))")
+            emit { MessageEncoder.writeError(id: nil, error: error, to: &$0) }
         }
     }
 

@@ -35,6 +35,8 @@ extension JSONRPCError {
         public static let shuttingDown = -32004
         /// The peer is not allowed to do this (for example, its certificate does not name it).
         public static let forbidden = -32005
+        /// A listener or a peer address is at its connection cap: the connection is refused.
+        public static let tooManyConnections = -32006
         /// The agent handling the call went away (exited, disconnected) before answering.
         public static let agentFailed = -32010
         /// No instance of the agent that offers this can take calls (all offline or failed).
@@ -98,6 +100,25 @@ extension JSONRPCError {
             code: Code.messageTooLarge,
             message: "The agent's reply to \(method) was \(size) bytes, over the limit of \(limit) bytes per message; raise maxMessageBytes for this agent to accept it",
             data: ["limit": .integer(Int64(limit)), "size": .integer(Int64(size)), "reason": "reply too large"]
+        )
+    }
+
+    /// A batch with more entries than the gateway takes; none of it was executed.
+    public static func batchTooLarge(entries: Int, limit: Int) -> JSONRPCError {
+        JSONRPCError(
+            code: Code.invalidRequest,
+            message: "Invalid Request: a batch of \(entries) entries, and the limit is \(limit) entries per batch; nothing was executed",
+            data: ["reason": "batch too large", "limit": .integer(Int64(limit)), "size": .integer(Int64(entries))]
+        )
+    }
+
+    /// A new connection over a connection cap. `scope` is "listener" or "peer".
+    public static func tooManyConnections(scope: String, limit: Int) -> JSONRPCError {
+        let whose = scope == "peer" ? "from this address" : "on this listener"
+        return JSONRPCError(
+            code: Code.tooManyConnections,
+            message: "Too many connections \(whose): the limit is \(limit); close one and connect again",
+            data: ["reason": .string("too many connections \(whose)"), "scope": .string(scope), "limit": .integer(Int64(limit))]
         )
     }
 

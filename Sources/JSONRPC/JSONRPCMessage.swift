@@ -59,6 +59,9 @@ public enum DecodedLine: Sendable, Hashable {
     case batch([DecodedEntry])
     /// `[]`: answered by a single Invalid Request error.
     case emptyBatch
+    /// A batch of more entries than the limit: answered by a single Invalid Request error, and
+    /// none of it executed.
+    case batchTooLarge(entries: Int, limit: Int)
     /// Not JSON at all: answered by a single Parse error with a null id.
     case parseError(JSONRPCError)
 }

@@ -4,9 +4,14 @@ import NIOCore
 /// `result` and error `data` as slices of the line.
 public struct MessageDecoder: Sendable {
     public var maximumDepth: Int
+    /// Entries a batch may have; a longer one is refused whole (`.batchTooLarge`).
+    public var maximumBatchSize: Int
 
-    public init(maximumDepth: Int = JSONLimits.defaultMaximumDepth) {
+    public static let defaultMaximumBatchSize = 1000
+
+    public init(maximumDepth: Int = JSONLimits.defaultMaximumDepth, maximumBatchSize: Int = Self.defaultMaximumBatchSize) {
         self.maximumDepth = maximumDepth
+        self.maximumBatchSize = maximumBatchSize
     }
 
     public func decode(line: ByteBuffer) -> DecodedLine {
@@ -18,10 +23,16 @@ public struct MessageDecoder: Sendable {
                 switch bytes[start] {
                 case UInt8(ascii: "["):
                     var entries: [DecodedEntry] = []
+                    var count = 0
+                    let limit = maximumBatchSize
                     let end = try scanner.forEachElement(ofArrayAt: start) { element throws(JSONSyntaxError) in
-                        entries.append(try decodeEntry(scanner, line, element, depth: 1))
+                        // Past the limit the rest is only validated and counted: nothing of it
+                        // will run, and decoding it would be work for nothing.
+                        count += 1
+                        if count <= limit { entries.append(try decodeEntry(scanner, line, element, depth: 1)) }
                     }
                     try scanner.expectEnd(from: end)
+                    if count > limit { return .batchTooLarge(entries: count, limit: limit) }
                     return entries.isEmpty ? .emptyBatch : .batch(entries)
                 case UInt8(ascii: "{"):
                     // Walking the members validates the object, every value included: one pass.

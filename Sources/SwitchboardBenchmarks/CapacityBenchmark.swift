@@ -53,8 +53,10 @@ struct CapacityBenchmark: AsyncParsableCommand {
             print("the open-files limit is \(limit): attaching \(agentCount) agents, not \(agents) (raise it with ulimit -n)")
         }
 
-        // Idle attached agents.
-        let gateway = try JSONRPCProcess.startGateway(binary: binary, transport: "tcp")
+        // Idle attached agents, all from this one address: over the default connection caps.
+        let caps = try ConnectionCapsConfiguration(connections: agentCount + 64)
+        defer { caps.remove() }
+        let gateway = try JSONRPCProcess.startGateway(binary: binary, transport: "tcp", extraArguments: ["--config", caps.path])
         let client = try await gateway.connect()
         try await Task.sleep(for: .seconds(1))
         let idleKiB = gateway.residentKiB()
@@ -188,4 +190,18 @@ struct CapacityBenchmark: AsyncParsableCommand {
         try await channel.close()
         return (fastmcp, switchboard)
     }
+}
+
+/// A configuration file that lets one address open `connections` connections to the gateway.
+struct ConnectionCapsConfiguration {
+    let path: String
+
+    init(connections: Int) throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-bench-caps-\(getpid())-\(UUID().uuidString).json")
+        let limits: [String: Any] = ["limits": ["maxConnectionsPerPeer": connections, "maxConnectionsPerListener": connections]]
+        try JSONSerialization.data(withJSONObject: limits).write(to: url)
+        path = url.path
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
 }

@@ -23,7 +23,8 @@ struct GatewayServerTests {
     }
 
     @Test func servesThousandsOfConcurrentConnections() async throws {
-        try await withGateway { gateway in
+        // All from 127.0.0.1: over the default per-peer cap of 1000.
+        try await withGateway(configure: { $0.limits.maximumConnectionsPerPeer = 4_000 }) { gateway in
             let count = 2_000
             let clients = try await withThrowingTaskGroup(of: LineClient.self) { group in
                 for _ in 0..<count { group.addTask { try await gateway.connect() } }

@@ -107,6 +107,22 @@ struct MessageDecoderTests {
         #expect(invalidCode(#""ping""#)?.1 == JSONRPCError.Code.invalidRequest)
     }
 
+    @Test func refusesABatchOverTheLimitWholeAndCountsItsEntries() {
+        let small = MessageDecoder(maximumBatchSize: 3)
+        let ping = #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
+        #expect(small.decode(line: ByteBuffer(string: "[\(ping),\(ping),\(ping),\(ping),\(ping)]")) == .batchTooLarge(entries: 5, limit: 3))
+        guard case .batch(let entries) = small.decode(line: ByteBuffer(string: "[\(ping),\(ping),\(ping)]")) else {
+            Issue.record("a batch at the limit is a batch")
+            return
+        }
+        #expect(entries.count == 3)
+        // Past the limit the text is still validated: broken JSON is a parse error, not a big batch.
+        guard case .parseError = small.decode(line: ByteBuffer(string: "[\(ping),\(ping),\(ping),\(ping),{]")) else {
+            Issue.record("not a parse error")
+            return
+        }
+    }
+
     @Test func decodesBatchesAsTheSpecificationSays() {
         #expect(decode("[]") == .emptyBatch)
         guard case .batch(let entries) = decode("[1,2,3]") else {

@@ -159,10 +159,13 @@ def test_modern_results_are_stamped(endpoint):
 
 
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
-def test_two_thousand_concurrent_connections(start_gateway, kind):
+def test_two_thousand_concurrent_connections(start_gateway, kind, tmp_path):
     n = 2000
     raise_nofile(n + 256)
-    gw = start_gateway(kind)
+    # Every connection comes from one address: over the default per-peer cap of 1000.
+    config = tmp_path / "many.json"
+    config.write_text(json.dumps({"limits": {"maxConnectionsPerPeer": n + 16}}))
+    gw = start_gateway(kind, extra=["--config", str(config)])
     ep = gw.endpoint(kind)
     socks = {}
     try:

@@ -8,7 +8,7 @@ Usage: python3 check_examples.py        (needs the `jsonschema` package)
 2. Every gateway-to-client line quoted in the chapters (a line starting "<-- " inside a
    fenced block) MUST pass, and for every error it carries with a code that chapter 03
    defines, the `data` MUST match that code's schema fragment in chapter 03 and the `id`
-   MUST follow chapter 03's rule for that code (null for -32700; the request's id or null for
+   MUST follow chapter 03's rule for that code (null for -32700 and -32006; the request's id or null for
    -32003, whose id is read from the oversize line when it can be; the request's id for every
    other code chapter 03 defines). A request the gateway sends (a line with
    `method` and `id`) MUST have a string id beginning "sb-".
@@ -46,7 +46,7 @@ SPEC = HERE.parent
 MAX_MESSAGE_BYTES = 8388608
 MAX_NESTING_DEPTH = 512
 ENVELOPE_MEMBERS = {"jsonrpc", "id", "method", "params", "result", "error"}
-NULL_ID_CODES = {-32700}
+NULL_ID_CODES = {-32700, -32006}
 ECHOED_ID_CODES = {-32601, -32602, -32603, -32002, -32004, -32005, -32010, -32011, -32012, -32013, -32014, -32015, -32022}
 MODERN_LIST_MEMBERS = {"cacheScope": ["public"], "ttlMs": [5000, 1000]}
 LIST_METHODS = {"tools/list", "prompts/list", "resources/list", "resources/templates/list"}
