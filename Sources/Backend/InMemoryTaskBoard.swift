@@ -107,7 +107,7 @@ public final class InMemoryTaskBoard: TaskBoard {
                 }
             }
 
-            state.lastNumber += 1
+            state.lastNumber = max(state.lastNumber + 1, TaskNumbers.floor())
             let number = state.lastNumber
             let task = BoardTask(
                 id: "task-\(number)", number: number, queue: submission.queue, priority: submission.priority, state: "PENDING",

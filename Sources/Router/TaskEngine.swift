@@ -1,4 +1,5 @@
 import Agents
+import Backend
 import FoundationEssentials
 import JSONRPC
 import Logging
@@ -111,6 +112,8 @@ public final class TaskEngine: Sendable {
             for dependency in submission.dependsOn where state.tasks[dependency] == nil {
                 return .failure(.unknownDependency(dependency))
             }
+            // Never a number given before, by this process or one before it (TaskNumbers).
+            state.nextID = max(state.nextID, UInt64(TaskNumbers.floor()))
             let id = "task-\(state.nextID)"
             state.nextID += 1
             var task = TaskRecord(id: id, submission: submission)

@@ -73,6 +73,33 @@ struct RedisContractTests {
         await client.shutdown()
     }
 
+    /// Redis restarted without persistence: every key is gone, the task counter too. The next
+    /// task must not get the number of one given before (a client polling the old id would read
+    /// another task's result).
+    @Test func taskNumbersAreNotGivenAgainAfterRedisLosesItsData() async throws {
+        let server = try await RedisServerProcess()
+        defer { server.stop() }
+        let client = RedisClient(configuration: server.configuration, connections: 1)
+        let board = RedisTaskBoard(client: client, keyPrefix: "lost:")
+        let subject = TaskBoardSubject(board: board, advanceTime: { _ in })
+        do {
+            let before = try await subject.submit("q", priority: 5, record: #"{"n":1}"#)
+            try await client.evaluate(Self.dropEverythingScript, keys: [], arguments: [])
+            let after = try await subject.submit("q", priority: 5, record: #"{"n":2}"#)
+            #expect(after.number > before.number)
+            #expect(after.id != before.id)
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        await client.shutdown()
+    }
+
+    static let dropEverythingScript = RedisScript("""
+        for _, key in ipairs(redis.call('KEYS', '*')) do redis.call('DEL', key) end
+        return 0
+        """)
+
     @Test(arguments: ReplicaDirectoryContract.cases)
     func replicaDirectory(_ contract: ContractCase<ReplicaDirectorySubject>) async throws {
         let server = try await RedisServerProcess()

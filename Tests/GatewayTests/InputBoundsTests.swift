@@ -82,7 +82,8 @@ struct InputBoundsTests {
     @Test func anIdleConnectionIsClosedAndOneWithASubscriptionOrARequestInFlightIsKept() async throws {
         let held = HeldCalls()
         try await withGateway(
-            configure: { $0.limits.connectionTimeouts = ConnectionTimeouts(idle: .milliseconds(300), partialLine: nil, firstMessage: nil) },
+            // Long enough that a loaded machine gets the first ping through before it.
+            configure: { $0.limits.connectionTimeouts = ConnectionTimeouts(idle: .seconds(2), partialLine: nil, firstMessage: nil) },
             extraMethods: { held.register(in: &$0) }
         ) { gateway in
             let idle = try await gateway.connect()

@@ -6,7 +6,7 @@ import Redis
 /// is the server's clock (`TIME` inside the scripts): replicas' clocks never have to agree.
 ///
 /// Layout (for `keyPrefix` P and a task id I, `task-N`):
-/// - `P task-seq` — the counter that numbers tasks.
+/// - `P task-seq` — the counter that numbers tasks (never below the time in microseconds).
 /// - `P task:I` — a hash: `record` (the engine's bytes, never decoded here), `state`, `queue`,
 ///   `priority`, `owner` (present exactly while leased), `claims`, `max`, `note`, `number`,
 ///   `idem` (its idempotency key), `remaining` (unfinished dependencies, while WAITING) and
@@ -159,8 +159,16 @@ public final class RedisTaskBoard: TaskBoard {
             unfinished[#unfinished + 1] = dependency
           end
         end
+        -- Never below the time in microseconds: a counter Redis lost starts above every number
+        -- given before it was lost.
         local number = redis.call('INCR', SEQUENCE)
-        local id = 'task-' .. number
+        local clock = redis.call('TIME')
+        local floor = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+        if number < floor then
+          number = floor
+          redis.call('SET', SEQUENCE, floor)
+        end
+        local id = 'task-' .. string.format('%d', number)
         local key = taskKey(id)
         redis.call('HSET', key, 'number', number, 'queue', queue, 'priority', priority, 'record', record,
           'claims', 0, 'max', ARGV[8], 'state', 'PENDING')
