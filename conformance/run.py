@@ -1415,7 +1415,7 @@ def main(argv=None):
                 print("PASS %s%s" % (case.full_name, " (%.1fs)" % took if took >= 1 else ""), flush=True)
             else:
                 failed += 1
-                print("FAIL %s: %s" % (case.full_name, problem), flush=True)
+                print(("FAIL %s: %s" % (case.full_name, problem)).encode("utf-8", "backslashreplace").decode("utf-8"), flush=True)
     except KeyboardInterrupt:
         print("interrupted", flush=True)
         failed += 1

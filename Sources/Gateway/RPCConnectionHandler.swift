@@ -527,11 +527,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     private static func requestID(_ raw: RawJSON) -> JSONRPCID? {
-        switch raw.decoded() {
-        case .string(let string): return .string(string)
-        case .integer(let integer): return .integer(integer)
-        default: return nil
-        }
+        JSONRPCID(raw)
     }
 
     /// Turns a finished asynchronous call into its reply.

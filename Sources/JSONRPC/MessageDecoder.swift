@@ -187,9 +187,12 @@ private struct Envelope {
         let bytes = scanner.bytes
         switch kind {
         case .string:
-            let string = scanner.decodeString(
-                JSONStringSlice(range: (value.lowerBound + 1)..<(value.upperBound - 1), hasEscapes: hasBackslash(bytes, value)))
-            return .present(.string(string))
+            let contents = (value.lowerBound + 1)..<(value.upperBound - 1)
+            if hasBackslash(bytes, value) {
+                // Kept as written: echoed byte for byte, escapes included.
+                return .present(.escapedString(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[contents]), as: UTF8.self)))
+            }
+            return .present(.string(scanner.decodeString(JSONStringSlice(range: contents, hasEscapes: false))))
         case .number:
             let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[value]), as: UTF8.self)
             if let integer = Int64(text) { return .present(.integer(integer)) }

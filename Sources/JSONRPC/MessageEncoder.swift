@@ -111,6 +111,7 @@ struct InPlaceWriter {
         switch id {
         case .integer: return 20
         case .string(let string): return bound(jsonString: string)
+        case .escapedString(let written): return written.utf8.count + 2
         }
     }
 
@@ -146,6 +147,11 @@ struct InPlaceWriter {
         switch id {
         case .string(let string):
             appendJSONString(string)
+        case .escapedString(let written):
+            append(UInt8(ascii: "\""))
+            var written = written
+            written.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+            append(UInt8(ascii: "\""))
         case .integer(let value):
             if value < 0 { append(UInt8(ascii: "-")) }
             var magnitude = value.magnitude

@@ -100,7 +100,11 @@ public struct OversizeMessage: Sendable, Equatable {
         let scanner = JSONScanner(bytes: value)
         if first == UInt8(ascii: "\"") {
             guard let string = try? scanner.skipString(from: 0), string.end == value.count else { return nil }
-            return .string(scanner.decodeString(JSONStringSlice(range: 1..<(string.end - 1), hasEscapes: string.hasEscapes)))
+            if string.hasEscapes {
+                // As the decoder keeps it: written, escapes included.
+                return .escapedString(String(decoding: UnsafeRawBufferPointer(rebasing: value[1..<(string.end - 1)]), as: UTF8.self))
+            }
+            return .string(scanner.decodeString(JSONStringSlice(range: 1..<(string.end - 1), hasEscapes: false)))
         }
         guard let number = try? scanner.skipNumber(from: 0), number.end == value.count, number.isInteger,
             let integer = Int64(String(decoding: value, as: UTF8.self))

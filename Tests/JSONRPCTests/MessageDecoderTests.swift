@@ -168,6 +168,7 @@ struct MessageEncoderTests {
     static let ids: [JSONRPCID] = [
         .integer(0), .integer(7), .integer(-1), .integer(Int64.max), .integer(Int64.min),
         .string(""), .string("sb-42"), .string("quote\" backslash\\ newline\n tab\t nul\u{0} bell\u{7} del\u{7f}"), .string("日本語 ☃"),
+        .escapedString(#"\ud800a"#), .escapedString(#"\u0041\/"#),
     ]
 
     /// The id as the general path writes it.
@@ -188,7 +189,8 @@ struct MessageEncoderTests {
             Issue.record("not read back as a response")
             return
         }
-        #expect(response.id == id)
+        // Read back, it is written as it was: byte for byte, escapes included.
+        #expect(response.id.map(Self.idText) == Self.idText(id))
     }
 
     @Test("a relayed request is written whole, with or without params", arguments: ids)
@@ -204,7 +206,20 @@ struct MessageEncoderTests {
             Issue.record("not read back as a request")
             return
         }
-        #expect(request.id == id)
+        #expect(Self.idText(request.id) == Self.idText(id))
         #expect(request.method == "odd \"method\"\u{1}")
+    }
+
+    @Test func anIdWithEscapesIsEchoedAsWritten() throws {
+        for written in [#""\ud800a""#, #""\u0041""#, #""a\"b""#, #""\ud83d\ude00""#] {
+            let line = ByteBuffer(string: #"{"jsonrpc":"2.0","id":"# + written + #","method":"ping"}"#)
+            guard case .single(.message(.request(let request))) = MessageDecoder().decode(line: line) else {
+                Issue.record("\(written) not read as a request")
+                continue
+            }
+            var buffer = ByteBuffer()
+            MessageEncoder.writeResult(id: request.id, result: [:], to: &buffer)
+            #expect(String(buffer: buffer) == #"{"jsonrpc":"2.0","id":"# + written + #","result":{}}"#)
+        }
     }
 }

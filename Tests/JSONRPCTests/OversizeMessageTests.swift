@@ -17,7 +17,7 @@ struct OversizeMessageTests {
 
     @Test func readsAStringIdWithEscapes() {
         let found = message(#"{"id":"req \"7\"","jsonrpc":"2.0","method":"x","params":"aaa"#, "")
-        #expect(found.id == .string(#"req "7""#))
+        #expect(found.id == .escapedString(#"req \"7\""#))
     }
 
     @Test func readsTheIdAtTheEnd() {
