@@ -63,7 +63,8 @@ public final class InMemoryTaskBoard: TaskBoard {
     }
 
     private struct State {
-        var lastNumber: Int64 = 0
+        /// Starts at the time the board starts (TaskNumbers).
+        var lastNumber = TaskNumbers.floor()
         var tasks: [Int64: Entry] = [:]
         /// Every number handed out, ascending, for `list`; forgotten ones are dropped in batches.
         var numbers: [Int64] = []
@@ -107,7 +108,7 @@ public final class InMemoryTaskBoard: TaskBoard {
                 }
             }
 
-            state.lastNumber = max(state.lastNumber + 1, TaskNumbers.floor())
+            state.lastNumber += 1
             let number = state.lastNumber
             let task = BoardTask(
                 id: "task-\(number)", number: number, queue: submission.queue, priority: submission.priority, state: "PENDING",

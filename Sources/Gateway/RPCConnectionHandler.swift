@@ -515,7 +515,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         switch notification.method {
         case "notifications/cancelled":
             // The peer gave up on one of its requests: stop the work, and send no reply.
-            guard let id = notification.params?.member("requestId").flatMap(Self.requestID),
+            guard let id = notification.params?.member("requestId").flatMap(JSONRPCID.init),
                 let cancel = cancellers.removeValue(forKey: id)
             else { return }
             cancelledRequests.insert(id)
@@ -524,10 +524,6 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             session.receive(notification)
             if let handle { gateway.notificationArrived(notification, from: handle, agent: agentInstance) }
         }
-    }
-
-    private static func requestID(_ raw: RawJSON) -> JSONRPCID? {
-        JSONRPCID(raw)
     }
 
     /// Turns a finished asynchronous call into its reply.

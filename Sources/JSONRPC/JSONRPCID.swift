@@ -39,31 +39,33 @@ public enum JSONRPCID: Hashable, Sendable, CustomStringConvertible {
 }
 
 extension JSONRPCID {
-    /// The id a JSON value names, read the way the decoder reads a message's id (a string with
-    /// escapes kept as written); nil when the value is not a string or an integer.
-    public init?(_ value: RawJSON) {
-        switch value.kind {
-        case .string:
-            let text = String(buffer: value.buffer).trimmingJSONWhitespace()
-            guard text.utf8.count >= 2 else { return nil }
-            let contents = String(text.dropFirst().dropLast())
-            if contents.utf8.contains(UInt8(ascii: "\\")) {
-                self = .escapedString(contents)
-            } else {
-                self = .string(contents)
-            }
-        case .number:
-            guard case .integer(let integer) = value.decoded() else { return nil }
-            self = .integer(integer)
-        default:
-            return nil
+    /// The id a validated JSON string or integer denotes, from its bytes (quotes included for a
+    /// string): a string with escapes is kept as written, so that it is echoed byte for byte. Nil
+    /// for any other value, and for an integer outside the signed 64-bit range. The one reading
+    /// of an id: messages, `notifications/cancelled`, oversize lines.
+    public init?(token bytes: UnsafeRawBufferPointer) {
+        guard let first = bytes.first else { return nil }
+        if first == UInt8(ascii: "\"") {
+            guard bytes.count >= 2 else { return nil }
+            let contents = UnsafeRawBufferPointer(rebasing: bytes[1..<(bytes.count - 1)])
+            let text = String(decoding: contents, as: UTF8.self)
+            self = contents.contains(UInt8(ascii: "\\")) ? .escapedString(text) : .string(text)
+            return
         }
+        guard let integer = Int64(String(decoding: bytes, as: UTF8.self)) else { return nil }
+        self = .integer(integer)
     }
-}
 
-extension String {
-    fileprivate func trimmingJSONWhitespace() -> String {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
-        return String(self.drop(while: isSpace).reversed().drop(while: isSpace).reversed())
+    /// The id a JSON value names; nil when it is not a string or an integer.
+    public init?(_ value: RawJSON) {
+        guard value.kind == .string || value.kind == .number else { return nil }
+        guard let id = value.buffer.withUnsafeReadableBytes({ bytes -> JSONRPCID? in
+            let scanner = JSONScanner(bytes: bytes)
+            let start = scanner.skipWhitespace(from: 0)
+            var end = bytes.count
+            while end > start, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[end - 1]) { end -= 1 }
+            return JSONRPCID(token: UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
+        }) else { return nil }
+        self = id
     }
 }

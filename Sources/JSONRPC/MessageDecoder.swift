@@ -186,16 +186,9 @@ private struct Envelope {
     private static func readID(kind: JSONKind, value: Range<Int>, scanner: JSONScanner) -> Field<JSONRPCID> {
         let bytes = scanner.bytes
         switch kind {
-        case .string:
-            let contents = (value.lowerBound + 1)..<(value.upperBound - 1)
-            if hasBackslash(bytes, value) {
-                // Kept as written: echoed byte for byte, escapes included.
-                return .present(.escapedString(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[contents]), as: UTF8.self)))
-            }
-            return .present(.string(scanner.decodeString(JSONStringSlice(range: contents, hasEscapes: false))))
-        case .number:
+        case .string, .number:
+            if let id = JSONRPCID(token: UnsafeRawBufferPointer(rebasing: bytes[value])) { return .present(id) }
             let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[value]), as: UTF8.self)
-            if let integer = Int64(text) { return .present(.integer(integer)) }
             return .invalid("\"id\" must be a string or an integer in the signed 64-bit range, not \(text)")
         case .null:
             return .invalid("\"id\" must not be null (use a string or an integer)")

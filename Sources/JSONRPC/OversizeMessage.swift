@@ -98,17 +98,12 @@ public struct OversizeMessage: Sendable, Equatable {
     private static func id(in value: UnsafeRawBufferPointer) -> JSONRPCID? {
         guard let first = value.first else { return nil }
         let scanner = JSONScanner(bytes: value)
+        // Only a whole, valid token is an id (the bytes were cut out of an oversize line).
         if first == UInt8(ascii: "\"") {
             guard let string = try? scanner.skipString(from: 0), string.end == value.count else { return nil }
-            if string.hasEscapes {
-                // As the decoder keeps it: written, escapes included.
-                return .escapedString(String(decoding: UnsafeRawBufferPointer(rebasing: value[1..<(string.end - 1)]), as: UTF8.self))
-            }
-            return .string(scanner.decodeString(JSONStringSlice(range: 1..<(string.end - 1), hasEscapes: false)))
+        } else {
+            guard let number = try? scanner.skipNumber(from: 0), number.end == value.count, number.isInteger else { return nil }
         }
-        guard let number = try? scanner.skipNumber(from: 0), number.end == value.count, number.isInteger,
-            let integer = Int64(String(decoding: value, as: UTF8.self))
-        else { return nil }
-        return .integer(integer)
+        return JSONRPCID(token: value)
     }
 }

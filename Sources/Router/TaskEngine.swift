@@ -27,7 +27,9 @@ public final class TaskEngine: Sendable {
         /// Tasks waiting for others to finish, by the task they wait for.
         var dependents: [String: Set<String>] = [:]
         var sticky: [String: AgentRegistry.InstanceID] = [:]
-        var nextID: UInt64 = 1
+        /// Starts at the time the engine starts (TaskNumbers): a restarted gateway never gives
+        /// an id of the one before.
+        var nextID = UInt64(TaskNumbers.floor())
         var dispatchScheduled = false
         var assignmentLatencies: [Double] = []
     }
@@ -112,8 +114,6 @@ public final class TaskEngine: Sendable {
             for dependency in submission.dependsOn where state.tasks[dependency] == nil {
                 return .failure(.unknownDependency(dependency))
             }
-            // Never a number given before, by this process or one before it (TaskNumbers).
-            state.nextID = max(state.nextID, UInt64(TaskNumbers.floor()))
             let id = "task-\(state.nextID)"
             state.nextID += 1
             var task = TaskRecord(id: id, submission: submission)
