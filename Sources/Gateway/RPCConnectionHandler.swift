@@ -222,10 +222,11 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Whether something other than traffic keeps this connection from being idle: a request of
-    /// the peer in flight, a request to it awaiting its reply, an agent behind it, keepalive, or
-    /// a subscription. Asked by the idle timeout, only when its deadline passes.
+    /// the peer in flight, a reply written but not flushed yet (a request that has just ended), a
+    /// request to it awaiting its reply, an agent behind it, keepalive, or a subscription. Asked
+    /// by the idle timeout, only when its deadline passes.
     var holdsConnectionOpen: Bool {
-        inFlight > 0 || !outboundRequests.isEmpty || agentInstance != nil || keepalive != nil
+        inFlight > 0 || pendingOutput != nil || !outboundRequests.isEmpty || agentInstance != nil || keepalive != nil
             || gateway.coordination.hasSubscriptions(connectionID)
     }
 
