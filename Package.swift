@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "switchboard", targets: ["switchboard"]),
         .executable(name: "switchboard-bench", targets: ["SwitchboardBenchmarks"]),
+        .executable(name: "framing-fuzz", targets: ["FramingFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -20,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         // System libraries: OpenSSL 3 (TLS) and hiredis (Redis RESP codec).
@@ -136,6 +139,39 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        // Who a request is and what it may do: principals and credentials, roles and rules,
+        // tenants, rate limits, egress, the audit log. Pure logic plus the audit sink.
+        .target(
+            name: "Access",
+            dependencies: [
+                "JSONRPC", "Transport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "AccessTests",
+            dependencies: ["Access", "JSONRPC", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
+
+        // The framing and JSON path under a coverage-guided fuzzer (scripts/fuzz.sh builds it with
+        // libFuzzer); an ordinary build replays the inputs it is given.
+        .executableTarget(
+            name: "FramingFuzz",
+            dependencies: [
+                "JSONRPC", "Transport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

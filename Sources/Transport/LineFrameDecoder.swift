@@ -58,7 +58,7 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
 
     private final class DiscardedLine {
         var length: Int
-        let head: ByteBuffer
+        var head: ByteBuffer
         var tail: ByteBuffer
 
         init(length: Int, head: ByteBuffer, tail: ByteBuffer) {
@@ -109,6 +109,12 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
             if let line = discarded {
                 let piece = buffer.readSlice(length: newline ?? buffer.readableBytes)!
                 line.length += piece.readableBytes
+                // The head is the line's first bytes however the line was cut into reads: a
+                // first read shorter than the kept head is completed from the next ones.
+                if line.head.readableBytes < OversizeLine.keptBytes {
+                    line.head.writeImmutableBuffer(piece.getSlice(
+                        at: piece.readerIndex, length: min(piece.readableBytes, OversizeLine.keptBytes - line.head.readableBytes))!)
+                }
                 line.tail = Self.keepingEnd(of: line.tail, then: piece)
                 scannedLength = 0
                 guard newline != nil else { return nil }

@@ -65,6 +65,26 @@ struct LineFrameDecoderTests {
         #expect(line.tail.readableBytes == OversizeLine.keptBytes - 1)
     }
 
+    /// Found by the framing fuzzer: with a limit below the kept head, the head was only the
+    /// first read's bytes, so an id past them was lost when the line arrived in small reads.
+    @Test func keepsTheSameHeadHoweverTheLineWasCut() throws {
+        let text = #"{"jsonrpc":"2.0","method":"ping","params":{"pad":"padding"},"id":"after-the-first-read"}"#
+        let whole = try channel(limit: 16)
+        try whole.writeInbound(ByteBuffer(string: text + "\n"))
+        let pieces = try channel(limit: 16)
+        for start in stride(from: 0, to: text.utf8.count, by: 20) {
+            try pieces.writeInbound(ByteBuffer(bytes: Array(text.utf8).dropFirst(start).prefix(20)))
+        }
+        try pieces.writeInbound(ByteBuffer(string: "\n"))
+        guard case .oversize(let first) = try whole.readInbound(as: LineFrame.self),
+              case .oversize(let second) = try pieces.readInbound(as: LineFrame.self) else {
+            Issue.record("expected oversize lines")
+            return
+        }
+        #expect(String(buffer: second.head) == text)
+        #expect(first == second)
+    }
+
     @Test func discardsSixtyFourMebibytesWithoutANewline() throws {
         let channel = try channel(limit: 1024)
         for _ in 0..<64 {

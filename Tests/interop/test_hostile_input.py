@@ -285,3 +285,44 @@ def test_running_out_of_descriptors_pauses_accepts_without_spinning_and_resumes(
     finally:
         rc = gw.stop()
         assert rc == 0, gw.stderr_text()
+
+
+# --------------------------------------------------------------------------- resets
+
+
+def test_a_thousand_connections_reset_mid_message_leak_nothing(start_gateway, tmp_path):
+    """Peers that send half a message (some with a large params already buffered) and reset the
+    connection (RST, not FIN): the gateway frees each connection at once, holds no descriptor and
+    no memory for them, and keeps serving everyone else."""
+    gw = start_gateway("tcp")
+    survivor = LineClient.connect(gw.tcp)
+    survivor.ping_ok()
+    baseline_fds = open_descriptors(gw.proc.pid)
+    baseline_rss = gw.rss_bytes()
+    partial = [
+        b'{"jsonrpc":"2.0","id":1,"method":"ping"',
+        b'{"jsonrpc":"2.0","id":2,"method":"memory/set","params":{"key":"k","value":"' + b"v" * 200_000,
+        b'[{"jsonrpc":"2.0","id":3,"method":"ping"},',
+    ]
+    for n in range(1000):
+        sock = socket.create_connection(gw.tcp.address)
+        sock.sendall(partial[n % len(partial)])
+        # SO_LINGER with a zero timeout: close() sends RST and drops unsent data.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+        if n % 100 == 99:
+            survivor.ping_ok()
+
+    # The gateway closes its end of each reset connection when it reads the reset; wait until all
+    # are gone (each is read by an event loop within milliseconds, so this is quick).
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    while open_descriptors(gw.proc.pid) > baseline_fds and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fds = open_descriptors(gw.proc.pid)
+    rss = gw.rss_bytes()
+    print(f"\ndescriptors {baseline_fds} -> {fds}; RSS {baseline_rss / 2**20:.1f} -> {rss / 2**20:.1f} MiB")
+    assert fds <= baseline_fds, f"{fds - baseline_fds} descriptors still held after 1,000 resets"
+    assert rss < baseline_rss + 32 * 2**20, f"RSS grew by {(rss - baseline_rss) / 2**20:.1f} MiB after 1,000 resets"
+    survivor.ping_ok()
+    assert survivor.call("memory/get", {"key": "k"})["result"].get("found") is not True
+    survivor.close()
