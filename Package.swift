@@ -107,7 +107,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router", "Backend", "Workflows", "Redis",
+                "Access", "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router", "Backend", "Workflows", "Redis",
                 "CSwitchboardOpenSSL", "CSwitchboardHiredis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

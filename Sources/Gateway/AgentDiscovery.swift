@@ -73,18 +73,3 @@ enum AgentDiscovery {
         return items
     }
 }
-
-extension RawJSON {
-    /// The elements of this array, each a slice of this value's bytes.
-    func elements() -> [RawJSON] {
-        let ranges: [Range<Int>] = buffer.withUnsafeReadableBytes { bytes in
-            let scanner = JSONScanner(bytes: bytes, maximumDepth: .max)
-            let start = scanner.skipWhitespace(from: 0)
-            guard start < bytes.count, bytes[start] == UInt8(ascii: "[") else { return [] }
-            var found: [Range<Int>] = []
-            _ = try? scanner.forEachElement(ofArrayAt: start) { found.append($0) }
-            return found
-        }
-        return ranges.map { RawJSON(unchecked: buffer.getSlice(at: buffer.readerIndex + $0.lowerBound, length: $0.count)!) }
-    }
-}

@@ -1,3 +1,4 @@
+import Access
 import Agents
 import JSONRPC
 import MCPProtocol
@@ -18,17 +19,20 @@ enum AgentMethods {
         // after connecting, sees every tool that comes up within the start-up window.
         table.register("tools/list") { request, context in
             afterStartup(agents, context, within: readinessWait) {
-                page(request, items: agents.toolDefinitions(), key: "tools", era: context.era, stillStarting: agents.hasStartingInstances)
+                page(request, items: visible(agents.toolDefinitions(), through: "tools/call", context), key: "tools", era: context.era,
+                     stillStarting: agents.hasStartingInstances)
             }
         }
         table.register("prompts/list") { request, context in
             afterStartup(agents, context, within: readinessWait) {
-                page(request, items: agents.promptDefinitions(), key: "prompts", era: context.era, stillStarting: agents.hasStartingInstances)
+                page(request, items: visible(agents.promptDefinitions(), through: "prompts/get", context), key: "prompts", era: context.era,
+                     stillStarting: agents.hasStartingInstances)
             }
         }
         table.register("resources/list") { request, context in
             afterStartup(agents, context, within: readinessWait) {
-                pageRaw(request, items: agents.resources().resources, key: "resources", era: context.era, stillStarting: agents.hasStartingInstances)
+                pageRaw(request, items: visible(agents.resources().resources, context), key: "resources", era: context.era,
+                        stillStarting: agents.hasStartingInstances)
             }
         }
         table.register("resources/templates/list") { request, context in
@@ -140,6 +144,19 @@ enum AgentMethods {
     }
 
     // MARK: Lists
+
+    /// What the principal may use: a list shows nothing the principal would be refused.
+    private static func visible(
+        _ items: [(name: String, definition: RawJSON)], through method: String, _ context: MethodContext
+    ) -> [(name: String, definition: RawJSON)] {
+        guard !context.grant.isUnrestricted else { return items }
+        return items.filter { context.grant.mayUse(method, $0.name) }
+    }
+
+    private static func visible(_ resources: [RawJSON], _ context: MethodContext) -> [RawJSON] {
+        guard !context.grant.isUnrestricted else { return resources }
+        return resources.filter { resource in resource.member("uri")?.stringValue.map { context.grant.mayUse("resources/read", $0) } ?? false }
+    }
 
     /// `answer` now when no template is starting, else once none is or `limit` has passed.
     static func afterStartup(

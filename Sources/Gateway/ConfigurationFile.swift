@@ -142,6 +142,7 @@ struct ConfigurationReader {
             case "health": readHealth(value)
             case "workflows": readWorkflows(value)
             case "readiness": readReadiness(value)
+            case "auth": readAuth(value)
             default:
                 if isHostFile {
                     warn(keyNode, "key \"\(key)\" is ignored: it is the MCP host's setting, not the gateway's")

@@ -1,3 +1,4 @@
+import Access
 import Agents
 import Backend
 import JSONRPC
@@ -36,6 +37,8 @@ final class GatewayCore: Sendable {
     /// With `--redis`: what this replica shares with the others.
     let cluster: Cluster?
     let workflows: WorkflowHost
+    /// Who may do what: nil without an `auth` section.
+    let access: AccessGate?
     /// A problem found while assembling the core that must stop the start (an unreadable
     /// state directory).
     let startupProblem: String?
@@ -48,6 +51,8 @@ final class GatewayCore: Sendable {
         self.logger = logger
         self.group = group
         self.registry = ConnectionRegistry()
+        let access = settings.access.map { AccessGate(policy: $0.policy) }
+        self.access = access
         self.status = GatewayStatusSource(registry: registry, settings: settings)
         self.decoder = MessageDecoder(maximumDepth: settings.limits.maximumNestingDepth, maximumBatchSize: settings.limits.maximumBatchSize)
         self.outputBudget = OutputBudget(limits: settings.limits.output)
@@ -72,6 +77,7 @@ final class GatewayCore: Sendable {
         self.supervisorSlot = supervisorSlot
         var methods = MethodTable()
         CoreMethods.register(in: &methods, status: status)
+        AccessMethods.register(in: &methods, gate: access)
         AgentMethods.register(
             in: &methods, agents: agents, supervisor: supervisorSlot, requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false,
             readinessWait: settings.readinessWait)
@@ -465,7 +471,7 @@ public final class GatewayServer: Service {
     private static func addConnectionHandlers(_ channel: any Channel, core: GatewayCore, address: ListenAddress?) throws {
         let limits = core.settings.limits
         let maximumMessageBytes = address.flatMap { core.settings.listenerMessageLimits[$0] } ?? limits.maximumMessageBytes
-        let connection = RPCConnectionHandler(gateway: core)
+        let connection = RPCConnectionHandler(gateway: core, isStdio: address == nil)
         let pipeline = channel.pipeline.syncOperations
         try pipeline.addHandler(BackPressureHandler())
         if let address, !limits.connectionTimeouts.isEmpty {

@@ -1,3 +1,4 @@
+import Access
 import Agents
 import JSONRPC
 import Logging
@@ -22,6 +23,8 @@ public struct GatewaySettings: Sendable {
     public var configurationWarnings: [ConfigurationFile.Problem] = []
     /// Certificates for `tls://` listeners.
     public var tls: TLSSettings?
+    /// The `auth` section: nil when there is none (everyone may do everything, for local use).
+    public var access: AccessSettings?
     public var workflows = WorkflowSettings()
     /// A shared Redis: several replicas act as one gateway. Nil: the embedded backend.
     public var redis: RedisSettings?

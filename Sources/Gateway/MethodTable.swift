@@ -1,3 +1,4 @@
+import Access
 import Agents
 import JSONRPC
 import Logging
@@ -18,6 +19,12 @@ public struct MethodContext: Sendable {
     public var agentInstance: AgentRegistry.InstanceID?
     /// Who the peer proved to be with a TLS client certificate.
     public var peerIdentity: TLSPeerIdentity?
+    /// Who the peer is and what it may do. The request has been allowed before its handler
+    /// runs; handlers use the grant to scope what they show (lists, the tenant's data).
+    public var grant: Grant
+    public var principal: Principal { grant.principal }
+    /// Makes the connection the given principal (`auth/authenticate`).
+    var authenticated: @Sendable (Principal) -> Void
     /// Marks the connection as the given attached agent (`agents/register`).
     var registerAgent: @Sendable (AgentRegistry.InstanceID) -> Void
 }

@@ -1,3 +1,4 @@
+import Access
 import Agents
 import JSONRPC
 import Logging
@@ -67,6 +68,10 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private let logsRequests: Bool
     /// This connection's output that the peer has not taken yet, against the gateway's budget.
     private var queuedOutput = QueuedOutput()
+    /// Who the peer is and what it may do, decided before any handler runs.
+    private var access: AccessDecisions {
+        didSet { if access.grant.principal != oldValue.grant.principal { methodContext = nil } }
+    }
 
     private struct OutboundRequest {
         var completion: OutboundCompletion
@@ -75,9 +80,15 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         var deadline: NIODeadline
     }
 
-    init(gateway: GatewayCore, role: Role = .server) {
+    /// `isStdio`: the connection is the gateway's own standard input and output, whose peer is
+    /// the operator who started it.
+    init(gateway: GatewayCore, role: Role = .server, isStdio: Bool = false) {
         self.gateway = gateway
         self.role = role
+        // A spawned agent's pipes carry requests the gateway's own agent makes: the gateway
+        // started it, it is trusted like stdio.
+        let trusted: Bool = if case .client = role { true } else { isStdio }
+        self.access = AccessDecisions(grant: gateway.access?.initialGrant(isStdio: trusted) ?? .unrestricted)
         self.session = MCPSession(identity: gateway.identity)
         self.logger = gateway.logger
         self.logsRequests = gateway.logger.logLevel <= .debug
@@ -478,6 +489,10 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         guard let handler = gateway.methods.handler(for: request.method), let context, let handle else {
             return .now(.error(request.id, .methodNotFound(request.method)))
         }
+        if let refusal = access.refusal(of: request) {
+            logger.info("refused \(request.method) \(request.id): \(refusal.jsonRPCError.message)")
+            return .now(.error(request.id, refusal.jsonRPCError))
+        }
         let methodContext: MethodContext
         if let cached = self.methodContext, cached.era == session.era {
             methodContext = cached
@@ -491,6 +506,13 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 connection: handle,
                 agentInstance: agentInstance,
                 peerIdentity: handle.peerIdentity,
+                grant: access.grant,
+                authenticated: { principal in
+                    // Called on this event loop by `auth/authenticate`.
+                    let handler = loopBound.value
+                    handler.access.change(to: handler.gateway.access?.grant(for: principal) ?? .unrestricted)
+                    handler.logger[metadataKey: "principal"] = "\(principal.name)"
+                },
                 registerAgent: { instance in
                     // Called on this event loop by `agents/register`.
                     loopBound.value.agentInstance = instance

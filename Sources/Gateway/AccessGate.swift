@@ -1,0 +1,62 @@
+import Access
+import JSONRPC
+import Logging
+import Transport
+
+/// The access layer as the connections meet it: who a new connection is before it proves
+/// anything, and the decision for each request, made here and nowhere else, before its handler
+/// runs. Present only when the configuration has an `auth` section; without one the gateway
+/// serves everyone as it always has (for local use) and warns when it listens beyond loopback.
+final class AccessGate: Sendable {
+    let policy: AccessPolicy
+
+    init(policy: AccessPolicy) {
+        self.policy = policy
+    }
+
+    /// The grant a connection starts with: the operator's on stdio; a certificate's principal
+    /// when its TLS client certificate maps to one (set when the handshake completes); the
+    /// anonymous role's otherwise.
+    func initialGrant(isStdio: Bool) -> Grant {
+        policy.grant(for: isStdio ? .stdioOperator : policy.anonymous)
+    }
+
+    func grant(for principal: Principal) -> Grant {
+        policy.grant(for: principal)
+    }
+}
+
+/// One connection's decisions, remembered: for a method whose rules name no target, the method
+/// alone decides, so the second request of a kind costs a dictionary lookup.
+struct AccessDecisions {
+    private(set) var grant: Grant
+    private var allowedMethods: Set<String> = []
+
+    init(grant: Grant) {
+        self.grant = grant
+    }
+
+    /// The refusal of `request`, or nil when it may run.
+    @inline(__always)
+    mutating func refusal(of request: JSONRPCRequest) -> AccessError? {
+        if grant.isUnrestricted { return nil }
+        return slowRefusal(of: request)
+    }
+
+    private mutating func slowRefusal(of request: JSONRPCRequest) -> AccessError? {
+        if allowedMethods.contains(request.method) { return nil }
+        if grant.dependsOnTarget(request.method) {
+            return grant.decide(method: request.method, targets: RequestTarget.targets(method: request.method, params: request.params))
+        }
+        let refusal = grant.decide(method: request.method)
+        // Bounded: a peer inventing method names must not grow the set (unknown methods are
+        // answered -32601 before they get here, so this holds the table's methods at most).
+        if refusal == nil, allowedMethods.count < 256 { allowedMethods.insert(request.method) }
+        return refusal
+    }
+
+    mutating func change(to grant: Grant) {
+        self.grant = grant
+        allowedMethods.removeAll()
+    }
+}

@@ -1,0 +1,104 @@
+"""Who may do what (protocol-spec chapter 12): the decision made before any handler runs, the
+anonymous role, lists that show a principal only what it may use, refusals that name what was
+refused and why, the operator on stdio.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from sbwire import REPO, LineClient, RpcSession, jline, req, switchboard_bin
+
+TOOL_SERVER = REPO / "Tests" / "interop" / "agents" / "stdio_tool_server.py"
+FORBIDDEN = -32005
+
+
+def config(tmp_path, auth: dict, **extra) -> str:
+    path = tmp_path / "gateway.json"
+    servers = {
+        "trading": {"command": sys.executable, "args": [str(TOOL_SERVER), "--tool", "buy", "--tool", "wire"], "toolPrefix": "trading__"},
+        "pricing": {"command": sys.executable, "args": [str(TOOL_SERVER), "--tool", "quote"], "toolPrefix": "pricing__"},
+    }
+    path.write_text(json.dumps({"auth": auth, "mcpServers": servers, **extra}))
+    return str(path)
+
+
+def tool_names(session: RpcSession) -> set[str]:
+    reply = session.call("tools/list")
+    assert "result" in reply, reply
+    return {tool["name"] for tool in reply["result"]["tools"]}
+
+
+def test_without_credentials_a_peer_may_do_nothing_but_authenticate(start_gateway, tmp_path):
+    gw = start_gateway("tcp", extra=["--config", config(tmp_path, {"anonymous": "none"})])
+    with RpcSession.connect(gw.tcp) as session:
+        session.initialize()
+        assert session.call("ping")["result"] == {}
+        reply = session.call("tools/list")
+        assert reply["error"]["code"] == FORBIDDEN, reply
+        assert reply["error"]["data"] == {"principal": "anonymous", "refused": "tools/list", "reason": "authenticate first (auth/authenticate)"}
+        for method, params in [
+            ("agents/scale", {"template": "trading", "instances": 40}),
+            ("agents/drain", {"agentId": "trading"}),
+            ("workflows/approve", {"executionId": "x", "stepId": "y", "approved": True, "by": "cfo"}),
+            ("memory/set", {"key": "k", "value": 1}),
+            ("tasks/submit", {"tool": "trading__buy", "arguments": {}}),
+        ]:
+            reply = session.call(method, params)
+            assert reply["error"]["code"] == FORBIDDEN, (method, reply)
+        whoami = session.call("auth/whoami")["result"]
+        assert whoami["principal"] == "anonymous" and whoami["authenticated"] is False and whoami["accessControl"] is True
+
+
+def test_a_custom_role_sees_and_calls_only_its_tools_and_a_deny_wins(start_gateway, tmp_path):
+    auth = {
+        "anonymous": "trader",
+        "roles": {"trader": {"allow": ["tools/*:trading__*", "tools/list"], "deny": ["tools/call:trading__wire"]}},
+    }
+    gw = start_gateway("tcp", extra=["--config", config(tmp_path, auth)])
+    with RpcSession.connect(gw.tcp) as session:
+        session.initialize()
+        # Listed once, right after connecting, as hosts do: only what the role may call.
+        assert tool_names(session) == {"trading__buy"}
+        ok = session.call("tools/call", {"name": "trading__buy", "arguments": {"text": "1"}})
+        assert ok["result"]["content"][0]["text"].endswith(":1"), ok
+        denied = session.call("tools/call", {"name": "trading__wire", "arguments": {}})
+        assert denied["error"]["code"] == FORBIDDEN
+        assert denied["error"]["data"]["reason"] == "role trader denies tools/call:trading__wire"
+        other = session.call("tools/call", {"name": "pricing__quote", "arguments": {}})
+        assert other["error"]["code"] == FORBIDDEN
+        assert other["error"]["data"]["refused"] == "tools/call pricing__quote"
+        assert "no rule of role trader allows it" in other["error"]["message"]
+
+
+def test_a_viewer_reads_but_changes_nothing(start_gateway, tmp_path):
+    gw = start_gateway("tcp", extra=["--config", config(tmp_path, {"anonymous": "viewer"})])
+    with LineClient.connect(gw.tcp) as client:
+        assert "result" in client.call("gateway/status")
+        assert "result" in client.call("agents/list")
+        for method, params in [("tools/call", {"name": "trading__buy"}), ("agents/scale", {"template": "trading", "instances": 2}),
+                               ("memory/set", {"key": "k", "value": 1})]:
+            reply = client.call(method, params)
+            assert reply["error"]["code"] == FORBIDDEN, (method, reply)
+
+
+def test_the_operator_on_stdio_may_do_everything(tmp_path):
+    path = config(tmp_path, {"anonymous": "none"})
+    lines = [
+        jline(req("auth/whoami", 1)),
+        jline(req("agents/scale", 2, {"template": "pricing", "instances": 2})),
+    ]
+    proc = subprocess.run(
+        [str(switchboard_bin()), "serve", "--stdio", "--config", path], input=b"".join(lines), capture_output=True, timeout=60)
+    replies = {reply["id"]: reply for reply in map(json.loads, proc.stdout.decode().splitlines())}
+    assert replies[1]["result"]["principal"] == "operator" and replies[1]["result"]["proof"] == "operator", replies
+    assert replies[2]["result"]["instances"] == 2, replies
+
+
+def test_a_mistake_in_the_auth_section_refuses_the_start(tmp_path):
+    path = config(tmp_path, {"anonymous": "nobody"})
+    proc = subprocess.run([str(switchboard_bin()), "config", "check", path], capture_output=True, timeout=60)
+    assert proc.returncode != 0
+    assert "auth.anonymous" in proc.stdout.decode() + proc.stderr.decode()
