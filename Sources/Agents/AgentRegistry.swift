@@ -241,6 +241,8 @@ public final class AgentRegistry: Sendable {
         /// Set when a template's offered names changed: the exposed names are worked out again.
         var catalogNamesChanged = false
         var activeVersion: [String: String] = [:]
+        /// Versions registered but not activated yet (agent admission), per template.
+        var pendingVersions: [String: Set<String>] = [:]
         var versionHistory: [String: [String]] = [:]
         /// Versions rolled back from, per template: they do not become active again by
         /// re-registering.
@@ -323,7 +325,12 @@ public final class AgentRegistry: Sendable {
     /// in the catalog counts as starting: lists wait for it, and calls naming a tool no one offers
     /// yet wait too, since it may offer that tool.
     @discardableResult
-    public func add(_ id: InstanceID, _ registration: Registration, endpoint: (any AgentEndpoint)? = nil, startingUp: Bool = false) -> InstanceID {
+    /// `activatesNewVersion`: a version of a known template not seen before becomes the active
+    /// one at once; when false it waits, taking no traffic, for `activate(template:version:)`.
+    public func add(
+        _ id: InstanceID, _ registration: Registration, endpoint: (any AgentEndpoint)? = nil, startingUp: Bool = false,
+        activatesNewVersion: Bool = true
+    ) -> InstanceID {
         mutate { state in
             if state.instances[id] != nil { Self.removeInstance(id, from: &state) }
             let instance = Instance(id: id, registration: registration)
@@ -338,6 +345,9 @@ public final class AgentRegistry: Sendable {
                 // The only version around is the active one.
                 state.activeVersion[template] = version
                 if !known { state.versionHistory[template, default: []].append(version) }
+            } else if state.activeVersion[template] != version, !known, !activatesNewVersion {
+                // A new version waits for an operator: it is known, and takes no traffic.
+                state.pendingVersions[template, default: []].insert(version)
             } else if state.activeVersion[template] != version, !known, !(state.rolledBack[template]?.contains(version) ?? false) {
                 // A new version takes over; the one before stays for a rollback.
                 state.versionHistory[template, default: []].append(version)
@@ -567,6 +577,30 @@ public final class AgentRegistry: Sendable {
         }
         try outcome.get()
         if drainedNow { notifyDrained(id) }
+    }
+
+    /// Makes a version waiting for activation the active one; the version before stays for a
+    /// rollback. Returns the version that was active.
+    public func activate(template: String, version: String) throws(StateChangeError) -> String? {
+        let outcome: Result<String?, StateChangeError> = mutateResult { state in
+            guard state.templates[template] != nil || state.activeVersion[template] != nil else { return .failure(.unknownAgent(template)) }
+            if state.activeVersion[template] == version { return .success(version) }
+            guard state.pendingVersions[template]?.contains(version) ?? false
+                || state.rolledBack[template]?.contains(version) ?? false
+            else {
+                let waiting = state.pendingVersions[template].map { $0.sorted().joined(separator: ", ") } ?? ""
+                return .failure(.notAllowed(
+                    "template \(template) has no version \(version) waiting for activation\(waiting.isEmpty ? "" : " (waiting: \(waiting))")"))
+            }
+            let before = state.activeVersion[template]
+            state.pendingVersions[template]?.remove(version)
+            state.rolledBack[template]?.remove(version)
+            state.versionHistory[template, default: []].append(version)
+            state.activeVersion[template] = version
+            Self.recount(template: template, in: &state)
+            return .success(before)
+        }
+        return try outcome.get()
     }
 
     /// Makes the version before the active one active again and returns the newer one's
@@ -1141,6 +1175,10 @@ public final class AgentRegistry: Sendable {
             "resourceUsage": ResourceUsage.of(processID: registration.processID) ?? instance.reportedUsage ?? ["cpu": 0, "memory": 0],
             "registeredAt": .string(registeredAtString(instance.registeredAt)),
         ]
+        if state.pendingVersions[registration.template]?.contains(registration.version) ?? false {
+            // Registered by its owner, waiting for `agents/activate`: it takes no traffic.
+            status["awaitingActivation"] = true
+        }
         if let heartbeat = instance.lastHeartbeat { status["lastHeartbeat"] = .string(registeredAtString(heartbeat)) }
         switch instance.lifecycle {
         case .failed(let reason), .offline(let reason): status["error"] = .string(reason)

@@ -141,19 +141,17 @@ enum FramingFuzz {
     }
 }
 
-#if FUZZING
-/// libFuzzer's entry point; libFuzzer supplies `main`.
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    FramingFuzz.check(UnsafeRawBufferPointer(start: data, count: size))
-    return 0
-}
-#else
-/// Without the fuzzer: runs the check over the files named (a corpus, or inputs that once
-/// crashed), so that a regression is caught by an ordinary build.
+/// Runs the check over the files named (a corpus, or inputs that once crashed), so that a
+/// regression is caught by an ordinary build; built with `-DFUZZING` and `-sanitize=fuzzer`
+/// (scripts/fuzz.sh), hands the process to libFuzzer instead.
 @main
-struct ReplayInputs {
+struct FramingFuzzMain {
     static func main() throws {
+        #if FUZZING
+        var argc = CommandLine.argc
+        var argv = CommandLine.unsafeArgv
+        exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzOneInput))
+        #else
         var count = 0
         for path in CommandLine.arguments.dropFirst() {
             guard let file = fopen(path, "rb") else { fatalError("cannot open \(path)") }
@@ -169,6 +167,22 @@ struct ReplayInputs {
             count += 1
         }
         print("\(count) inputs checked")
+        #endif
     }
+}
+
+#if FUZZING
+/// libFuzzer's driver: SwiftPM names an executable's entry point itself, so libFuzzer's own
+/// `main` cannot be used; its driver is called from ours instead.
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<Int32>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
+) -> Int32
+
+private func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    FramingFuzz.check(UnsafeRawBufferPointer(start: data, count: size))
+    return 0
 }
 #endif

@@ -7,10 +7,14 @@ public struct AccessSettings: Sendable {
     public var policy: AccessPolicy
     /// The section as written, for the parts read by the credential verifiers.
     public var section: [String: JSONValue]
+    /// A new version of a known agent takes traffic at once (`auth.activateNewVersions: true`),
+    /// or waits for an operator's `agents/activate` (the default with access control).
+    public var activatesNewVersions: Bool
 
-    public init(policy: AccessPolicy, section: [String: JSONValue]) {
+    public init(policy: AccessPolicy, section: [String: JSONValue], activatesNewVersions: Bool = false) {
         self.policy = policy
         self.section = section
+        self.activatesNewVersions = activatesNewVersions
     }
 }
 
@@ -22,13 +26,19 @@ extension ConfigurationReader {
             report(node, "auth must be a mapping (anonymous, apiKeys, jwt, certificates, roles)")
             return
         }
-        let known: Set<String> = ["anonymous", "apiKeys", "jwt", "certificates", "roles"]
+        let known: Set<String> = ["anonymous", "apiKeys", "jwt", "certificates", "roles", "activateNewVersions"]
         for key in section.keys.sorted() where !known.contains(key) {
             report(node, "auth.\(key): unknown key (known: \(known.sorted().joined(separator: ", ")))")
         }
         do {
             let policy = try AccessPolicy(auth: section)
-            settings.access = AccessSettings(policy: policy, section: section)
+            var access = AccessSettings(policy: policy, section: section)
+            switch section["activateNewVersions"] {
+            case nil: break
+            case .bool(let automatic)?: access.activatesNewVersions = automatic
+            default: report(node, "auth.activateNewVersions must be true or false")
+            }
+            settings.access = access
         } catch {
             report(node, error.description)
         }

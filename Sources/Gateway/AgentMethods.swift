@@ -13,7 +13,8 @@ enum AgentMethods {
     static let pageSize = 100
 
     static func register(
-        in table: inout MethodTable, agents: AgentRegistry, supervisor: SupervisorSlot, requireAgentNameMatch: Bool, readinessWait: Duration
+        in table: inout MethodTable, agents: AgentRegistry, supervisor: SupervisorSlot, requireAgentNameMatch: Bool, readinessWait: Duration,
+        activatesNewVersions: Bool = true
     ) {
         // A list waits for the agents still starting, so that a host that lists once, right
         // after connecting, sees every tool that comes up within the start-up window.
@@ -42,7 +43,21 @@ enum AgentMethods {
         }
 
         table.register("agents/register") { request, context in
-            register(request, context, agents: agents, requireAgentNameMatch: requireAgentNameMatch)
+            register(request, context, agents: agents, requireAgentNameMatch: requireAgentNameMatch, activatesNewVersions: activatesNewVersions)
+        }
+        table.register("agents/activate") { request, context in
+            guard let template = request.params?.member("template")?.stringValue, let version = request.params?.member("version")?.stringValue else {
+                return .error(.invalidParams("agents/activate needs \"template\" and \"version\""))
+            }
+            do {
+                let before = try agents.activate(template: template, version: version)
+                context.logger.info("template \(template): version \(version) activated by \(context.principal.name)")
+                var result: [String: JSONValue] = ["template": .string(template), "activeVersion": .string(version)]
+                if let before, before != version { result["previousVersion"] = .string(before) }
+                return .result(.object(result))
+            } catch {
+                return .error(.invalidParams("\(error)", extra: ["template": .string(template), "version": .string(version)]))
+            }
         }
         table.register("agents/heartbeat") { request, context in
             guard let id = agentID(request.params, context, agents) else {
@@ -223,7 +238,7 @@ enum AgentMethods {
     // MARK: Attached agents
 
     private static func register(
-        _ request: JSONRPCRequest, _ context: MethodContext, agents: AgentRegistry, requireAgentNameMatch: Bool
+        _ request: JSONRPCRequest, _ context: MethodContext, agents: AgentRegistry, requireAgentNameMatch: Bool, activatesNewVersions: Bool
     ) -> MethodReply {
         guard let params = request.params, params.kind == .object else {
             return .error(.invalidParams("agents/register takes an object: agentName, agentType, version, capabilities, tools, maxConcurrency"))
@@ -237,6 +252,17 @@ enum AgentMethods {
             name.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil || "_-.:/".unicodeScalars.contains($0)) })
         else {
             return .error(.invalidParams("\"agentName\" must be 1 to 256 letters, digits, '_', '-', '.', ':' or '/'"))
+        }
+        // An agent name is owned: only a principal given the name may register as it, whatever
+        // the version (a higher version would otherwise take the name's calls).
+        let principal = context.principal
+        if principal.proof != .unconfigured, !context.grant.isUnrestricted,
+            !principal.agentNames.contains(where: { Glob($0).matches(name) })
+        {
+            let allowed = principal.agentNames.isEmpty ? "none" : principal.agentNames.joined(separator: ", ")
+            return .error(AccessError.forbidden(
+                principal: principal.name, what: "agents/register \(name)",
+                reason: "the agent names this principal may register are: \(allowed)").jsonRPCError)
         }
         if requireAgentNameMatch {
             guard let identity = context.peerIdentity else {
@@ -296,7 +322,7 @@ enum AgentMethods {
             definition.member("name")?.stringValue.map { ToolDefinition(name: $0, definition: definition) }
         }
         context.registerAgent(id)
-        agents.add(id, registration, endpoint: context.connection)
+        agents.add(id, registration, endpoint: context.connection, activatesNewVersion: activatesNewVersions)
         agents.ready(id, endpoint: context.connection, offer: offer)
         context.logger.info("agent \(id) registered: \(tools.count) tools, version \(version)")
         return .result([

@@ -80,7 +80,7 @@ final class GatewayCore: Sendable {
         AccessMethods.register(in: &methods, gate: access)
         AgentMethods.register(
             in: &methods, agents: agents, supervisor: supervisorSlot, requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false,
-            readinessWait: settings.readinessWait)
+            readinessWait: settings.readinessWait, activatesNewVersions: settings.access?.activatesNewVersions ?? true)
         calls.register(in: &methods)
         TaskMethods.register(in: &methods, engine: tasks)
         PatternMethods.register(in: &methods, agents: agents, readinessWait: settings.readinessWait)

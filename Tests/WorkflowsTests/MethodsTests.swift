@@ -17,7 +17,7 @@ struct MethodsTests {
 
     func call(_ methods: WorkflowMethods, _ method: String, _ params: JSONValue?) async -> Result<JSONValue, JSONRPCError> {
         do {
-            return .success(try await methods.handle(method: method, params: params, caller: "ops@1"))
+            return .success(try await methods.handle(method: method, params: params, caller: .init(name: "ops@1")))
         } catch {
             return .failure(error)
         }

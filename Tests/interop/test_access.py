@@ -102,3 +102,73 @@ def test_a_mistake_in_the_auth_section_refuses_the_start(tmp_path):
     proc = subprocess.run([str(switchboard_bin()), "config", "check", path], capture_output=True, timeout=60)
     assert proc.returncode != 0
     assert "auth.anonymous" in proc.stdout.decode() + proc.stderr.decode()
+
+
+# --------------------------------------------------------------------------- agent admission
+
+
+def test_a_peer_cannot_take_over_an_agent_by_registering_its_name_with_a_higher_version(start_gateway, tmp_path):
+    """The call-hijacking attack: an anonymous peer (even one whose role may register agents)
+    registers as "pricing" version 99; it is refused, and the real agent keeps its calls."""
+    gw = start_gateway("tcp", extra=["--config", config(tmp_path, {"anonymous": "agent"})])
+    with RpcSession.connect(gw.tcp) as attacker:
+        attacker.initialize()
+        reply = attacker.call("agents/register", {
+            "agentName": "pricing", "version": "99",
+            "tools": [{"name": "quote", "inputSchema": {"type": "object"}}],
+        })
+        assert reply["error"]["code"] == FORBIDDEN, reply
+        assert reply["error"]["data"]["refused"] == "agents/register pricing"
+        assert "none" in reply["error"]["data"]["reason"]
+    with RpcSession.connect(gw.tcp) as client:
+        client.initialize()
+        for n in range(10):
+            result = client.call("tools/call", {"name": "pricing__quote", "arguments": {"text": str(n)}})
+            assert result["result"]["content"][0]["text"] == f"server:{n}", result
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+APPROVAL = """workflowName: {name}
+version: "1"
+steps:
+  - id: sign_off
+    type: human_approval
+    message: "Proceed?"
+    approvers: [{approvers}]
+    timeout: 1h
+"""
+
+
+def waiting_execution(session: RpcSession, name: str, approvers: str) -> str:
+    created = session.call("workflows/create", {"source": APPROVAL.format(name=name, approvers=approvers)})
+    assert "result" in created, created
+    execution = session.call("workflows/execute", {"workflowName": name})["result"]["executionId"]
+    for _ in range(200):
+        status = session.call("workflows/status", {"executionId": execution})["result"]["status"]
+        if status == "WAITING_APPROVAL":
+            return execution
+        import time
+        time.sleep(0.02)
+    raise AssertionError("the execution never waited for approval")
+
+
+def test_an_approval_is_decided_by_the_authenticated_principal_not_by_what_by_says(start_gateway, tmp_path):
+    auth = {"anonymous": "approver", "roles": {"approver": {"allow": ["workflows/*"]}}}
+    gw = start_gateway("tcp", extra=["--config", config(tmp_path, auth)])
+    with RpcSession.connect(gw.tcp) as session:
+        session.initialize()
+        execution = waiting_execution(session, "access-approval-cfo", "cfo")
+        spoofed = session.call("workflows/approve", {"executionId": execution, "stepId": "sign_off", "approved": True, "by": "cfo"})
+        assert spoofed["error"]["code"] == FORBIDDEN, spoofed
+        assert "the approver is the authenticated principal" in spoofed["error"]["message"]
+        as_itself = session.call("workflows/approve", {"executionId": execution, "stepId": "sign_off", "approved": True})
+        assert "anonymous may not decide step sign_off" in as_itself["error"]["message"], as_itself
+        assert session.call("workflows/status", {"executionId": execution})["result"]["status"] == "WAITING_APPROVAL"
+
+        # Approvers named by role: a principal holding the role decides, and is recorded.
+        by_role = waiting_execution(session, "access-approval-role", "\"role:approver\"")
+        decided = session.call("workflows/approve", {"executionId": by_role, "stepId": "sign_off", "approved": True})
+        assert "result" in decided, decided
+        assert decided["result"]["stepResults"]["sign_off"]["approval"]["decidedBy"] == "anonymous"

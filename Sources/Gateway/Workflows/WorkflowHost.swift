@@ -50,7 +50,10 @@ final class WorkflowHost: Sendable {
         for method in WorkflowMethods.methodNames {
             table.register(method) { [methods] request, context in
                 let params = request.params.map(JSONValue.raw)
-                let caller = context.peerIdentity?.names.first ?? context.agentInstance?.rawValue
+                let principal = context.principal
+                let caller: WorkflowMethods.Caller = principal.proof == .unconfigured
+                    ? .init(name: context.peerIdentity?.names.first ?? context.agentInstance?.rawValue)
+                    : .init(name: principal.name, roles: principal.roles, isAuthenticated: true)
                 return .later(context.eventLoop.makeFutureWithTask {
                     try await methods.handle(method: method, params: params, caller: caller)
                 })

@@ -147,11 +147,12 @@ public actor WorkflowExecutor {
         return await withCheckedContinuation { finishWaiters[executionID, default: []].append($0) }
     }
 
-    /// Decides a waiting `human_approval` step. `by` must be one of the step's approvers when
-    /// it names some. Returns the execution once the step has taken the decision.
-    public func approve(executionID: String, stepID: String, approved: Bool, by: String, comment: String? = nil) async throws(WorkflowError)
-        -> WorkflowExecution
-    {
+    /// Decides a waiting `human_approval` step. When the step names approvers, `by` must be one
+    /// of them, or hold one of the `role:NAME` entries through `roles` (the authenticated
+    /// principal's roles). Returns the execution once the step has taken the decision.
+    public func approve(
+        executionID: String, stepID: String, approved: Bool, by: String, roles: [String] = [], comment: String? = nil
+    ) async throws(WorkflowError) -> WorkflowExecution {
         let ids: [String: JSONValue] = ["executionId": .string(executionID), "stepId": .string(stepID)]
         guard let entry = live[executionID] else {
             let execution = try await stored(executionID)
@@ -162,7 +163,9 @@ public actor WorkflowExecutor {
             let known = entry.definition.stepsByID[stepID] == nil ? " (the workflow has no such step)" : ""
             throw WorkflowError(.invalidRequest, "step \(stepID) of execution \(executionID) is not waiting for approval: it is \(status)\(known)", data: ids)
         }
-        if let approvers = step.approval?.approvers, !approvers.isEmpty, !approvers.contains(by) {
+        if let approvers = step.approval?.approvers, !approvers.isEmpty, !approvers.contains(by),
+            !roles.contains(where: { approvers.contains("role:\($0)") })
+        {
             throw WorkflowError(
                 .invalidRequest, "\(by) may not decide step \(stepID); its approvers are \(approvers.joined(separator: ", "))",
                 data: ids.merging(["by": .string(by)]) { first, _ in first })

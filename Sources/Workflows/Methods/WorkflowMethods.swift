@@ -14,14 +14,29 @@ public struct WorkflowMethods: Sendable {
         self.executor = executor
     }
 
-    /// Serves one request. `caller` names the peer (its agent or certificate name); it is
-    /// recorded as `createdBy`, and is the approver when `workflows/approve` gives no `by`.
-    public func handle(method: String, params: JSONValue?, caller: String? = nil) async throws(JSONRPCError) -> JSONValue {
+    /// Who is asking, as the gateway established it.
+    public struct Caller: Sendable {
+        public var name: String?
+        public var roles: [String]
+        /// The name was proved (an authenticated principal): it is the approver, and a `by` that
+        /// names someone else is refused rather than believed.
+        public var isAuthenticated: Bool
+
+        public init(name: String?, roles: [String] = [], isAuthenticated: Bool = false) {
+            self.name = name
+            self.roles = roles
+            self.isAuthenticated = isAuthenticated
+        }
+    }
+
+    /// Serves one request. `caller` names the peer; it is recorded as `createdBy`, and is the
+    /// approver of `workflows/approve` (without authentication, `by` may name another).
+    public func handle(method: String, params: JSONValue?, caller: Caller = Caller(name: nil)) async throws(JSONRPCError) -> JSONValue {
         let params = try Params(method: method, value: params)
         do {
             switch method {
             case "workflows/create":
-                let createdBy = try params.optionalString("createdBy") ?? caller
+                let createdBy = caller.isAuthenticated ? caller.name : try params.optionalString("createdBy") ?? caller.name
                 let entry: WorkflowCatalogEntry
                 if let source = try params.optionalString("source") {
                     entry = try await executor.catalog.create(source: source, createdBy: createdBy)
@@ -48,7 +63,15 @@ public struct WorkflowMethods: Sendable {
             case "workflows/status":
                 return try await executor.status(executionID: try params.string("executionId")).jsonValue
             case "workflows/approve":
-                guard let by = try params.optionalString("by") ?? caller else {
+                let claimed = try params.optionalString("by")
+                if caller.isAuthenticated, let claimed, claimed != caller.name {
+                    throw JSONRPCError(
+                        code: JSONRPCError.Code.forbidden,
+                        message: "Forbidden: \(caller.name ?? "the caller") may not approve as \(claimed): the approver is the authenticated principal",
+                        data: ["principal": .string(caller.name ?? ""), "refused": "workflows/approve", "by": .string(claimed),
+                               "reason": "the approver is the authenticated principal; \"by\" may only name it"])
+                }
+                guard let by = caller.isAuthenticated ? caller.name : claimed ?? caller.name else {
                     throw Params.invalid("workflows/approve needs \"by\": who decides")
                 }
                 guard case .bool(let approved)? = params.members["approved"] else {
@@ -56,7 +79,7 @@ public struct WorkflowMethods: Sendable {
                 }
                 return try await executor.approve(
                     executionID: try params.string("executionId"), stepID: try params.string("stepId"), approved: approved, by: by,
-                    comment: try params.optionalString("comment")
+                    roles: caller.isAuthenticated ? caller.roles : [], comment: try params.optionalString("comment")
                 ).jsonValue
             case "workflows/cancel":
                 return try await executor.cancel(executionID: try params.string("executionId")).jsonValue
