@@ -32,6 +32,13 @@ public struct Principal: Sendable, Hashable, CustomStringConvertible {
 
     public static let defaultTenant = "default"
 
+    /// A tenant name is 1 to 128 letters, digits and `_ - . : @`: it becomes part of stored
+    /// names, so it may hold nothing a namespace, topic or pattern gives a meaning to.
+    public static func isValidTenant(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 128
+            && name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "_-.:@".unicodeScalars.contains($0)) }
+    }
+
     public init(
         name: String,
         roles: [String],

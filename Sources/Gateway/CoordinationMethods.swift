@@ -311,6 +311,11 @@ final class CoordinationMethods: Sendable {
         } else {
             namespace = "default"
         }
+        if let tenant = context.tenant {
+            // With access control a tenant's namespaces are its own by construction: the stored
+            // name carries the tenant, so another tenant's data is not found rather than refused.
+            return TenantScope.namespace(namespace, of: tenant)
+        }
         guard namespaces.allows(namespace, context.peerIdentity, context.agentInstance) else {
             throw JSONRPCError(
                 code: JSONRPCError.Code.forbidden, message: "This connection may not use namespace \"\(namespace)\"",
@@ -357,13 +362,14 @@ final class CoordinationMethods: Sendable {
         return perform(request, context) { params in
             let topic = params.member("topic")
             let pattern = params.member("pattern")
+            let tenant = context.tenant
             let filter: TopicFilter
             switch (topic, pattern) {
             case (let topic?, nil):
                 guard let text = topic.stringValue, Self.isValidTopic(text) else {
                     throw JSONRPCError.invalidParams(Self.topicRule, extra: ["topic": .raw(topic)])
                 }
-                filter = .topic(text)
+                filter = .topic(TenantScope.topic(text, of: tenant))
             case (nil, let pattern?):
                 guard let text = pattern.stringValue, !text.isEmpty, text.utf8.count <= Self.maximumTopicBytes,
                     text.utf8.allSatisfy({ (0x21...0x7E).contains($0) })
@@ -372,7 +378,7 @@ final class CoordinationMethods: Sendable {
                         "\"pattern\" must be 1 to \(Self.maximumTopicBytes) printable ASCII characters, no spaces", extra: ["pattern": .raw(pattern)])
                 }
                 do throws(TopicPattern.SyntaxError) {
-                    filter = .pattern(try TopicPattern(text))
+                    filter = .pattern(try TopicPattern(TenantScope.pattern(text, of: tenant)))
                 } catch {
                     throw JSONRPCError.invalidParams(error.reason, extra: ["pattern": .string(text)])
                 }
@@ -431,12 +437,14 @@ final class CoordinationMethods: Sendable {
         return performOnBackend(request, context) { params in
             let (topic, data) = try Self.event(params)
             let publisher = context.agentInstance?.rawValue
+            let stored = TenantScope.topic(topic, of: context.tenant)
             @Sendable func message() -> PubSubMessage {
-                PubSubMessage(topic: topic, payload: data.buffer, publishedAt: clock.now(), publisher: publisher)
+                PubSubMessage(topic: stored, payload: data.buffer, publishedAt: clock.now(), publisher: publisher)
             }
             @Sendable func published(_ delivered: Int) -> JSONValue {
                 counters.published.add(1, ordering: .relaxed)
-                for observer in observers { observer(topic, data) }
+                // Workflow triggers listen to the shared space only.
+                if stored == topic { for observer in observers { observer(topic, data) } }
                 return ["topic": .string(topic), "delivered": .integer(Int64(delivered))]
             }
             return BackendCall(
@@ -881,7 +889,7 @@ private final class EventPump: Sendable {
         let message = delivery.message
         var params: [String: JSONValue] = [
             "subscriptionId": .string(subscription),
-            "topic": .string(message.topic),
+            "topic": .string(TenantScope.unscopedTopic(message.topic)),
             // Published as validated JSON bytes; passed on as they are.
             "data": .raw(RawJSON(unchecked: message.payload)),
             "publishedAt": .string(message.publishedAt.iso8601),

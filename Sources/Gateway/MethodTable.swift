@@ -23,6 +23,9 @@ public struct MethodContext: Sendable {
     /// runs; handlers use the grant to scope what they show (lists, the tenant's data).
     public var grant: Grant
     public var principal: Principal { grant.principal }
+    /// The tenant whose data this request sees, with access control; nil without (one space
+    /// for everyone, as before).
+    public var tenant: String? { grant.principal.proof == .unconfigured ? nil : grant.principal.tenant }
     /// Makes the connection the given principal (`auth/authenticate`).
     var authenticated: @Sendable (Principal) -> Void
     /// Marks the connection as the given attached agent (`agents/register`).

@@ -14,7 +14,10 @@ enum TaskMethods {
         table.register("tasks/submit") { request, context in
             switch submission(from: request.params) {
             case .failure(let error): return .error(error)
-            case .success(let submission):
+            case .success(var owned):
+                owned.ownerTenant = context.tenant
+                if context.tenant != nil { owned.submittedBy = context.principal.name }
+                let submission = owned
                 return answer(on: context, engine: engine, now: { status(try $0.submitNow(submission)) }) {
                     status(try await engine.submit(submission))
                 }
@@ -22,10 +25,23 @@ enum TaskMethods {
         }
         table.register("tasks/get") { request, context in
             guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/get needs \"taskId\"")) }
-            return answer(on: context, engine: engine, now: { status(try $0.getNow(id)) }) { status(try await engine.get(id)) }
+            let tenant = context.tenant
+            return answer(on: context, engine: engine, now: { status(try owned($0.getNow(id), by: tenant)) }) {
+                status(try owned(await engine.get(id), by: tenant))
+            }
         }
         table.register("tasks/result") { request, context in
             guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/result needs \"taskId\"")) }
+            let tenant = context.tenant
+            if let tenant {
+                // Another tenant's task is not found, before anything waits on it.
+                return later(on: context) {
+                    _ = try owned(await engine.get(id), by: tenant)
+                    let task = try await engine.result(id)
+                    guard task.state == .completed, let result = task.result else { throw TaskEnded(task: task) }
+                    return .raw(result)
+                }
+            }
             if let local = engine as? TaskEngine {
                 // The embedded engine's future, on the connection's event loop: no task hop.
                 return .later(local.result(id, on: context.eventLoop).flatMapThrowing { task -> JSONValue in
@@ -61,14 +77,21 @@ enum TaskMethods {
                 }
             }
             let taskType = request.params?.member("taskType")?.stringValue
-            let (state, after) = (wanted, cursor)
-            return answer(on: context, engine: engine, now: { listed($0.listNow(state: state, taskType: taskType, cursor: after, limit: 100)) }) {
-                listed(try await engine.list(state: state, taskType: taskType, cursor: after, limit: 100))
+            let (state, after, tenant) = (wanted, cursor, context.tenant)
+            return answer(on: context, engine: engine, now: { listed($0.listNow(state: state, taskType: taskType, cursor: after, limit: 100), tenant) }) {
+                listed(try await engine.list(state: state, taskType: taskType, cursor: after, limit: 100), tenant)
             }
         }
         table.register("tasks/cancel") { request, context in
             guard let id = request.params?.member("taskId")?.stringValue else { return .error(.invalidParams("tasks/cancel needs \"taskId\"")) }
-            return answer(on: context, engine: engine, now: { status(try $0.cancelNow(id)) }) { status(try await engine.cancel(id)) }
+            let tenant = context.tenant
+            return answer(on: context, engine: engine, now: { engine in
+                _ = try owned(engine.getNow(id), by: tenant)
+                return status(try engine.cancelNow(id))
+            }) {
+                _ = try owned(await engine.get(id), by: tenant)
+                return status(try await engine.cancel(id))
+            }
         }
     }
 
@@ -111,8 +134,18 @@ enum TaskMethods {
         }
     }
 
-    private static func listed(_ page: TaskPage) -> JSONValue {
-        var result: [String: JSONValue] = ["tasks": .array(page.tasks.map(status))]
+    /// `task` when `tenant` may see it; another tenant's task is not found, exactly as a task
+    /// that does not exist.
+    static func owned(_ task: TaskRecord, by tenant: String?) throws -> TaskRecord {
+        guard let tenant, task.submission.ownerTenant != tenant else { return task }
+        throw TaskLookupError.unknownTask(task.id)
+    }
+
+    /// A page of tasks, less those of other tenants (a page may then hold fewer than the limit;
+    /// the cursor still goes on).
+    private static func listed(_ page: TaskPage, _ tenant: String?) -> JSONValue {
+        let tasks = tenant.map { tenant in page.tasks.filter { $0.submission.ownerTenant == tenant } } ?? page.tasks
+        var result: [String: JSONValue] = ["tasks": .array(tasks.map(status))]
         if let next = page.nextCursor { result["nextCursor"] = .string(next) }
         return .object(result)
     }
@@ -123,6 +156,8 @@ enum TaskMethods {
             return .error(.invalidParams("\"name\" must be a string naming the tool"))
         }
         var submission = TaskSubmission(taskType: name, taskData: params.member("arguments") ?? RawJSON.emptyObject)
+        submission.ownerTenant = context.tenant
+        if context.tenant != nil { submission.submittedBy = context.principal.name }
         if let ttl = params.member("task")?.member("ttl")?.decoded().integerValue, ttl > 0 {
             submission.retention = .milliseconds(ttl)
         }

@@ -88,6 +88,11 @@ public struct TaskSubmission: Sendable {
     public var routing = RoutingHints()
     /// How long a finished task is kept for `tasks/get`.
     public var retention: Duration = .seconds(3600)
+    /// The tenant the task belongs to (with access control): another tenant's requests do not
+    /// find it. Nil: no tenancy.
+    public var ownerTenant: String?
+    /// The principal that submitted it, for the record.
+    public var submittedBy: String?
 
     public init(taskType: String, taskData: RawJSON) {
         self.taskType = taskType

@@ -36,6 +36,8 @@ enum TaskRecordCodec {
         if let callback = submission.callback { object["callback"] = .string(callback) }
         if let sticky = submission.routing.stickyKey { object["stickyKey"] = .string(sticky) }
         if let tenant = submission.routing.tenant { object["tenant"] = .string(tenant) }
+        if let owner = submission.ownerTenant { object["ownerTenant"] = .string(owner) }
+        if let principal = submission.submittedBy { object["submittedBy"] = .string(principal) }
         if let startTime = task.startTime { object["startTime"] = time(startTime) }
         if let completionTime = task.completionTime { object["completionTime"] = time(completionTime) }
         if let agent = task.assignedAgent { object["assignedAgent"] = ["id": .string(agent.id), "name": .string(agent.name)] }
@@ -80,6 +82,8 @@ enum TaskRecordCodec {
         submission.dependsOn = strings("dependsOn")
         submission.callback = fields["callback"]?.stringValue
         submission.routing = RoutingHints(stickyKey: fields["stickyKey"]?.stringValue, tenant: fields["tenant"]?.stringValue)
+        submission.ownerTenant = fields["ownerTenant"]?.stringValue
+        submission.submittedBy = fields["submittedBy"]?.stringValue
 
         var task = TaskRecord(id: id, submission: submission)
         task.state = TaskState(rawValue: fields["state"]?.stringValue ?? "") ?? .pending
