@@ -21,7 +21,7 @@ esac
 
 scratch=.build-fuzz
 swift build -c release --scratch-path "$scratch" --product framing-fuzz \
-    -Xswiftc -sanitize=fuzzer -Xswiftc -DFUZZING 2>&1 | tail -n 3
+    -Xswiftc -sanitize=fuzzer -Xswiftc -DFUZZING -Xswiftc -use-ld=lld 2>&1 | tail -n 3
 binary=$(swift build -c release --scratch-path "$scratch" --show-bin-path)/framing-fuzz
 
 mkdir -p "$scratch/corpus"

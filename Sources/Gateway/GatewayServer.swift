@@ -270,6 +270,10 @@ public final class GatewayServer: Service {
                 let url = Self.boundURL(address, channel)
                 core.status.listenerBound(url)
                 logger.info("listening on \(url)")
+                if settings.access == nil, !address.isLoopbackOnly {
+                    logger.warning(
+                        "no auth section: every peer that reaches \(url) may do everything (run agents, read memory, approve steps); add one (protocol-spec chapter 12)")
+                }
             }
         } catch {
             for listener in listeners { try? await listener.channel.close() }

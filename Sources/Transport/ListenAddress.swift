@@ -11,6 +11,15 @@ public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
         public var description: String { "invalid listen address \"\(input)\": \(reason)" }
     }
 
+    /// Only peers on this machine can reach it: a Unix socket, or a TCP address on loopback.
+    public var isLoopbackOnly: Bool {
+        switch self {
+        case .unix: return true
+        case .tcp(let host, _), .tls(let host, _):
+            return host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+        }
+    }
+
     public init(parsing text: String) throws(ParseError) {
         func fail(_ reason: String) -> ParseError { ParseError(input: text, reason: reason) }
         let parts = text.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
