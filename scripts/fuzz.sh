@@ -25,6 +25,7 @@ swift build -c release --scratch-path "$scratch" --product framing-fuzz \
 binary=$(swift build -c release --scratch-path "$scratch" --show-bin-path)/framing-fuzz
 
 mkdir -p "$scratch/corpus"
-# -rss_limit_mb: the gateway's path must stay small even for hostile input.
-"$binary" "${limit[@]}" -rss_limit_mb=1024 -max_len=65536 -print_final_stats=1 \
+# -rss_limit_mb: the gateway's path must stay small even for hostile input. The Swift runtime's
+# own crash report is turned off so that libFuzzer catches the crash and writes the input.
+SWIFT_BACKTRACE=enable=no "$binary" "${limit[@]}" -rss_limit_mb=1024 -max_len=65536 -print_final_stats=1 \
     -artifact_prefix="$scratch/" "$scratch/corpus" Tests/fuzz/framing-seeds

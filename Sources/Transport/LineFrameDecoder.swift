@@ -163,12 +163,15 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
     }
 
     private static func oversize(limit: Int, length: Int, head: ByteBuffer, tail: ByteBuffer) -> LineFrame {
-        // The terminator may have been CRLF.
+        // The terminator may have been CRLF: its CR is not part of the line, in the tail nor in a
+        // head that holds the whole line.
         var tail = tail
+        var head = head
         var length = length
         if tail.readableBytes > 0, tail.getInteger(at: tail.writerIndex - 1, as: UInt8.self) == UInt8(ascii: "\r") {
             tail.moveWriterIndex(to: tail.writerIndex - 1)
             length -= 1
+            if head.readableBytes > length { head.moveWriterIndex(to: head.readerIndex + length) }
         }
         return .oversize(OversizeLine(limit: limit, length: length, head: head, tail: tail))
     }
