@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: the Swift unit and socket tests, the conformance suite over stdio, TCP and a
 # Unix socket, the interop tests (the official MCP SDK, raw sockets, stdio, example clients) and
-# the protocol-spec schema check. Sets up what it needs first.
+# the protocol-spec schema check, and a minute of fuzzing the framing and JSON path. Sets up what
+# it needs first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,6 +81,11 @@ count "$(grep -oE '[0-9]+ passed' "$logs/interop.log" | tail -1 | cut -d' ' -f1)
     "$(grep -oE '[0-9]+ failed' "$logs/interop.log" | tail -1 | cut -d' ' -f1)"
 
 stage protocol-spec .venv/bin/python protocol-spec/schema/check_examples.py
+
+# The framing and JSON path under libFuzzer for a minute, from the committed seeds (a crash fails
+# the stage and writes its input to .build-fuzz/); scripts/fuzz.sh --runs 1000000 is the long run.
+stage fuzz-framing scripts/fuzz.sh --time 60
+if grep -q 'Done [0-9]* runs' "$logs/fuzz-framing.log"; then count 1 0; else count 0 1; fi
 
 echo
 if [ ${#failed_stages[@]} -gt 0 ]; then
