@@ -121,7 +121,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "Gateway", "Workflows", "JSONRPC", "Transport",
+                "Gateway", "Workflows", "JSONRPC", "Transport", "Access",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
