@@ -5,14 +5,17 @@ import Yams
 /// The `auth` section as the gateway holds it, checked when the configuration is read.
 public struct AccessSettings: Sendable {
     public var policy: AccessPolicy
-    /// The section as written, for the parts read by the credential verifiers.
+    /// API keys, JWT settings and certificate mappings.
+    public var credentials: CredentialSettings
+    /// The section as written.
     public var section: [String: JSONValue]
     /// A new version of a known agent takes traffic at once (`auth.activateNewVersions: true`),
     /// or waits for an operator's `agents/activate` (the default with access control).
     public var activatesNewVersions: Bool
 
-    public init(policy: AccessPolicy, section: [String: JSONValue], activatesNewVersions: Bool = false) {
+    public init(policy: AccessPolicy, credentials: CredentialSettings, section: [String: JSONValue], activatesNewVersions: Bool = false) {
         self.policy = policy
+        self.credentials = credentials
         self.section = section
         self.activatesNewVersions = activatesNewVersions
     }
@@ -32,16 +35,61 @@ extension ConfigurationReader {
         }
         do {
             let policy = try AccessPolicy(auth: section)
-            var access = AccessSettings(policy: policy, section: section)
+            let credentials = try CredentialSettings(auth: section)
+            // Every role a credential names exists, and every tenant is a name stores can hold.
+            for (index, key) in credentials.apiKeys.enumerated() {
+                try policy.checkRoles(key.roles, at: "auth.apiKeys[\(index)].roles")
+                try Self.checkTenant(key.tenant, at: "auth.apiKeys[\(index)].tenant")
+            }
+            for (index, mapping) in credentials.certificates.enumerated() {
+                try policy.checkRoles(mapping.roles, at: "auth.certificates[\(index)].roles")
+                try Self.checkTenant(mapping.tenant, at: "auth.certificates[\(index)].tenant")
+            }
+            if let jwt = credentials.jwt { try policy.checkRoles(jwt.defaultRoles, at: "auth.jwt.defaultRoles") }
+            var access = AccessSettings(policy: policy, credentials: credentials, section: section)
             switch section["activateNewVersions"] {
             case nil: break
             case .bool(let automatic)?: access.activatesNewVersions = automatic
             default: report(node, "auth.activateNewVersions must be true or false")
             }
             settings.access = access
-        } catch {
+        } catch let error as PolicyConfigurationError {
             report(node, error.description)
+        } catch let error as AccessConfigurationError {
+            report(node, error.description)
+        } catch {
+            report(node, "\(error)")
         }
+    }
+
+    private static func checkTenant(_ tenant: String, at path: String) throws(PolicyConfigurationError) {
+        guard Principal.isValidTenant(tenant) else {
+            throw PolicyConfigurationError(path, "a tenant is 1 to 128 letters, digits and _ - . : @")
+        }
+    }
+
+    /// `audit:` — where the trail goes (`file`), whether tool calls are in it (`toolCalls`), and
+    /// whether each batch is synced to disk (`syncToDisk`).
+    mutating func readAudit(_ node: Node) {
+        guard case .object(let section) = jsonValue(node) else {
+            report(node, "audit must be a mapping (file, toolCalls, syncToDisk)")
+            return
+        }
+        guard case .string(let file)? = section["file"], !file.isEmpty else {
+            report(node, "audit.file must name the audit log file")
+            return
+        }
+        var audit = AuditSettings(file: file.hasPrefix("/") ? file : "\(directory)/\(file)")
+        for (key, value) in section.sorted(by: { $0.key < $1.key }) {
+            switch (key, value) {
+            case ("file", _): break
+            case ("toolCalls", .bool(let on)): audit.recordsToolCalls = on
+            case ("syncToDisk", .bool(let on)): audit.syncToDisk = on
+            case ("toolCalls", _), ("syncToDisk", _): report(node, "audit.\(key) must be true or false")
+            default: report(node, "audit.\(key): unknown key (known: file, syncToDisk, toolCalls)")
+            }
+        }
+        settings.audit = audit
     }
 
     /// A node as JSON: plain scalars that YAML reads as booleans or numbers become them,

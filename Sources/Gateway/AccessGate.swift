@@ -1,6 +1,7 @@
 import Access
 import JSONRPC
 import Logging
+import NIOCore
 import Transport
 
 /// The access layer as the connections meet it: who a new connection is before it proves
@@ -9,9 +10,11 @@ import Transport
 /// serves everyone as it always has (for local use) and warns when it listens beyond loopback.
 final class AccessGate: Sendable {
     let policy: AccessPolicy
+    let authenticator: Authenticator
 
-    init(policy: AccessPolicy) {
-        self.policy = policy
+    init(settings: AccessSettings, logger: Logger, group: any EventLoopGroup) {
+        self.policy = settings.policy
+        self.authenticator = Authenticator(settings: settings.credentials, logger: logger, group: group)
     }
 
     /// The grant a connection starts with: the operator's on stdio; a certificate's principal
@@ -23,6 +26,11 @@ final class AccessGate: Sendable {
 
     func grant(for principal: Principal) -> Grant {
         policy.grant(for: principal)
+    }
+
+    /// The grant of a TLS client certificate that an `auth.certificates` entry maps.
+    func grant(forCertificate identity: TLSPeerIdentity) -> Grant? {
+        authenticator.principal(for: identity).map(policy.grant(for:))
     }
 }
 

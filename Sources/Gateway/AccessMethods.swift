@@ -1,11 +1,59 @@
 import Access
 import JSONRPC
 
-/// `auth/whoami` and `auth/authenticate`: who a connection is, and how it proves it.
+/// `auth/whoami` and `auth/authenticate`: who a connection is, and how it proves it;
+/// `audit/query`: the trail.
 enum AccessMethods {
-    static func register(in table: inout MethodTable, gate: AccessGate?) {
+    static func register(in table: inout MethodTable, gate: AccessGate?, audit: AuditTrail?) {
         table.register("auth/whoami") { _, context in
             .result(whoami(context.principal, configured: gate != nil))
+        }
+        table.register("auth/authenticate") { request, context in
+            guard let gate else {
+                return .error(.invalidParams("this gateway has no auth section: there is nothing to authenticate against"))
+            }
+            guard let token = request.params?.member("token")?.stringValue, !token.isEmpty else {
+                return .error(.invalidParams("auth/authenticate needs \"token\": an API key or a JWT"))
+            }
+            let eventLoop = context.eventLoop
+            let verified = eventLoop.makeFutureWithTask { () async throws -> Principal in
+                do {
+                    return try await gate.authenticator.authenticate(token: token)
+                } catch let error as AccessError {
+                    throw error.jsonRPCError
+                }
+            }
+            // The connection changes principal on its own event loop, before the reply goes out:
+            // the next request is decided as the new principal.
+            return .later(verified.hop(to: eventLoop).map { principal in
+                context.authenticated(principal)
+                context.logger.info("authenticated as \(principal.name) (\(principal.proof.rawValue), tenant \(principal.tenant))")
+                return whoami(principal, configured: true)
+            })
+        }
+        table.register("audit/query") { request, context in
+            guard let audit else { return .error(.invalidParams("this gateway keeps no audit log (no audit section)")) }
+            let path = audit.file
+            var query: AuditQuery
+            do {
+                query = try AuditQuery(params: request.params.map(JSONValue.raw))
+            } catch let error as JSONRPCError {
+                return .error(error)
+            } catch {
+                return .error(.invalidParams("\(error)"))
+            }
+            // An admin reads every tenant's entries; anyone else allowed to query reads its own.
+            if !context.grant.isUnrestricted { query.tenant = context.principal.tenant }
+            let finalQuery = query
+            return .later(context.eventLoop.makeFutureWithTask {
+                do {
+                    // What was recorded before the query is in the file when it is read.
+                    await audit.log.flush()
+                    return try finalQuery.page(ofFileAt: path).jsonValue
+                } catch {
+                    throw JSONRPCError.internalError("reading the audit log: \(error)")
+                }
+            })
         }
     }
 

@@ -143,6 +143,7 @@ struct ConfigurationReader {
             case "workflows": readWorkflows(value)
             case "readiness": readReadiness(value)
             case "auth": readAuth(value)
+            case "audit": readAudit(value)
             default:
                 if isHostFile {
                     warn(keyNode, "key \"\(key)\" is ignored: it is the MCP host's setting, not the gateway's")

@@ -39,6 +39,8 @@ final class GatewayCore: Sendable {
     let workflows: WorkflowHost
     /// Who may do what: nil without an `auth` section.
     let access: AccessGate?
+    /// The record of state-changing and refused requests: nil without an `audit` section.
+    let audit: AuditTrail?
     /// A problem found while assembling the core that must stop the start (an unreadable
     /// state directory).
     let startupProblem: String?
@@ -51,8 +53,18 @@ final class GatewayCore: Sendable {
         self.logger = logger
         self.group = group
         self.registry = ConnectionRegistry()
-        let access = settings.access.map { AccessGate(policy: $0.policy) }
+        let access = settings.access.map { AccessGate(settings: $0, logger: logger, group: group) }
         self.access = access
+        var auditProblem: String?
+        var audit: AuditTrail?
+        if let auditSettings = settings.audit {
+            do {
+                audit = try AuditTrail(settings: auditSettings, replica: settings.redis?.replicaID, logger: logger)
+            } catch {
+                auditProblem = "audit file \(auditSettings.file): \(error)"
+            }
+        }
+        self.audit = audit
         self.status = GatewayStatusSource(registry: registry, settings: settings)
         self.decoder = MessageDecoder(maximumDepth: settings.limits.maximumNestingDepth, maximumBatchSize: settings.limits.maximumBatchSize)
         self.outputBudget = OutputBudget(limits: settings.limits.output)
@@ -77,7 +89,7 @@ final class GatewayCore: Sendable {
         self.supervisorSlot = supervisorSlot
         var methods = MethodTable()
         CoreMethods.register(in: &methods, status: status)
-        AccessMethods.register(in: &methods, gate: access)
+        AccessMethods.register(in: &methods, gate: access, audit: audit)
         AgentMethods.register(
             in: &methods, agents: agents, supervisor: supervisorSlot, requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false,
             readinessWait: settings.readinessWait, activatesNewVersions: settings.access?.activatesNewVersions ?? true)
@@ -102,7 +114,7 @@ final class GatewayCore: Sendable {
                 workflowStore = InMemoryKeyValueStore()
             }
         }
-        self.startupProblem = startupProblem
+        self.startupProblem = startupProblem ?? auditProblem
         let workflows = WorkflowHost(
             store: workflowStore, events: backend.events, agents: agents, group: group, logger: logger,
             resumesOnStart: cluster == nil && settings.workflows.stateDirectory != nil, definitionFiles: settings.workflows.definitionFiles,

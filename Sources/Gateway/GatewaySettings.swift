@@ -25,6 +25,8 @@ public struct GatewaySettings: Sendable {
     public var tls: TLSSettings?
     /// The `auth` section: nil when there is none (everyone may do everything, for local use).
     public var access: AccessSettings?
+    /// The `audit` section: nil when there is none.
+    public var audit: AuditSettings?
     public var workflows = WorkflowSettings()
     /// A shared Redis: several replicas act as one gateway. Nil: the embedded backend.
     public var redis: RedisSettings?

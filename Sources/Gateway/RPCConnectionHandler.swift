@@ -203,6 +203,11 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         if let handshake = event as? TLSHandshakeCompleted {
             handle?.peerIdentity = handshake.peer
             methodContext = nil
+            // A client certificate that the configuration maps to a principal is its proof.
+            if let peer = handshake.peer, let grant = gateway.access?.grant(forCertificate: peer) {
+                access.change(to: grant)
+                logger[metadataKey: "principal"] = "\(grant.principal.name)"
+            }
             if let peer = handshake.peer { logger[metadataKey: "peer.subject"] = "\(peer.subject)" }
             logger.debug("TLS \(handshake.protocolVersion) \(handshake.cipher)")
         }
@@ -351,11 +356,11 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 track(pending) { [self] result in
                     self.cancellers[id] = nil
                     if self.cancelledRequests.remove(id) != nil {
-                        self.logRequest(log, outcome: "cancelled")
+                        self.finished(log, nil)
                         return
                     }
                     let reply = self.reply(id: id, result)
-                    self.logRequest(log, outcome: reply.outcome)
+                    self.finished(log, reply)
                     emit { reply.write(to: &$0) }
                 }
             }
@@ -378,11 +383,13 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             switch answer(entry) {
             case .none: break
             case .now(let reply): batch.replies.append(reply)
-            case .later(let id, let pending, _):
+            case .later(let id, let pending, let log):
                 batch.outstanding += 1
                 track(pending) { [self] result in
                     self.cancellers[id] = nil
-                    batch.replies.append(self.reply(id: id, result))
+                    let reply = self.reply(id: id, result)
+                    if let log { self.finished(log, reply) }
+                    batch.replies.append(reply)
                     batch.outstanding -= 1
                     if batch.outstanding == 0 && batch.sealed { emitBatch(batch) }
                 }
@@ -413,24 +420,38 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         case later(JSONRPCID, PendingReply, RequestLog?)
     }
 
-    /// A class: the answer that carries it stays small when requests are not logged.
+    /// A class: the answer that carries it stays small when requests are neither logged nor
+    /// audited.
     private final class RequestLog {
         let method: String
         let id: JSONRPCID
         let started: NIODeadline
+        /// The request, when its outcome goes to the audit trail.
+        let audited: JSONRPCRequest?
 
-        init(method: String, id: JSONRPCID, started: NIODeadline) {
+        init(method: String, id: JSONRPCID, started: NIODeadline, audited: JSONRPCRequest?) {
             self.method = method
             self.id = id
             self.started = started
+            self.audited = audited
         }
     }
 
-    /// One line per request at debug: method, id, peer and agent (the logger's metadata),
-    /// duration and outcome.
-    private func logRequest(_ log: RequestLog, outcome: String) {
-        let microseconds = (NIODeadline.now() - log.started).nanoseconds / 1000
-        logger.debug("request \(log.method) \(log.id): \(outcome) in \(Double(microseconds) / 1000) ms")
+    /// A request is answered (nil: the peer cancelled it): one line at debug with method, id,
+    /// peer and agent (the logger's metadata), duration and outcome; and its audit entry.
+    private func finished(_ log: RequestLog, _ reply: Reply?) {
+        if logsRequests {
+            let microseconds = (NIODeadline.now() - log.started).nanoseconds / 1000
+            logger.debug("request \(log.method) \(log.id): \(reply?.outcome ?? "cancelled") in \(Double(microseconds) / 1000) ms")
+        }
+        if let request = log.audited, let audit = gateway.audit {
+            let error: JSONRPCError? = switch reply {
+            case .error(_, let error)?: error
+            case .result?: nil
+            case nil: JSONRPCError(code: -32800, message: "cancelled by the peer")
+            }
+            audit.record(request, principal: access.grant.principal, connection: connectionID, error: error)
+        }
     }
 
     /// A reply to come: from a future, or from a deferred reply.
@@ -455,11 +476,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     private func answer(_ request: JSONRPCRequest) -> Answer {
-        guard logsRequests else { return dispatch(request) }
-        let log = RequestLog(method: request.method, id: request.id, started: .now())
+        guard logsRequests || gateway.audit != nil else { return dispatch(request) }
+        let audited = gateway.audit?.records(request.method) ?? false
+        let log = RequestLog(method: request.method, id: request.id, started: .now(), audited: audited ? request : nil)
         switch dispatch(request) {
         case .now(let reply):
-            logRequest(log, outcome: reply.outcome)
+            finished(log, reply)
             return .now(reply)
         case .later(let id, let pending, _):
             return .later(id, pending, log)
@@ -490,8 +512,13 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             return .now(.error(request.id, .methodNotFound(request.method)))
         }
         if let refusal = access.refusal(of: request) {
-            logger.info("refused \(request.method) \(request.id): \(refusal.jsonRPCError.message)")
-            return .now(.error(request.id, refusal.jsonRPCError))
+            let error = refusal.jsonRPCError
+            logger.info("refused \(request.method) \(request.id): \(error.message)")
+            // Recorded here when the request is one the trail would not record once answered.
+            if let audit = gateway.audit, !audit.records(request.method) {
+                audit.record(request, principal: access.grant.principal, connection: connectionID, error: error)
+            }
+            return .now(.error(request.id, error))
         }
         let methodContext: MethodContext
         if let cached = self.methodContext, cached.era == session.era {

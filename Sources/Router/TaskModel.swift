@@ -177,6 +177,8 @@ public struct TaskRecord: Sendable {
         if let waitingFor, !state.isFinal { object["statusMessage"] = .string(waitingFor) }
         if !submission.dependsOn.isEmpty { object["dependsOn"] = .array(submission.dependsOn.map(JSONValue.string)) }
         if let key = submission.idempotencyKey { object["idempotencyKey"] = .string(key) }
+        if let owner = submission.ownerTenant { object["ownerTenant"] = .string(owner) }
+        if let principal = submission.submittedBy { object["submittedBy"] = .string(principal) }
         return .object(object)
     }
 }

@@ -1,0 +1,184 @@
+"""Principals proved by API keys and JWTs (protocol-spec 12.1, 12.2), tenants that cannot see
+each other's tasks, memory or events (12.4), and the audit trail (12.9) of a real session.
+
+Keys are real: RSA and EC keys made here with `cryptography`, a JWKS file the gateway reads, tokens
+signed with PyJWT, as an identity provider would issue them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from sbwire import REPO, RpcSession, switchboard_bin
+
+TOOL_SERVER = REPO / "Tests" / "interop" / "agents" / "stdio_tool_server.py"
+UNAUTHENTICATED = -32007
+FORBIDDEN = -32005
+ISSUER = "https://login.example.test"
+AUDIENCE = "switchboard"
+
+
+def sha256(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def b64(number: int) -> str:
+    raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def signing_keys():
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    rsa_public, ec_public = rsa_key.public_key().public_numbers(), ec_key.public_key().public_numbers()
+    jwks = {"keys": [
+        {"kty": "RSA", "kid": "rsa-1", "use": "sig", "alg": "RS256", "n": b64(rsa_public.n), "e": b64(rsa_public.e)},
+        {"kty": "EC", "kid": "ec-1", "use": "sig", "alg": "ES256", "crv": "P-256", "x": b64(ec_public.x).rjust(43, "A"),
+         "y": b64(ec_public.y).rjust(43, "A")},
+    ]}
+    return {"rsa": rsa_key, "ec": ec_key, "jwks": jwks}
+
+
+def token(key, kid: str, algorithm: str, **claims) -> str:
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "carol", "iat": now, "exp": now + 300, "roles": ["client"], "tenant": "initech"}
+    body.update(claims)
+    return jwt.encode(body, key, algorithm=algorithm, headers={"kid": kid})
+
+
+def gateway_config(tmp_path, signing_keys, **extra) -> str:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(signing_keys["jwks"]))
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps({
+        "auth": {
+            "anonymous": "none",
+            "apiKeys": [
+                {"name": "alice", "sha256": sha256("key-alice"), "roles": ["client"], "tenant": "acme"},
+                {"name": "bob", "sha256": sha256("key-bob"), "roles": ["client"], "tenant": "globex"},
+                {"name": "root", "sha256": sha256("key-root"), "roles": ["admin"]},
+            ],
+            "jwt": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwksFile": str(jwks)},
+        },
+        "mcpServers": {"echo": {"command": sys.executable, "args": [str(TOOL_SERVER), "--tool", "echo"]}},
+        **extra,
+    }))
+    return str(path)
+
+
+def signed_in(gw, credential: str) -> RpcSession:
+    session = RpcSession.connect(gw.tcp)
+    session.initialize()
+    reply = session.call("auth/authenticate", {"token": credential})
+    assert "result" in reply, reply
+    return session
+
+
+def test_api_keys_are_principals_and_an_unknown_key_is_refused_without_repeating_it(start_gateway, tmp_path, signing_keys):
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, signing_keys)])
+    with RpcSession.connect(gw.tcp) as session:
+        session.initialize()
+        assert session.call("tools/list")["error"]["code"] == FORBIDDEN
+        refused = session.call("auth/authenticate", {"token": "key-mallory"})
+        assert refused["error"]["code"] == UNAUTHENTICATED, refused
+        assert "key-mallory" not in json.dumps(refused)
+        ok = session.call("auth/authenticate", {"token": "key-alice"})["result"]
+        assert ok == {"principal": "alice", "roles": ["client"], "tenant": "acme", "proof": "apiKey",
+                      "authenticated": True, "accessControl": True}
+        assert {tool["name"] for tool in session.call("tools/list")["result"]["tools"]} == {"echo"}
+        assert session.call("agents/scale", {"template": "echo", "instances": 40})["error"]["code"] == FORBIDDEN
+    assert "key-alice" not in gw.stderr_text() and "key-mallory" not in gw.stderr_text()
+
+
+def test_a_jwt_signed_by_a_key_in_the_jwks_file_is_accepted_and_bad_ones_are_refused(start_gateway, tmp_path, signing_keys):
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, signing_keys)])
+    with RpcSession.connect(gw.tcp) as session:
+        session.initialize()
+        for key, kid, alg in [(signing_keys["rsa"], "rsa-1", "RS256"), (signing_keys["ec"], "ec-1", "ES256")]:
+            result = session.call("auth/authenticate", {"token": token(key, kid, alg)})["result"]
+            assert result["principal"] == "carol" and result["proof"] == "jwt" and result["tenant"] == "initech", result
+        now = int(time.time())
+        unsigned = (base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=") + b"."
+                    + base64.urlsafe_b64encode(json.dumps({"iss": ISSUER, "aud": AUDIENCE, "sub": "carol", "exp": now + 300}).encode()).rstrip(b"=")
+                    + b".").decode()
+        other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cases = {
+            "expired": token(signing_keys["rsa"], "rsa-1", "RS256", exp=now - 3600, iat=now - 7200),
+            "another audience": token(signing_keys["rsa"], "rsa-1", "RS256", aud="someone-else"),
+            "an unknown key": token(other_key, "rsa-unknown", "RS256"),
+            "signed none": unsigned,
+            "signed by another key under a known kid": token(other_key, "rsa-1", "RS256"),
+        }
+        for case, bad in cases.items():
+            reply = session.call("auth/authenticate", {"token": bad})
+            assert reply.get("error", {}).get("code") == UNAUTHENTICATED, (case, reply)
+            assert bad not in json.dumps(reply), case
+        # The refusals left the connection as it was: still carol.
+        assert session.call("auth/whoami")["result"]["principal"] == "carol"
+
+
+def test_two_tenants_on_one_gateway_see_nothing_of_each_other(start_gateway, tmp_path, signing_keys):
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, signing_keys)])
+    with signed_in(gw, "key-alice") as alice, signed_in(gw, "key-bob") as bob:
+        # Tasks.
+        task = alice.call("tasks/submit", {"tool": "echo", "arguments": {"text": "secret"}})["result"]
+        task_id = task["taskId"]
+        assert task["ownerTenant"] == "acme" and task["submittedBy"] == "alice"
+        missing = "task-1"
+        for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+            # Exactly the answer for a task that does not exist: not found, not refused.
+            reply = bob.call(method, {"taskId": task_id})["error"]
+            absent = bob.call(method, {"taskId": missing})["error"]
+            assert json.dumps(reply).replace(task_id, "ID") == json.dumps(absent).replace(missing, "ID"), (method, reply, absent)
+            assert reply["message"] == f'Invalid params: no task "{task_id}"', reply
+        assert task_id not in json.dumps(bob.call("tasks/list")["result"])
+        assert task_id in json.dumps(alice.call("tasks/list")["result"])
+        assert alice.call("tasks/result", {"taskId": task_id})["result"]["content"][0]["text"] == "server:secret"
+
+        # Memory: the same namespace and key are two keys.
+        assert "result" in alice.call("memory/set", {"namespace": "shared", "key": "plan", "value": "acme's"})
+        assert bob.call("memory/get", {"namespace": "shared", "key": "plan"})["result"]["found"] is False
+        assert "result" in bob.call("memory/set", {"namespace": "shared", "key": "plan", "value": "globex's"})
+        assert alice.call("memory/get", {"namespace": "shared", "key": "plan"})["result"]["value"] == "acme's"
+
+        # Events: a pattern that would match everything matches the tenant's topics only.
+        assert "result" in alice.call("events/subscribe", {"pattern": "*"})
+        assert bob.call("events/publish", {"topic": "news", "data": {"from": "bob"}})["result"]["delivered"] == 0
+        assert alice.call("events/publish", {"topic": "news", "data": {"from": "alice"}})["result"]["delivered"] == 1
+        event = alice.wait_notification("notifications/events/message")
+        assert event["params"]["topic"] == "news" and event["params"]["data"] == {"from": "alice"}, event
+
+
+def test_the_audit_trail_records_who_did_what_and_verify_catches_a_one_byte_change(start_gateway, tmp_path, signing_keys):
+    audit_file = tmp_path / "audit.jsonl"
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, signing_keys, audit={"file": str(audit_file)})])
+    with signed_in(gw, "key-alice") as alice:
+        assert "result" in alice.call("memory/set", {"key": "k", "value": 1})
+        assert alice.call("agents/drain", {"agentId": "echo"})["error"]["code"] == FORBIDDEN
+    with signed_in(gw, "key-root") as root:
+        page = root.call("audit/query", {"order": "oldest"})["result"]
+    entries = [(e["principal"], e["method"], e["outcome"]) for e in page["entries"]]
+    assert ("alice", "auth/authenticate", "ok") in entries
+    assert ("alice", "memory/set", "ok") in entries
+    assert ("alice", "agents/drain", "refused") in entries
+    drain = next(e for e in page["entries"] if e["method"] == "agents/drain")
+    assert drain["target"] == "echo" and drain["tenant"] == "acme" and drain["error"]["code"] == FORBIDDEN
+
+    verify = [str(switchboard_bin()), "audit", "verify", str(audit_file)]
+    ok = subprocess.run(verify, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: "), ok
+    lines = audit_file.read_bytes().split(b"\n")
+    lines[1] = lines[1].replace(b'"alice"', b'"alicf"', 1)
+    audit_file.write_bytes(b"\n".join(lines))
+    changed = subprocess.run(verify, capture_output=True, text=True, timeout=30)
+    assert changed.returncode == 1 and "line 2: changed" in changed.stdout, changed
