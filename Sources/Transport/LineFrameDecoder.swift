@@ -93,7 +93,16 @@ public struct LineFrameDecoder: ByteToMessageDecoder {
         }
         if buffer.readableBytes > 0, let rest = buffer.readSlice(length: buffer.readableBytes) {
             scannedLength = 0
-            context.fireChannelRead(wrapInboundOut(.line(Self.trimmingCarriageReturn(rest))))
+            // One byte over the limit is kept while waiting for a newline (it may be the CR of a
+            // CRLF); at the end of input it is no CR, and the line is over the limit.
+            let line = Self.trimmingCarriageReturn(rest)
+            if line.readableBytes > maximumLineLength {
+                context.fireChannelRead(wrapInboundOut(.oversize(OversizeLine(
+                    limit: maximumLineLength, length: line.readableBytes, head: Self.copy(line, keptFrom: .start),
+                    tail: Self.copy(line, keptFrom: .end)))))
+            } else {
+                context.fireChannelRead(wrapInboundOut(.line(line)))
+            }
         }
         return .needMoreData
     }

@@ -85,6 +85,15 @@ struct LineFrameDecoderTests {
         #expect(first == second)
     }
 
+    /// Found by the framing fuzzer: a last line one byte over the limit (the byte kept for a
+    /// CR) was delivered as a line at the end of input.
+    @Test func aLastLineOneByteOverTheLimitIsOversizeAtTheEndOfInput() throws {
+        let channel = try channel(limit: 4)
+        try channel.writeInbound(ByteBuffer(string: "abcde"))
+        _ = try channel.finish()
+        #expect(try lines(channel) == ["<oversize 5 > 4>"])
+    }
+
     @Test func discardsSixtyFourMebibytesWithoutANewline() throws {
         let channel = try channel(limit: 1024)
         for _ in 0..<64 {
