@@ -25,9 +25,14 @@ extension ConfigurationReader {
     /// `auth:` — roles, the anonymous role and the credentials. A mistake refuses the start:
     /// a gateway that guessed at its access rules would guess wrong in someone's favour.
     mutating func readAuth(_ node: Node) {
-        guard case .object(let section) = jsonValue(node) else {
+        guard case .object(var section) = jsonValue(node) else {
             report(node, "auth must be a mapping (anonymous, apiKeys, jwt, certificates, roles)")
             return
+        }
+        // A JWKS file is found beside the configuration, like every other file it names.
+        if case .object(var jwt)? = section["jwt"], case .string(let file)? = jwt["jwksFile"], !file.hasPrefix("/") {
+            jwt["jwksFile"] = .string("\(directory)/\(file)")
+            section["jwt"] = .object(jwt)
         }
         let known: Set<String> = ["anonymous", "apiKeys", "jwt", "certificates", "roles", "activateNewVersions"]
         for key in section.keys.sorted() where !known.contains(key) {

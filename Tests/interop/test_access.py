@@ -172,3 +172,32 @@ def test_an_approval_is_decided_by_the_authenticated_principal_not_by_what_by_sa
         decided = session.call("workflows/approve", {"executionId": by_role, "stepId": "sign_off", "approved": True})
         assert "result" in decided, decided
         assert decided["result"]["stepResults"]["sign_off"]["approval"]["decidedBy"] == "anonymous"
+
+
+# --------------------------------------------------------------------------- the example
+
+
+def test_the_example_access_configuration_works_as_its_comments_say(start_gateway, tmp_path):
+    import shutil
+
+    for name in ("access.yaml", "jwks.json"):
+        shutil.copy(REPO / "examples" / "configs" / name, tmp_path / name)
+    gw = start_gateway("tcp", extra=["--config", str(tmp_path / "access.yaml")])
+    with RpcSession.connect(gw.tcp) as session:
+        session.initialize()
+        assert session.call("tools/list")["error"]["code"] == FORBIDDEN
+        me = session.call("auth/authenticate", {"token": "example-key-alice"})["result"]
+        assert (me["principal"], me["roles"], me["tenant"]) == ("alice", ["trader"], "acme")
+        assert "result" in session.call("tools/list")
+        assert session.call("agents/scale", {"template": "x", "instances": 2})["error"]["code"] == FORBIDDEN
+    with RpcSession.connect(gw.tcp) as bot:
+        bot.initialize()
+        assert "result" in bot.call("auth/authenticate", {"token": "example-key-pricing"})
+        assert "result" in bot.call("agents/register", {"agentName": "pricing", "tools": []})
+    with RpcSession.connect(gw.tcp) as other:
+        other.initialize()
+        assert "result" in other.call("auth/authenticate", {"token": "example-key-bob"})
+        assert other.call("agents/register", {"agentName": "pricing", "version": "9", "tools": []})["error"]["code"] == FORBIDDEN
+    # The trail is beside the configuration, and verifies.
+    verify = subprocess.run([str(switchboard_bin()), "audit", "verify", str(tmp_path / "audit.jsonl")], capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stdout.startswith("ok: "), verify
