@@ -351,11 +351,19 @@ func fileLimit() -> Int {
 struct AgentConfiguration {
     let path: String
 
-    init(name: String = "echo", command: [String], instances: Int = 1, maxConcurrency: Int) throws {
+    /// `accessRules`: with more than 0, an `auth` section whose anonymous role has that many
+    /// rules, all naming a target (so that every call is decided on its tool, the dearer path),
+    /// the one allowing the benchmark's tool last.
+    init(name: String = "echo", command: [String], instances: Int = 1, maxConcurrency: Int, accessRules: Int = 0) throws {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-bench-\(getpid())-\(UUID().uuidString).json")
-        let template: [String: Any] = [
+        var template: [String: Any] = [
             "agents": [name: ["command": command[0], "args": Array(command.dropFirst()), "instances": instances, "maxConcurrency": maxConcurrency]],
         ]
+        if accessRules > 0 {
+            let others = (1..<max(accessRules - 3, 1)).map { "tools/call:other_\($0)__*" }
+            let allow = others + ["tools/list", "agents/list", "tools/call:\(name)"]
+            template["auth"] = ["anonymous": "bench", "roles": ["bench": ["allow": allow, "deny": ["tools/call:forbidden_*"]]]]
+        }
         try JSONSerialization.data(withJSONObject: template).write(to: url)
         path = url.path
     }

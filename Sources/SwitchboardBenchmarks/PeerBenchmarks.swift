@@ -206,10 +206,13 @@ struct CeilingBenchmark: AsyncParsableCommand {
     @Option(help: "The compiled minimal echo agent (scripts/bench/echo_agent.c).")
     var agent: String
 
+    @Option(help: "Run the gateways with an auth section whose anonymous role has this many rules (0: none), to measure what deciding access costs a call.")
+    var accessRules = 0
+
     func run() async throws {
         let agent = URL(fileURLWithPath: agent).standardizedFileURL.path
         let concurrency = max(options.inFlight, 64)
-        let configuration = try AgentConfiguration(command: [agent], maxConcurrency: concurrency)
+        let configuration = try AgentConfiguration(command: [agent], maxConcurrency: concurrency, accessRules: accessRules)
         defer { configuration.remove() }
         var table = ResultTable()
 
