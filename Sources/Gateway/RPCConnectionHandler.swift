@@ -53,6 +53,11 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     private var inFlight = 0
     private var readHeld = false
+    /// Lines that arrived while an `auth/authenticate` was being verified: decided once it is,
+    /// as the principal it proves (a client that pipelines its first request behind the token
+    /// must not have it refused as anonymous). Nil when no authentication is in progress.
+    private var linesAwaitingAuthentication: [LineFrame]?
+    private static let maximumLinesAwaitingAuthentication = 256
     private var inputClosed = false
     private var closing = false
 
@@ -251,7 +256,9 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// Holds reads while the connection has too many requests outstanding; `BackPressureHandler`
     /// in front of us holds them while the peer is not reading its replies.
     func read(context: ChannelHandlerContext) {
-        if inFlight >= gateway.settings.limits.maximumInFlightPerConnection {
+        if inFlight >= gateway.settings.limits.maximumInFlightPerConnection
+            || (linesAwaitingAuthentication?.count ?? 0) >= Self.maximumLinesAwaitingAuthentication
+        {
             readHeld = true
         } else {
             context.read()
@@ -259,7 +266,9 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     private func releaseHeldRead() {
-        guard readHeld, let context, inFlight < gateway.settings.limits.maximumInFlightPerConnection else { return }
+        guard readHeld, let context, inFlight < gateway.settings.limits.maximumInFlightPerConnection,
+            (linesAwaitingAuthentication?.count ?? 0) < Self.maximumLinesAwaitingAuthentication
+        else { return }
         readHeld = false
         context.read()
     }
@@ -270,7 +279,16 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         // A connection closed for not reading its output gets no more work done.
         guard !closing else { return }
         inReadCycle = true
-        switch unwrapInboundIn(data) {
+        let frame = unwrapInboundIn(data)
+        if linesAwaitingAuthentication != nil {
+            linesAwaitingAuthentication?.append(frame)
+            return
+        }
+        receive(frame)
+    }
+
+    private func receive(_ frame: LineFrame) {
+        switch frame {
         case .oversize(let line):
             oversize(line)
         case .line(let line):
@@ -346,6 +364,18 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             switch answer(entry) {
             case .none: break
             case .now(let reply): emit { reply.write(to: &$0) }
+            case .later(let id, let pending, let log) where Self.isAuthentication(entry):
+                // What follows waits for the verdict: it is decided as the principal proved.
+                linesAwaitingAuthentication = []
+                track(pending) { [self] result in
+                    self.cancellers[id] = nil
+                    if self.cancelledRequests.remove(id) == nil {
+                        let reply = self.reply(id: id, result)
+                        if let log { self.finished(log, reply) }
+                        emit { reply.write(to: &$0) }
+                    }
+                    self.authenticationEnded()
+                }
             case .later(let id, let pending, nil):
                 track(pending) { [self] result in
                     self.cancellers[id] = nil
@@ -375,6 +405,24 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             logger.notice("refused a batch of \(entries) entries (the limit is \(limit))")
             emit { MessageEncoder.writeError(id: nil, error: error, to: &$0) }
         }
+    }
+
+    private static func isAuthentication(_ entry: DecodedEntry) -> Bool {
+        if case .message(.request(let request)) = entry { return request.method == "auth/authenticate" }
+        return false
+    }
+
+    /// The lines held while a principal was verified are handled now, in order (one of them may
+    /// start another authentication: the rest waits again).
+    private func authenticationEnded() {
+        guard var waiting = linesAwaitingAuthentication else { return }
+        linesAwaitingAuthentication = nil
+        while !waiting.isEmpty, linesAwaitingAuthentication == nil, !closing {
+            receive(waiting.removeFirst())
+        }
+        if linesAwaitingAuthentication != nil { linesAwaitingAuthentication = waiting + (linesAwaitingAuthentication ?? []) }
+        flushPendingOutput()
+        releaseHeldRead()
     }
 
     private func handleBatch(_ entries: [DecodedEntry]) {

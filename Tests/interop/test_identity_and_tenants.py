@@ -182,3 +182,26 @@ def test_the_audit_trail_records_who_did_what_and_verify_catches_a_one_byte_chan
     audit_file.write_bytes(b"\n".join(lines))
     changed = subprocess.run(verify, capture_output=True, text=True, timeout=30)
     assert changed.returncode == 1 and "line 2: changed" in changed.stdout, changed
+
+
+def test_requests_pipelined_behind_the_token_are_decided_as_the_principal_it_proves(start_gateway, tmp_path, signing_keys):
+    """A client writes its token and its first requests in one go, without waiting: they are
+    decided as the authenticated principal, and answered after the authentication."""
+    from sbwire import LineClient, jline, req
+
+    for credential in ("key-alice", token(signing_keys["rsa"], "rsa-1", "RS256")):
+        gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, signing_keys, audit={"file": str(tmp_path / "a.jsonl")})])
+        with LineClient.connect(gw.tcp) as client:
+            client.send_raw(b"".join([
+                jline(req("auth/authenticate", 1, {"token": credential})),
+                jline(req("tools/list", 2)),
+                jline(req("memory/set", 3, {"key": "k", "value": 1})),
+                jline(req("auth/whoami", 4)),
+            ]))
+            replies = [client.recv() for _ in range(4)]
+        # The authentication is answered first; the others after it (in any order, as JSON-RPC
+        # allows: tools/list may wait for agents still starting).
+        assert replies[0]["id"] == 1 and sorted(reply["id"] for reply in replies) == [1, 2, 3, 4], replies
+        assert all("result" in reply for reply in replies), replies
+        assert next(r for r in replies if r["id"] == 4)["result"]["authenticated"] is True
+        gw.stop()
