@@ -41,6 +41,8 @@ final class GatewayCore: Sendable {
     let access: AccessGate?
     /// The record of state-changing and refused requests: nil without an `audit` section.
     let audit: AuditTrail?
+    /// Where the trail's entries also go, with replicas.
+    let auditStream: AuditStream?
     /// A problem found while assembling the core that must stop the start (an unreadable
     /// state directory).
     let startupProblem: String?
@@ -55,16 +57,6 @@ final class GatewayCore: Sendable {
         self.registry = ConnectionRegistry()
         let access = settings.access.map { AccessGate(settings: $0, logger: logger, group: group) }
         self.access = access
-        var auditProblem: String?
-        var audit: AuditTrail?
-        if let auditSettings = settings.audit {
-            do {
-                audit = try AuditTrail(settings: auditSettings, replica: settings.redis?.replicaID, logger: logger)
-            } catch {
-                auditProblem = "audit file \(auditSettings.file): \(error)"
-            }
-        }
-        self.audit = audit
         self.status = GatewayStatusSource(registry: registry, settings: settings)
         self.decoder = MessageDecoder(maximumDepth: settings.limits.maximumNestingDepth, maximumBatchSize: settings.limits.maximumBatchSize)
         self.outputBudget = OutputBudget(limits: settings.limits.output)
@@ -81,6 +73,21 @@ final class GatewayCore: Sendable {
         let cluster = settings.redis.map { Cluster(settings: $0, agents: agents, group: group, logger: logger, listeners: { status.listeners }) }
         let tasks: any TaskService = cluster?.tasks ?? TaskEngine(agents: agents, group: group, logger: logger)
         self.cluster = cluster
+        // With replicas the trail also goes to a Redis stream that all of them share.
+        let auditStream = settings.audit == nil ? nil : cluster.map {
+            AuditStream(client: $0.client, keyPrefix: $0.settings.keyPrefix, logger: logger)
+        }
+        self.auditStream = auditStream
+        var auditProblem: String?
+        var audit: AuditTrail?
+        if let auditSettings = settings.audit {
+            do {
+                audit = try AuditTrail(settings: auditSettings, replica: settings.redis?.replicaID, logger: logger, sink: auditStream?.sink)
+            } catch {
+                auditProblem = "audit file \(auditSettings.file): \(error)"
+            }
+        }
+        self.audit = audit
         let calls = AgentCallRouter(agents: agents, tasks: tasks, readinessWait: settings.readinessWait)
         let supervisorSlot = SupervisorSlot()
         self.agents = agents
@@ -306,10 +313,17 @@ public final class GatewayServer: Service {
             group.addTask { await self.core.supervisor.run() }
             group.addTask { await self.core.coordination.run() }
             if let cluster = self.core.cluster { group.addTask { await cluster.run() } }
+            if let stream = self.core.auditStream { group.addTask { await stream.run() } }
             group.addTask { await self.core.workflows.run() }
             group.addTask { await self.reloadCertificatesOnHangup(tls, signals: hangups) }
             await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
             await core.supervisor.stopAll()
+            if let audit = core.audit {
+                // Everything recorded is in the file (and handed to the stream) before the end.
+                await audit.log.flush()
+                audit.log.close()
+            }
+            core.auditStream?.finish()
             group.cancelAll()
         }
         logger.info("stopped")

@@ -25,6 +25,7 @@ such states are polled with a bounded loop, never slept on blindly.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -346,3 +347,30 @@ def test_rediss_verifies_the_server_and_carries_the_shared_state(start_gateway, 
     finally:
         redis.kill()
         redis.wait()
+
+
+def test_both_replicas_audit_trails_meet_in_one_redis_stream(start_gateway, redis, tmp_path):
+    """Each replica keeps its own hash-chained file, and appends every entry to one shared Redis
+    stream (protocol-spec 12.9), where the last hash of each file is kept outside it."""
+    gateways = {}
+    for name in ("r1", "r2"):
+        config = tmp_path / f"{name}.json"
+        config.write_text(json.dumps({"audit": {"file": str(tmp_path / f"{name}-audit.jsonl")}}))
+        gateways[name] = start_gateway("tcp", extra=["--redis", redis.url, "--replica-id", name, "--config", str(config)])
+    for name, gateway in gateways.items():
+        with session(gateway) as rpc:
+            assert "result" in rpc.call("memory/set", {"key": f"from-{name}", "value": 1})
+
+    def stream() -> list[dict]:
+        out = subprocess.run(["redis-cli", "-p", str(redis.port), "--raw", "XRANGE", "switchboard:audit", "-", "+"],
+                             capture_output=True, text=True, timeout=10).stdout.splitlines()
+        return [json.loads(line) for line in out if line.startswith("{")]
+
+    entries = until(lambda: (found := stream()) and len({e["replica"] for e in found if e["method"] == "memory/set"}) == 2 and found,
+                    "both replicas' entries in the stream")
+    by_replica = {e["replica"]: e for e in entries if e["method"] == "memory/set"}
+    assert by_replica["r1"]["target"] == "from-r1" and by_replica["r2"]["target"] == "from-r2"
+    # The stream holds each file's entries as written: the same hash chain.
+    for name in ("r1", "r2"):
+        lines = [json.loads(line) for line in (tmp_path / f"{name}-audit.jsonl").read_text().splitlines()]
+        assert lines[-1]["hash"] in {e["hash"] for e in entries}, name
