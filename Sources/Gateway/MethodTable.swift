@@ -24,8 +24,8 @@ public struct MethodContext: Sendable {
     public var grant: Grant
     public var principal: Principal { grant.principal }
     /// The tenant whose data this request sees, with access control; nil without (one space
-    /// for everyone, as before).
-    public var tenant: String? { grant.principal.proof == .unconfigured ? nil : grant.principal.tenant }
+    /// for everyone, as before), and for admins and operators, who work across tenants.
+    public var tenant: String? { grant.principal.proof == .unconfigured || grant.spansTenants ? nil : grant.principal.tenant }
     /// Makes the connection the given principal (`auth/authenticate`).
     var authenticated: @Sendable (Principal) -> Void
     /// Marks the connection as the given attached agent (`agents/register`).

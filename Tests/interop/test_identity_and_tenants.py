@@ -64,11 +64,13 @@ def gateway_config(tmp_path, signing_keys, **extra) -> str:
         "auth": {
             "anonymous": "none",
             "apiKeys": [
-                {"name": "alice", "sha256": sha256("key-alice"), "roles": ["client"], "tenant": "acme"},
-                {"name": "bob", "sha256": sha256("key-bob"), "roles": ["client"], "tenant": "globex"},
+                {"name": "alice", "sha256": sha256("key-alice"), "roles": ["client", "flows"], "tenant": "acme"},
+                {"name": "bob", "sha256": sha256("key-bob"), "roles": ["client", "flows"], "tenant": "globex"},
+                {"name": "ops", "sha256": sha256("key-ops"), "roles": ["operator"]},
                 {"name": "root", "sha256": sha256("key-root"), "roles": ["admin"]},
             ],
             "jwt": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwksFile": str(jwks)},
+            "roles": {"flows": {"allow": ["workflows/*"]}},
         },
         "mcpServers": {"echo": {"command": sys.executable, "args": [str(TOOL_SERVER), "--tool", "echo"]}},
         **extra,
@@ -93,7 +95,7 @@ def test_api_keys_are_principals_and_an_unknown_key_is_refused_without_repeating
         assert refused["error"]["code"] == UNAUTHENTICATED, refused
         assert "key-mallory" not in json.dumps(refused)
         ok = session.call("auth/authenticate", {"token": "key-alice"})["result"]
-        assert ok == {"principal": "alice", "roles": ["client"], "tenant": "acme", "proof": "apiKey",
+        assert ok == {"principal": "alice", "roles": ["client", "flows"], "tenant": "acme", "proof": "apiKey",
                       "authenticated": True, "accessControl": True}
         assert {tool["name"] for tool in session.call("tools/list")["result"]["tools"]} == {"echo"}
         assert session.call("agents/scale", {"template": "echo", "instances": 40})["error"]["code"] == FORBIDDEN
@@ -205,3 +207,29 @@ def test_requests_pipelined_behind_the_token_are_decided_as_the_principal_it_pro
         assert all("result" in reply for reply in replies), replies
         assert next(r for r in replies if r["id"] == 4)["result"]["authenticated"] is True
         gw.stop()
+
+
+APPROVAL = """workflowName: tenant-flow
+version: "1"
+steps:
+  - id: sign_off
+    type: human_approval
+    message: "Proceed?"
+    approvers: [alice]
+    timeout: 1h
+"""
+
+
+def test_a_tenants_workflow_execution_is_not_found_by_another_tenant_and_seen_by_operators(start_gateway, tmp_path, signing_keys):
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, signing_keys)])
+    with signed_in(gw, "key-alice") as alice, signed_in(gw, "key-bob") as bob, signed_in(gw, "key-ops") as ops:
+        assert "result" in alice.call("workflows/create", {"source": APPROVAL})
+        execution = alice.call("workflows/execute", {"workflowName": "tenant-flow", "executionContext": {"tenant": "globex"}})["result"]
+        execution_id = execution["executionId"]
+        assert execution["executionContext"]["tenant"] == "acme", execution
+        for method, params in [("workflows/status", {}), ("workflows/cancel", {}),
+                               ("workflows/approve", {"stepId": "sign_off", "approved": True})]:
+            reply = bob.call(method, {"executionId": execution_id, **params})
+            assert reply["error"]["code"] == -32002 and "no workflow execution" in reply["error"]["message"], (method, reply)
+        assert ops.call("workflows/status", {"executionId": execution_id})["result"]["executionId"] == execution_id
+        assert alice.call("workflows/status", {"executionId": execution_id})["result"]["status"] in ("RUNNING", "WAITING_APPROVAL")

@@ -31,11 +31,15 @@ public struct Grant: Sendable {
     /// pattern. For the others the method alone decides, and a connection can cache it.
     private let methodsWithTargetRules: [Glob]
     public let isUnrestricted: Bool
+    /// The principal works across tenants (roles `admin` and `operator`): it sees every tenant's
+    /// tasks and workflow executions.
+    public let spansTenants: Bool
 
     init(principal: Principal, roles: [Role]) {
         self.principal = principal
         self.roles = roles
         self.methodsWithTargetRules = roles.flatMap { $0.allow + $0.deny }.filter { $0.target != nil }.map(\.method)
+        self.spansTenants = roles.contains { $0.name == BuiltInRole.admin.rawValue || $0.name == BuiltInRole.operator.rawValue }
         self.isUnrestricted = roles.contains { role in
             role.deny.isEmpty && role.allow.contains { $0.target == nil && $0.method.pattern == "*" }
         }

@@ -53,7 +53,7 @@ final class WorkflowHost: Sendable {
                 let principal = context.principal
                 let caller: WorkflowMethods.Caller = principal.proof == .unconfigured
                     ? .init(name: context.peerIdentity?.names.first ?? context.agentInstance?.rawValue)
-                    : .init(name: principal.name, roles: principal.roles, isAuthenticated: true)
+                    : .init(name: principal.name, roles: principal.roles, isAuthenticated: true, tenant: context.tenant)
                 return .later(context.eventLoop.makeFutureWithTask {
                     try await methods.handle(method: method, params: params, caller: caller)
                 })

@@ -21,12 +21,19 @@ public struct WorkflowMethods: Sendable {
         /// The name was proved (an authenticated principal): it is the approver, and a `by` that
         /// names someone else is refused rather than believed.
         public var isAuthenticated: Bool
+        /// With access control, the caller's tenant: its executions are its own, another
+        /// tenant's are not found.
+        public var tenant: String?
 
-        public init(name: String?, roles: [String] = [], isAuthenticated: Bool = false) {
+        public init(name: String?, roles: [String] = [], isAuthenticated: Bool = false, tenant: String? = nil) {
             self.name = name
             self.roles = roles
             self.isAuthenticated = isAuthenticated
+            self.tenant = tenant
         }
+
+        /// Where an execution records its tenant, in its `executionContext`.
+        static let tenantKey = "tenant"
     }
 
     /// Serves one request. `caller` names the peer; it is recorded as `createdBy`, and is the
@@ -58,11 +65,15 @@ public struct WorkflowMethods: Sendable {
                 request.inputs = try params.optionalObject("inputs") ?? [:]
                 request.triggerType = try params.optionalString("triggerType") ?? "manual"
                 request.triggerData = .object(try params.optionalObject("triggerData") ?? [:])
-                request.executionContext = .object(try params.optionalObject("executionContext") ?? [:])
+                var context = try params.optionalObject("executionContext") ?? [:]
+                // The tenant is the caller's, whatever the params say.
+                if let tenant = caller.tenant { context[Caller.tenantKey] = .string(tenant) }
+                request.executionContext = .object(context)
                 return try await executor.execute(request).jsonValue
             case "workflows/status":
-                return try await executor.status(executionID: try params.string("executionId")).jsonValue
+                return try await visible(try params.string("executionId"), to: caller).jsonValue
             case "workflows/approve":
+                _ = try await visible(try params.string("executionId"), to: caller)
                 let claimed = try params.optionalString("by")
                 if caller.isAuthenticated, let claimed, claimed != caller.name {
                     throw JSONRPCError(
@@ -82,6 +93,7 @@ public struct WorkflowMethods: Sendable {
                     roles: caller.isAuthenticated ? caller.roles : [], comment: try params.optionalString("comment")
                 ).jsonValue
             case "workflows/cancel":
+                _ = try await visible(try params.string("executionId"), to: caller)
                 return try await executor.cancel(executionID: try params.string("executionId")).jsonValue
             default:
                 throw JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "Method not found", data: ["method": .string(method)])
@@ -93,6 +105,16 @@ public struct WorkflowMethods: Sendable {
         } catch {
             throw JSONRPCError(code: JSONRPCError.Code.internalError, message: "Internal error", data: ["reason": .string("\(error)")])
         }
+    }
+}
+
+extension WorkflowMethods {
+    /// The execution, when the caller's tenant may see it: another tenant's execution is not
+    /// found, exactly as one that does not exist.
+    func visible(_ executionID: String, to caller: Caller) async throws(WorkflowError) -> WorkflowExecution {
+        let execution = try await executor.status(executionID: executionID)
+        guard let tenant = caller.tenant, execution.executionContext[Caller.tenantKey]?.stringValue != tenant else { return execution }
+        throw WorkflowError(.unknownExecution, "no workflow execution \"\(executionID)\"", data: ["executionId": .string(executionID)])
     }
 }
 
