@@ -107,7 +107,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router", "Backend", "Workflows", "Redis",
+                "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router", "Backend", "Workflows", "Redis", "Access",
                 "CSwitchboardOpenSSL", "CSwitchboardHiredis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -216,7 +216,7 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "JSONRPC", "Transport",
+                "Gateway", "JSONRPC", "Transport", "Access",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -142,13 +142,14 @@ struct ConfigurationReader {
             case "health": readHealth(value)
             case "workflows": readWorkflows(value)
             case "readiness": readReadiness(value)
+            case "egress": readEgress(value)
             default:
                 if isHostFile {
                     warn(keyNode, "key \"\(key)\" is ignored: it is the MCP host's setting, not the gateway's")
                 } else {
                     report(
                         keyNode,
-                        "unknown key \"\(key)\" (known: listen, logLevel, threads, limits, keepalive, health, readiness, tls, agents, mcpServers, servers, inputs, workflows)")
+                        "unknown key \"\(key)\" (known: listen, logLevel, threads, limits, keepalive, health, readiness, tls, egress, agents, mcpServers, servers, inputs, workflows)")
                 }
             }
         }
