@@ -109,6 +109,7 @@ let package = Package(
             dependencies: [
                 "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router", "Backend", "Workflows", "Redis", "Access",
                 "CSwitchboardOpenSSL", "CSwitchboardHiredis",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
