@@ -7,7 +7,16 @@ public struct AgentTemplate: Sendable, Equatable {
     /// what the gateway shows (`agents/get`), so that a secret passed in an argument is not.
     public var commandAsWritten: String?
     public var argumentsAsWritten: [String]?
+    /// Variables the agent gets on top of a minimal base (PATH, HOME, locale, …): the gateway's
+    /// own environment, which holds its secrets, is not passed on unless `inheritEnvironment`.
     public var environment: [String: String] = [:]
+    /// The agent gets the gateway's whole environment under `environment`, as before
+    /// `inheritEnvironment` existed.
+    public var inheritEnvironment = false
+    /// SHA-256 (lower-case hex) the resolved executable must have, or the agent is not started.
+    public var executableSHA256: String?
+    /// SHA-256 of the first argument that names a file (the script an interpreter runs).
+    public var scriptSHA256: String?
     public var workingDirectory: String?
     public var instances = 1
     /// Calls in flight per instance. MCP servers over stdio answer concurrently; 16 keeps one

@@ -156,7 +156,16 @@ final class AgentSupervisor: Sendable {
         var delay = policy.initialBackoff
         while !stop.isRequested {
             let started = ContinuousClock.now
-            let reason = await runOnce(template, id: id, stop: stop, logger: logger)
+            let reason: String
+            do {
+                reason = try await runOnce(template, id: id, stop: stop, logger: logger)
+            } catch {
+                // Starting it again would meet the same file: it stays down, whatever its policy.
+                core.agents.down(id, .failed("\(error)"))
+                logger.error("agent \(id) is not started: \(error); it stays down until its file or its template changes")
+                await stop.sleep(for: .seconds(365 * 24 * 3600))
+                continue
+            }
             if stop.isRequested { break }
             core.agents.down(id, .failed(reason))
             guard policy.enabled else {
@@ -176,10 +185,15 @@ final class AgentSupervisor: Sendable {
     }
 
     /// Starts the process, serves it until it exits or a stop is requested; returns why it ended.
-    private func runOnce(_ template: AgentTemplate, id: AgentRegistry.InstanceID, stop: StopSignal, logger: Logger) async -> String {
+    /// Throws when its pinned executable does not match: a start that must not be retried.
+    private func runOnce(
+        _ template: AgentTemplate, id: AgentRegistry.InstanceID, stop: StopSignal, logger: Logger
+    ) async throws(ExecutablePin.Mismatch) -> String {
         let child: ChildProcess
         do {
             child = try ChildProcess.launch(template)
+        } catch let mismatch as ExecutablePin.Mismatch {
+            throw mismatch
         } catch {
             return "\(error)"
         }

@@ -1,3 +1,4 @@
+import Access
 import JSONRPC
 import Logging
 import NIOCore
@@ -7,15 +8,22 @@ import Transport
 
 /// Delivers a finished task to its `callback` URL as an HTTP POST of the task's JSON, retrying a
 /// few times with back-off when the receiver is down or answers with an error status.
+///
+/// Each attempt resolves the host once, has the egress policy judge every address, and connects
+/// to those very addresses (the `Host` header and TLS name stay the URL's): a callback cannot
+/// reach the gateway's own host or network unless the configuration allows it, not even through
+/// a name that resolves differently the second time. A refused callback is not retried.
 final class CallbackPoster: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
+    private let egress: EgressPolicy
     private let attempts = 4
     private let timeout: TimeAmount = .seconds(10)
 
-    init(group: any EventLoopGroup, logger: Logger) {
+    init(group: any EventLoopGroup, logger: Logger, egress: EgressPolicy) {
         self.group = group
         self.logger = logger
+        self.egress = egress
     }
 
     struct Target: Equatable {
@@ -70,8 +78,16 @@ final class CallbackPoster: Sendable {
     }
 
     private func attempt(_ number: Int, target: Target, url: String, body: ByteBuffer, taskID: String) {
-        post(target, body: body).whenComplete { [self] result in
+        let eventLoop = group.any()
+        HostResolver.resolve(target.host, on: eventLoop).flatMap { [self] addresses -> EventLoopFuture<Int> in
+            if let refusal = egress.check(host: target.host, addresses: addresses, purpose: "callback") {
+                return eventLoop.makeFailedFuture(refusal)
+            }
+            return post(target, to: addresses, body: body, on: eventLoop)
+        }.whenComplete { [self] result in
             switch result {
+            case .failure(let refusal as EgressRefusal):
+                logger.warning("task \(taskID): \(refusal); \(url) is not delivered, and not retried")
             case .success(let status) where (200..<300).contains(status):
                 logger.debug("task \(taskID): callback \(url) answered \(status)")
             case .success(let status) where number < attempts && (status >= 500 || status == 429):
@@ -94,9 +110,9 @@ final class CallbackPoster: Sendable {
         }
     }
 
-    /// One POST; completes with the response's status code.
-    private func post(_ target: Target, body: ByteBuffer) -> EventLoopFuture<Int> {
-        let eventLoop = group.any()
+    /// One POST to the first of `addresses` that accepts the connection; completes with the
+    /// response's status code.
+    private func post(_ target: Target, to addresses: [IPAddress], body: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
         let promise = eventLoop.makePromise(of: Int.self)
         let tls: TLSContext?
         do {
@@ -107,7 +123,7 @@ final class CallbackPoster: Sendable {
         }
         let request = Self.request(for: target, body: body)
         let host = target.host
-        ClientBootstrap(group: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -115,7 +131,7 @@ final class CallbackPoster: Sendable {
                     try channel.pipeline.syncOperations.addHandler(StatusLineReader(promise: promise))
                 }
             }
-            .connect(host: target.host, port: target.port)
+        Self.connect(bootstrap, to: addresses[...], port: target.port)
             .whenComplete { connected in
                 switch connected {
                 case .failure(let error):
@@ -130,6 +146,14 @@ final class CallbackPoster: Sendable {
                 }
             }
         return promise.futureResult
+    }
+
+    /// Connects to each address in turn until one accepts; never to anything but these (never
+    /// none: the egress policy refuses a host that resolves to no address).
+    private static func connect(_ bootstrap: ClientBootstrap, to addresses: ArraySlice<IPAddress>, port: Int) -> EventLoopFuture<any Channel> {
+        let first = bootstrap.connect(to: addresses.first!.socketAddress(port: port))
+        guard addresses.count > 1 else { return first }
+        return first.flatMapError { _ in connect(bootstrap, to: addresses.dropFirst(), port: port) }
     }
 
     private static func request(for target: Target, body: ByteBuffer) -> ByteBuffer {

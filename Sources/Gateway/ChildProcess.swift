@@ -46,12 +46,14 @@ final class ChildProcess: Sendable {
         self.exit = exit
     }
 
+    /// Starts the template's command with the environment `ChildEnvironment` gives it. Throws
+    /// `ExecutablePin.Mismatch` when a pinned file's hash differs: then nothing is started.
     static func launch(_ template: AgentTemplate) throws -> ChildProcess {
-        var environment = ProcessInfo.processInfo.environment
-        environment.merge(template.environment) { _, new in new }
+        let environment = ChildEnvironment.of(template, gateway: ProcessInfo.processInfo.environment)
         guard let executable = resolve(template.command, path: environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin") else {
             throw LaunchError(description: "command \"\(template.command)\" not found on PATH")
         }
+        try ExecutablePin.verify(template, executable: executable)
         let stdin = try pipe()
         let stdout = try pipe()
         let stderr = try pipe()

@@ -101,7 +101,7 @@ final class GatewayCore: Sendable {
             in: &methods, agents: agents, supervisor: supervisorSlot, requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false,
             readinessWait: settings.readinessWait, activatesNewVersions: settings.access?.activatesNewVersions ?? true)
         calls.register(in: &methods)
-        TaskMethods.register(in: &methods, engine: tasks)
+        TaskMethods.register(in: &methods, engine: tasks, egress: settings.egress)
         PatternMethods.register(in: &methods, agents: agents, readinessWait: settings.readinessWait)
         let backend = cluster?.coordination ?? .embedded()
         self.coordination = CoordinationMethods.register(in: &methods, agents: agents, logger: logger, backend: backend)
@@ -157,7 +157,7 @@ final class GatewayCore: Sendable {
         if let cluster {
             status.addSection("replicas") { cluster.membership.status() }
         }
-        let callbacks = CallbackPoster(group: group, logger: logger)
+        let callbacks = CallbackPoster(group: group, logger: logger, egress: settings.egress)
         tasks.onFinished { task in
             if task.submission.callback != nil { callbacks.deliver(task) }
         }

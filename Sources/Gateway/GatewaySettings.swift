@@ -35,6 +35,8 @@ public struct GatewaySettings: Sendable {
     public var readinessWait: Duration = .seconds(30)
     /// Message size limits of particular listeners, where they differ from `limits`.
     public var listenerMessageLimits: [ListenAddress: Int] = [:]
+    /// Where the gateway may connect on a client's behalf (task callbacks): `egress`.
+    public var egress = EgressPolicy()
     /// How often every agent is pinged to judge its health.
     public var healthProbeInterval: Duration = .seconds(10)
     /// Event-loop threads serving connections; nil: `defaultEventLoopThreads`. One thread saves

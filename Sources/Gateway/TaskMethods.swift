@@ -1,3 +1,4 @@
+import Access
 import Agents
 import FoundationEssentials
 import JSONRPC
@@ -10,9 +11,9 @@ enum TaskMethods {
     /// How often MCP clients are told to poll a task.
     static let pollIntervalMilliseconds: Int64 = 1_000
 
-    static func register(in table: inout MethodTable, engine: any TaskService) {
+    static func register(in table: inout MethodTable, engine: any TaskService, egress: EgressPolicy = EgressPolicy()) {
         table.register("tasks/submit") { request, context in
-            switch submission(from: request.params) {
+            switch submission(from: request.params, egress: egress) {
             case .failure(let error): return .error(error)
             case .success(var owned):
                 owned.ownerTenant = context.tenant
@@ -191,7 +192,7 @@ enum TaskMethods {
 
     // MARK: Parsing
 
-    static func submission(from params: RawJSON?) -> Result<TaskSubmission, JSONRPCError> {
+    static func submission(from params: RawJSON?, egress: EgressPolicy = EgressPolicy()) -> Result<TaskSubmission, JSONRPCError> {
         guard let params, params.kind == .object else {
             return .failure(.invalidParams("tasks/submit takes an object: taskType (or tool), taskData (or arguments), priority, timeout, maxRetries, …"))
         }
@@ -249,6 +250,7 @@ enum TaskMethods {
                 guard let url = callback.stringValue, url.hasPrefix("http://") || url.hasPrefix("https://") else {
                     throw JSONRPCError.invalidParams("\"callback\" must be an http:// or https:// URL")
                 }
+                if let refused = CallbackEgress.refusal(of: url, policy: egress) { throw refused }
                 submission.callback = url
             }
             if let backoff = params.member("backoff") {

@@ -1,3 +1,4 @@
+import Access
 import Gateway
 import JSONRPC
 import Testing
@@ -221,7 +222,8 @@ struct TaskCallbackTests {
             }
             .bind(host: "127.0.0.1", port: 0).get()
         let port = try #require(server.localAddress?.port)
-        try await withGateway { gateway in
+        // The receiver is on loopback, which egress refuses unless listed.
+        try await withGateway(configure: { $0.egress = EgressPolicy(allow: [EgressRule("127.0.0.1")!]) }) { gateway in
             let agent = try await gateway.connect()
             _ = try await agent.call(1, "agents/register", #"{"agentName":"worker","tools":[{"name":"work","inputSchema":{"type":"object"}}]}"#)
             let client = try await gateway.connect()
