@@ -39,6 +39,15 @@ final class AccessGate: Sendable {
 struct AccessDecisions {
     private(set) var grant: Grant
     private var allowedMethods: Set<String> = []
+    /// Targets already allowed, per method, for methods whose rules name targets: a host calls
+    /// the same few tools over and over. Bounded: emptied when full.
+    private var allowedTargets: Set<MethodTarget> = []
+    private static let maximumRememberedTargets = 1_024
+
+    private struct MethodTarget: Hashable {
+        var method: String
+        var target: String
+    }
 
     init(grant: Grant) {
         self.grant = grant
@@ -54,7 +63,18 @@ struct AccessDecisions {
     private mutating func slowRefusal(of request: JSONRPCRequest) -> AccessError? {
         if allowedMethods.contains(request.method) { return nil }
         if grant.dependsOnTarget(request.method) {
-            return grant.decide(method: request.method, targets: RequestTarget.targets(method: request.method, params: request.params))
+            guard case .some(let single) = RequestTarget.single(method: request.method, params: request.params) else {
+                return grant.decide(method: request.method, targets: RequestTarget.targets(method: request.method, params: request.params))
+            }
+            guard let target = single else { return grant.decide(method: request.method) }
+            let key = MethodTarget(method: request.method, target: target)
+            if allowedTargets.contains(key) { return nil }
+            let refusal = grant.decide(method: request.method, targets: [target])
+            if refusal == nil {
+                if allowedTargets.count >= Self.maximumRememberedTargets { allowedTargets.removeAll(keepingCapacity: true) }
+                allowedTargets.insert(key)
+            }
+            return refusal
         }
         let refusal = grant.decide(method: request.method)
         // Bounded: a peer inventing method names must not grow the set (unknown methods are
@@ -66,5 +86,6 @@ struct AccessDecisions {
     mutating func change(to grant: Grant) {
         self.grant = grant
         allowedMethods.removeAll()
+        allowedTargets.removeAll()
     }
 }

@@ -371,6 +371,31 @@ struct AgentConfiguration {
     func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
+/// A configuration with only an `auth` section: the anonymous role (the benchmark's client) has
+/// `rules` rules naming targets, and the agent registers with an API key that owns its name.
+struct AccessConfiguration {
+    let path: String
+    let agentKey = "bench-agent-key"
+
+    init(rules: Int, tool: String = "echo") throws {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-bench-access-\(getpid())-\(UUID().uuidString).json")
+        let others = (1..<max(rules - 3, 1)).map { "tools/call:other_\($0)__*" }
+        let configuration: [String: Any] = [
+            "auth": [
+                "anonymous": "bench",
+                "roles": ["bench": ["allow": others + ["tools/list", "agents/list", "tools/call:\(tool)"], "deny": ["tools/call:forbidden_*"]]],
+                // SHA-256 of "bench-agent-key".
+                "apiKeys": [["name": "bench-agent", "sha256": "820237229165607b06ec7d85845f53177446090a67c891a4c00f38eb52b94721", "roles": ["agent"], "agentNames": [tool]]],
+                "activateNewVersions": true,
+            ],
+        ]
+        try JSONSerialization.data(withJSONObject: configuration).write(to: url)
+        path = url.path
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
+
 // MARK: - Processes
 
 /// A child process that speaks JSON-RPC: the gateway (over TCP or stdio) or an agent (stdio or

@@ -35,6 +35,9 @@ struct ProfileBenchmark: AsyncParsableCommand {
     @Option(help: "A library to preload into the gateway (the sigsuspend shim).")
     var preload: String?
 
+    @Option(help: "Profile with an auth section whose anonymous role (the client's) has this many rules naming targets; the agent authenticates with an API key (0: no auth section).")
+    var accessRules = 0
+
     @Option(help: "Where the callgrind files go.")
     var output: String = ".build/bench/profile"
 
@@ -67,15 +70,18 @@ struct ProfileBenchmark: AsyncParsableCommand {
             try FileManager.default.removeItem(atPath: "\(output)/\(file)")
         }
         let base = "\(output)/callgrind.out"
+        let access = accessRules > 0 ? try AccessConfiguration(rules: accessRules) : nil
+        defer { access?.remove() }
         let gateway = try JSONRPCProcess.startGateway(
-            binary: binary, transport: "tcp",
+            binary: binary, transport: "tcp", extraArguments: access.map { ["--config", $0.path] } ?? [],
             wrapper: ["valgrind", "--tool=callgrind", "--callgrind-out-file=\(base)", "--dump-instr=no"],
             environment: preload.map { ["LD_PRELOAD": URL(fileURLWithPath: $0).standardizedFileURL.path] } ?? [:])
         defer { gateway.stop() }
         // The agent attaches over TCP: under valgrind the gateway cannot spawn one (Foundation's
         // Process closes every open descriptor in the child, valgrind's own included, and fails).
         let attached = try JSONRPCProcess.startDetached(
-            [agent, "--attach", "127.0.0.1:\(gateway.port)", "--max-concurrency", String(max(inFlight, 64))], name: "agent")
+            [agent, "--attach", "127.0.0.1:\(gateway.port)", "--max-concurrency", String(max(inFlight, 64))]
+                + (access.map { ["--token", $0.agentKey] } ?? []), name: "agent")
         defer { attached.stop() }
         let channel = try await gateway.connect()
         try await Handshake.waitForTool("echo", on: channel, attempts: 3_000)

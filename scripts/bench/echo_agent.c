@@ -5,7 +5,7 @@
  *   echo_agent                               an MCP server over stdio (spawned by the gateway)
  *   echo_agent --listen PORT                 an MCP server on tcp://127.0.0.1:PORT (0: any free
  *                                            port); prints "port N" on stdout once listening
- *   echo_agent --attach HOST:PORT [--name NAME] [--max-concurrency N] [--count K]
+ *   echo_agent --attach HOST:PORT [--name NAME] [--max-concurrency N] [--count K] [--token T]
  *                                            attaches K connections to a gateway, each registering
  *                                            (agents/register) as NAME with the tool `echo`
  *
@@ -216,7 +216,7 @@ static int listen_mode(int port) {
     }
 }
 
-static int attach_mode(const char *target, const char *name, int max_concurrency, int count) {
+static int attach_mode(const char *target, const char *name, int max_concurrency, int count, const char *token) {
     char host[256];
     const char *colon = strrchr(target, ':');
     if (!colon || (size_t)(colon - target) >= sizeof host) {
@@ -231,8 +231,15 @@ static int attach_mode(const char *target, const char *name, int max_concurrency
         return 1;
     }
     static struct connection connections[MAX_CONNECTIONS];
-    char request[1024];
-    int length = snprintf(request, sizeof request,
+    char request[2048];
+    int length = 0;
+    if (token) {
+        /* Written with the registration, not waited for: the gateway decides the registration as
+         * the principal the token proves. */
+        length = snprintf(request, sizeof request,
+            "{\"jsonrpc\":\"2.0\",\"id\":\"auth\",\"method\":\"auth/authenticate\",\"params\":{\"token\":\"%s\"}}\n", token);
+    }
+    length += snprintf(request + length, sizeof request - (size_t)length,
         "{\"jsonrpc\":\"2.0\",\"id\":\"register\",\"method\":\"agents/register\",\"params\":{\"agentName\":\"%s\","
         "\"maxConcurrency\":%d,\"tools\":[{\"name\":\"echo\",\"description\":\"Returns its text argument.\","
         "\"inputSchema\":{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\"}},\"required\":[\"text\"]}}]}}\n",
@@ -261,16 +268,17 @@ int main(int argc, char **argv) {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     signal(SIGPIPE, SIG_IGN);
-    const char *attach = NULL, *name = "echo";
+    const char *attach = NULL, *name = "echo", *token = NULL;
     int port = -1, max_concurrency = 64, count = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--listen") && i + 1 < argc) port = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--attach") && i + 1 < argc) attach = argv[++i];
+        else if (!strcmp(argv[i], "--token") && i + 1 < argc) token = argv[++i];
         else if (!strcmp(argv[i], "--name") && i + 1 < argc) name = argv[++i];
         else if (!strcmp(argv[i], "--max-concurrency") && i + 1 < argc) max_concurrency = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--count") && i + 1 < argc) count = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: echo_agent [--listen PORT | --attach HOST:PORT [--name NAME] [--max-concurrency N] [--count K]]\n");
+            fprintf(stderr, "usage: echo_agent [--listen PORT | --attach HOST:PORT [--name NAME] [--max-concurrency N] [--count K] [--token T]]\n");
             return 2;
         }
     }
@@ -278,7 +286,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "echo_agent: --count from 1 to %d\n", MAX_CONNECTIONS);
         return 2;
     }
-    if (attach) return attach_mode(attach, name, max_concurrency, count);
+    if (attach) return attach_mode(attach, name, max_concurrency, count, token);
     if (port >= 0) return listen_mode(port);
     struct connection connection = {.in = 0, .out = 1};
     serve(&connection, 1);

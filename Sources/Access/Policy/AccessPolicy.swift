@@ -23,8 +23,10 @@ public struct AccessPolicy: Sendable {
     }
 }
 
-/// What one principal may do: the decision for a method and what it acts on.
-public struct Grant: Sendable {
+/// What one principal may do: the decision for a method and what it acts on. A class: every
+/// request's method context carries it, and one reference costs one retain where a principal's
+/// strings and arrays would cost one each.
+public final class Grant: Sendable {
     public let principal: Principal
     public let roles: [Role]
     /// Methods whose decision depends on the target: some rule matching the method has a target

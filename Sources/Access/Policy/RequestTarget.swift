@@ -23,6 +23,19 @@ public enum RequestTarget {
         }
     }
 
+    /// The one target of `params` for a method that has at most one (every method but
+    /// `tasks/pipeline`, which has one per stage): nil when it names none. The relay path's form:
+    /// no array.
+    public static func single(method: String, params: RawJSON?) -> String?? {
+        guard method != "tasks/pipeline" else { return .none }
+        guard let params, params.kind == .object else { return .some(nil) }
+        if method == "tasks/submit" {
+            return .some(params.member("tool")?.stringValue ?? params.member("taskType")?.stringValue)
+        }
+        guard let member = member(for: method) else { return .some(nil) }
+        return .some(params.member(member)?.stringValue)
+    }
+
     /// The targets of `params` for `method`: usually one; every stage's tool for
     /// `tasks/pipeline`; the tool or task type for `tasks/submit`. Empty when there is none.
     public static func targets(method: String, params: RawJSON?) -> [String] {
