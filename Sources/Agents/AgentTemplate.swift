@@ -19,6 +19,8 @@ public struct AgentTemplate: Sendable, Equatable {
     public var scriptSHA256: String?
     public var workingDirectory: String?
     public var instances = 1
+    /// The most instances `agents/scale` may ask for.
+    public var maximumInstances = 16
     /// Calls in flight per instance. MCP servers over stdio answer concurrently; 16 keeps one
     /// slow instance from hoarding work.
     public var maximumConcurrency = 16

@@ -77,9 +77,15 @@ final class AgentSupervisor: Sendable {
 
     enum ScaleError: Error, CustomStringConvertible {
         case unknownTemplate(String)
+        case overTemplateLimit(template: String, asked: Int, limit: Int)
+        case overGatewayLimit(asked: Int, running: Int, limit: Int)
         var description: String {
             switch self {
             case .unknownTemplate(let name): "no agent template \"\(name)\" in the configuration"
+            case .overTemplateLimit(let template, let asked, let limit):
+                "template \(template) may run at most \(limit) instances (maxInstances), not \(asked)"
+            case .overGatewayLimit(let asked, let running, let limit):
+                "the gateway runs at most \(limit) spawned instances in all (limits.maxSpawnedInstances); \(running) run, \(asked) more would pass it"
             }
         }
     }
@@ -91,7 +97,13 @@ final class AgentSupervisor: Sendable {
         let current = state.withLock { state in
             state.running.keys.filter { Self.template(of: $0) == templateName }.sorted { Self.index(of: $0) < Self.index(of: $1) }
         }
+        guard count <= template.maximumInstances else {
+            throw .overTemplateLimit(template: templateName, asked: count, limit: template.maximumInstances)
+        }
         if count > current.count {
+            let running = state.withLock { $0.running.count }
+            let limit = core.settings.limits.maximumSpawnedInstances
+            guard running + (count - current.count) <= limit else { throw .overGatewayLimit(asked: count - current.count, running: running, limit: limit) }
             for _ in current.count..<count { startInstance(of: template) }
         } else {
             for id in current.suffix(current.count - count) {

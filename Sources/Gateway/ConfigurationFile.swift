@@ -239,6 +239,8 @@ struct ConfigurationReader {
                 if let count = integer(value, "limits.maxBatchSize", minimum: 1) { settings.limits.maximumBatchSize = count }
             case "maxConnectionsPerListener":
                 if let count = integer(value, "limits.maxConnectionsPerListener", minimum: 1) { settings.limits.maximumConnectionsPerListener = count }
+            case "maxSpawnedInstances":
+                if let count = integer(value, "limits.maxSpawnedInstances", minimum: 1) { settings.limits.maximumSpawnedInstances = count }
             case "maxConnectionsPerPeer":
                 if let count = integer(value, "limits.maxConnectionsPerPeer", minimum: 1) { settings.limits.maximumConnectionsPerPeer = count }
             case "idleTimeoutSeconds":

@@ -77,6 +77,8 @@ public struct GatewaySettings: Sendable {
         public var maximumConnectionsPerListener = 10_000
         /// Open connections one peer address may have on one listener (Unix sockets: no cap).
         public var maximumConnectionsPerPeer = 1_000
+        /// Spawned agent instances in all, whatever `agents/scale` asks (`limits.maxSpawnedInstances`).
+        public var maximumSpawnedInstances = 256
 
         public init() {}
     }

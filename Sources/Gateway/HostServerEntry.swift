@@ -205,6 +205,7 @@ extension ConfigurationReader {
             case "timeout" where !strict:
                 if let timeout = hostTimeout(value, "\(path).timeout") { template.callTimeout = timeout }
             case "instances": if let n = integer(value, "\(path).instances", minimum: 0) { template.instances = n }
+            case "maxInstances": if let n = integer(value, "\(path).maxInstances", minimum: 1) { template.maximumInstances = n }
             case "maxConcurrency": if let n = integer(value, "\(path).maxConcurrency", minimum: 1) { template.maximumConcurrency = n }
             case "version": template.version = string(value, "\(path).version")
             case "capabilities": if let tags = strings(value, "\(path).capabilities") { template.capabilities = tags }

@@ -201,3 +201,31 @@ def test_the_example_access_configuration_works_as_its_comments_say(start_gatewa
     # The trail is beside the configuration, and verifies.
     verify = subprocess.run([str(switchboard_bin()), "audit", "verify", str(tmp_path / "audit.jsonl")], capture_output=True, text=True)
     assert verify.returncode == 0 and verify.stdout.startswith("ok: "), verify
+
+
+# --------------------------------------------------------------------------- instance caps
+
+
+def test_scaling_is_bounded_by_the_template_and_by_the_gateway_even_for_the_operator(tmp_path):
+    """The control-plane attack asked for 1,000 instances and got 40 processes in half a second:
+    a template has maxInstances (16 by default) and the gateway a cap on spawned instances in all."""
+    path = tmp_path / "gateway.json"
+    servers = {
+        "small": {"command": sys.executable, "args": [str(TOOL_SERVER)], "maxInstances": 2},
+        "other": {"command": sys.executable, "args": [str(TOOL_SERVER), "--tool", "other"]},
+    }
+    path.write_text(json.dumps({"limits": {"maxSpawnedInstances": 3}, "mcpServers": servers}))
+    lines = [
+        jline(req("agents/scale", 1, {"template": "small", "instances": 3})),
+        jline(req("agents/scale", 2, {"template": "other", "instances": 17})),
+        jline(req("agents/scale", 3, {"template": "other", "instances": 3})),
+        jline(req("agents/scale", 4, {"template": "small", "instances": 2})),
+    ]
+    proc = subprocess.run([str(switchboard_bin()), "serve", "--stdio", "--config", str(path)],
+                          input=b"".join(lines), capture_output=True, timeout=60)
+    replies = {reply["id"]: reply for reply in map(json.loads, proc.stdout.decode().splitlines())}
+    assert "at most 2 instances (maxInstances)" in replies[1]["error"]["message"], replies[1]
+    assert "at most 16 instances (maxInstances)" in replies[2]["error"]["message"], replies[2]
+    # 2 running (one of each); 2 more for "other" would make 4 > 3.
+    assert "limits.maxSpawnedInstances" in replies[3]["error"]["message"], replies[3]
+    assert replies[4]["result"]["instances"] == 2, replies[4]
