@@ -71,9 +71,10 @@ public struct WorkflowMethods: Sendable {
                 request.executionContext = .object(context)
                 return try await executor.execute(request).jsonValue
             case "workflows/status":
-                return try await visible(try params.string("executionId"), to: caller).jsonValue
+                let executionID = try params.string("executionId")
+                try await checkVisible(executionID, to: caller)
+                return try await executor.status(executionID: executionID).jsonValue
             case "workflows/approve":
-                _ = try await visible(try params.string("executionId"), to: caller)
                 let claimed = try params.optionalString("by")
                 if caller.isAuthenticated, let claimed, claimed != caller.name {
                     throw JSONRPCError(
@@ -88,12 +89,13 @@ public struct WorkflowMethods: Sendable {
                 guard case .bool(let approved)? = params.members["approved"] else {
                     throw Params.invalid("workflows/approve needs \"approved\": true or false")
                 }
+                try await checkVisible(try params.string("executionId"), to: caller)
                 return try await executor.approve(
                     executionID: try params.string("executionId"), stepID: try params.string("stepId"), approved: approved, by: by,
                     roles: caller.isAuthenticated ? caller.roles : [], comment: try params.optionalString("comment")
                 ).jsonValue
             case "workflows/cancel":
-                _ = try await visible(try params.string("executionId"), to: caller)
+                try await checkVisible(try params.string("executionId"), to: caller)
                 return try await executor.cancel(executionID: try params.string("executionId")).jsonValue
             default:
                 throw JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "Method not found", data: ["method": .string(method)])
@@ -109,11 +111,12 @@ public struct WorkflowMethods: Sendable {
 }
 
 extension WorkflowMethods {
-    /// The execution, when the caller's tenant may see it: another tenant's execution is not
-    /// found, exactly as one that does not exist.
-    func visible(_ executionID: String, to caller: Caller) async throws(WorkflowError) -> WorkflowExecution {
+    /// Throws when the caller's tenant may not see the execution: another tenant's execution is
+    /// not found, exactly as one that does not exist. Without tenancy nothing is looked up.
+    func checkVisible(_ executionID: String, to caller: Caller) async throws(WorkflowError) {
+        guard let tenant = caller.tenant else { return }
         let execution = try await executor.status(executionID: executionID)
-        guard let tenant = caller.tenant, execution.executionContext[Caller.tenantKey]?.stringValue != tenant else { return execution }
+        guard execution.executionContext[Caller.tenantKey]?.stringValue != tenant else { return }
         throw WorkflowError(.unknownExecution, "no workflow execution \"\(executionID)\"", data: ["executionId": .string(executionID)])
     }
 }
