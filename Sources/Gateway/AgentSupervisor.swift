@@ -244,9 +244,10 @@ final class AgentSupervisor: Sendable {
             ended.end(reason)
         }
         let reason = await ended.wait()
-        core.agents.down(id, stop.isRequested ? .offline("stopped") : .failed(reason))
-        // MCP shutdown: close its stdin, then SIGTERM, then SIGKILL.
+        // MCP shutdown: close its stdin, then SIGTERM, then SIGKILL. (Closed first: closing its
+        // pipes marks it failed, which a requested stop is not.)
         try? await channel.close()
+        core.agents.down(id, stop.isRequested ? .offline("stopped") : .failed(reason))
         await child.stop(on: eventLoop)
         return child.hasExited && reason == "closed its standard output" ? await child.waitForExit() : reason
     }
@@ -278,12 +279,13 @@ final class AgentSupervisor: Sendable {
         var logger = Logger(label: id.rawValue)
         logger[metadataKey: "agent"] = "\(id)"
         logger[metadataKey: "stream"] = "stderr"
+        let stderrLogger = logger
         _ = try await NIOPipeBootstrap(group: core.group)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
                         ByteToMessageHandler(LineFrameDecoder(maximumLineLength: 16 * 1024)),
-                        AgentStderrLogger(logger: logger)
+                        AgentStderrLogger(logger: stderrLogger)
                     )
                 }
             }

@@ -30,7 +30,23 @@ final class ChildProcess: Sendable {
         }
 
         let state = Mutex(State.running([]))
+
+        /// Records how the process ended and tells whoever waits; only the first report counts.
+        func report(_ reason: String) {
+            let waiters: [@Sendable (String) -> Void] = state.withLock { state in
+                guard case .running(let waiters) = state else { return [] }
+                state = .exited(reason)
+                return waiters
+            }
+            waiters.forEach { $0(reason) }
+        }
     }
+
+    /// One launch at a time. Foundation reports a child's exit through a socket the child
+    /// inherits, and closes the parent's other descriptors in the child by listing those open
+    /// just before it spawns: a launch on another thread in between would hand its socket to this
+    /// child, and its own exit would go unreported for as long as this one lives.
+    private static let launching = Mutex(())
 
     struct LaunchError: Error, CustomStringConvertible {
         var description: String
@@ -54,6 +70,10 @@ final class ChildProcess: Sendable {
             throw LaunchError(description: "command \"\(template.command)\" not found on PATH")
         }
         try ExecutablePin.verify(template, executable: executable)
+        return try launching.withLock { _ in try launch(template, executable: executable, environment: environment) }
+    }
+
+    private static func launch(_ template: AgentTemplate, executable: String, environment: [String: String]) throws -> ChildProcess {
         let stdin = try pipe()
         let stdout = try pipe()
         let stderr = try pipe()
@@ -72,12 +92,7 @@ final class ChildProcess: Sendable {
             let reason: String =
                 process.terminationReason == .uncaughtSignal
                 ? "killed by signal \(process.terminationStatus)" : "exited with status \(process.terminationStatus)"
-            let waiters: [@Sendable (String) -> Void] = exit.state.withLock { state in
-                guard case .running(let waiters) = state else { return [] }
-                state = .exited(reason)
-                return waiters
-            }
-            waiters.forEach { $0(reason) }
+            exit.report(reason)
         }
         do {
             try process.run()
@@ -117,13 +132,30 @@ final class ChildProcess: Sendable {
     }
 
     /// SIGTERM after `grace` if it has not exited (its stdin is already closed by then), SIGKILL
-    /// after another `grace`.
+    /// after another `grace`. Returns within three `grace`s whatever happens.
     func stop(grace: Duration = .seconds(2), on eventLoop: any EventLoop) async {
         for signal in [SIGTERM, SIGKILL] {
             if await exited(within: grace, on: eventLoop) { return }
             kill(processID, signal)
         }
-        _ = await waitForExit()
+        if await exited(within: grace, on: eventLoop) { return }
+        reapUnreported()
+    }
+
+    /// A killed process whose exit was never reported (something held up the report): reaped
+    /// here if it is gone, so that its instance does not wait for it forever.
+    private func reapUnreported() {
+        var status: Int32 = 0
+        let reaped = waitpid(processID, &status, WNOHANG)
+        if reaped == processID {
+            let signal = status & 0x7f
+            exit.report(signal == 0 ? "exited with status \((status >> 8) & 0xff)" : "killed by signal \(signal)")
+        } else if reaped == -1 && errno == ECHILD {
+            exit.report("exited (reaped before its exit was reported)")
+        } else {
+            // Still there after SIGKILL: stuck in the kernel. Nothing more can be done for it.
+            exit.report("did not exit after SIGKILL (pid \(processID) left behind)")
+        }
     }
 
     private func exited(within duration: Duration, on eventLoop: any EventLoop) async -> Bool {
@@ -150,6 +182,8 @@ final class ChildProcess: Sendable {
             throw LaunchError(description: "cannot create a pipe: \(String(cString: strerror(errno)))")
         }
         // Other children must not inherit these, or an agent would never see its stdin close.
+        // (Made under the launch lock: no launch can start between the pipe and the flag. A
+        // child's own ends are duplicated onto 0, 1 and 2, which clears the flag.)
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         return (fds[0], fds[1])
     }

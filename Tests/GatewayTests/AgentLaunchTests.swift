@@ -1,6 +1,10 @@
 import Agents
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @testable import Gateway
 
 #if canImport(FoundationEssentials)
@@ -110,6 +114,43 @@ struct AgentLaunchTests {
                     "agents.a.sha256 must be 64 hexadecimal digits (a SHA-256, as sha256sum prints it)",
                     "agents.a.inheritEnvironment must be true or false",
                 ])
+        }
+    }
+}
+
+/// Many agents started at once must each be seen to exit: a process's exit is reported through a
+/// descriptor that a sibling started at the same moment must not inherit.
+@Suite("Agents started together")
+struct ConcurrentLaunchTests {
+    @Test func everyKilledSiblingIsSeenToExitWhileTheOthersRun() async throws {
+        let template = {
+            var template = AgentTemplate(name: "sleeper", command: "sleep")
+            template.arguments = ["60"]
+            return template
+        }()
+        for _ in 0..<4 {
+            let children = try await withThrowingTaskGroup(of: ChildProcess.self) { group in
+                for _ in 0..<12 { group.addTask { try ChildProcess.launch(template) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let (survivors, stopped) = (children.prefix(2), children.dropFirst(2))
+            // Exits as they are reported; the stream ends when all are in, or after 10 s.
+            let (exits, reported) = AsyncStream.makeStream(of: Int32.self)
+            for child in stopped { child.onExit { _ in reported.yield(child.processID) } }
+            let deadline = Task {
+                try? await Task.sleep(for: .seconds(10))
+                reported.finish()
+            }
+            for child in stopped { kill(child.processID, SIGKILL) }
+            var unreported = Set(stopped.map(\.processID))
+            for await pid in exits {
+                unreported.remove(pid)
+                if unreported.isEmpty { break }
+            }
+            deadline.cancel()
+            for child in survivors { kill(child.processID, SIGKILL) }
+            for child in survivors { _ = await child.waitForExit() }
+            #expect(unreported.isEmpty, "killed, never reported as exited: \(unreported.sorted())")
         }
     }
 }
