@@ -77,7 +77,7 @@ let package = Package(
         // as protocols with an in-memory and a Redis implementation.
         .target(
             name: "Backend",
-            dependencies: ["Redis", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["Redis", "Access", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         // Redis over SwiftNIO with hiredis as the RESP codec: pipelining, a pool, pub-sub, scripts.

@@ -12,12 +12,18 @@ public struct AccessSettings: Sendable {
     /// A new version of a known agent takes traffic at once (`auth.activateNewVersions: true`),
     /// or waits for an operator's `agents/activate` (the default with access control).
     public var activatesNewVersions: Bool
+    /// `auth.rateLimits`: requests per second per principal and per tenant.
+    public var rateLimits: RateLimitSettings
 
-    public init(policy: AccessPolicy, credentials: CredentialSettings, section: [String: JSONValue], activatesNewVersions: Bool = false) {
+    public init(
+        policy: AccessPolicy, credentials: CredentialSettings, section: [String: JSONValue], activatesNewVersions: Bool = false,
+        rateLimits: RateLimitSettings = RateLimitSettings()
+    ) {
         self.policy = policy
         self.credentials = credentials
         self.section = section
         self.activatesNewVersions = activatesNewVersions
+        self.rateLimits = rateLimits
     }
 }
 
@@ -26,7 +32,7 @@ extension ConfigurationReader {
     /// a gateway that guessed at its access rules would guess wrong in someone's favour.
     mutating func readAuth(_ node: Node) {
         guard case .object(var section) = jsonValue(node) else {
-            report(node, "auth must be a mapping (anonymous, apiKeys, jwt, certificates, roles)")
+            report(node, "auth must be a mapping (anonymous, apiKeys, jwt, certificates, roles, rateLimits)")
             return
         }
         // A JWKS file is found beside the configuration, like every other file it names.
@@ -34,7 +40,7 @@ extension ConfigurationReader {
             jwt["jwksFile"] = .string("\(directory)/\(file)")
             section["jwt"] = .object(jwt)
         }
-        let known: Set<String> = ["anonymous", "apiKeys", "jwt", "certificates", "roles", "activateNewVersions"]
+        let known: Set<String> = ["anonymous", "apiKeys", "jwt", "certificates", "roles", "activateNewVersions", "rateLimits"]
         for key in section.keys.sorted() where !known.contains(key) {
             report(node, "auth.\(key): unknown key (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -51,7 +57,8 @@ extension ConfigurationReader {
                 try Self.checkTenant(mapping.tenant, at: "auth.certificates[\(index)].tenant")
             }
             if let jwt = credentials.jwt { try policy.checkRoles(jwt.defaultRoles, at: "auth.jwt.defaultRoles") }
-            var access = AccessSettings(policy: policy, credentials: credentials, section: section)
+            var access = AccessSettings(
+                policy: policy, credentials: credentials, section: section, rateLimits: try RateLimitSettings(auth: section))
             switch section["activateNewVersions"] {
             case nil: break
             case .bool(let automatic)?: access.activatesNewVersions = automatic

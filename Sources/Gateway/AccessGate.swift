@@ -2,6 +2,7 @@ import Access
 import JSONRPC
 import Logging
 import NIOCore
+import Redis
 import Transport
 
 /// The access layer as the connections meet it: who a new connection is before it proves
@@ -11,10 +12,27 @@ import Transport
 final class AccessGate: Sendable {
     let policy: AccessPolicy
     let authenticator: Authenticator
+    let rateLimits: RateLimitSettings
+    /// Present when some principal or tenant has a rate limit.
+    let rateLimiter: RequestRateLimiter?
 
-    init(settings: AccessSettings, logger: Logger, group: any EventLoopGroup) {
+    /// `redis`: the replicas' Redis, through which they share the rate limits.
+    init(settings: AccessSettings, redis: RedisConfiguration?, logger: Logger, group: any EventLoopGroup) {
         self.policy = settings.policy
         self.authenticator = Authenticator(settings: settings.credentials, logger: logger, group: group)
+        self.rateLimits = settings.rateLimits
+        let someKeyIsLimited = settings.credentials.apiKeys.contains { $0.rateLimit != nil }
+        self.rateLimiter = settings.rateLimits.limitsAnyone || someKeyIsLimited
+            ? RequestRateLimiter(settings: settings.rateLimits, redis: redis, group: group, logger: logger) : nil
+    }
+
+    /// The rate limits a grant's requests must pass.
+    func rateChecks(for grant: Grant) -> [RateCheck] {
+        rateLimiter == nil ? [] : rateLimits.checks(for: grant.principal)
+    }
+
+    func shutdown() async {
+        await rateLimiter?.shutdown()
     }
 
     /// The grant a connection starts with: the operator's on stdio; a certificate's principal
@@ -38,6 +56,8 @@ final class AccessGate: Sendable {
 /// alone decides, so the second request of a kind costs a dictionary lookup.
 struct AccessDecisions {
     private(set) var grant: Grant
+    /// The rate limits the grant's requests must pass (usually none).
+    private(set) var rateChecks: [RateCheck]
     private var allowedMethods: Set<String> = []
     /// Targets already allowed, per method, for methods whose rules name targets: a host calls
     /// the same few tools over and over. Bounded: emptied when full.
@@ -49,8 +69,9 @@ struct AccessDecisions {
         var target: String
     }
 
-    init(grant: Grant) {
+    init(grant: Grant, rateChecks: [RateCheck] = []) {
         self.grant = grant
+        self.rateChecks = rateChecks
     }
 
     /// The refusal of `request`, or nil when it may run.
@@ -83,8 +104,9 @@ struct AccessDecisions {
         return refusal
     }
 
-    mutating func change(to grant: Grant) {
+    mutating func change(to grant: Grant, rateChecks: [RateCheck]) {
         self.grant = grant
+        self.rateChecks = rateChecks
         allowedMethods.removeAll()
         allowedTargets.removeAll()
     }

@@ -55,7 +55,7 @@ final class GatewayCore: Sendable {
         self.logger = logger
         self.group = group
         self.registry = ConnectionRegistry()
-        let access = settings.access.map { AccessGate(settings: $0, logger: logger, group: group) }
+        let access = settings.access.map { AccessGate(settings: $0, redis: settings.redis?.configuration, logger: logger, group: group) }
         self.access = access
         self.status = GatewayStatusSource(registry: registry, settings: settings)
         self.decoder = MessageDecoder(maximumDepth: settings.limits.maximumNestingDepth, maximumBatchSize: settings.limits.maximumBatchSize)
@@ -318,6 +318,7 @@ public final class GatewayServer: Service {
             group.addTask { await self.reloadCertificatesOnHangup(tls, signals: hangups) }
             await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
             await core.supervisor.stopAll()
+            await core.access?.shutdown()
             if let audit = core.audit {
                 // Everything recorded is in the file (and handed to the stream) before the end.
                 await audit.log.flush()

@@ -53,11 +53,14 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     private var inFlight = 0
     private var readHeld = false
-    /// Lines that arrived while an `auth/authenticate` was being verified: decided once it is,
-    /// as the principal it proves (a client that pipelines its first request behind the token
-    /// must not have it refused as anonymous). Nil when no authentication is in progress.
-    private var linesAwaitingAuthentication: [LineFrame]?
-    private static let maximumLinesAwaitingAuthentication = 256
+    /// Lines that arrived while a verdict was awaited: an `auth/authenticate` being verified (a
+    /// client that pipelines its first request behind the token must not have it refused as
+    /// anonymous), or a rate limit decided by Redis (requests run in the order they came).
+    /// Handled once every verdict is in. Nil when none is awaited.
+    private var heldLines: [LineFrame]?
+    /// Verdicts awaited; lines are held while there is one.
+    private var verdictsAwaited = 0
+    private static let maximumHeldLines = 256
     private var inputClosed = false
     private var closing = false
 
@@ -93,7 +96,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         // A spawned agent's pipes carry requests the gateway's own agent makes: the gateway
         // started it, it is trusted like stdio.
         let trusted: Bool = if case .client = role { true } else { isStdio }
-        self.access = AccessDecisions(grant: gateway.access?.initialGrant(isStdio: trusted) ?? .unrestricted)
+        let grant = gateway.access?.initialGrant(isStdio: trusted) ?? .unrestricted
+        self.access = AccessDecisions(grant: grant, rateChecks: gateway.access?.rateChecks(for: grant) ?? [])
         self.session = MCPSession(identity: gateway.identity)
         self.logger = gateway.logger
         self.logsRequests = gateway.logger.logLevel <= .debug
@@ -210,7 +214,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             methodContext = nil
             // A client certificate that the configuration maps to a principal is its proof.
             if let peer = handshake.peer, let grant = gateway.access?.grant(forCertificate: peer) {
-                access.change(to: grant)
+                access.change(to: grant, rateChecks: gateway.access?.rateChecks(for: grant) ?? [])
                 logger[metadataKey: "principal"] = "\(grant.principal.name)"
             }
             if let peer = handshake.peer { logger[metadataKey: "peer.subject"] = "\(peer.subject)" }
@@ -257,7 +261,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// in front of us holds them while the peer is not reading its replies.
     func read(context: ChannelHandlerContext) {
         if inFlight >= gateway.settings.limits.maximumInFlightPerConnection
-            || (linesAwaitingAuthentication?.count ?? 0) >= Self.maximumLinesAwaitingAuthentication
+            || (heldLines?.count ?? 0) >= Self.maximumHeldLines
         {
             readHeld = true
         } else {
@@ -267,7 +271,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     private func releaseHeldRead() {
         guard readHeld, let context, inFlight < gateway.settings.limits.maximumInFlightPerConnection,
-            (linesAwaitingAuthentication?.count ?? 0) < Self.maximumLinesAwaitingAuthentication
+            (heldLines?.count ?? 0) < Self.maximumHeldLines
         else { return }
         readHeld = false
         context.read()
@@ -280,8 +284,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         guard !closing else { return }
         inReadCycle = true
         let frame = unwrapInboundIn(data)
-        if linesAwaitingAuthentication != nil {
-            linesAwaitingAuthentication?.append(frame)
+        if heldLines != nil {
+            heldLines?.append(frame)
             return
         }
         receive(frame)
@@ -366,7 +370,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             case .now(let reply): emit { reply.write(to: &$0) }
             case .later(let id, let pending, let log) where Self.isAuthentication(entry):
                 // What follows waits for the verdict: it is decided as the principal proved.
-                linesAwaitingAuthentication = []
+                awaitVerdict()
                 track(pending) { [self] result in
                     self.cancellers[id] = nil
                     if self.cancelledRequests.remove(id) == nil {
@@ -374,7 +378,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                         if let log { self.finished(log, reply) }
                         emit { reply.write(to: &$0) }
                     }
-                    self.authenticationEnded()
+                    self.verdictReached()
                 }
             case .later(let id, let pending, nil):
                 track(pending) { [self] result in
@@ -412,15 +416,22 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         return false
     }
 
-    /// The lines held while a principal was verified are handled now, in order (one of them may
-    /// start another authentication: the rest waits again).
-    private func authenticationEnded() {
-        guard var waiting = linesAwaitingAuthentication else { return }
-        linesAwaitingAuthentication = nil
-        while !waiting.isEmpty, linesAwaitingAuthentication == nil, !closing {
+    /// Lines arriving from now on wait until the verdict is reached.
+    private func awaitVerdict() {
+        verdictsAwaited += 1
+        if heldLines == nil { heldLines = [] }
+    }
+
+    /// Once every verdict is in, the lines held meanwhile are handled, in order (one of them may
+    /// await another verdict: the rest waits again).
+    private func verdictReached() {
+        verdictsAwaited -= 1
+        guard verdictsAwaited == 0, var waiting = heldLines else { return }
+        heldLines = nil
+        while !waiting.isEmpty, verdictsAwaited == 0, !closing {
             receive(waiting.removeFirst())
         }
-        if linesAwaitingAuthentication != nil { linesAwaitingAuthentication = waiting + (linesAwaitingAuthentication ?? []) }
+        if verdictsAwaited > 0 { heldLines = waiting + (heldLines ?? []) }
         flushPendingOutput()
         releaseHeldRead()
     }
@@ -568,6 +579,64 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             }
             return .now(.error(request.id, error))
         }
+        if !access.rateChecks.isEmpty, !RateLimitSettings.exemptMethods.contains(request.method), let limiter = gateway.access?.rateLimiter {
+            switch limiter.admit(access.rateChecks, principal: access.grant.principal.name, on: context.eventLoop) {
+            case .allowed:
+                break
+            case .refused(let refusal):
+                return .now(.error(request.id, limited(request, refusal)))
+            case .pending(let verdict):
+                return run(request, handler, afterVerdict: verdict, context: context, handle: handle)
+            }
+        }
+        return run(request, handler, context: context, handle: handle)
+    }
+
+    /// A request refused by a rate limit: logged, and kept in the audit trail.
+    private func limited(_ request: JSONRPCRequest, _ refusal: AccessError) -> JSONRPCError {
+        let error = refusal.jsonRPCError
+        logger.info("refused \(request.method) \(request.id): \(error.message)")
+        if let audit = gateway.audit, !audit.records(request.method) {
+            audit.record(request, principal: access.grant.principal, connection: connectionID, error: error)
+        }
+        return error
+    }
+
+    /// Runs `request` once Redis has decided its rate limits; the lines after it wait for the
+    /// verdict, not for the reply.
+    private func run(
+        _ request: JSONRPCRequest, _ handler: @escaping MethodHandler, afterVerdict verdict: EventLoopFuture<AccessError?>,
+        context: ChannelHandlerContext, handle: ConnectionHandle
+    ) -> Answer {
+        awaitVerdict()
+        let reply = DeferredReply()
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        verdict.hop(to: context.eventLoop).whenComplete { outcome in
+            let connection = loopBound.value
+            defer { connection.verdictReached() }
+            switch outcome {
+            case .success(let refusal?):
+                reply.fail(connection.limited(request, refusal))
+            case .failure(let error):
+                reply.fail(error)
+            case .success(nil):
+                guard let context = connection.context, let handle = connection.handle else {
+                    reply.fail(JSONRPCError.shuttingDown())
+                    return
+                }
+                switch connection.run(request, handler, context: context, handle: handle) {
+                case .none: reply.fail(JSONRPCError.shuttingDown())
+                case .now(let answer): reply.complete(answer.result)
+                case .later(_, .future(let future), _): future.whenComplete { reply.complete($0) }
+                case .later(_, .deferred(let inner), _): inner.whenComplete(on: context.eventLoop) { reply.complete($0) }
+                }
+            }
+        }
+        return .later(request.id, .deferred(reply), nil)
+    }
+
+    /// Runs `request`'s handler: everything about it has been decided.
+    private func run(_ request: JSONRPCRequest, _ handler: @escaping MethodHandler, context: ChannelHandlerContext, handle: ConnectionHandle) -> Answer {
         let methodContext: MethodContext
         if let cached = self.methodContext, cached.era == session.era {
             methodContext = cached
@@ -585,7 +654,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 authenticated: { principal in
                     // Called on this event loop by `auth/authenticate`.
                     let handler = loopBound.value
-                    handler.access.change(to: handler.gateway.access?.grant(for: principal) ?? .unrestricted)
+                    let grant = handler.gateway.access?.grant(for: principal) ?? .unrestricted
+                    handler.access.change(to: grant, rateChecks: handler.gateway.access?.rateChecks(for: grant) ?? [])
                     handler.logger[metadataKey: "principal"] = "\(principal.name)"
                 },
                 registerAgent: { instance in
@@ -830,6 +900,13 @@ enum OutboundCompletion: Sendable {
 private enum Reply {
     case result(JSONRPCID, JSONValue)
     case error(JSONRPCID?, JSONRPCError)
+
+    var result: Result<JSONValue, any Error> {
+        switch self {
+        case .result(_, let value): .success(value)
+        case .error(_, let error): .failure(error)
+        }
+    }
 
     func write(to buffer: inout ByteBuffer) {
         switch self {

@@ -46,21 +46,23 @@ public final class RedisClient: Sendable {
     }
 
     /// Runs a Lua script by its SHA1, loading it on first use and again after `NOSCRIPT`
-    /// (a restarted or flushed server).
+    /// (a restarted or flushed server). `timeout` bounds each command sent, as for `send`.
     @discardableResult
-    public func evaluate(_ script: RedisScript, keys: [RedisArgument] = [], arguments: [RedisArgument] = []) async throws -> RESPReply {
+    public func evaluate(
+        _ script: RedisScript, keys: [RedisArgument] = [], arguments: [RedisArgument] = [], timeout: TimeAmount? = nil
+    ) async throws -> RESPReply {
         let sha: String
-        if let cached = script.cachedSHA { sha = cached } else { sha = try await load(script) }
+        if let cached = script.cachedSHA { sha = cached } else { sha = try await load(script, timeout: timeout) }
         do {
-            return try await send(["EVALSHA", RedisArgument(sha), RedisArgument(keys.count)] + keys + arguments)
+            return try await send(["EVALSHA", RedisArgument(sha), RedisArgument(keys.count)] + keys + arguments, timeout: timeout)
         } catch let error as RedisError where error.code == .serverError && error.message.hasPrefix("NOSCRIPT") {
-            let reloaded = try await load(script)
-            return try await send(["EVALSHA", RedisArgument(reloaded), RedisArgument(keys.count)] + keys + arguments)
+            let reloaded = try await load(script, timeout: timeout)
+            return try await send(["EVALSHA", RedisArgument(reloaded), RedisArgument(keys.count)] + keys + arguments, timeout: timeout)
         }
     }
 
-    private func load(_ script: RedisScript) async throws -> String {
-        let reply = try await send(["SCRIPT", "LOAD", RedisArgument(script.source)])
+    private func load(_ script: RedisScript, timeout: TimeAmount? = nil) async throws -> String {
+        let reply = try await send(["SCRIPT", "LOAD", RedisArgument(script.source)], timeout: timeout)
         guard let sha = reply.string else {
             throw RedisError(.unexpectedReply, "SCRIPT LOAD answered \(reply), not a SHA1")
         }

@@ -18,7 +18,7 @@ struct BenchmarkCommand: AsyncParsableCommand {
         subcommands: [
             PingBenchmark.self, PeersBenchmark.self, CeilingBenchmark.self, TaskThroughputBenchmark.self, PatternBenchmark.self,
             CapacityBenchmark.self, EventBenchmark.self, ProfileBenchmark.self, TLSBenchmark.self, RoutingBenchmark.self,
-            QueueBenchmark.self, ReplicasBenchmark.self, WorkflowBenchmark.self, SummaryCommand.self,
+            QueueBenchmark.self, ReplicasBenchmark.self, WorkflowBenchmark.self, LimiterBenchmark.self, SummaryCommand.self,
         ],
         defaultSubcommand: PingBenchmark.self
     )
