@@ -303,6 +303,15 @@ public final class InMemoryTaskBoard: TaskBoard {
         }
     }
 
+    public func task(withIdempotencyKey key: String) async throws -> BoardTask? {
+        let now = clock.now()
+        return state.withLock { state in
+            Self.forgetExpired(&state, now: now)
+            guard let known = state.idempotency[key], known.expiresAt > now else { return nil }
+            return state.tasks[known.number]?.task
+        }
+    }
+
     public func list(after number: Int64, limit: Int) async throws -> [BoardTask] {
         let now = clock.now()
         return state.withLock { state in

@@ -66,6 +66,9 @@ public protocol TaskBoard: Sendable {
 
     func get(_ id: String) async throws -> BoardTask?
 
+    /// The task submitted with idempotency key `key`, while the key is remembered.
+    func task(withIdempotencyKey key: String) async throws -> BoardTask?
+
     /// Tasks by number, after `number`, up to `limit`; forgotten tasks are skipped.
     func list(after number: Int64, limit: Int) async throws -> [BoardTask]
 

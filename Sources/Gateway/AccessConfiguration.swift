@@ -14,16 +14,19 @@ public struct AccessSettings: Sendable {
     public var activatesNewVersions: Bool
     /// `auth.rateLimits`: requests per second per principal and per tenant.
     public var rateLimits: RateLimitSettings
+    /// `auth.quotas`: what a principal and a tenant may hold at once.
+    public var quotas: QuotaSettings
 
     public init(
         policy: AccessPolicy, credentials: CredentialSettings, section: [String: JSONValue], activatesNewVersions: Bool = false,
-        rateLimits: RateLimitSettings = RateLimitSettings()
+        rateLimits: RateLimitSettings = RateLimitSettings(), quotas: QuotaSettings = QuotaSettings()
     ) {
         self.policy = policy
         self.credentials = credentials
         self.section = section
         self.activatesNewVersions = activatesNewVersions
         self.rateLimits = rateLimits
+        self.quotas = quotas
     }
 }
 
@@ -32,7 +35,7 @@ extension ConfigurationReader {
     /// a gateway that guessed at its access rules would guess wrong in someone's favour.
     mutating func readAuth(_ node: Node) {
         guard case .object(var section) = jsonValue(node) else {
-            report(node, "auth must be a mapping (anonymous, apiKeys, jwt, certificates, roles, rateLimits)")
+            report(node, "auth must be a mapping (anonymous, apiKeys, jwt, certificates, roles, rateLimits, quotas)")
             return
         }
         // A JWKS file is found beside the configuration, like every other file it names.
@@ -40,7 +43,7 @@ extension ConfigurationReader {
             jwt["jwksFile"] = .string("\(directory)/\(file)")
             section["jwt"] = .object(jwt)
         }
-        let known: Set<String> = ["anonymous", "apiKeys", "jwt", "certificates", "roles", "activateNewVersions", "rateLimits"]
+        let known: Set<String> = ["anonymous", "apiKeys", "jwt", "certificates", "roles", "activateNewVersions", "rateLimits", "quotas"]
         for key in section.keys.sorted() where !known.contains(key) {
             report(node, "auth.\(key): unknown key (known: \(known.sorted().joined(separator: ", ")))")
         }
@@ -58,7 +61,8 @@ extension ConfigurationReader {
             }
             if let jwt = credentials.jwt { try policy.checkRoles(jwt.defaultRoles, at: "auth.jwt.defaultRoles") }
             var access = AccessSettings(
-                policy: policy, credentials: credentials, section: section, rateLimits: try RateLimitSettings(auth: section))
+                policy: policy, credentials: credentials, section: section, rateLimits: try RateLimitSettings(auth: section),
+                quotas: try QuotaSettings(auth: section))
             switch section["activateNewVersions"] {
             case nil: break
             case .bool(let automatic)?: access.activatesNewVersions = automatic

@@ -4,7 +4,7 @@ import JSONRPC
 /// `auth/whoami` and `auth/authenticate`: who a connection is, and how it proves it;
 /// `audit/query`: the trail.
 enum AccessMethods {
-    static func register(in table: inout MethodTable, gate: AccessGate?, audit: AuditTrail?) {
+    static func register(in table: inout MethodTable, gate: AccessGate?, quotas: QuotaKeeper?, audit: AuditTrail?) {
         table.register("auth/whoami") { _, context in
             .result(whoami(context.principal, configured: gate != nil))
         }
@@ -16,17 +16,23 @@ enum AccessMethods {
                 return .error(.invalidParams("auth/authenticate needs \"token\": an API key or a JWT"))
             }
             let eventLoop = context.eventLoop
-            let verified = eventLoop.makeFutureWithTask { () async throws -> Principal in
+            let current = context.principal
+            let verified = eventLoop.makeFutureWithTask { () async throws -> (Principal, QuotaHold?) in
+                let principal: Principal
                 do {
-                    return try await gate.authenticator.authenticate(token: token)
+                    principal = try await gate.authenticator.authenticate(token: token)
                 } catch let error as AccessError {
                     throw error.jsonRPCError
                 }
+                // The same principal again keeps the connection it holds; another takes one of
+                // its own quota (and the previous one's is given back).
+                guard let quotas, !Self.isSame(principal, as: current) else { return (principal, nil) }
+                return (principal, try await quotas.acquire(.connections, for: principal))
             }
             // The connection changes principal on its own event loop, before the reply goes out:
             // the next request is decided as the new principal.
-            return .later(verified.hop(to: eventLoop).map { principal in
-                context.authenticated(principal)
+            return .later(verified.hop(to: eventLoop).map { principal, hold in
+                context.authenticated(principal, hold)
                 context.logger.info("authenticated as \(principal.name) (\(principal.proof.rawValue), tenant \(principal.tenant))")
                 return whoami(principal, configured: true)
             })
@@ -55,6 +61,10 @@ enum AccessMethods {
                 }
             })
         }
+    }
+
+    private static func isSame(_ principal: Principal, as current: Principal) -> Bool {
+        principal.name == current.name && principal.proof == current.proof && principal.tenant == current.tenant
     }
 
     static func whoami(_ principal: Principal, configured: Bool) -> JSONValue {

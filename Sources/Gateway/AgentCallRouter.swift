@@ -19,10 +19,16 @@ final class AgentCallRouter: Sendable {
     let queueTimeout: Duration
     /// How long a resource read waits for the agents still starting.
     let readinessWait: Duration
+    /// Counts a call made a task against its principal's `queuedTasks` quota.
+    let quotas: QuotaKeeper?
 
-    init(agents: AgentRegistry, tasks: any TaskService, queueTimeout: Duration = .seconds(60), readinessWait: Duration = .seconds(30)) {
+    init(
+        agents: AgentRegistry, tasks: any TaskService, quotas: QuotaKeeper? = nil, queueTimeout: Duration = .seconds(60),
+        readinessWait: Duration = .seconds(30)
+    ) {
         self.agents = agents
         self.tasks = tasks
+        self.quotas = quotas
         self.queueTimeout = queueTimeout
         self.readinessWait = readinessWait
     }
@@ -52,7 +58,7 @@ final class AgentCallRouter: Sendable {
         }
         if members[2]?.kind == .object {
             // MCP 2025-11-25: a task-augmented call returns a task at once; its result comes later.
-            return TaskMethods.callAsTask(request, params: params, engine: tasks, context: context)
+            return TaskMethods.callAsTask(request, params: params, engine: tasks, quotas: quotas, context: context)
         }
         return forward(.tool, name: name, method: "tools/call", params: params, meta: members[3], context)
     }

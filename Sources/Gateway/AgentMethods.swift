@@ -13,8 +13,8 @@ enum AgentMethods {
     static let pageSize = 100
 
     static func register(
-        in table: inout MethodTable, agents: AgentRegistry, supervisor: SupervisorSlot, requireAgentNameMatch: Bool, readinessWait: Duration,
-        activatesNewVersions: Bool = true
+        in table: inout MethodTable, agents: AgentRegistry, supervisor: SupervisorSlot, quotas: QuotaKeeper? = nil, requireAgentNameMatch: Bool,
+        readinessWait: Duration, activatesNewVersions: Bool = true
     ) {
         // A list waits for the agents still starting, so that a host that lists once, right
         // after connecting, sees every tool that comes up within the start-up window.
@@ -43,7 +43,9 @@ enum AgentMethods {
         }
 
         table.register("agents/register") { request, context in
-            register(request, context, agents: agents, requireAgentNameMatch: requireAgentNameMatch, activatesNewVersions: activatesNewVersions)
+            register(
+                request, context, agents: agents, quotas: quotas, requireAgentNameMatch: requireAgentNameMatch,
+                activatesNewVersions: activatesNewVersions)
         }
         table.register("agents/activate") { request, context in
             guard let template = request.params?.member("template")?.stringValue, let version = request.params?.member("version")?.stringValue else {
@@ -238,7 +240,8 @@ enum AgentMethods {
     // MARK: Attached agents
 
     private static func register(
-        _ request: JSONRPCRequest, _ context: MethodContext, agents: AgentRegistry, requireAgentNameMatch: Bool, activatesNewVersions: Bool
+        _ request: JSONRPCRequest, _ context: MethodContext, agents: AgentRegistry, quotas: QuotaKeeper?, requireAgentNameMatch: Bool,
+        activatesNewVersions: Bool
     ) -> MethodReply {
         guard let params = request.params, params.kind == .object else {
             return .error(.invalidParams("agents/register takes an object: agentName, agentType, version, capabilities, tools, maxConcurrency"))
@@ -321,16 +324,23 @@ enum AgentMethods {
         offer.prompts = (params.member("prompts")?.elements() ?? []).compactMap { definition in
             definition.member("name")?.stringValue.map { ToolDefinition(name: $0, definition: definition) }
         }
-        context.registerAgent(id)
-        agents.add(id, registration, endpoint: context.connection, activatesNewVersion: activatesNewVersions)
-        agents.ready(id, endpoint: context.connection, offer: offer)
-        context.logger.info("agent \(id) registered: \(tools.count) tools, version \(version)")
-        return .result([
-            "agentId": .string(id.rawValue),
-            "heartbeatIntervalSeconds": 10,
-            "tools": .array(tools.map { .string($0.name) }),
-            "activeVersion": .bool(agents.status(id)?["activeVersion"] == .bool(true)),
-        ])
+        let registered = { [offer, registration] (hold: QuotaHold) -> JSONValue in
+            context.registerAgent(id, hold)
+            agents.add(id, registration, endpoint: context.connection, activatesNewVersion: activatesNewVersions)
+            agents.ready(id, endpoint: context.connection, offer: offer)
+            context.logger.info("agent \(id) registered: \(tools.count) tools, version \(version)")
+            return [
+                "agentId": .string(id.rawValue),
+                "heartbeatIntervalSeconds": 10,
+                "tools": .array(tools.map { .string($0.name) }),
+                "activeVersion": .bool(agents.status(id)?["activeVersion"] == .bool(true)),
+            ]
+        }
+        guard let quotas, quotas.counts(.agentInstances) else { return .result(registered(QuotaHold())) }
+        // Its principal's agent quota first; registered on the connection's event loop.
+        let eventLoop = context.eventLoop
+        return .later(eventLoop.makeFutureWithTask { try await quotas.acquire(.agentInstances, for: principal) }
+            .hop(to: eventLoop).map(registered))
     }
 
     private static func agentID(_ params: RawJSON?, _ context: MethodContext, _ agents: AgentRegistry) -> AgentRegistry.InstanceID? {

@@ -76,6 +76,8 @@ final class CoordinationMethods: Sendable {
     private let backend: CoordinationBackend
     private let namespaces: NamespacePolicy
     private let logger: Logger
+    /// Counts each subscription against its principal's `subscriptions` quota.
+    private let quotas: QuotaKeeper?
     private let connections = Mutex<[UInt64: CoordinatedConnection]>([:])
     private let counters = CoordinationCounters()
     private let publishedObservers = Mutex<[@Sendable (String, RawJSON) -> Void]>([])
@@ -87,7 +89,8 @@ final class CoordinationMethods: Sendable {
         publishedObservers.withLock { $0.append(observer) }
     }
 
-    private init(agents: AgentRegistry, backend: CoordinationBackend, namespaces: NamespacePolicy, logger: Logger) {
+    private init(agents: AgentRegistry, backend: CoordinationBackend, namespaces: NamespacePolicy, logger: Logger, quotas: QuotaKeeper?) {
+        self.quotas = quotas
         self.agents = agents
         self.backend = backend
         self.namespaces = namespaces
@@ -99,9 +102,9 @@ final class CoordinationMethods: Sendable {
     /// `run()` beside the listeners.
     static func register(
         in table: inout MethodTable, agents: AgentRegistry, logger: Logger,
-        backend: CoordinationBackend = .embedded(), namespaces: NamespacePolicy = .certificateTenants
+        backend: CoordinationBackend = .embedded(), namespaces: NamespacePolicy = .certificateTenants, quotas: QuotaKeeper? = nil
     ) -> CoordinationMethods {
-        let methods = CoordinationMethods(agents: agents, backend: backend, namespaces: namespaces, logger: logger)
+        let methods = CoordinationMethods(agents: agents, backend: backend, namespaces: namespaces, logger: logger, quotas: quotas)
         table.register("memory/get") { [methods] request, context in methods.memoryGet(request, context) }
         table.register("memory/set") { [methods] request, context in methods.memorySet(request, context) }
         table.register("memory/delete") { [methods] request, context in methods.memoryDelete(request, context) }
@@ -122,7 +125,10 @@ final class CoordinationMethods: Sendable {
     /// Ends the connection's subscriptions. Call it for every connection that closes.
     func connectionClosed(_ handle: ConnectionHandle) {
         guard let connection = connections.withLock({ $0.removeValue(forKey: handle.id) }) else { return }
-        for pump in connection.close() { pump.stop() }
+        for pump in connection.close() {
+            pump.stop()
+            quotas?.release(pump.hold)
+        }
     }
 
     /// Whether the connection has a subscription open (it is then never idle).
@@ -359,6 +365,7 @@ final class CoordinationMethods: Sendable {
         let events = backend.events
         let connection = connection(context)
         let counters = self.counters
+        let quotas = self.quotas
         return perform(request, context) { params in
             let topic = params.member("topic")
             let pattern = params.member("pattern")
@@ -397,11 +404,19 @@ final class CoordinationMethods: Sendable {
                     throw JSONRPCError.invalidParams(
                         "this connection already has \(Self.maximumSubscriptionsPerConnection) subscriptions; unsubscribe from some first")
                 }
-                let subscription = try await events.subscribe(filter, limits: limits)
-                let pump = EventPump(subscription: subscription, connection: connection, counters: counters)
+                let hold = try await quotas?.acquire(.subscriptions, for: context.principal) ?? QuotaHold()
+                let subscription: Subscription
+                do {
+                    subscription = try await events.subscribe(filter, limits: limits)
+                } catch {
+                    quotas?.release(hold)
+                    throw error
+                }
+                let pump = EventPump(subscription: subscription, connection: connection, counters: counters, hold: hold)
                 guard connection.add(pump) else {
                     // The connection closed while the subscription was being made.
                     pump.stop()
+                    quotas?.release(hold)
                     throw JSONRPCError.internalError("the connection closed while subscribing")
                 }
                 pump.start()
@@ -413,6 +428,7 @@ final class CoordinationMethods: Sendable {
     private func unsubscribe(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
         let events = backend.events
         let connection = connection(context)
+        let quotas = self.quotas
         return perform(request, context) { params in
             guard let id = params.member("subscriptionId")?.stringValue else {
                 throw JSONRPCError.invalidParams("\"subscriptionId\" must be the id events/subscribe returned")
@@ -422,6 +438,7 @@ final class CoordinationMethods: Sendable {
                 guard let pump = connection.remove(id) else { return ["unsubscribed": false] }
                 await events.unsubscribe(id)
                 pump.stop()
+                quotas?.release(pump.hold)
                 let statistics = pump.subscription.statistics
                 return ["unsubscribed": true, "delivered": .integer(Int64(statistics.delivered)), "dropped": .integer(Int64(statistics.dropped))]
             }
@@ -847,9 +864,12 @@ private final class EventPump: Sendable {
     let subscription: Subscription
     let connection: CoordinatedConnection
     let counters: CoordinationCounters
+    /// What the subscription holds of its principal's quota, given back when it ends.
+    let hold: QuotaHold
     private let countedDrops = Atomic<UInt64>(0)
 
-    init(subscription: Subscription, connection: CoordinatedConnection, counters: CoordinationCounters) {
+    init(subscription: Subscription, connection: CoordinatedConnection, counters: CoordinationCounters, hold: QuotaHold = QuotaHold()) {
+        self.hold = hold
         self.subscription = subscription
         self.connection = connection
         self.counters = counters

@@ -39,6 +39,8 @@ final class GatewayCore: Sendable {
     let workflows: WorkflowHost
     /// Who may do what: nil without an `auth` section.
     let access: AccessGate?
+    /// What principals and tenants hold against `auth.quotas`: nil when nothing is counted.
+    let quotas: QuotaKeeper?
     /// The record of state-changing and refused requests: nil without an `audit` section.
     let audit: AuditTrail?
     /// Where the trail's entries also go, with replicas.
@@ -73,6 +75,13 @@ final class GatewayCore: Sendable {
         let cluster = settings.redis.map { Cluster(settings: $0, agents: agents, group: group, logger: logger, listeners: { status.listeners }) }
         let tasks: any TaskService = cluster?.tasks ?? TaskEngine(agents: agents, group: group, logger: logger)
         self.cluster = cluster
+        let quotas = settings.access.flatMap { access in
+            access.quotas.limitsAnyone
+                ? QuotaKeeper(
+                    settings: access.quotas, redis: cluster.map { ($0.client, $0.settings.replicaID, $0.settings.keyPrefix) }, logger: logger)
+                : nil
+        }
+        self.quotas = quotas
         // With replicas the trail also goes to a Redis stream that all of them share.
         let auditStream = settings.audit == nil ? nil : cluster.map {
             AuditStream(client: $0.client, keyPrefix: $0.settings.keyPrefix, logger: logger)
@@ -88,7 +97,7 @@ final class GatewayCore: Sendable {
             }
         }
         self.audit = audit
-        let calls = AgentCallRouter(agents: agents, tasks: tasks, readinessWait: settings.readinessWait)
+        let calls = AgentCallRouter(agents: agents, tasks: tasks, quotas: quotas, readinessWait: settings.readinessWait)
         let supervisorSlot = SupervisorSlot()
         self.agents = agents
         self.calls = calls
@@ -96,15 +105,16 @@ final class GatewayCore: Sendable {
         self.supervisorSlot = supervisorSlot
         var methods = MethodTable()
         CoreMethods.register(in: &methods, status: status)
-        AccessMethods.register(in: &methods, gate: access, audit: audit)
+        AccessMethods.register(in: &methods, gate: access, quotas: quotas, audit: audit)
         AgentMethods.register(
-            in: &methods, agents: agents, supervisor: supervisorSlot, requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false,
+            in: &methods, agents: agents, supervisor: supervisorSlot, quotas: quotas,
+            requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false,
             readinessWait: settings.readinessWait, activatesNewVersions: settings.access?.activatesNewVersions ?? true)
         calls.register(in: &methods)
-        TaskMethods.register(in: &methods, engine: tasks, egress: settings.egress)
+        TaskMethods.register(in: &methods, engine: tasks, egress: settings.egress, quotas: quotas)
         PatternMethods.register(in: &methods, agents: agents, readinessWait: settings.readinessWait)
         let backend = cluster?.coordination ?? .embedded()
-        self.coordination = CoordinationMethods.register(in: &methods, agents: agents, logger: logger, backend: backend)
+        self.coordination = CoordinationMethods.register(in: &methods, agents: agents, logger: logger, backend: backend, quotas: quotas)
         var workflowStore: any KeyValueStore = backend.store
         var startupProblem: String?
         if cluster == nil {
@@ -160,6 +170,11 @@ final class GatewayCore: Sendable {
         let callbacks = CallbackPoster(group: group, logger: logger, egress: settings.egress)
         tasks.onFinished { task in
             if task.submission.callback != nil { callbacks.deliver(task) }
+            // Whichever replica sees a task end gives back what it held.
+            if !task.submission.heldQuotas.isEmpty { quotas?.release(QuotaHold(keys: task.submission.heldQuotas)) }
+        }
+        if let quotas, let cluster {
+            cluster.membership.onReplicaGone { replica in Task { await quotas.forget(replica: replica) } }
         }
         let registry = self.registry
         agents.onCatalogChange { change in
@@ -279,6 +294,8 @@ public final class GatewayServer: Service {
         // The configuration's workflows, stored before a client can ask for them. (With Redis
         // the store is reached once the cluster runs: they are stored as the workflows start.)
         if core.cluster == nil { await core.workflows.prepare() }
+        // What this replica held before a restart, given back before anything is counted anew.
+        await core.quotas?.forgetOwnPastHoldings()
         // Trapped before anything is announced, so that a SIGHUP never finds the default action.
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         var listeners: [(address: ListenAddress, channel: any Channel)] = []

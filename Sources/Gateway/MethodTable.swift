@@ -26,10 +26,12 @@ public struct MethodContext: Sendable {
     /// The tenant whose data this request sees, with access control; nil without (one space
     /// for everyone, as before), and for admins and operators, who work across tenants.
     public var tenant: String? { grant.principal.proof == .unconfigured || grant.spansTenants ? nil : grant.principal.tenant }
-    /// Makes the connection the given principal (`auth/authenticate`).
-    var authenticated: @Sendable (Principal) -> Void
-    /// Marks the connection as the given attached agent (`agents/register`).
-    var registerAgent: @Sendable (AgentRegistry.InstanceID) -> Void
+    /// Makes the connection the given principal (`auth/authenticate`), holding `hold` of its
+    /// connection quota from now on (nil: the same principal again, the hold it has stays).
+    var authenticated: @Sendable (Principal, QuotaHold?) -> Void
+    /// Marks the connection as the given attached agent (`agents/register`), holding `hold` of
+    /// its principal's agent quota until it closes.
+    var registerAgent: @Sendable (AgentRegistry.InstanceID, QuotaHold) -> Void
 }
 
 /// A handler's answer: at once when it can, or later.

@@ -63,6 +63,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private static let maximumHeldLines = 256
     private var inputClosed = false
     private var closing = false
+    /// Gone: what arrives for it now (a hold taken while it closed) is given back at once.
+    private var closed = false
+    /// What the connection holds of its principal's quotas: the connection itself, and the
+    /// agent it registered as. Given back when it closes.
+    private var connectionHold = QuotaHold()
+    private var agentHold = QuotaHold()
 
     private var outboundRequests: [JSONRPCID: OutboundRequest] = [:]
     /// One timer for every request to the peer, set for the earliest deadline: a call costs a
@@ -134,6 +140,11 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         gateway.registry.remove(connectionID)
+        closed = true
+        gateway.quotas?.release(connectionHold)
+        gateway.quotas?.release(agentHold)
+        connectionHold = QuotaHold()
+        agentHold = QuotaHold()
         keepalive?.cancel()
         keepalive = nil
         deadlineTimer?.task.cancel()
@@ -216,6 +227,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             if let peer = handshake.peer, let grant = gateway.access?.grant(forCertificate: peer) {
                 access.change(to: grant, rateChecks: gateway.access?.rateChecks(for: grant) ?? [])
                 logger[metadataKey: "principal"] = "\(grant.principal.name)"
+                holdConnectionQuota(of: grant.principal, context: context)
             }
             if let peer = handshake.peer { logger[metadataKey: "peer.subject"] = "\(peer.subject)" }
             logger.debug("TLS \(handshake.protocolVersion) \(handshake.cipher)")
@@ -229,6 +241,30 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             closeIfFinished()
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    /// A certificate's principal takes one of its connection quota; past it the connection is
+    /// closed (there is no request to refuse). Its requests wait for the verdict.
+    private func holdConnectionQuota(of principal: Principal, context: ChannelHandlerContext) {
+        guard let quotas = gateway.quotas, quotas.counts(.connections) else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        awaitVerdict()
+        context.eventLoop.makeFutureWithTask { try await quotas.acquire(.connections, for: principal) }.whenComplete { outcome in
+            let handler = loopBound.value
+            defer { handler.verdictReached() }
+            switch outcome {
+            case .success(let hold):
+                handler.connectionHold = hold
+                if handler.closed {
+                    quotas.release(hold)
+                    handler.connectionHold = QuotaHold()
+                }
+            case .failure(let error):
+                handler.logger.notice("closing the connection of \(principal.name): \((error as? JSONRPCError)?.message ?? "\(error)")")
+                handler.closing = true
+                handler.context?.close(promise: nil)
+            }
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -651,15 +687,25 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 agentInstance: agentInstance,
                 peerIdentity: handle.peerIdentity,
                 grant: access.grant,
-                authenticated: { principal in
+                authenticated: { principal, hold in
                     // Called on this event loop by `auth/authenticate`.
                     let handler = loopBound.value
+                    if let hold {
+                        handler.gateway.quotas?.release(handler.connectionHold)
+                        handler.connectionHold = hold
+                        if handler.closed {
+                            handler.gateway.quotas?.release(hold)
+                            handler.connectionHold = QuotaHold()
+                        }
+                    }
                     let grant = handler.gateway.access?.grant(for: principal) ?? .unrestricted
                     handler.access.change(to: grant, rateChecks: handler.gateway.access?.rateChecks(for: grant) ?? [])
                     handler.logger[metadataKey: "principal"] = "\(principal.name)"
                 },
-                registerAgent: { instance in
+                registerAgent: { instance, hold in
                     // Called on this event loop by `agents/register`.
+                    let handler = loopBound.value
+                    if handler.closed { handler.gateway.quotas?.release(hold) } else { handler.agentHold = hold }
                     loopBound.value.agentInstance = instance
                     loopBound.value.logger[metadataKey: "agent"] = "\(instance)"
                 }

@@ -11,17 +11,14 @@ enum TaskMethods {
     /// How often MCP clients are told to poll a task.
     static let pollIntervalMilliseconds: Int64 = 1_000
 
-    static func register(in table: inout MethodTable, engine: any TaskService, egress: EgressPolicy = EgressPolicy()) {
+    static func register(in table: inout MethodTable, engine: any TaskService, egress: EgressPolicy = EgressPolicy(), quotas: QuotaKeeper? = nil) {
         table.register("tasks/submit") { request, context in
             switch submission(from: request.params, egress: egress) {
             case .failure(let error): return .error(error)
             case .success(var owned):
                 owned.ownerTenant = context.tenant
                 if context.tenant != nil { owned.submittedBy = context.principal.name }
-                let submission = owned
-                return answer(on: context, engine: engine, now: { status(try $0.submitNow(submission)) }) {
-                    status(try await engine.submit(submission))
-                }
+                return submit(owned, on: context, engine: engine, quotas: quotas, answer: status)
             }
         }
         table.register("tasks/get") { request, context in
@@ -152,7 +149,9 @@ enum TaskMethods {
     }
 
     /// A `tools/call` carrying `params.task` becomes a task; the reply is MCP's CreateTaskResult.
-    static func callAsTask(_ request: JSONRPCRequest, params: RawJSON, engine: any TaskService, context: MethodContext) -> MethodReply {
+    static func callAsTask(
+        _ request: JSONRPCRequest, params: RawJSON, engine: any TaskService, quotas: QuotaKeeper?, context: MethodContext
+    ) -> MethodReply {
         guard let name = params.member("name")?.stringValue else {
             return .error(.invalidParams("\"name\" must be a string naming the tool"))
         }
@@ -162,9 +161,78 @@ enum TaskMethods {
         if let ttl = params.member("task")?.member("ttl")?.decoded().integerValue, ttl > 0 {
             submission.retention = .milliseconds(ttl)
         }
-        let accepted = submission
-        return answer(on: context, engine: engine, now: { ["task": mcpTask(try $0.submitNow(accepted))] }) {
-            ["task": mcpTask(try await engine.submit(accepted))]
+        return submit(submission, on: context, engine: engine, quotas: quotas) { ["task": mcpTask($0)] }
+    }
+
+    /// Submits a task that holds one of its principal's and tenant's `queuedTasks` quota until
+    /// it ends; the quota refuses it (`-32008`) when full.
+    static func submit(
+        _ submission: TaskSubmission, on context: MethodContext, engine: any TaskService, quotas: QuotaKeeper?,
+        answer shape: @escaping @Sendable (TaskRecord) -> JSONValue
+    ) -> MethodReply {
+        guard let quotas, quotas.counts(.queuedTasks) else {
+            return answer(on: context, engine: engine, now: { shape(try $0.submitNow(submission)) }) { shape(try await engine.submit(submission)) }
+        }
+        let principal = context.principal
+        let token = String(UInt64.random(in: 1...UInt64.max), radix: 36)
+        @Sendable func holding(_ hold: QuotaHold) -> TaskSubmission {
+            var held = submission
+            held.heldQuotas = hold.keys
+            held.quotaToken = hold.keys.isEmpty ? nil : token
+            return held
+        }
+        /// An earlier task answered (its idempotency key): this submission's hold goes back.
+        @Sendable func settle(_ task: TaskRecord, _ hold: QuotaHold) {
+            if !hold.keys.isEmpty, task.submission.quotaToken != token { quotas.release(hold) }
+        }
+        if let decided = quotas.acquireNow(.queuedTasks, for: principal) {
+            let hold: QuotaHold
+            switch decided {
+            case .success(let taken):
+                hold = taken
+            case .failure(let refusal):
+                // A submission sent again (its reply lost) is answered its task, quota or not.
+                if let key = submission.idempotencyKey, let earlier = (engine as? TaskEngine)?.taskNow(withIdempotencyKey: key) {
+                    return .result(shape(earlier))
+                }
+                return .error(refusal)
+            }
+            return answer(on: context, engine: engine, now: { local in
+                do {
+                    let task = try local.submitNow(holding(hold))
+                    settle(task, hold)
+                    return shape(task)
+                } catch {
+                    quotas.release(hold)
+                    throw error
+                }
+            }) {
+                do {
+                    let task = try await engine.submit(holding(hold))
+                    settle(task, hold)
+                    return shape(task)
+                } catch {
+                    quotas.release(hold)
+                    throw error
+                }
+            }
+        }
+        return later(on: context) {
+            let hold: QuotaHold
+            do {
+                hold = try await quotas.acquire(.queuedTasks, for: principal)
+            } catch {
+                if let key = submission.idempotencyKey, let earlier = try await engine.task(withIdempotencyKey: key) { return shape(earlier) }
+                throw error
+            }
+            do {
+                let task = try await engine.submit(holding(hold))
+                settle(task, hold)
+                return shape(task)
+            } catch {
+                quotas.release(hold)
+                throw error
+            }
         }
     }
 

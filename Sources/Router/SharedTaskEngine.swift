@@ -186,6 +186,10 @@ public final class SharedTaskEngine: TaskService {
 
     // MARK: Reading
 
+    public func task(withIdempotencyKey key: String) async throws -> TaskRecord? {
+        try await board.task(withIdempotencyKey: key).map(decode)
+    }
+
     public func get(_ id: String) async throws -> TaskRecord {
         guard let task = try await board.get(id) else { throw TaskLookupError.unknownTask(id) }
         return try decode(task)

@@ -101,6 +101,11 @@ public final class TaskEngine: Sendable {
 
     // MARK: Submitting
 
+    /// The task submitted with idempotency key `key`, while it is kept.
+    public func taskNow(withIdempotencyKey key: String) -> TaskRecord? {
+        state.withLock { state in state.idempotency[key].flatMap { state.tasks[$0] } }
+    }
+
     /// Accepts a task and returns it at once (an earlier task when the idempotency key was seen).
     public func submitNow(_ submission: TaskSubmission) throws(SubmitError) -> TaskRecord {
         guard (1...10).contains(submission.priority) else { throw .invalid("priority must be from 1 (highest) to 10 (lowest)") }

@@ -93,6 +93,11 @@ public struct TaskSubmission: Sendable {
     public var ownerTenant: String?
     /// The principal that submitted it, for the record.
     public var submittedBy: String?
+    /// The quota counts the task holds until it ends (given back by whoever ends it), and the
+    /// token of the submission that took them: a submission answered with an earlier task (its
+    /// idempotency key) sees another token, and gives its own back at once.
+    public var heldQuotas: [String] = []
+    public var quotaToken: String?
 
     public init(taskType: String, taskData: RawJSON) {
         self.taskType = taskType

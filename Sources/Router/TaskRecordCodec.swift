@@ -38,6 +38,8 @@ enum TaskRecordCodec {
         if let tenant = submission.routing.tenant { object["tenant"] = .string(tenant) }
         if let owner = submission.ownerTenant { object["ownerTenant"] = .string(owner) }
         if let principal = submission.submittedBy { object["submittedBy"] = .string(principal) }
+        if !submission.heldQuotas.isEmpty { object["heldQuotas"] = .array(submission.heldQuotas.map(JSONValue.string)) }
+        if let token = submission.quotaToken { object["quotaToken"] = .string(token) }
         if let startTime = task.startTime { object["startTime"] = time(startTime) }
         if let completionTime = task.completionTime { object["completionTime"] = time(completionTime) }
         if let agent = task.assignedAgent { object["assignedAgent"] = ["id": .string(agent.id), "name": .string(agent.name)] }
@@ -84,6 +86,8 @@ enum TaskRecordCodec {
         submission.routing = RoutingHints(stickyKey: fields["stickyKey"]?.stringValue, tenant: fields["tenant"]?.stringValue)
         submission.ownerTenant = fields["ownerTenant"]?.stringValue
         submission.submittedBy = fields["submittedBy"]?.stringValue
+        submission.heldQuotas = strings("heldQuotas")
+        submission.quotaToken = fields["quotaToken"]?.stringValue
 
         var task = TaskRecord(id: id, submission: submission)
         task.state = TaskState(rawValue: fields["state"]?.stringValue ?? "") ?? .pending

@@ -7,6 +7,8 @@ public protocol TaskService: Sendable {
     /// Accepts a task and returns it at once (an earlier task when the idempotency key was seen).
     func submit(_ submission: TaskSubmission) async throws -> TaskRecord
     func get(_ id: String) async throws -> TaskRecord
+    /// The task submitted with idempotency key `key`, while the key is remembered.
+    func task(withIdempotencyKey key: String) async throws -> TaskRecord?
     /// Returns when the task has ended.
     func result(_ id: String) async throws -> TaskRecord
     /// Tasks in submission order after task number `cursor`.
@@ -72,6 +74,10 @@ extension TaskEngine: TaskService {
 
     public func get(_ id: String) async throws -> TaskRecord {
         try getNow(id)
+    }
+
+    public func task(withIdempotencyKey key: String) async throws -> TaskRecord? {
+        taskNow(withIdempotencyKey: key)
     }
 
     public func result(_ id: String) async throws -> TaskRecord {

@@ -353,8 +353,9 @@ struct AgentConfiguration {
 
     /// `accessRules`: with more than 0, an `auth` section whose anonymous role has that many
     /// rules, all naming a target (so that every call is decided on its tool, the dearer path),
-    /// the one allowing the benchmark's tool last.
-    init(name: String = "echo", command: [String], instances: Int = 1, maxConcurrency: Int, accessRules: Int = 0) throws {
+    /// the one allowing the benchmark's tool last. `rateLimited`: every tenant has a rate limit
+    /// too high to refuse anything, so that every call passes the limiter.
+    init(name: String = "echo", command: [String], instances: Int = 1, maxConcurrency: Int, accessRules: Int = 0, rateLimited: Bool = false) throws {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-bench-\(getpid())-\(UUID().uuidString).json")
         var template: [String: Any] = [
             "agents": [name: ["command": command[0], "args": Array(command.dropFirst()), "instances": instances, "maxConcurrency": maxConcurrency]],
@@ -362,7 +363,9 @@ struct AgentConfiguration {
         if accessRules > 0 {
             let others = (1..<max(accessRules - 3, 1)).map { "tools/call:other_\($0)__*" }
             let allow = others + ["tools/list", "agents/list", "tools/call:\(name)"]
-            template["auth"] = ["anonymous": "bench", "roles": ["bench": ["allow": allow, "deny": ["tools/call:forbidden_*"]]]]
+            var auth: [String: Any] = ["anonymous": "bench", "roles": ["bench": ["allow": allow, "deny": ["tools/call:forbidden_*"]]]]
+            if rateLimited { auth["rateLimits"] = AccessConfiguration.unrefusedRateLimits }
+            template["auth"] = auth
         }
         try JSONSerialization.data(withJSONObject: template).write(to: url)
         path = url.path
@@ -377,7 +380,10 @@ struct AccessConfiguration {
     let path: String
     let agentKey = "bench-agent-key"
 
-    init(rules: Int, tool: String = "echo") throws {
+    /// A rate limit for every tenant that nothing in a benchmark reaches.
+    static var unrefusedRateLimits: [String: Any] { ["tenants": ["*": ["perSecond": 1_000_000_000, "burst": 1_000_000_000]]] }
+
+    init(rules: Int, tool: String = "echo", rateLimited: Bool = false) throws {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-bench-access-\(getpid())-\(UUID().uuidString).json")
         let others = (1..<max(rules - 3, 1)).map { "tools/call:other_\($0)__*" }
         let configuration: [String: Any] = [
@@ -387,7 +393,7 @@ struct AccessConfiguration {
                 // SHA-256 of "bench-agent-key".
                 "apiKeys": [["name": "bench-agent", "sha256": "820237229165607b06ec7d85845f53177446090a67c891a4c00f38eb52b94721", "roles": ["agent"], "agentNames": [tool]]],
                 "activateNewVersions": true,
-            ],
+            ].merging(rateLimited ? ["rateLimits": Self.unrefusedRateLimits] : [:]) { $1 },
         ]
         try JSONSerialization.data(withJSONObject: configuration).write(to: url)
         path = url.path

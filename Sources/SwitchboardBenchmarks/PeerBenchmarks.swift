@@ -209,10 +209,14 @@ struct CeilingBenchmark: AsyncParsableCommand {
     @Option(help: "Run the gateways with an auth section whose anonymous role has this many rules (0: none), to measure what deciding access costs a call.")
     var accessRules = 0
 
+    @Flag(help: "With --access-rules: every tenant has a rate limit (too high to refuse anything), so that every call passes the limiter.")
+    var rateLimit = false
+
     func run() async throws {
         let agent = URL(fileURLWithPath: agent).standardizedFileURL.path
         let concurrency = max(options.inFlight, 64)
-        let configuration = try AgentConfiguration(command: [agent], maxConcurrency: concurrency, accessRules: accessRules)
+        let configuration = try AgentConfiguration(
+            command: [agent], maxConcurrency: concurrency, accessRules: accessRules, rateLimited: rateLimit)
         defer { configuration.remove() }
         var table = ResultTable()
 

@@ -38,6 +38,9 @@ struct ProfileBenchmark: AsyncParsableCommand {
     @Option(help: "Profile with an auth section whose anonymous role (the client's) has this many rules naming targets; the agent authenticates with an API key (0: no auth section).")
     var accessRules = 0
 
+    @Flag(help: "With --access-rules: every tenant has a rate limit (too high to refuse anything), so that every call passes the limiter.")
+    var rateLimit = false
+
     @Option(help: "Where the callgrind files go.")
     var output: String = ".build/bench/profile"
 
@@ -70,7 +73,7 @@ struct ProfileBenchmark: AsyncParsableCommand {
             try FileManager.default.removeItem(atPath: "\(output)/\(file)")
         }
         let base = "\(output)/callgrind.out"
-        let access = accessRules > 0 ? try AccessConfiguration(rules: accessRules) : nil
+        let access = accessRules > 0 ? try AccessConfiguration(rules: accessRules, rateLimited: rateLimit) : nil
         defer { access?.remove() }
         let gateway = try JSONRPCProcess.startGateway(
             binary: binary, transport: "tcp", extraArguments: access.map { ["--config", $0.path] } ?? [],

@@ -745,3 +745,35 @@ def test_a_certificate_confines_shared_memory_to_its_own_tenant_namespace(tls_ga
         # A peer without a certificate is the operator's and sees every namespace.
         seen = anonymous.call("memory/get", {"key": "position", "namespace": f"tenant:{AGENT_CN}"})["result"]
         assert seen["value"] == {"qty": 7}
+
+
+def test_a_certificate_principal_past_its_connection_quota_is_closed(tls_gateway, pki, tmp_path):
+    """A mapped client certificate is a principal from the handshake on (protocol-spec 12.2): it
+    takes one of its connection quota then (12.7.2), and a connection past it is closed, with no
+    request to refuse."""
+    config = tmp_path / "quota.json"
+    config.write_text(json.dumps({"auth": {
+        "anonymous": "none",
+        "certificates": [{"match": {"commonName": AGENT_CN}, "name": "agent-seven", "roles": ["agent"], "agentNames": ["*"]}],
+        "quotas": {"principal": {"connections": 1}},
+    }}))
+    gw = tls_gateway(*mtls_args(pki, "require"), "--config", str(config))
+    with TLSClient.open(gw.address, client_context(pki, cert=pki.agent)) as first:
+        assert first.call("auth/whoami")["result"]["principal"] == "agent-seven"
+        with TLSClient.open(gw.address, client_context(pki, cert=pki.agent)) as second:
+            with pytest.raises(Closed):
+                second.call("ping")
+        gw.wait_log(r"closing the connection of agent-seven: Limited: principal agent-seven may hold at most 1 connection")
+        assert "result" in first.call("ping")
+    # The first one closed: its place is free. (A connection's requests wait for its quota's
+    # verdict, so an answer means it was let in.)
+    deadline = time.monotonic() + 15
+    while True:
+        with TLSClient.open(gw.address, client_context(pki, cert=pki.agent)) as third:
+            try:
+                if third.call("auth/whoami")["result"]["principal"] == "agent-seven":
+                    break
+            except Closed:
+                pass
+        assert time.monotonic() < deadline, "the closed connection's place was not given back"
+        time.sleep(0.1)

@@ -486,6 +486,12 @@ public final class RedisTaskBoard: TaskBoard {
         return try Self.decodeTask(.array([.bulkString(ByteBuffer(string: id))] + fields))
     }
 
+    public func task(withIdempotencyKey key: String) async throws -> BoardTask? {
+        let reply = try await send(["GET", RedisArgument(keyPrefix + "idem:" + key)])
+        guard let id = reply.string else { return nil }
+        return try await get(id)
+    }
+
     public func list(after number: Int64, limit: Int) async throws -> [BoardTask] {
         guard limit > 0 else { return [] }
         let reply = try await run(Self.listScript, [RedisArgument(String(number)), RedisArgument(limit)])

@@ -29,6 +29,12 @@ final class ReplicaMembership: Sendable {
     }
 
     private let known = Mutex<[String: Known]>([:])
+    private let onGone = Mutex<[@Sendable (String) -> Void]>([])
+
+    /// Calls `body` with each replica found gone (its announcement lapsed).
+    func onReplicaGone(_ body: @escaping @Sendable (String) -> Void) {
+        onGone.withLock { $0.append(body) }
+    }
 
     init(
         replica: String, directory: any ReplicaDirectory, agents: AgentRegistry, bus: ReplicaBus, logger: Logger,
@@ -137,10 +143,12 @@ final class ReplicaMembership: Sendable {
             for id in gone { known[id] = nil }
             return gone
         }
+        let goneObservers = onGone.withLock { $0 }
         for lapsed in gone where lapsed != replica {
             logger.warning("replicas: \(lapsed) is gone (no heartbeat within \(lapse))")
             for instance in agents.instances(onReplica: lapsed) { agents.remove(instance) }
             bus.replicaLapsed(lapsed)
+            goneObservers.forEach { $0(lapsed) }
         }
     }
 
