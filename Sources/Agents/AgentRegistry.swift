@@ -34,6 +34,9 @@ public final class AgentRegistry: Sendable {
         /// The gateway replica the agent runs on, when it is not this one: calls to it travel
         /// through that replica.
         public var replica: String?
+        /// The tenant an agent belongs to: that of the principal that registered it, with access
+        /// control. Nil: every tenant's (a spawned agent, or no tenancy).
+        public var tenant: String?
 
         public init(
             name: String, template: String, version: String, kind: AgentKind, agentType: String = "mcp",
@@ -1201,6 +1204,7 @@ public final class AgentRegistry: Sendable {
         if let requirements = registration.resourceRequirements { status["resourceRequirements"] = requirements }
         if let identity = registration.identity { status["identity"] = identity }
         if let replica = registration.replica ?? localReplica { status["replica"] = .string(replica) }
+        if let tenant = registration.tenant { status["tenant"] = .string(tenant) }
         if let serverInfo = instance.offer.serverInfo { status["serverInfo"] = serverInfo }
         return .object(status)
     }

@@ -318,6 +318,7 @@ enum AgentMethods {
         registration.configuration = params.member("configuration").map(JSONValue.raw)
         registration.resourceRequirements = params.member("resourceRequirements").map(JSONValue.raw)
         registration.identity = context.peerIdentity.map(\.jsonValue)
+        registration.tenant = context.tenant
         var offer = AgentOffer()
         offer.tools = tools
         offer.resources = params.member("resources")?.elements() ?? []

@@ -577,7 +577,7 @@ final class CoordinationMethods: Sendable {
         let chosen: [Recipient]
         do {
             message = try OutgoingMessage(params)
-            chosen = try choose(message.recipients, broadcast: message.isBroadcast)
+            chosen = try choose(message.recipients, broadcast: message.isBroadcast, tenant: context.tenant)
         } catch let error as JSONRPCError {
             return .error(error)
         } catch {
@@ -600,21 +600,28 @@ final class CoordinationMethods: Sendable {
         return deliverRequest(.object(delivery), messageID: messageID, to: recipient, ttl: message.ttl, context)
     }
 
+    /// An agent of `tenant`, or of every tenant's; everything without tenancy.
+    private static func visible(_ status: JSONValue, to tenant: String?) -> Bool {
+        guard let tenant, let owner = status["tenant"]?.stringValue else { return true }
+        return owner == tenant
+    }
+
     private struct Recipient {
         var id: AgentRegistry.InstanceID
         var endpoint: any AgentEndpoint
     }
 
     /// The agents a message goes to: all that match for a broadcast, else the one best able to
-    /// take it (in service before in maintenance, then the least loaded).
-    private func choose(_ recipients: Recipients, broadcast: Bool) throws -> [Recipient] {
-        let candidates: [JSONValue]
+    /// take it (in service before in maintenance, then the least loaded). With a `tenant`, only
+    /// its agents and those of every tenant: another tenant's agent is not found.
+    private func choose(_ recipients: Recipients, broadcast: Bool, tenant: String?) throws -> [Recipient] {
+        var candidates: [JSONValue]
         switch recipients {
         case .agent(let name):
-            if let id = agents.instance(named: name), let status = agents.status(id) {
+            if let id = agents.instance(named: name), let status = agents.status(id), Self.visible(status, to: tenant) {
                 candidates = [status]
             } else {
-                candidates = agents.list(AgentRegistry.Filter(template: name))
+                candidates = agents.list(AgentRegistry.Filter(template: name)).filter { Self.visible($0, to: tenant) }
                 guard !candidates.isEmpty else {
                     throw JSONRPCError.invalidParams("no agent \"\(name)\"", extra: ["targetAgentId": .string(name)])
                 }
@@ -624,6 +631,7 @@ final class CoordinationMethods: Sendable {
         case .everyone:
             candidates = agents.list()
         }
+        candidates = candidates.filter { Self.visible($0, to: tenant) }
         var reachable: [(recipient: Recipient, inService: Bool, load: Int64)] = []
         for status in candidates {
             guard let id = status["agentId"]?.stringValue.map(AgentRegistry.InstanceID.init),

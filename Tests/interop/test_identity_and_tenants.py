@@ -68,6 +68,9 @@ def gateway_config(tmp_path, signing_keys, **extra) -> str:
                 {"name": "bob", "sha256": sha256("key-bob"), "roles": ["client", "flows"], "tenant": "globex"},
                 {"name": "ops", "sha256": sha256("key-ops"), "roles": ["operator"]},
                 {"name": "root", "sha256": sha256("key-root"), "roles": ["admin"]},
+                {"name": "acme-bot", "sha256": sha256("key-acme-bot"), "roles": ["agent"], "tenant": "acme", "agentNames": ["acme-helper"]},
+                {"name": "globex-bot", "sha256": sha256("key-globex-bot"), "roles": ["agent"], "tenant": "globex",
+                 "agentNames": ["globex-helper"]},
             ],
             "jwt": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwksFile": str(jwks)},
             "roles": {"flows": {"allow": ["workflows/*"]}},
@@ -159,6 +162,31 @@ def test_two_tenants_on_one_gateway_see_nothing_of_each_other(start_gateway, tmp
         assert alice.call("events/publish", {"topic": "news", "data": {"from": "alice"}})["result"]["delivered"] == 1
         event = alice.wait_notification("notifications/events/message")
         assert event["params"]["topic"] == "news" and event["params"]["data"] == {"from": "alice"}, event
+
+
+def test_a_tenants_agents_get_its_messages_and_another_tenants_do_not_exist_for_it(start_gateway, tmp_path, signing_keys):
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, signing_keys)])
+    with signed_in(gw, "key-acme-bot") as acme_bot, signed_in(gw, "key-globex-bot") as globex_bot, \
+            signed_in(gw, "key-alice") as alice, signed_in(gw, "key-bob") as bob, signed_in(gw, "key-root") as root:
+        for bot, name in ((acme_bot, "acme-helper"), (globex_bot, "globex-helper")):
+            assert "result" in bot.call("agents/register", {"agentName": name, "capabilities": ["helper"]})
+        sent = alice.call("messages/send", {"targetAgentId": "acme-helper", "messageType": "notification", "messageData": {"n": 1}})
+        assert sent["result"]["delivered"] == 1, sent
+        assert acme_bot.wait_notification("notifications/messages/message")["params"]["messageData"] == {"n": 1}
+        # Another tenant's agent is not found: exactly the answer for an agent that does not exist.
+        hidden = bob.call("messages/send", {"targetAgentId": "acme-helper", "messageType": "notification", "messageData": {}})["error"]
+        absent = bob.call("messages/send", {"targetAgentId": "nobody", "messageType": "notification", "messageData": {}})["error"]
+        assert json.dumps(hidden).replace("acme-helper", "X") == json.dumps(absent).replace("nobody", "X"), (hidden, absent)
+        # A broadcast to a capability reaches the sender's tenant's agents only.
+        broadcast = bob.call("messages/send", {"capability": "helper", "messageType": "broadcast", "messageData": {"from": "bob"}})
+        assert broadcast["result"]["delivered"] == 1, broadcast
+        assert globex_bot.wait_notification("notifications/messages/message")["params"]["messageData"] == {"from": "bob"}
+        assert not [n for n in acme_bot.notifications if n["params"].get("messageData") == {"from": "bob"}]
+        # An admin works across tenants and reaches both.
+        everyone = root.call("messages/send", {"capability": "helper", "messageType": "broadcast", "messageData": {}})
+        assert everyone["result"]["delivered"] == 2, everyone
+        assert [a.get("tenant") for a in root.call("agents/list", {"capability": "helper"})["result"]["agents"]] in (
+            ["acme", "globex"], ["globex", "acme"])
 
 
 def test_the_audit_trail_records_who_did_what_and_verify_catches_a_one_byte_change(start_gateway, tmp_path, signing_keys):

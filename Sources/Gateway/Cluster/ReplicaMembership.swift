@@ -94,7 +94,7 @@ final class ReplicaMembership: Sendable {
     private func announcement() -> ByteBuffer {
         let agents: [JSONValue] = self.agents.localSnapshots().map { snapshot in
             let registration = snapshot.registration
-            return [
+            var announced: [String: JSONValue] = [
                 "id": .string(snapshot.id.rawValue), "name": .string(registration.name), "template": .string(registration.template),
                 "version": .string(registration.version), "kind": .string(registration.kind.rawValue),
                 "agentType": .string(registration.agentType), "capabilities": .array(registration.capabilities.map(JSONValue.string)),
@@ -107,6 +107,8 @@ final class ReplicaMembership: Sendable {
                 "resources": .array(snapshot.offer.resources.map(JSONValue.raw)),
                 "resourceTemplates": .array(snapshot.offer.resourceTemplates.map(JSONValue.raw)),
             ]
+            if let tenant = registration.tenant { announced["tenant"] = .string(tenant) }
+            return .object(announced)
         }
         let value: JSONValue = [
             "replicaId": .string(replica), "startedAt": .string(startedAt.formatted(.iso8601)),
@@ -180,6 +182,7 @@ final class ReplicaMembership: Sendable {
                     maximumConcurrency: Int(agent.member("maxConcurrency")?.decoded().integerValue ?? 1),
                     callTimeout: .milliseconds(agent.member("callTimeoutMs")?.decoded().integerValue ?? 300_000))
                 registration.replica = other
+                registration.tenant = agent.member("tenant")?.stringValue
                 let endpoint = RemoteAgentEndpoint(bus: bus, replica: other, instance: localID)
                 agents.add(id, registration, endpoint: endpoint)
                 agents.ready(id, endpoint: endpoint, offer: offer)
