@@ -325,7 +325,7 @@ enum AgentMethods {
         offer.prompts = (params.member("prompts")?.elements() ?? []).compactMap { definition in
             definition.member("name")?.stringValue.map { ToolDefinition(name: $0, definition: definition) }
         }
-        let registered = { [offer, registration] (hold: QuotaHold) -> JSONValue in
+        let registered: @Sendable (QuotaHold) -> JSONValue = { [offer, registration, tools] hold in
             context.registerAgent(id, hold)
             agents.add(id, registration, endpoint: context.connection, activatesNewVersion: activatesNewVersions)
             agents.ready(id, endpoint: context.connection, offer: offer)

@@ -31,7 +31,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private let role: Role
     private var session: MCPSession
     private var logger: Logger {
-        didSet { methodContext = nil }
+        didSet { forgetMethodContexts() }
     }
     private var context: ChannelHandlerContext?
     private var connectionID: UInt64 = 0
@@ -39,7 +39,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// The agent instance behind this connection: a spawned agent, or an attached one once it
     /// has registered.
     var agentInstance: AgentRegistry.InstanceID? {
-        didSet { methodContext = nil }
+        didSet { forgetMethodContexts() }
     }
     /// What the method handlers are told of this connection, built once and again only when
     /// something in it changes (the era, the agent, the peer's identity, the logger): a request
@@ -69,6 +69,13 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// agent it registered as. Given back when it closes.
     private var connectionHold = QuotaHold()
     private var agentHold = QuotaHold()
+    /// The principal proved by the token the connection's modern-era requests carry.
+    private var tokenIdentity: TokenIdentity?
+
+    private func forgetMethodContexts() {
+        methodContext = nil
+        tokenIdentity?.methodContext = nil
+    }
 
     private var outboundRequests: [JSONRPCID: OutboundRequest] = [:]
     /// One timer for every request to the peer, set for the earliest deadline: a call costs a
@@ -216,6 +223,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         // The handle and the cached method context both lead back to this handler: let go of
         // them, so that a closed connection's objects are freed.
         methodContext = nil
+        tokenIdentity = nil
         handle = nil
     }
 
@@ -606,53 +614,122 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         guard let handler = gateway.methods.handler(for: request.method), let context, let handle else {
             return .now(.error(request.id, .methodNotFound(request.method)))
         }
-        if let refusal = access.refusal(of: request) {
-            let error = refusal.jsonRPCError
-            logger.info("refused \(request.method) \(request.id): \(error.message)")
-            // Recorded here when the request is one the trail would not record once answered.
-            if let audit = gateway.audit, !audit.records(request.method) {
-                audit.record(request, principal: access.grant.principal, connection: connectionID, error: error)
+        if gateway.access != nil, case .modern = session.era, let token = RequestToken.read(request.params) {
+            if let identity = tokenIdentity, identity.proves(token) {
+                return decideAndRun(request, handler, as: identity, context: context, handle: handle)
             }
-            return .now(.error(request.id, error))
+            return verify(token, then: request, handler, context: context, handle: handle)
         }
-        if !access.rateChecks.isEmpty, !RateLimitSettings.exemptMethods.contains(request.method), let limiter = gateway.access?.rateLimiter {
-            switch limiter.admit(access.rateChecks, principal: access.grant.principal.name, on: context.eventLoop) {
+        return decideAndRun(request, handler, as: nil, context: context, handle: handle)
+    }
+
+    /// Decides `request` as the connection's principal, or as `identity`'s, then runs it.
+    @inline(__always)
+    private func decideAndRun(
+        _ request: JSONRPCRequest, _ handler: @escaping MethodHandler, as identity: TokenIdentity?, context: ChannelHandlerContext,
+        handle: ConnectionHandle
+    ) -> Answer {
+        let refusal: AccessError?
+        let rateChecks: [RateCheck]
+        if let identity {
+            refusal = identity.decisions.refusal(of: request)
+            rateChecks = identity.decisions.rateChecks
+        } else {
+            refusal = access.refusal(of: request)
+            rateChecks = access.rateChecks
+        }
+        if let refusal {
+            return .now(.error(request.id, refused(request, refusal, principal: (identity?.decisions.grant ?? access.grant).principal)))
+        }
+        if !rateChecks.isEmpty, !RateLimitSettings.exemptMethods.contains(request.method), let limiter = gateway.access?.rateLimiter {
+            let principal = (identity?.decisions.grant ?? access.grant).principal
+            switch limiter.admit(rateChecks, principal: principal.name, on: context.eventLoop) {
             case .allowed:
                 break
             case .refused(let refusal):
-                return .now(.error(request.id, limited(request, refusal)))
+                return .now(.error(request.id, refused(request, refusal, principal: principal)))
             case .pending(let verdict):
-                return run(request, handler, afterVerdict: verdict, context: context, handle: handle)
+                return run(request, handler, as: identity, afterVerdict: verdict, context: context, handle: handle)
             }
         }
-        return run(request, handler, context: context, handle: handle)
+        return run(request, handler, as: identity, context: context, handle: handle)
     }
 
-    /// A request refused by a rate limit: logged, and kept in the audit trail.
-    private func limited(_ request: JSONRPCRequest, _ refusal: AccessError) -> JSONRPCError {
+    /// A request the access layer refused: logged, and kept in the audit trail (here when the
+    /// trail would not record it once answered).
+    private func refused(_ request: JSONRPCRequest, _ refusal: AccessError, principal: Principal) -> JSONRPCError {
         let error = refusal.jsonRPCError
         logger.info("refused \(request.method) \(request.id): \(error.message)")
         if let audit = gateway.audit, !audit.records(request.method) {
-            audit.record(request, principal: access.grant.principal, connection: connectionID, error: error)
+            audit.record(request, principal: principal, connection: connectionID, error: error)
         }
         return error
+    }
+
+    /// Verifies a request's token, then decides and runs the request as its principal; the lines
+    /// after it wait for the verdict. A token that does not verify is `-32007`, for this request.
+    private func verify(
+        _ token: String, then request: JSONRPCRequest, _ handler: @escaping MethodHandler, context: ChannelHandlerContext,
+        handle: ConnectionHandle
+    ) -> Answer {
+        guard let gate = gateway.access else { return .now(.error(request.id, .internalError("no access layer"))) }
+        awaitVerdict()
+        let reply = DeferredReply()
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.makeFutureWithTask { try await gate.authenticator.authenticate(token: token) }
+            .hop(to: context.eventLoop).whenComplete { outcome in
+                let connection = loopBound.value
+                defer { connection.verdictReached() }
+                switch outcome {
+                case .failure(let error):
+                    let refusal = error as? AccessError ?? .unauthenticated(reason: "\(error)")
+                    reply.fail(connection.refused(request, refusal, principal: connection.access.grant.principal))
+                case .success(let principal):
+                    let grant = gate.grant(for: principal)
+                    let identity = TokenIdentity(
+                        token: token, decisions: AccessDecisions(grant: grant, rateChecks: gate.rateChecks(for: grant)),
+                        expiresAt: principal.expiresAt)
+                    connection.tokenIdentity = identity
+                    guard let context = connection.context, let handle = connection.handle else {
+                        reply.fail(JSONRPCError.shuttingDown())
+                        return
+                    }
+                    connection.forward(connection.decideAndRun(request, handler, as: identity, context: context, handle: handle), to: reply)
+                }
+            }
+        return .later(request.id, .deferred(reply), nil)
+    }
+
+    /// Completes `reply` with what `answer` comes to.
+    private func forward(_ answer: Answer, to reply: DeferredReply) {
+        switch answer {
+        case .none: reply.fail(JSONRPCError.shuttingDown())
+        case .now(let answer): reply.complete(answer.result)
+        case .later(_, .future(let future), _): future.whenComplete { reply.complete($0) }
+        case .later(_, .deferred(let inner), _):
+            guard let eventLoop = context?.eventLoop else {
+                reply.fail(JSONRPCError.shuttingDown())
+                return
+            }
+            inner.whenComplete(on: eventLoop) { reply.complete($0) }
+        }
     }
 
     /// Runs `request` once Redis has decided its rate limits; the lines after it wait for the
     /// verdict, not for the reply.
     private func run(
-        _ request: JSONRPCRequest, _ handler: @escaping MethodHandler, afterVerdict verdict: EventLoopFuture<AccessError?>,
-        context: ChannelHandlerContext, handle: ConnectionHandle
+        _ request: JSONRPCRequest, _ handler: @escaping MethodHandler, as identity: TokenIdentity?,
+        afterVerdict verdict: EventLoopFuture<AccessError?>, context: ChannelHandlerContext, handle: ConnectionHandle
     ) -> Answer {
         awaitVerdict()
         let reply = DeferredReply()
-        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loopBound = NIOLoopBound((self, identity), eventLoop: context.eventLoop)
         verdict.hop(to: context.eventLoop).whenComplete { outcome in
-            let connection = loopBound.value
+            let (connection, identity) = loopBound.value
             defer { connection.verdictReached() }
             switch outcome {
             case .success(let refusal?):
-                reply.fail(connection.limited(request, refusal))
+                reply.fail(connection.refused(request, refusal, principal: (identity?.decisions ?? connection.access).grant.principal))
             case .failure(let error):
                 reply.fail(error)
             case .success(nil):
@@ -660,58 +737,71 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                     reply.fail(JSONRPCError.shuttingDown())
                     return
                 }
-                switch connection.run(request, handler, context: context, handle: handle) {
-                case .none: reply.fail(JSONRPCError.shuttingDown())
-                case .now(let answer): reply.complete(answer.result)
-                case .later(_, .future(let future), _): future.whenComplete { reply.complete($0) }
-                case .later(_, .deferred(let inner), _): inner.whenComplete(on: context.eventLoop) { reply.complete($0) }
-                }
+                connection.forward(connection.run(request, handler, as: identity, context: context, handle: handle), to: reply)
             }
         }
         return .later(request.id, .deferred(reply), nil)
     }
 
     /// Runs `request`'s handler: everything about it has been decided.
-    private func run(_ request: JSONRPCRequest, _ handler: @escaping MethodHandler, context: ChannelHandlerContext, handle: ConnectionHandle) -> Answer {
+    private func run(
+        _ request: JSONRPCRequest, _ handler: @escaping MethodHandler, as identity: TokenIdentity?, context: ChannelHandlerContext,
+        handle: ConnectionHandle
+    ) -> Answer {
         let methodContext: MethodContext
-        if let cached = self.methodContext, cached.era == session.era {
+        if let identity {
+            if let cached = identity.methodContext, cached.era == session.era {
+                methodContext = cached
+            } else {
+                methodContext = makeMethodContext(grant: identity.decisions.grant, context: context, handle: handle)
+                identity.methodContext = methodContext
+            }
+        } else if let cached = self.methodContext, cached.era == session.era {
             methodContext = cached
         } else {
-            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            methodContext = MethodContext(
-                connectionID: connectionID,
-                era: session.era,
-                eventLoop: context.eventLoop,
-                logger: logger,
-                connection: handle,
-                agentInstance: agentInstance,
-                peerIdentity: handle.peerIdentity,
-                grant: access.grant,
-                authenticated: { principal, hold in
-                    // Called on this event loop by `auth/authenticate`.
-                    let handler = loopBound.value
-                    if let hold {
-                        handler.gateway.quotas?.release(handler.connectionHold)
-                        handler.connectionHold = hold
-                        if handler.closed {
-                            handler.gateway.quotas?.release(hold)
-                            handler.connectionHold = QuotaHold()
-                        }
-                    }
-                    let grant = handler.gateway.access?.grant(for: principal) ?? .unrestricted
-                    handler.access.change(to: grant, rateChecks: handler.gateway.access?.rateChecks(for: grant) ?? [])
-                    handler.logger[metadataKey: "principal"] = "\(principal.name)"
-                },
-                registerAgent: { instance, hold in
-                    // Called on this event loop by `agents/register`.
-                    let handler = loopBound.value
-                    if handler.closed { handler.gateway.quotas?.release(hold) } else { handler.agentHold = hold }
-                    loopBound.value.agentInstance = instance
-                    loopBound.value.logger[metadataKey: "agent"] = "\(instance)"
-                }
-            )
+            methodContext = makeMethodContext(grant: access.grant, context: context, handle: handle)
             self.methodContext = methodContext
         }
+        return answer(request, by: handler, in: methodContext)
+    }
+
+    private func makeMethodContext(grant: Grant, context: ChannelHandlerContext, handle: ConnectionHandle) -> MethodContext {
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        return MethodContext(
+            connectionID: connectionID,
+            era: session.era,
+            eventLoop: context.eventLoop,
+            logger: logger,
+            connection: handle,
+            agentInstance: agentInstance,
+            peerIdentity: handle.peerIdentity,
+            grant: grant,
+            authenticated: { principal, hold in
+                // Called on this event loop by `auth/authenticate`.
+                let handler = loopBound.value
+                if let hold {
+                    handler.gateway.quotas?.release(handler.connectionHold)
+                    handler.connectionHold = hold
+                    if handler.closed {
+                        handler.gateway.quotas?.release(hold)
+                        handler.connectionHold = QuotaHold()
+                    }
+                }
+                let grant = handler.gateway.access?.grant(for: principal) ?? .unrestricted
+                handler.access.change(to: grant, rateChecks: handler.gateway.access?.rateChecks(for: grant) ?? [])
+                handler.logger[metadataKey: "principal"] = "\(principal.name)"
+            },
+            registerAgent: { instance, hold in
+                // Called on this event loop by `agents/register`.
+                let handler = loopBound.value
+                if handler.closed { handler.gateway.quotas?.release(hold) } else { handler.agentHold = hold }
+                loopBound.value.agentInstance = instance
+                loopBound.value.logger[metadataKey: "agent"] = "\(instance)"
+            }
+        )
+    }
+
+    private func answer(_ request: JSONRPCRequest, by handler: MethodHandler, in methodContext: MethodContext) -> Answer {
         switch handler(request, methodContext) {
         case .result(let result): return .now(.result(request.id, session.stamp(result)))
         case .error(let error): return .now(.error(request.id, error))

@@ -18,7 +18,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sbwire import REPO, RpcSession, switchboard_bin
+from sbwire import REPO, RpcSession, jline, req, switchboard_bin
 
 TOOL_SERVER = REPO / "Tests" / "interop" / "agents" / "stdio_tool_server.py"
 UNAUTHENTICATED = -32007
@@ -187,6 +187,51 @@ def test_a_tenants_agents_get_its_messages_and_another_tenants_do_not_exist_for_
         assert everyone["result"]["delivered"] == 2, everyone
         assert [a.get("tenant") for a in root.call("agents/list", {"capability": "helper"})["result"]["agents"]] in (
             ["acme", "globex"], ["globex", "acme"])
+
+
+MODERN = "2026-07-28"
+
+
+def modern(token: str | None = None, **params) -> dict:
+    """A 2026-07-28-era request's params: its version, and its token when it carries one."""
+    meta = {"io.modelcontextprotocol/protocolVersion": MODERN}
+    if token is not None:
+        meta["io.switchboard/token"] = token
+    return {**params, "_meta": meta}
+
+
+def test_a_modern_request_carries_its_own_token_and_is_decided_as_its_principal(start_gateway, tmp_path, signing_keys):
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, signing_keys)])
+    with RpcSession.connect(gw.tcp) as session:
+        # No handshake: each request says who it is, or is anonymous (here: nothing allowed).
+        assert session.call("tools/list", modern())["error"]["code"] == FORBIDDEN
+        assert {tool["name"] for tool in session.call("tools/list", modern("key-alice"))["result"]["tools"]} == {"echo"}
+        assert session.call("auth/whoami", modern("key-alice"))["result"]["principal"] == "alice"
+        # The connection itself stays anonymous: a request without a token is not alice's.
+        assert session.call("auth/whoami", modern())["result"]["principal"] == "anonymous"
+        # A JWT works the same way.
+        carol = token(signing_keys["rsa"], "rsa-1", "RS256")
+        who = session.call("auth/whoami", modern(carol))["result"]
+        assert (who["principal"], who["tenant"], who["proof"]) == ("carol", "initech", "jwt"), who
+        # A token that does not verify refuses its request, and never comes back in the reply.
+        bad = session.call("tools/list", modern("key-mallory"))
+        assert bad["error"]["code"] == UNAUTHENTICATED and "key-mallory" not in json.dumps(bad), bad
+        expired = token(signing_keys["rsa"], "rsa-1", "RS256", exp=int(time.time()) - 3600, iat=int(time.time()) - 7200)
+        assert session.call("auth/whoami", modern(expired))["error"]["code"] == UNAUTHENTICATED
+        # Tenancy follows each request's principal, even pipelined behind one another.
+        ids = [session.next_id() for _ in range(3)]
+        session.sock.sendall(
+            jline(req("memory/set", ids[0], modern("key-alice", namespace="shared", key="plan", value="acme's")))
+            + jline(req("memory/get", ids[1], modern("key-bob", namespace="shared", key="plan")))
+            + jline(req("memory/get", ids[2], modern("key-alice", namespace="shared", key="plan"))))
+        replies = [session.reply(id_) for id_ in ids]
+        assert "result" in replies[0], replies
+        assert replies[1]["result"]["found"] is False, replies
+        assert replies[2]["result"]["value"] == "acme's", replies
+    # In a handshake-era session the key means nothing: auth/authenticate is how it proves itself.
+    with RpcSession.connect(gw.tcp) as session:
+        session.initialize()
+        assert session.call("auth/whoami", {"_meta": {"io.switchboard/token": "key-alice"}})["result"]["principal"] == "anonymous"
 
 
 def test_the_audit_trail_records_who_did_what_and_verify_catches_a_one_byte_change(start_gateway, tmp_path, signing_keys):
