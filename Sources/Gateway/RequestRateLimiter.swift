@@ -59,17 +59,31 @@ final class RequestRateLimiter: Sendable {
     }
 
     func admit(_ checks: [RateCheck], principal: String, on eventLoop: any EventLoop) -> Verdict {
+        guard let shared else { return admitHere(checks, principal: principal) }
         let limits = checks.map { (key: $0.key, limit: $0.limit) }
-        guard let shared else {
-            guard let refusal = local.admit(all: limits) else { return .allowed }
-            return .refused(checks[refusal.index].refusal(principal: principal, retryAfterSeconds: refusal.retryAfterSeconds))
-        }
         let promise = eventLoop.makePromise(of: AccessError?.self)
         promise.completeWithTask {
             guard let refusal = await shared.admit(all: limits) else { return nil }
             return checks[refusal.index].refusal(principal: principal, retryAfterSeconds: refusal.retryAfterSeconds)
         }
         return .pending(promise.futureResult)
+    }
+
+    /// Decided in place: one key (the usual case) is one decision; several are each asked first,
+    /// then each spent, so that a refusal spends nothing.
+    private func admitHere(_ checks: [RateCheck], principal: String) -> Verdict {
+        let now = LocalRateLimiter.monotonicClock()
+        if checks.count == 1 {
+            guard case .refused(let retryAfter) = local.admit(key: checks[0].key, limit: checks[0].limit, cost: 1, now: now) else { return .allowed }
+            return .refused(checks[0].refusal(principal: principal, retryAfterSeconds: retryAfter))
+        }
+        for check in checks {
+            if case .refused(let retryAfter) = local.admit(key: check.key, limit: check.limit, cost: 0, now: now) {
+                return .refused(check.refusal(principal: principal, retryAfterSeconds: retryAfter))
+            }
+        }
+        for check in checks { _ = local.admit(key: check.key, limit: check.limit, cost: 1, now: now) }
+        return .allowed
     }
 
     func shutdown() async {

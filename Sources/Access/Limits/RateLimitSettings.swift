@@ -68,19 +68,20 @@ public struct RateCheck: Sendable, Hashable {
         case tenant
     }
 
-    public var scope: Scope
+    public let scope: Scope
     /// The principal's or the tenant's name.
-    public var name: String
-    public var limit: RateLimit
+    public let name: String
+    public let limit: RateLimit
+    /// The limiter's key: the scope and the name, which names and tenants cannot confuse. Made
+    /// once, when a connection learns its principal, not on every request.
+    public let key: String
 
     public init(scope: Scope, name: String, limit: RateLimit) {
         self.scope = scope
         self.name = name
         self.limit = limit
+        self.key = "\(scope.rawValue):\(name)"
     }
-
-    /// The limiter's key: the scope and the name, which names and tenants cannot confuse.
-    public var key: String { "\(scope.rawValue):\(name)" }
 
     /// The refusal a client sees: which limit, the rate, and when to retry.
     public func refusal(principal: String, retryAfterSeconds: Double?) -> AccessError {
