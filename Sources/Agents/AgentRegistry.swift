@@ -34,9 +34,10 @@ public final class AgentRegistry: Sendable {
         /// The gateway replica the agent runs on, when it is not this one: calls to it travel
         /// through that replica.
         public var replica: String?
-        /// The tenant an agent belongs to: that of the principal that registered it, with access
-        /// control. Nil: every tenant's (a spawned agent, or no tenancy).
-        public var tenant: String?
+        /// The tenants whose requests may use the agent: that of the principal that registered
+        /// an attached one, with access control; those a spawned one's template lists. Nil:
+        /// every tenant's.
+        public var tenants: [String]?
 
         public init(
             name: String, template: String, version: String, kind: AgentKind, agentType: String = "mcp",
@@ -173,6 +174,12 @@ public final class AgentRegistry: Sendable {
         }
 
         var isInCatalog: Bool { counted != nil }
+
+        /// Whether `tenant`'s requests may use it (nil: no tenancy, everything).
+        func isVisible(to tenant: String?) -> Bool {
+            guard let tenant, let tenants = registration.tenants else { return true }
+            return tenants.contains(tenant)
+        }
 
         /// The probes' verdict, except that an instance down is never healthy, and one still
         /// starting has not shown that it is.
@@ -660,22 +667,26 @@ public final class AgentRegistry: Sendable {
 
     /// Exposed tool definitions (with exposed names), in name order.
     /// Listing pins the names: a client may cache them.
-    public func toolDefinitions() -> [(name: String, definition: RawJSON)] {
+    /// The tools offered; with a `tenant`, those of agents its requests may use.
+    public func toolDefinitions(visibleTo tenant: String? = nil) -> [(name: String, definition: RawJSON)] {
         state.withLock { state in
             Self.pinAll(&state)
             return state.tools.keys.sorted().compactMap { exposed in
                 let origin = state.tools[exposed]!
+                guard Self.isVisible(template: origin.template, to: tenant, in: state) else { return nil }
                 guard let definition = Self.definition(of: origin, kind: .tool, in: state) else { return nil }
                 return (exposed, definition)
             }
         }
     }
 
-    public func promptDefinitions() -> [(name: String, definition: RawJSON)] {
+    /// The prompts offered; with a `tenant`, those of agents its requests may use.
+    public func promptDefinitions(visibleTo tenant: String? = nil) -> [(name: String, definition: RawJSON)] {
         state.withLock { state in
             Self.pinAll(&state)
             return state.prompts.keys.sorted().compactMap { exposed in
                 let origin = state.prompts[exposed]!
+                guard Self.isVisible(template: origin.template, to: tenant, in: state) else { return nil }
                 guard let definition = Self.definition(of: origin, kind: .prompt, in: state) else { return nil }
                 return (exposed, definition)
             }
@@ -684,13 +695,13 @@ public final class AgentRegistry: Sendable {
 
     /// Resources of every template's active instances, deduplicated by URI, with the template
     /// that serves each.
-    public func resources() -> (resources: [RawJSON], templates: [RawJSON]) {
+    public func resources(visibleTo tenant: String? = nil) -> (resources: [RawJSON], templates: [RawJSON]) {
         state.withLock { state in
             var seen = Set<String>()
             var resources: [RawJSON] = []
             var templates: [RawJSON] = []
             var seenTemplates = Set<String>()
-            for instance in Self.catalogInstances(state) {
+            for instance in Self.catalogInstances(state) where instance.isVisible(to: tenant) {
                 for resource in instance.offer.resources {
                     let uri = resource.member("uri")?.stringValue ?? ""
                     if seen.insert(uri).inserted { resources.append(resource) }
@@ -1011,11 +1022,14 @@ public final class AgentRegistry: Sendable {
         public var capability: String?
         public var agentType: String?
         public var template: String?
-        public init(state: AgentState? = nil, capability: String? = nil, agentType: String? = nil, template: String? = nil) {
+        /// Only agents this tenant's requests may use.
+        public var tenant: String?
+        public init(state: AgentState? = nil, capability: String? = nil, agentType: String? = nil, template: String? = nil, tenant: String? = nil) {
             self.state = state
             self.capability = capability
             self.agentType = agentType
             self.template = template
+            self.tenant = tenant
         }
     }
 
@@ -1026,6 +1040,7 @@ public final class AgentRegistry: Sendable {
                 if let wanted = filter.state, instance.state != wanted { return false }
                 if let wanted = filter.agentType, instance.registration.agentType != wanted { return false }
                 if let wanted = filter.template, instance.registration.template != wanted { return false }
+                if !instance.isVisible(to: filter.tenant) { return false }
                 if let wanted = filter.capability {
                     let tags = instance.registration.capabilities + instance.offer.tools.map(\.name)
                     if !tags.contains(wanted) { return false }
@@ -1204,7 +1219,7 @@ public final class AgentRegistry: Sendable {
         if let requirements = registration.resourceRequirements { status["resourceRequirements"] = requirements }
         if let identity = registration.identity { status["identity"] = identity }
         if let replica = registration.replica ?? localReplica { status["replica"] = .string(replica) }
-        if let tenant = registration.tenant { status["tenant"] = .string(tenant) }
+        if let tenants = registration.tenants { status["tenants"] = .array(tenants.map(JSONValue.string)) }
         if let serverInfo = instance.offer.serverInfo { status["serverInfo"] = serverInfo }
         return .object(status)
     }
@@ -1217,6 +1232,26 @@ public final class AgentRegistry: Sendable {
 
     /// Instances whose offers make up the catalog (present, of their template's active
     /// version): template by template in name order, each template's in id order.
+    /// Whether `tenant`'s requests may use `template`'s agents: some instance is every tenant's
+    /// or lists it. Nil: no tenancy.
+    private static func isVisible(template: String, to tenant: String?, in state: State) -> Bool {
+        guard let tenant, let instances = state.templates[template]?.instances, !instances.isEmpty else { return true }
+        return instances.contains { $0.isVisible(to: tenant) }
+    }
+
+    /// Whether `tenant`'s requests may use what `exposedName` names (a tool or a prompt), or
+    /// `template`'s resources. A name nobody offers is left to the call to refuse.
+    public func serves(_ kind: OfferKind, _ exposedName: String, tenant: String?) -> Bool {
+        guard let tenant else { return true }
+        return state.withLock { state in
+            switch kind {
+            case .tool: state.tools[exposedName].map { Self.isVisible(template: $0.template, to: tenant, in: state) } ?? true
+            case .prompt: state.prompts[exposedName].map { Self.isVisible(template: $0.template, to: tenant, in: state) } ?? true
+            case .resource(let template): Self.isVisible(template: template, to: tenant, in: state)
+            }
+        }
+    }
+
     private static func catalogInstances(_ state: State) -> [Instance] {
         state.templates.keys.sorted().flatMap { state.templates[$0]!.instances.filter(\.isInCatalog) }
     }

@@ -21,6 +21,8 @@ public struct AgentTemplate: Sendable, Equatable {
     public var instances = 1
     /// The most instances `agents/scale` may ask for.
     public var maximumInstances = 16
+    /// With access control, the tenants whose requests may use its agents; nil: every tenant.
+    public var tenants: [String]?
     /// Calls in flight per instance. MCP servers over stdio answer concurrently; 16 keeps one
     /// slow instance from hoarding work.
     public var maximumConcurrency = 16

@@ -57,6 +57,7 @@ final class AgentCallRouter: Sendable {
             return .error(.invalidParams("\"arguments\" must be an object", extra: ["tool": .string(name)]))
         }
         if members[2]?.kind == .object {
+            if let tenant = context.tenant, !agents.serves(.tool, name, tenant: tenant) { return .error(Self.notFound(.tool, name)) }
             // MCP 2025-11-25: a task-augmented call returns a task at once; its result comes later.
             return TaskMethods.callAsTask(request, params: params, engine: tasks, quotas: quotas, context: context)
         }
@@ -92,6 +93,8 @@ final class AgentCallRouter: Sendable {
 
     /// `meta` is the params' `_meta` member, which the caller has already looked up.
     private func forward(_ kind: AgentRegistry.OfferKind, name: String, method: String, params: RawJSON, meta: RawJSON?, _ context: MethodContext) -> MethodReply {
+        // What another tenant's agents offer is not found, exactly as what nobody offers.
+        if let tenant = context.tenant, !agents.serves(kind, name, tenant: tenant) { return .error(Self.notFound(kind, name)) }
         // A call an agent makes while serving calls belongs to their chains: it must not go back
         // to an agent in them (it would wait on itself), nor go deeper than the limit.
         let chain = context.agentInstance.map { callers.chain(through: $0) } ?? []
@@ -206,6 +209,16 @@ final class AgentCallRouter: Sendable {
         }
         let call = caller.call(request.method, params: request.params.map(JSONValue.raw), timeout: .minutes(10))
         return .later(call.result.map { JSONValue.raw($0) })
+    }
+}
+
+extension AgentCallRouter {
+    /// The error for a name nobody offers (to the caller's tenant).
+    static func notFound(_ kind: AgentRegistry.OfferKind, _ name: String) -> JSONRPCError {
+        switch kind {
+        case .tool, .prompt: AgentCallError(AgentRegistry.AcquireError.unknownTool(name), name: name).jsonRPCError
+        case .resource: JSONRPCError(code: -32002, message: "Resource not found: \(name)", data: ["uri": .string(name)])
+        }
     }
 }
 

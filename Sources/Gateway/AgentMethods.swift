@@ -20,25 +20,26 @@ enum AgentMethods {
         // after connecting, sees every tool that comes up within the start-up window.
         table.register("tools/list") { request, context in
             afterStartup(agents, context, within: readinessWait) {
-                page(request, items: visible(agents.toolDefinitions(), through: "tools/call", context), key: "tools", era: context.era,
+                page(request, items: visible(agents.toolDefinitions(visibleTo: context.tenant), through: "tools/call", context), key: "tools", era: context.era,
                      stillStarting: agents.hasStartingInstances)
             }
         }
         table.register("prompts/list") { request, context in
             afterStartup(agents, context, within: readinessWait) {
-                page(request, items: visible(agents.promptDefinitions(), through: "prompts/get", context), key: "prompts", era: context.era,
+                page(request, items: visible(agents.promptDefinitions(visibleTo: context.tenant), through: "prompts/get", context), key: "prompts", era: context.era,
                      stillStarting: agents.hasStartingInstances)
             }
         }
         table.register("resources/list") { request, context in
             afterStartup(agents, context, within: readinessWait) {
-                pageRaw(request, items: visible(agents.resources().resources, context), key: "resources", era: context.era,
+                pageRaw(request, items: visible(agents.resources(visibleTo: context.tenant).resources, context), key: "resources", era: context.era,
                         stillStarting: agents.hasStartingInstances)
             }
         }
         table.register("resources/templates/list") { request, context in
             afterStartup(agents, context, within: readinessWait) {
-                pageRaw(request, items: agents.resources().templates, key: "resourceTemplates", era: context.era, stillStarting: agents.hasStartingInstances)
+                pageRaw(request, items: agents.resources(visibleTo: context.tenant).templates, key: "resourceTemplates", era: context.era,
+                        stillStarting: agents.hasStartingInstances)
             }
         }
 
@@ -77,8 +78,9 @@ enum AgentMethods {
             agents.remove(id)
             return .result(["agentId": .string(id.rawValue), "deregistered": true])
         }
-        table.register("agents/list") { request, _ in
-            var filter = AgentRegistry.Filter()
+        table.register("agents/list") { request, context in
+            // Another tenant's agents are not listed.
+            var filter = AgentRegistry.Filter(tenant: context.tenant)
             if let params = request.params {
                 guard params.kind == .object else { return .error(.invalidParams("agents/list takes an object")) }
                 if let state = params.member("state")?.stringValue {
@@ -93,11 +95,13 @@ enum AgentMethods {
             }
             return .result(["agents": .array(agents.list(filter))])
         }
-        table.register("agents/get") { request, _ in
+        table.register("agents/get") { request, context in
             guard let name = request.params?.member("agentId")?.stringValue else {
                 return .error(.invalidParams("agents/get needs \"agentId\""))
             }
-            guard let id = agents.instance(named: name), let status = agents.status(id) else { return .error(unknownAgent(name)) }
+            guard let id = agents.instance(named: name), let status = agents.status(id), Self.isVisible(status, to: context.tenant) else {
+                return .error(unknownAgent(name))
+            }
             return .result(status)
         }
         table.register("agents/setState") { request, _ in
@@ -318,7 +322,7 @@ enum AgentMethods {
         registration.configuration = params.member("configuration").map(JSONValue.raw)
         registration.resourceRequirements = params.member("resourceRequirements").map(JSONValue.raw)
         registration.identity = context.peerIdentity.map(\.jsonValue)
-        registration.tenant = context.tenant
+        registration.tenants = context.tenant.map { [$0] }
         var offer = AgentOffer()
         offer.tools = tools
         offer.resources = params.member("resources")?.elements() ?? []
@@ -347,6 +351,12 @@ enum AgentMethods {
     private static func agentID(_ params: RawJSON?, _ context: MethodContext, _ agents: AgentRegistry) -> AgentRegistry.InstanceID? {
         if let name = params?.member("agentId")?.stringValue { return agents.instance(named: name) ?? AgentRegistry.InstanceID(name) }
         return context.agentInstance
+    }
+
+    /// An agent `tenant`'s requests may use: every tenant's, or one listing it.
+    static func isVisible(_ status: JSONValue, to tenant: String?) -> Bool {
+        guard let tenant, case .array(let tenants)? = status["tenants"] else { return true }
+        return tenants.contains(.string(tenant))
     }
 
     private static func unknownAgent(_ name: String) -> JSONRPCError {

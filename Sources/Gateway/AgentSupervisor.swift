@@ -144,6 +144,7 @@ final class AgentSupervisor: Sendable {
             "args": .array((template.argumentsAsWritten ?? template.arguments).map(JSONValue.string)),
         ]
         registration.configuration = configuration
+        registration.tenants = template.tenants
         core.agents.add(id, registration, startingUp: true)
         // However long its handshake may take, clients wait for it at most the readiness limit.
         let agents = core.agents

@@ -600,10 +600,8 @@ final class CoordinationMethods: Sendable {
         return deliverRequest(.object(delivery), messageID: messageID, to: recipient, ttl: message.ttl, context)
     }
 
-    /// An agent of `tenant`, or of every tenant's; everything without tenancy.
     private static func visible(_ status: JSONValue, to tenant: String?) -> Bool {
-        guard let tenant, let owner = status["tenant"]?.stringValue else { return true }
-        return owner == tenant
+        AgentMethods.isVisible(status, to: tenant)
     }
 
     private struct Recipient {

@@ -111,7 +111,7 @@ final class GatewayCore: Sendable {
             requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false,
             readinessWait: settings.readinessWait, activatesNewVersions: settings.access?.activatesNewVersions ?? true)
         calls.register(in: &methods)
-        TaskMethods.register(in: &methods, engine: tasks, egress: settings.egress, quotas: quotas)
+        TaskMethods.register(in: &methods, engine: tasks, egress: settings.egress, quotas: quotas, agents: agents)
         PatternMethods.register(in: &methods, agents: agents, readinessWait: settings.readinessWait)
         let backend = cluster?.coordination ?? .embedded()
         self.coordination = CoordinationMethods.register(in: &methods, agents: agents, logger: logger, backend: backend, quotas: quotas)

@@ -1,3 +1,4 @@
+import Access
 import Agents
 import Yams
 
@@ -206,6 +207,14 @@ extension ConfigurationReader {
                 if let timeout = hostTimeout(value, "\(path).timeout") { template.callTimeout = timeout }
             case "instances": if let n = integer(value, "\(path).instances", minimum: 0) { template.instances = n }
             case "maxInstances": if let n = integer(value, "\(path).maxInstances", minimum: 1) { template.maximumInstances = n }
+            case "tenants":
+                if let tenants = strings(value, "\(path).tenants") {
+                    if let bad = tenants.first(where: { !Principal.isValidTenant($0) }) {
+                        report(value, "\(path).tenants: \"\(bad)\" is not a tenant name (1 to 128 letters, digits and _ - . : @)")
+                    } else {
+                        template.tenants = tenants
+                    }
+                }
             case "maxConcurrency": if let n = integer(value, "\(path).maxConcurrency", minimum: 1) { template.maximumConcurrency = n }
             case "version": template.version = string(value, "\(path).version")
             case "capabilities": if let tags = strings(value, "\(path).capabilities") { template.capabilities = tags }

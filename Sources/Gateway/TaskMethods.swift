@@ -11,11 +11,18 @@ enum TaskMethods {
     /// How often MCP clients are told to poll a task.
     static let pollIntervalMilliseconds: Int64 = 1_000
 
-    static func register(in table: inout MethodTable, engine: any TaskService, egress: EgressPolicy = EgressPolicy(), quotas: QuotaKeeper? = nil) {
+    static func register(
+        in table: inout MethodTable, engine: any TaskService, egress: EgressPolicy = EgressPolicy(), quotas: QuotaKeeper? = nil,
+        agents: AgentRegistry? = nil
+    ) {
         table.register("tasks/submit") { request, context in
             switch submission(from: request.params, egress: egress) {
             case .failure(let error): return .error(error)
             case .success(var owned):
+                // Another tenant's agents do not run this tenant's tasks.
+                if let tenant = context.tenant, let agents, !agents.serves(.tool, owned.taskType, tenant: tenant) {
+                    return .error(AgentCallRouter.notFound(.tool, owned.taskType))
+                }
                 owned.ownerTenant = context.tenant
                 if context.tenant != nil { owned.submittedBy = context.principal.name }
                 return submit(owned, on: context, engine: engine, quotas: quotas, answer: status)

@@ -56,7 +56,7 @@ def token(key, kid: str, algorithm: str, **claims) -> str:
     return jwt.encode(body, key, algorithm=algorithm, headers={"kid": kid})
 
 
-def gateway_config(tmp_path, signing_keys, **extra) -> str:
+def gateway_config(tmp_path, signing_keys, agents: dict | None = None, **extra) -> str:
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps(signing_keys["jwks"]))
     path = tmp_path / "gateway.json"
@@ -75,7 +75,7 @@ def gateway_config(tmp_path, signing_keys, **extra) -> str:
             "jwt": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwksFile": str(jwks)},
             "roles": {"flows": {"allow": ["workflows/*"]}},
         },
-        "mcpServers": {"echo": {"command": sys.executable, "args": [str(TOOL_SERVER), "--tool", "echo"]}},
+        "mcpServers": {"echo": {"command": sys.executable, "args": [str(TOOL_SERVER), "--tool", "echo"]}, **(agents or {})},
         **extra,
     }))
     return str(path)
@@ -185,8 +185,38 @@ def test_a_tenants_agents_get_its_messages_and_another_tenants_do_not_exist_for_
         # An admin works across tenants and reaches both.
         everyone = root.call("messages/send", {"capability": "helper", "messageType": "broadcast", "messageData": {}})
         assert everyone["result"]["delivered"] == 2, everyone
-        assert [a.get("tenant") for a in root.call("agents/list", {"capability": "helper"})["result"]["agents"]] in (
-            ["acme", "globex"], ["globex", "acme"])
+        assert sorted(a.get("tenants", [None])[0] for a in root.call("agents/list", {"capability": "helper"})["result"]["agents"]) == [
+            "acme", "globex"]
+
+
+def test_a_template_kept_to_a_tenant_and_a_tenants_attached_agent_do_not_exist_for_another(start_gateway, tmp_path, signing_keys):
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, signing_keys, agents={
+        "acme-tools": {"command": sys.executable, "args": [str(TOOL_SERVER), "--tool", "acme_secret"], "tenants": ["acme"]}})])
+    with signed_in(gw, "key-alice") as alice, signed_in(gw, "key-bob") as bob, signed_in(gw, "key-root") as root, \
+            signed_in(gw, "key-acme-bot") as acme_bot:
+        quote = {"name": "acme_quote", "inputSchema": {"type": "object"}}
+        assert "result" in acme_bot.call("agents/register", {"agentName": "acme-helper", "tools": [quote]})
+
+        def tools(session):
+            return {tool["name"] for tool in session.call("tools/list")["result"]["tools"]}
+
+        assert tools(alice) == {"echo", "acme_secret", "acme_quote"}
+        assert tools(root) == {"echo", "acme_secret", "acme_quote"}
+        assert tools(bob) == {"echo"}
+        assert alice.call("tools/call", {"name": "acme_secret", "arguments": {"text": "x"}})["result"]["content"][0]["text"] == "server:x"
+        # To globex they do not exist: the answers for a tool nobody offers.
+        for name in ("acme_secret", "acme_quote"):
+            hidden = bob.call("tools/call", {"name": name, "arguments": {}})["error"]
+            absent = bob.call("tools/call", {"name": "nothing_here", "arguments": {}})["error"]
+            assert json.dumps(hidden).replace(name, "X") == json.dumps(absent).replace("nothing_here", "X"), (hidden, absent)
+            refused = bob.call("tasks/submit", {"taskType": name, "taskData": {}})["error"]
+            assert refused["code"] == -32602 and f'unknown tool "{name}"' in refused["message"], refused
+        listed = {a["agentName"] for a in bob.call("agents/list")["result"]["agents"]}
+        assert "acme-helper" not in listed and not any(n.startswith("acme-tools") for n in listed), listed
+        assert "echo#1" in listed or any(n.startswith("echo") for n in listed), listed
+        for agent_id in ("acme-tools#1", next(a["agentId"] for a in alice.call("agents/list")["result"]["agents"] if a["agentName"] == "acme-helper")):
+            assert bob.call("agents/get", {"agentId": agent_id})["error"]["message"] == f'Invalid params: no agent "{agent_id}"'
+            assert alice.call("agents/get", {"agentId": agent_id})["result"]["tenants"] == ["acme"]
 
 
 MODERN = "2026-07-28"

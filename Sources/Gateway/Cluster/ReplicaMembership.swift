@@ -107,7 +107,7 @@ final class ReplicaMembership: Sendable {
                 "resources": .array(snapshot.offer.resources.map(JSONValue.raw)),
                 "resourceTemplates": .array(snapshot.offer.resourceTemplates.map(JSONValue.raw)),
             ]
-            if let tenant = registration.tenant { announced["tenant"] = .string(tenant) }
+            if let tenants = registration.tenants { announced["tenants"] = .array(tenants.map(JSONValue.string)) }
             return .object(announced)
         }
         let value: JSONValue = [
@@ -182,7 +182,7 @@ final class ReplicaMembership: Sendable {
                     maximumConcurrency: Int(agent.member("maxConcurrency")?.decoded().integerValue ?? 1),
                     callTimeout: .milliseconds(agent.member("callTimeoutMs")?.decoded().integerValue ?? 300_000))
                 registration.replica = other
-                registration.tenant = agent.member("tenant")?.stringValue
+                registration.tenants = agent.member("tenants").map { $0.elements().compactMap(\.stringValue) }
                 let endpoint = RemoteAgentEndpoint(bus: bus, replica: other, instance: localID)
                 agents.add(id, registration, endpoint: endpoint)
                 agents.ready(id, endpoint: endpoint, offer: offer)
