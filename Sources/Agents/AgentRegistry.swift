@@ -774,7 +774,7 @@ public final class AgentRegistry: Sendable {
                     kind, exposedName, origin: nil, constraints: constraints, nested: nested, on: eventLoop, timeout: timeout, in: &state, registry: self))
             }
             if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self, constraints: constraints) { return .leased(lease) }
-            let present = (state.templates[origin.template]?.instances ?? []).filter(\.isPresent)
+            let present = (state.templates[origin.template]?.instances ?? []).filter { $0.isPresent && $0.isVisible(to: constraints.tenant) }
             guard !present.isEmpty else {
                 return .refused(.noAgentAvailable(tool: exposedName, template: origin.template, reason: "every instance is offline"))
             }
@@ -879,6 +879,8 @@ public final class AgentRegistry: Sendable {
         public var minimumMatch = 1.0
         /// Only instances of this replica (a task dispatcher claims work for its own agents).
         public var localOnly = false
+        /// Only instances this tenant's requests may use (nil: any).
+        public var tenant: String?
         public init(
             requiredCapabilities: [String] = [], avoiding: Set<InstanceID> = [], preferred: InstanceID? = nil, excluding: Set<InstanceID> = []
         ) {
@@ -955,7 +957,8 @@ public final class AgentRegistry: Sendable {
                 instance.inFlight < instance.registration.maximumConcurrency,
                 instance.registration.version == active, instance.circuit.wouldAdmit(now: now),
                 !(constraints.localOnly && instance.registration.replica != nil),
-                constraints.excluding.isEmpty || !constraints.excluding.contains(instance.id)
+                constraints.excluding.isEmpty || !constraints.excluding.contains(instance.id),
+                instance.isVisible(to: constraints.tenant)
             else { continue }
             switch kind {
             case .tool: guard instance.toolNames.contains(origin.name) else { continue }
@@ -1090,11 +1093,13 @@ public final class AgentRegistry: Sendable {
             let eligible = (state.templates[origin.template]?.instances ?? []).contains { instance in
                 instance.isPresent
                     && !(constraints.localOnly && instance.registration.replica != nil)
+                    && instance.isVisible(to: constraints.tenant)
                     && Self.carries(instance, constraints.requiredCapabilities, minimum: constraints.minimumMatch)
             }
             guard !eligible else { return nil }
             let reason = constraints.requiredCapabilities.isEmpty
-                ? "every instance is offline" : "no instance carries \(constraints.requiredCapabilities.joined(separator: ", "))"
+                ? (constraints.tenant == nil ? "every instance is offline" : "no instance this tenant may use is online")
+                : "no instance carries \(constraints.requiredCapabilities.joined(separator: ", "))"
             return .noAgentAvailable(tool: name, template: origin.template, reason: reason)
         }
     }

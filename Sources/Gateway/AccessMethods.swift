@@ -16,7 +16,8 @@ enum AccessMethods {
                 return .error(.invalidParams("auth/authenticate needs \"token\": an API key or a JWT"))
             }
             let eventLoop = context.eventLoop
-            let current = context.principal
+            // The connection's own principal, whoever a token in this request proves.
+            let current = context.connectionPrincipal
             let verified = eventLoop.makeFutureWithTask { () async throws -> (Principal, QuotaHold?) in
                 let principal: Principal
                 do {

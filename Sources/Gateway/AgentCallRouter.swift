@@ -110,7 +110,9 @@ final class AgentCallRouter: Sendable {
         let reply = DeferredReply()
         let cancellation = CallCancellation()
         let caller = context.connection
-        let constraints = AgentRegistry.Constraints(excluding: Set(chain))
+        var constraints = AgentRegistry.Constraints(excluding: Set(chain))
+        // Only agents the caller's tenant may use take the call.
+        constraints.tenant = context.tenant
         @Sendable func begin(_ acquired: Result<AgentRegistry.Lease, any Error>) {
             let lease: AgentRegistry.Lease
             switch acquired {

@@ -67,14 +67,15 @@ enum AgentMethods {
                 return .error(.invalidParams("\"agentId\" must name a registered agent (or call from the agent's own connection)"))
             }
             let usage = request.params?.member("resourceUsage").map(JSONValue.raw)
-            guard agents.heartbeat(id, usage: usage) else { return .error(unknownAgent(id.rawValue)) }
+            // Another tenant's agent does not exist here.
+            guard visible(id, to: context.tenant, agents), agents.heartbeat(id, usage: usage) else { return .error(unknownAgent(id.rawValue)) }
             return .result(["agentId": .string(id.rawValue), "heartbeatIntervalSeconds": 10])
         }
         table.register("agents/deregister") { request, context in
             guard let id = agentID(request.params, context, agents) else {
                 return .error(.invalidParams("\"agentId\" must name a registered agent (or call from the agent's own connection)"))
             }
-            guard agents.status(id) != nil else { return .error(unknownAgent(id.rawValue)) }
+            guard let status = agents.status(id), Self.isVisible(status, to: context.tenant) else { return .error(unknownAgent(id.rawValue)) }
             agents.remove(id)
             return .result(["agentId": .string(id.rawValue), "deregistered": true])
         }
@@ -329,8 +330,11 @@ enum AgentMethods {
         offer.prompts = (params.member("prompts")?.elements() ?? []).compactMap { definition in
             definition.member("name")?.stringValue.map { ToolDefinition(name: $0, definition: definition) }
         }
-        let registered: @Sendable (QuotaHold) -> JSONValue = { [offer, registration, tools] hold in
-            context.registerAgent(id, hold)
+        let registered: @Sendable (QuotaHold) throws -> JSONValue = { [offer, registration, tools] hold in
+            // Checked again: a register pipelined behind this one, or a close, may have come first.
+            guard context.registerAgent(id, hold) else {
+                throw JSONRPCError.invalidRequest("this connection is already registered as an agent, or is closing")
+            }
             agents.add(id, registration, endpoint: context.connection, activatesNewVersion: activatesNewVersions)
             agents.ready(id, endpoint: context.connection, offer: offer)
             context.logger.info("agent \(id) registered: \(tools.count) tools, version \(version)")
@@ -341,16 +345,27 @@ enum AgentMethods {
                 "activeVersion": .bool(agents.status(id)?["activeVersion"] == .bool(true)),
             ]
         }
-        guard let quotas, quotas.counts(.agentInstances) else { return .result(registered(QuotaHold())) }
+        guard let quotas, quotas.counts(.agentInstances) else {
+            do {
+                return .result(try registered(QuotaHold()))
+            } catch {
+                return .error(error as? JSONRPCError ?? .internalError("\(error)"))
+            }
+        }
         // Its principal's agent quota first; registered on the connection's event loop.
         let eventLoop = context.eventLoop
         return .later(eventLoop.makeFutureWithTask { try await quotas.acquire(.agentInstances, for: principal) }
-            .hop(to: eventLoop).map(registered))
+            .hop(to: eventLoop).flatMapThrowing(registered))
     }
 
     private static func agentID(_ params: RawJSON?, _ context: MethodContext, _ agents: AgentRegistry) -> AgentRegistry.InstanceID? {
         if let name = params?.member("agentId")?.stringValue { return agents.instance(named: name) ?? AgentRegistry.InstanceID(name) }
         return context.agentInstance
+    }
+
+    private static func visible(_ id: AgentRegistry.InstanceID, to tenant: String?, _ agents: AgentRegistry) -> Bool {
+        guard tenant != nil else { return true }
+        return agents.status(id).map { isVisible($0, to: tenant) } ?? true
     }
 
     /// An agent `tenant`'s requests may use: every tenant's, or one listing it.

@@ -131,7 +131,7 @@ final class CallbackPoster: Sendable {
                     try channel.pipeline.syncOperations.addHandler(StatusLineReader(promise: promise))
                 }
             }
-        Self.connect(bootstrap, to: addresses[...], port: target.port)
+        Self.connect(ConfiguredBootstrap(bootstrap), to: addresses[...], port: target.port)
             .whenComplete { connected in
                 switch connected {
                 case .failure(let error):
@@ -150,8 +150,8 @@ final class CallbackPoster: Sendable {
 
     /// Connects to each address in turn until one accepts; never to anything but these (never
     /// none: the egress policy refuses a host that resolves to no address).
-    private static func connect(_ bootstrap: ClientBootstrap, to addresses: ArraySlice<IPAddress>, port: Int) -> EventLoopFuture<any Channel> {
-        let first = bootstrap.connect(to: addresses.first!.socketAddress(port: port))
+    private static func connect(_ bootstrap: ConfiguredBootstrap, to addresses: ArraySlice<IPAddress>, port: Int) -> EventLoopFuture<any Channel> {
+        let first = bootstrap.value.connect(to: addresses.first!.socketAddress(port: port))
         guard addresses.count > 1 else { return first }
         return first.flatMapError { _ in connect(bootstrap, to: addresses.dropFirst(), port: port) }
     }
@@ -194,5 +194,15 @@ final class CallbackPoster: Sendable {
             promise.fail(error)
             context.close(promise: nil)
         }
+    }
+}
+
+/// A bootstrap that is configured and then only connected with: `connect` may be called from
+/// any thread, and nothing changes it any more, so it may cross to the next attempt's closure.
+private struct ConfiguredBootstrap: @unchecked Sendable {
+    let value: ClientBootstrap
+
+    init(_ value: ClientBootstrap) {
+        self.value = value
     }
 }

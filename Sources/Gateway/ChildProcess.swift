@@ -142,19 +142,16 @@ final class ChildProcess: Sendable {
         reapUnreported()
     }
 
-    /// A killed process whose exit was never reported (something held up the report): reaped
-    /// here if it is gone, so that its instance does not wait for it forever.
+    /// A killed process whose exit was never reported (something held the report up): taken as
+    /// ended, so that its instance does not wait for it forever. Not reaped here: Foundation
+    /// still watches it and reaps it once its report comes, and reaping it twice could reap
+    /// another child given the same pid.
     private func reapUnreported() {
-        var status: Int32 = 0
-        let reaped = waitpid(processID, &status, WNOHANG)
-        if reaped == processID {
-            let signal = status & 0x7f
-            exit.report(signal == 0 ? "exited with status \((status >> 8) & 0xff)" : "killed by signal \(signal)")
-        } else if reaped == -1 && errno == ECHILD {
-            exit.report("exited (reaped before its exit was reported)")
-        } else {
-            // Still there after SIGKILL: stuck in the kernel. Nothing more can be done for it.
-            exit.report("did not exit after SIGKILL (pid \(processID) left behind)")
+        let state = (try? String(contentsOfFile: "/proc/\(processID)/stat", encoding: .utf8))
+            .flatMap { $0.split(separator: ")").last?.split(separator: " ").first }
+        switch state {
+        case nil, "Z"?, "X"?: exit.report("killed (its exit was not reported)")
+        default: exit.report("did not exit after SIGKILL (pid \(processID), state \(state ?? "?"), left behind)")
         }
     }
 

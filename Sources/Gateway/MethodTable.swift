@@ -23,6 +23,9 @@ public struct MethodContext: Sendable {
     /// runs; handlers use the grant to scope what they show (lists, the tenant's data).
     public var grant: Grant
     public var principal: Principal { grant.principal }
+    /// Who the connection itself is: the request's principal too, unless the request carried
+    /// its own token (12.1.3).
+    public var connectionPrincipal: Principal
     /// The tenant whose data this request sees, with access control; nil without (one space
     /// for everyone, as before), and for admins and operators, who work across tenants.
     public var tenant: String? { grant.principal.proof == .unconfigured || grant.spansTenants ? nil : grant.principal.tenant }
@@ -30,8 +33,9 @@ public struct MethodContext: Sendable {
     /// connection quota from now on (nil: the same principal again, the hold it has stays).
     var authenticated: @Sendable (Principal, QuotaHold?) -> Void
     /// Marks the connection as the given attached agent (`agents/register`), holding `hold` of
-    /// its principal's agent quota until it closes.
-    var registerAgent: @Sendable (AgentRegistry.InstanceID, QuotaHold) -> Void
+    /// its principal's agent quota until it closes. False (and the hold given back) when the
+    /// connection is closing or already an agent.
+    var registerAgent: @Sendable (AgentRegistry.InstanceID, QuotaHold) -> Bool
 }
 
 /// A handler's answer: at once when it can, or later.

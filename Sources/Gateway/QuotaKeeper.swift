@@ -17,6 +17,9 @@ final class QuotaKeeper: Sendable {
     /// The same ledger when it is this process's: decided in place, without a task.
     private let localLedger: LocalQuotaLedger?
     private let redisLedger: RedisQuotaLedger?
+    /// With Redis, the count of unfinished tasks: a share no replica owns, since a task outlives
+    /// the replica that took it (and is given back by whichever ends it).
+    private let taskLedger: RedisQuotaLedger?
     private let logger: Logger
 
     init(settings: QuotaSettings, redis: (client: RedisClient, replica: String, keyPrefix: String)?, logger: Logger) {
@@ -25,14 +28,24 @@ final class QuotaKeeper: Sendable {
         if let redis {
             let shared = RedisQuotaLedger(client: redis.client, replica: redis.replica, keyPrefix: "\(redis.keyPrefix)quota:")
             redisLedger = shared
+            taskLedger = RedisQuotaLedger(client: redis.client, replica: Self.tasksShare, keyPrefix: "\(redis.keyPrefix)quota:")
             localLedger = nil
             ledger = shared
         } else {
             let local = LocalQuotaLedger()
             redisLedger = nil
+            taskLedger = nil
             localLedger = local
             ledger = local
         }
+    }
+
+    /// The share unfinished tasks are counted in (not a replica id: those have no slash).
+    private static let tasksShare = "tasks/shared"
+
+    private func ledger(for key: String) -> any QuotaLedger {
+        if let taskLedger, key.hasPrefix(QuotaResource.queuedTasks.rawValue + ":") { return taskLedger }
+        return ledger
     }
 
     /// Whether holds of `resource` are counted for anyone.
@@ -48,7 +61,7 @@ final class QuotaKeeper: Sendable {
         var taken: [String] = []
         do {
             for check in checks {
-                switch try await ledger.acquire(key: check.key, amount: amount, limit: check.limit) {
+                switch try await ledger(for: check.key).acquire(key: check.key, amount: amount, limit: check.limit) {
                 case .granted:
                     taken.append(check.key)
                 case .refused(let held, _):
@@ -93,12 +106,16 @@ final class QuotaKeeper: Sendable {
     /// Gives a hold back; in the background, since whoever ends a thing does not wait on it.
     func release(_ hold: QuotaHold) {
         guard !hold.keys.isEmpty else { return }
-        let ledger = self.ledger
+        if let localLedger {
+            // In place: a close followed at once by a new connection finds the place free.
+            for key in hold.keys { localLedger.release(key: key, amount: hold.amount) }
+            return
+        }
         let logger = self.logger
         Task {
             for key in hold.keys {
                 do {
-                    try await ledger.release(key: key, amount: hold.amount)
+                    try await self.ledger(for: key).release(key: key, amount: hold.amount)
                 } catch {
                     logger.warning("quotas: could not give back \(hold.amount) of \(key): \(error)")
                 }
@@ -108,7 +125,7 @@ final class QuotaKeeper: Sendable {
 
     /// What `key` holds now (for tests and status).
     func held(_ key: String) async throws -> Int {
-        try await ledger.held(key: key)
+        try await ledger(for: key).held(key: key)
     }
 
     /// With replicas: what this replica held before it restarted is given back, at its start.

@@ -91,7 +91,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private var queuedOutput = QueuedOutput()
     /// Who the peer is and what it may do, decided before any handler runs.
     private var access: AccessDecisions {
-        didSet { if access.grant.principal != oldValue.grant.principal { methodContext = nil } }
+        didSet { if access.grant.principal != oldValue.grant.principal { forgetMethodContexts() } }
     }
 
     private struct OutboundRequest {
@@ -148,6 +148,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         gateway.registry.remove(connectionID)
         closed = true
+        heldLines = nil
         gateway.quotas?.release(connectionHold)
         gateway.quotas?.release(agentHold)
         connectionHold = QuotaHold()
@@ -472,12 +473,13 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         verdictsAwaited -= 1
         guard verdictsAwaited == 0, var waiting = heldLines else { return }
         heldLines = nil
-        while !waiting.isEmpty, verdictsAwaited == 0, !closing {
+        while !waiting.isEmpty, verdictsAwaited == 0, !closing, !closed {
             receive(waiting.removeFirst())
         }
         if verdictsAwaited > 0 { heldLines = waiting + (heldLines ?? []) }
         flushPendingOutput()
         releaseHeldRead()
+        closeIfFinished()
     }
 
     private func handleBatch(_ entries: [DecodedEntry]) {
@@ -553,8 +555,18 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             case .result?: nil
             case nil: JSONRPCError(code: -32800, message: "cancelled by the peer")
             }
-            audit.record(request, principal: access.grant.principal, connection: connectionID, error: error)
+            audit.record(request, principal: principal(of: request), connection: connectionID, error: error)
         }
+    }
+
+    /// Who a request was decided as: the principal its own token proved, or the connection's.
+    private func principal(of request: JSONRPCRequest) -> Principal {
+        if gateway.access != nil, case .modern = session.era, let token = RequestToken.read(request.params),
+            let identity = tokenIdentity, identity.token == token
+        {
+            return identity.decisions.grant.principal
+        }
+        return access.grant.principal
     }
 
     /// A reply to come: from a future, or from a deferred reply.
@@ -776,6 +788,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             agentInstance: agentInstance,
             peerIdentity: handle.peerIdentity,
             grant: grant,
+            connectionPrincipal: access.grant.principal,
             authenticated: { principal, hold in
                 // Called on this event loop by `auth/authenticate`.
                 let handler = loopBound.value
@@ -794,9 +807,14 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             registerAgent: { instance, hold in
                 // Called on this event loop by `agents/register`.
                 let handler = loopBound.value
-                if handler.closed { handler.gateway.quotas?.release(hold) } else { handler.agentHold = hold }
-                loopBound.value.agentInstance = instance
-                loopBound.value.logger[metadataKey: "agent"] = "\(instance)"
+                guard !handler.closed, !handler.inputClosed, handler.agentInstance == nil else {
+                    handler.gateway.quotas?.release(hold)
+                    return false
+                }
+                handler.agentHold = hold
+                handler.agentInstance = instance
+                handler.logger[metadataKey: "agent"] = "\(instance)"
+                return true
             }
         )
     }
@@ -904,7 +922,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     private func closeIfFinished() {
-        guard inputClosed, inFlight == 0, !closing, let context else { return }
+        // Lines held for a verdict are still to be answered.
+        guard inputClosed, inFlight == 0, verdictsAwaited == 0, heldLines == nil, !closing, let context else { return }
         closing = true
         // Writes complete in order: once this last one (what is left, or nothing) is written,
         // every reply before it has been too. Flushes carry no promise, so that a write costs

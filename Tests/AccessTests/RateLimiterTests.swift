@@ -175,7 +175,7 @@ struct RateLimitSettingsTests {
 
     @Test func aPrincipalMeetsItsOwnLimitOrTheDefaultThenItsTenants() {
         let own = Principal(name: "alice", roles: ["client"], tenant: "acme", proof: .apiKey, rateLimit: RateLimit(perSecond: 5, burst: 5))
-        #expect(settings.checks(for: own).map(\.key) == ["principal:alice", "tenant:acme"])
+        #expect(settings.checks(for: own).map(\.key) == ["principal:acme/alice", "tenant:acme"])
         #expect(settings.checks(for: own).map(\.limit) == [RateLimit(perSecond: 5, burst: 5), RateLimit(perSecond: 100, burst: 200)])
         let other = Principal(name: "bob", roles: ["client"], tenant: "globex", proof: .jwt)
         #expect(settings.checks(for: other).map(\.limit) == [RateLimit(perSecond: 20, burst: 40), RateLimit(perSecond: 50, burst: 50)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -68,9 +69,9 @@ def gateway_config(tmp_path, signing_keys, agents: dict | None = None, **extra) 
                 {"name": "bob", "sha256": sha256("key-bob"), "roles": ["client", "flows"], "tenant": "globex"},
                 {"name": "ops", "sha256": sha256("key-ops"), "roles": ["operator"]},
                 {"name": "root", "sha256": sha256("key-root"), "roles": ["admin"]},
-                {"name": "acme-bot", "sha256": sha256("key-acme-bot"), "roles": ["agent"], "tenant": "acme", "agentNames": ["acme-helper"]},
+                {"name": "acme-bot", "sha256": sha256("key-acme-bot"), "roles": ["agent"], "tenant": "acme", "agentNames": ["acme-helper", "worker"]},
                 {"name": "globex-bot", "sha256": sha256("key-globex-bot"), "roles": ["agent"], "tenant": "globex",
-                 "agentNames": ["globex-helper"]},
+                 "agentNames": ["globex-helper", "worker"]},
             ],
             "jwt": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwksFile": str(jwks)},
             "roles": {"flows": {"allow": ["workflows/*"]}},
@@ -217,6 +218,45 @@ def test_a_template_kept_to_a_tenant_and_a_tenants_attached_agent_do_not_exist_f
         for agent_id in ("acme-tools#1", next(a["agentId"] for a in alice.call("agents/list")["result"]["agents"] if a["agentName"] == "acme-helper")):
             assert bob.call("agents/get", {"agentId": agent_id})["error"]["message"] == f'Invalid params: no agent "{agent_id}"'
             assert alice.call("agents/get", {"agentId": agent_id})["result"]["tenants"] == ["acme"]
+
+
+def test_two_tenants_agents_of_one_name_each_serve_only_their_tenants_calls(start_gateway, tmp_path, signing_keys):
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, signing_keys)])
+    with signed_in(gw, "key-acme-bot") as acme_bot, signed_in(gw, "key-globex-bot") as globex_bot, \
+            signed_in(gw, "key-alice") as alice, signed_in(gw, "key-bob") as bob:
+        work = {"name": "work", "inputSchema": {"type": "object"}}
+        ids = {bot: bot.call("agents/register", {"agentName": "worker", "tools": [work]})["result"]["agentId"]
+               for bot in (acme_bot, globex_bot)}
+        # The bots answer every call with an error: what counts is which one was called.
+        for _ in range(6):
+            assert "error" in alice.call("tools/call", {"name": "work", "arguments": {}})
+        for _ in range(4):
+            assert "error" in bob.call("tools/call", {"name": "work", "arguments": {}})
+
+        def calls(session, agent_id):
+            metrics = session.call("agents/get", {"agentId": agent_id})["result"]["performanceMetrics"]
+            return metrics["tasksCompleted"] + metrics["tasksFailed"]
+
+        assert calls(alice, ids[acme_bot]) == 6
+        assert calls(bob, ids[globex_bot]) == 4
+
+
+def test_held_lines_are_answered_when_the_peer_closes_its_side_at_once(start_gateway, tmp_path, signing_keys):
+    """Lines held while a token is verified are still answered when the peer has already closed
+    its side of the connection (a script piping requests in, then EOF)."""
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, signing_keys)])
+    sock = gw.tcp.connect()
+    sock.sendall(jline(req("tools/list", 1, modern("key-alice"))) + jline(req("auth/whoami", 2, modern("key-alice")))
+                 + jline(req("auth/whoami", 3, modern())))
+    sock.shutdown(socket.SHUT_WR)
+    received = b""
+    sock.settimeout(10)
+    while chunk := sock.recv(65536):
+        received += chunk
+    sock.close()
+    replies = {r["id"]: r for r in map(json.loads, received.splitlines())}
+    assert sorted(replies) == [1, 2, 3], received
+    assert replies[2]["result"]["principal"] == "alice" and replies[3]["result"]["principal"] == "anonymous"
 
 
 MODERN = "2026-07-28"

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from sbwire import REPO, RpcSession
+from sbwire import REPO, RpcSession, jline, req
 from test_replicas import RedisServer
 
 LIMITED = -32008
@@ -161,3 +161,32 @@ def test_replicas_share_a_quota_and_give_back_what_a_gone_replica_held(start_gat
             session.close()
     finally:
         redis.cleanup()
+
+
+def test_a_register_pipelined_behind_another_is_refused_and_holds_nothing(start_gateway, tmp_path):
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, {"principal": {"agentInstances": 2}})])
+    tool = {"name": "quote", "inputSchema": {"type": "object"}}
+    first, _ = connect(gw.tcp, "key-bot")
+    ids = [first.next_id(), first.next_id()]
+    first.sock.sendall(b"".join(jline(req("agents/register", id_, {"agentName": "pricing", "tools": [tool]})) for id_ in ids))
+    replies = [first.reply(id_) for id_ in ids]
+    assert ["result" in r for r in replies] == [True, False], replies
+    # One agent, one hold: a second connection may register, a third may not.
+    second, _ = connect(gw.tcp, "key-bot")
+    assert "result" in second.call("agents/register", {"agentName": "pricing", "tools": [tool]})
+    third, _ = connect(gw.tcp, "key-bot")
+    assert third.call("agents/register", {"agentName": "pricing", "tools": [tool]})["error"]["code"] == LIMITED
+    for session in (first, second, third):
+        session.close()
+
+
+def test_a_token_in_the_request_does_not_let_a_connection_authenticate_past_its_quota(start_gateway, tmp_path):
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, {"principal": {"connections": 1}})])
+    first, ok = connect(gw.tcp, "key-alice")
+    assert "result" in ok
+    modern = RpcSession.connect(gw.tcp)
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.switchboard/token": "key-alice"}
+    refused = modern.call("auth/authenticate", {"token": "key-alice", "_meta": meta})
+    assert refused["error"]["code"] == LIMITED, refused
+    for session in (first, modern):
+        session.close()

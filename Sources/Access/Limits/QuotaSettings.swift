@@ -59,7 +59,7 @@ public struct QuotaSettings: Sendable, Hashable {
         }
         var checks: [QuotaCheck] = []
         if principal.proof != .anonymous, let limit = self.principal[resource] {
-            checks.append(QuotaCheck(resource: resource, scope: .principal, name: principal.name, limit: limit))
+            checks.append(QuotaCheck(resource: resource, scope: .principal, name: principal.name, limit: limit, tenant: principal.tenant))
         }
         if let limit = (tenants[principal.tenant] ?? otherTenants)?[resource] {
             checks.append(QuotaCheck(resource: resource, scope: .tenant, name: principal.tenant, limit: limit))
@@ -74,16 +74,22 @@ public struct QuotaCheck: Sendable, Hashable {
     public var scope: RateCheck.Scope
     public var name: String
     public var limit: Int
+    /// The principal's tenant, for a principal's quota.
+    public var tenant: String
 
-    public init(resource: QuotaResource, scope: RateCheck.Scope, name: String, limit: Int) {
+    public init(resource: QuotaResource, scope: RateCheck.Scope, name: String, limit: Int, tenant: String = Principal.defaultTenant) {
         self.resource = resource
         self.scope = scope
         self.name = name
         self.limit = limit
+        self.tenant = tenant
     }
 
-    /// The ledger's key: resource, scope and name.
-    public var key: String { "\(resource.rawValue):\(scope.rawValue):\(name)" }
+    /// The ledger's key: resource, scope, and the tenant's name or the principal's within its
+    /// tenant.
+    public var key: String {
+        scope == .principal ? "\(resource.rawValue):principal:\(tenant)/\(name)" : "\(resource.rawValue):tenant:\(name)"
+    }
 
     /// The refusal a client sees: whose quota, of what, and how much is held.
     public func refusal(principal: String, held: Int) -> AccessError {

@@ -41,7 +41,7 @@ public struct RateLimitSettings: Sendable, Hashable {
         }
         var checks: [RateCheck] = []
         if principal.proof != .anonymous, let limit = principal.rateLimit ?? self.principal {
-            checks.append(RateCheck(scope: .principal, name: principal.name, limit: limit))
+            checks.append(RateCheck(scope: .principal, name: principal.name, limit: limit, tenant: principal.tenant))
         }
         if let limit = tenants[principal.tenant] ?? otherTenants {
             checks.append(RateCheck(scope: .tenant, name: principal.tenant, limit: limit))
@@ -72,15 +72,17 @@ public struct RateCheck: Sendable, Hashable {
     /// The principal's or the tenant's name.
     public let name: String
     public let limit: RateLimit
-    /// The limiter's key: the scope and the name, which names and tenants cannot confuse. Made
-    /// once, when a connection learns its principal, not on every request.
+    /// The limiter's key: the scope, and the tenant's name or the principal's within its tenant
+    /// (two tenants' principals of one name are two). Made once, when a connection learns its
+    /// principal, not on every request.
     public let key: String
 
-    public init(scope: Scope, name: String, limit: RateLimit) {
+    /// `tenant`: the principal's, for a principal's limit.
+    public init(scope: Scope, name: String, limit: RateLimit, tenant: String = Principal.defaultTenant) {
         self.scope = scope
         self.name = name
         self.limit = limit
-        self.key = "\(scope.rawValue):\(name)"
+        self.key = scope == .principal ? "principal:\(tenant)/\(name)" : "tenant:\(name)"
     }
 
     /// The refusal a client sees: which limit, the rate, and when to retry.

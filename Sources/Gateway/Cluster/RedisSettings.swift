@@ -35,6 +35,10 @@ public struct RedisSettings: Sendable {
         }
         let credentials = parsed.password == nil ? "" : "\(parsed.username ?? ""):***@"
         displayURL = "\(parsed.scheme)://\(credentials)\(location)/\(parsed.database)"
+        if let replicaID, replicaID.isEmpty || replicaID.contains("/") {
+            // A slash names shares no replica owns (the quota of unfinished tasks).
+            throw RedisSettingsError(description: "--replica-id must be a non-empty name without \"/\", not \"\(replicaID)\"")
+        }
         self.replicaID = replicaID ?? Self.defaultReplicaID()
         self.keyPrefix = keyPrefix
         self.taskLease = taskLease
@@ -47,4 +51,8 @@ public struct RedisSettings: Sendable {
         } ? String(decoding: name.prefix { $0 != 0 }, as: UTF8.self) : "replica"
         return "\(host)-\(getpid())"
     }
+}
+
+struct RedisSettingsError: Error, CustomStringConvertible {
+    var description: String
 }
