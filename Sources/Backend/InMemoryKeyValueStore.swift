@@ -10,11 +10,15 @@ import Synchronization
 ///
 /// Keys of each namespace are also kept sorted (by UTF-8 bytes), so a page of `list` costs
 /// O(log n + page) and only a key's first write pays for the ordered insert.
-public final class InMemoryKeyValueStore: KeyValueStore {
+public final class InMemoryKeyValueStore: AccountedKeyValueStore {
     private struct Entry {
         var value: ByteBuffer
         var version: Int64
         var expiresAt: Timestamp?
+        /// Whose usage it counts towards (see `AccountedKeyValueStore`), and how much: its
+        /// name's bytes and its value's.
+        var owner: String?
+        var size: Int
     }
 
     private struct Namespace {
@@ -42,6 +46,9 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         /// Live entries that have an expiry, to know when the heap is mostly stale.
         var expiringEntries = 0
         var entryCount = 0
+        /// By owner, kept by `store` and `remove`, which every write, delete, expiry and sweep
+        /// goes through.
+        var usage: [String: MemoryUsage] = [:]
     }
 
     private let state = Mutex(State())
@@ -75,8 +82,83 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         let (space, name) = (ByteString(namespace), ByteString(key))
         let expiresAt = ttl.map { now.advanced(by: $0) }
         return state.withLock { state in
-            Self.store(&state, space, name, value: value, expiresAt: expiresAt)
+            Self.store(&state, space, name, value: value, expiresAt: expiresAt, owner: nil)
         }
+    }
+
+    // MARK: AccountedKeyValueStore
+
+    public func set(_ key: String, to value: ByteBuffer, ttl: Duration?, namespace: String, account: MemoryAccount) async throws -> KeyValueWrite {
+        try setNow(key, to: value, ttl: ttl, namespace: namespace, account: account)
+    }
+
+    public func setNow(
+        _ key: String, to value: ByteBuffer, ttl: Duration?, namespace: String, account: MemoryAccount
+    ) throws(MemoryQuotaExceeded) -> KeyValueWrite {
+        let now = clock.now()
+        let (space, name) = (ByteString(namespace), ByteString(key))
+        let expiresAt = ttl.map { now.advanced(by: $0) }
+        let outcome: Result<KeyValueWrite, MemoryQuotaExceeded> = state.withLock { state in
+            if let refusal = Self.refusal(&state, space, name, size: name.bytes.count + value.readableBytes, account: account, now: now) {
+                return .failure(refusal)
+            }
+            return .success(Self.store(&state, space, name, value: value, expiresAt: expiresAt, owner: account.owner))
+        }
+        return try outcome.get()
+    }
+
+    public func compareAndSet(
+        _ key: String, expectedVersion: Int64, to value: ByteBuffer, ttl: Duration?, namespace: String, account: MemoryAccount
+    ) async throws -> CompareAndSetOutcome {
+        try compareAndSetNow(key, expectedVersion: expectedVersion, to: value, ttl: ttl, namespace: namespace, account: account)
+    }
+
+    public func compareAndSetNow(
+        _ key: String, expectedVersion: Int64, to value: ByteBuffer, ttl: Duration?, namespace: String, account: MemoryAccount
+    ) throws(MemoryQuotaExceeded) -> CompareAndSetOutcome {
+        let now = clock.now()
+        let (space, name) = (ByteString(namespace), ByteString(key))
+        let expiresAt = ttl.map { now.advanced(by: $0) }
+        let outcome: Result<CompareAndSetOutcome, MemoryQuotaExceeded> = state.withLock { state in
+            let current = Self.liveEntry(&state, space, name, now: now)?.version ?? 0
+            guard current == expectedVersion else { return .success(.conflict(currentVersion: current)) }
+            if let refusal = Self.refusal(&state, space, name, size: name.bytes.count + value.readableBytes, account: account, now: now) {
+                return .failure(refusal)
+            }
+            return .success(.stored(Self.store(&state, space, name, value: value, expiresAt: expiresAt, owner: account.owner)))
+        }
+        return try outcome.get()
+    }
+
+    public func delete(_ key: String, namespace: String, account: MemoryAccount) async throws -> Bool {
+        deleteNow(key, namespace: namespace)
+    }
+
+    public func usage(of owner: String) async throws -> MemoryUsage {
+        usageNow(of: owner)
+    }
+
+    /// What `owner` holds, expired keys not yet swept included (swept every second by
+    /// `runExpirySweeper`).
+    public func usageNow(of owner: String) -> MemoryUsage {
+        state.withLock { $0.usage[owner] ?? MemoryUsage() }
+    }
+
+    /// Whether writing `size` bytes under the key would take the account past a limit.
+    private static func refusal(
+        _ state: inout State, _ space: ByteString, _ name: ByteString, size: Int, account: MemoryAccount, now: Timestamp
+    ) -> MemoryQuotaExceeded? {
+        guard account.maximumKeys != nil || account.maximumBytes != nil else { return nil }
+        let previous = liveEntry(&state, space, name, now: now)
+        let before = state.usage[account.owner] ?? MemoryUsage()
+        var after = before
+        if let previous, previous.owner == account.owner {
+            after.bytes -= previous.size
+        } else {
+            after.keys += 1
+        }
+        after.bytes += size
+        return account.refusal(before: before, after: after)
     }
 
     public func delete(_ key: String, namespace: String) async throws -> Bool {
@@ -108,7 +190,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         return state.withLock { state in
             let current = Self.liveEntry(&state, space, name, now: now)?.version ?? 0
             guard current == expectedVersion else { return .conflict(currentVersion: current) }
-            return .stored(Self.store(&state, space, name, value: value, expiresAt: expiresAt))
+            return .stored(Self.store(&state, space, name, value: value, expiresAt: expiresAt, owner: nil))
         }
     }
 
@@ -200,7 +282,7 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     /// Writes a key as it was (a journal's replay): its value and its expiry instant.
     func restore(_ key: String, value: ByteBuffer, expiresAt: Timestamp?, namespace: String) {
         let (space, name) = (ByteString(namespace), ByteString(key))
-        state.withLock { state in _ = Self.store(&state, space, name, value: value, expiresAt: expiresAt) }
+        state.withLock { state in _ = Self.store(&state, space, name, value: value, expiresAt: expiresAt, owner: nil) }
     }
 
     /// Removes a key whatever its state (a journal's replay).
@@ -244,13 +326,18 @@ public final class InMemoryKeyValueStore: KeyValueStore {
         return entry
     }
 
-    private static func store(_ state: inout State, _ space: ByteString, _ name: ByteString, value: ByteBuffer, expiresAt: Timestamp?) -> KeyValueWrite {
+    private static func store(
+        _ state: inout State, _ space: ByteString, _ name: ByteString, value: ByteBuffer, expiresAt: Timestamp?, owner: String?
+    ) -> KeyValueWrite {
         state.lastVersion += 1
         let version = state.lastVersion
         // A slice of a larger buffer (a request line, say) would keep all of it alive.
         let copy = ByteBuffer(bytes: value.readableBytesView)
         var table = state.namespaces.removeValue(forKey: space) ?? Namespace()
-        let previous = table.entries.updateValue(Entry(value: copy, version: version, expiresAt: expiresAt), forKey: name)
+        let entry = Entry(value: copy, version: version, expiresAt: expiresAt, owner: owner, size: name.bytes.count + copy.readableBytes)
+        let previous = table.entries.updateValue(entry, forKey: name)
+        if let previous { uncount(previous, in: &state) }
+        count(entry, in: &state)
         if previous == nil {
             table.sortedKeys.insert(name, at: firstIndex(in: table.sortedKeys, notBelow: name))
             state.entryCount += 1
@@ -268,12 +355,26 @@ public final class InMemoryKeyValueStore: KeyValueStore {
     private static func remove(_ state: inout State, _ space: ByteString, _ name: ByteString) {
         guard var table = state.namespaces.removeValue(forKey: space) else { return }
         if let removed = table.entries.removeValue(forKey: name) {
+            uncount(removed, in: &state)
             state.entryCount -= 1
             if removed.expiresAt != nil { state.expiringEntries -= 1 }
             let index = firstIndex(in: table.sortedKeys, notBelow: name)
             if index < table.sortedKeys.count && table.sortedKeys[index] == name { table.sortedKeys.remove(at: index) }
         }
         if !table.entries.isEmpty { state.namespaces[space] = table }
+    }
+
+    private static func count(_ entry: Entry, in state: inout State) {
+        guard let owner = entry.owner else { return }
+        state.usage[owner, default: MemoryUsage()].keys += 1
+        state.usage[owner, default: MemoryUsage()].bytes += entry.size
+    }
+
+    private static func uncount(_ entry: Entry, in state: inout State) {
+        guard let owner = entry.owner, var usage = state.usage[owner] else { return }
+        usage.keys -= 1
+        usage.bytes -= entry.size
+        state.usage[owner] = usage.keys > 0 ? usage : nil
     }
 
     /// Keys rewritten again and again with a TTL leave stale heap entries behind; rebuild the

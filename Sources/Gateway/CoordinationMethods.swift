@@ -1,3 +1,4 @@
+import Access
 import Agents
 import Backend
 import FoundationEssentials
@@ -201,10 +202,41 @@ final class CoordinationMethods: Sendable {
             let value = try Self.value(params, "value")
             let ttl = try Self.ttl(params)
             let namespace = try self.namespace(params, context)
+            if let (account, accounted) = self.account(context, store) {
+                let principal = context.principal.name
+                return BackendCall(
+                    now: (store as? InMemoryKeyValueStore).map { store in
+                        {
+                            do throws(MemoryQuotaExceeded) {
+                                return .object(Self.written(key, try store.setNow(key, to: value.buffer, ttl: ttl, namespace: namespace, account: account)))
+                            } catch { throw Self.limited(error, principal) }
+                        }
+                    },
+                    later: {
+                        do {
+                            return .object(Self.written(key, try await accounted.set(key, to: value.buffer, ttl: ttl, namespace: namespace, account: account)))
+                        } catch let error as MemoryQuotaExceeded { throw Self.limited(error, principal) }
+                    })
+            }
             return BackendCall(
                 now: immediate.map { store in { .object(Self.written(key, store.setNow(key, to: value.buffer, ttl: ttl, namespace: namespace))) } },
                 later: { .object(Self.written(key, try await store.set(key, to: value.buffer, ttl: ttl, namespace: namespace))) })
         }
+    }
+
+    /// A tenant's write counts towards its memory (and meets its memory quotas) when the store
+    /// keeps usage; nil without tenancy.
+    private func account(_ context: MethodContext, _ store: any KeyValueStore) -> (MemoryAccount, any AccountedKeyValueStore)? {
+        guard let tenant = context.tenant, let accounted = store as? any AccountedKeyValueStore else { return nil }
+        let settings = quotas?.settings
+        let account = MemoryAccount(
+            owner: tenant, maximumKeys: settings?.tenantLimit(.memoryKeys, of: tenant), maximumBytes: settings?.tenantLimit(.memoryBytes, of: tenant))
+        return (account, accounted)
+    }
+
+    private static func limited(_ error: MemoryQuotaExceeded, _ principal: String) -> JSONRPCError {
+        QuotaCheck(resource: error.resource == .keys ? .memoryKeys : .memoryBytes, scope: .tenant, name: error.owner, limit: error.limit)
+            .refusal(principal: principal, held: error.held).jsonRPCError
     }
 
     private func memoryDelete(_ request: JSONRPCRequest, _ context: MethodContext) -> MethodReply {
@@ -214,6 +246,11 @@ final class CoordinationMethods: Sendable {
             let key = try Self.key(params, "key")
             let namespace = try self.namespace(params, context)
             @Sendable func deleted(_ deleted: Bool) -> JSONValue { ["key": .string(key), "deleted": .bool(deleted)] }
+            if let (account, accounted) = self.account(context, store) {
+                return BackendCall(
+                    now: immediate.map { store in { deleted(store.deleteNow(key, namespace: namespace)) } },
+                    later: { deleted(try await accounted.delete(key, namespace: namespace, account: account)) })
+            }
             return BackendCall(
                 now: immediate.map { store in { deleted(store.deleteNow(key, namespace: namespace)) } },
                 later: { deleted(try await store.delete(key, namespace: namespace)) })
@@ -240,6 +277,24 @@ final class CoordinationMethods: Sendable {
                 case .conflict(let current):
                     return ["key": .string(key), "ok": false, "currentVersion": .integer(current)]
                 }
+            }
+            if let (account, accounted) = self.account(context, store) {
+                let principal = context.principal.name
+                return BackendCall(
+                    now: (store as? InMemoryKeyValueStore).map { store in
+                        {
+                            do throws(MemoryQuotaExceeded) {
+                                return outcome(
+                                    try store.compareAndSetNow(key, expectedVersion: version, to: value.buffer, ttl: ttl, namespace: namespace, account: account))
+                            } catch { throw Self.limited(error, principal) }
+                        }
+                    },
+                    later: {
+                        do {
+                            return outcome(
+                                try await accounted.compareAndSet(key, expectedVersion: version, to: value.buffer, ttl: ttl, namespace: namespace, account: account))
+                        } catch let error as MemoryQuotaExceeded { throw Self.limited(error, principal) }
+                    })
             }
             return BackendCall(
                 now: immediate.map { store in

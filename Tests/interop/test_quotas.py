@@ -190,3 +190,50 @@ def test_a_token_in_the_request_does_not_let_a_connection_authenticate_past_its_
     assert refused["error"]["code"] == LIMITED, refused
     for session in (first, modern):
         session.close()
+
+
+def test_a_tenants_memory_is_held_to_its_keys_and_bytes(start_gateway, tmp_path):
+    gw = start_gateway("tcp", extra=["--config", gateway_config(tmp_path, {"tenants": {"acme": {"memoryKeys": 2, "memoryBytes": 64}}})])
+    alice, _ = connect(gw.tcp, "key-alice")
+    bob, _ = connect(gw.tcp, "key-bob")
+    carol, _ = connect(gw.tcp, "key-carol")
+    assert "result" in alice.call("memory/set", {"namespace": "plans", "key": "k1", "value": "one"})
+    assert "result" in bob.call("memory/set", {"namespace": "notes", "key": "k2", "value": "two"})
+    refused = alice.call("memory/set", {"namespace": "plans", "key": "k3", "value": "three"})
+    assert refused["error"]["code"] == LIMITED and refused["error"]["data"]["limit"] == "quota:memoryKeys:tenant", refused
+    assert "tenant acme may hold at most 2 memory keys at once and holds 2" in refused["error"]["message"], refused
+    # Overwriting a key is not a new key; growing past the bytes is refused.
+    assert "result" in alice.call("memory/set", {"namespace": "plans", "key": "k1", "value": "uno"})
+    big = alice.call("memory/set", {"namespace": "plans", "key": "k1", "value": "x" * 100})
+    assert big["error"]["data"]["limit"] == "quota:memoryBytes:tenant", big
+    assert alice.call("memory/cas", {"namespace": "plans", "key": "k3", "expectedVersion": 0, "value": 1})["error"]["code"] == LIMITED
+    # Another tenant has its own memory.
+    for i in range(4):
+        assert "result" in carol.call("memory/set", {"key": f"c{i}", "value": i})
+    # A delete gives room back, and so does an expiry.
+    assert bob.call("memory/delete", {"namespace": "notes", "key": "k2"})["result"]["deleted"] is True
+    assert "result" in alice.call("memory/set", {"namespace": "plans", "key": "k3", "value": "three", "ttlSeconds": 2})
+    assert alice.call("memory/set", {"namespace": "plans", "key": "k4", "value": 4})["error"]["code"] == LIMITED
+    until(lambda: "result" in alice.call("memory/set", {"namespace": "plans", "key": "k4", "value": 4}), "the expired key's room")
+    for session in (alice, bob, carol):
+        session.close()
+
+
+def test_replicas_share_a_tenants_memory_quota(start_gateway, tmp_path):
+    redis = RedisServer()
+    redis.start()
+    try:
+        config = gateway_config(tmp_path, {"tenants": {"acme": {"memoryKeys": 2}}})
+        r1, r2 = (start_gateway("tcp", extra=["--redis", redis.url, "--replica-id", name, "--config", config]) for name in ("r1", "r2"))
+        at_r1, _ = connect(r1.tcp, "key-alice")
+        at_r2, _ = connect(r2.tcp, "key-bob")
+        assert "result" in at_r1.call("memory/set", {"key": "a", "value": 1})
+        assert "result" in at_r2.call("memory/set", {"key": "b", "value": 2})
+        for session in (at_r1, at_r2):
+            assert session.call("memory/set", {"key": "c", "value": 3})["error"]["data"]["limit"] == "quota:memoryKeys:tenant"
+        assert "result" in at_r2.call("memory/delete", {"key": "a"})
+        assert "result" in at_r1.call("memory/set", {"key": "c", "value": 3})
+        for session in (at_r1, at_r2):
+            session.close()
+    finally:
+        redis.cleanup()

@@ -10,6 +10,13 @@ public enum QuotaResource: String, Sendable, Hashable, CaseIterable {
     case queuedTasks
     /// Agents registered (`agents/register`) and still connected.
     case agentInstances
+    /// Keys in the tenant's memory namespaces (a tenant's quota only; kept by the store).
+    case memoryKeys
+    /// Bytes in the tenant's memory namespaces: each key's name and value (a tenant's quota only).
+    case memoryBytes
+
+    /// Counted by the memory store itself rather than by the quota ledger.
+    public var isMemory: Bool { self == .memoryKeys || self == .memoryBytes }
 }
 
 /// `auth.quotas`: how much a principal, and a tenant, may hold at once (protocol-spec 12.7.2).
@@ -49,6 +56,11 @@ public struct QuotaSettings: Sendable, Hashable {
     /// Whether `resource` is counted for anyone.
     public func counts(_ resource: QuotaResource) -> Bool {
         principal[resource] != nil || tenants.values.contains { $0[resource] != nil } || otherTenants?[resource] != nil
+    }
+
+    /// A tenant's own quota of `resource` (its entry, else `"*"`'s).
+    public func tenantLimit(_ resource: QuotaResource, of tenant: String) -> Int? {
+        (tenants[tenant] ?? otherTenants)?[resource]
     }
 
     /// The quotas a hold of `resource` by `principal` must fit, in order; empty when none applies.
@@ -106,6 +118,8 @@ public struct QuotaCheck: Sendable, Hashable {
         case .subscriptions: count == 1 ? "subscription" : "subscriptions"
         case .queuedTasks: count == 1 ? "unfinished task" : "unfinished tasks"
         case .agentInstances: count == 1 ? "registered agent" : "registered agents"
+        case .memoryKeys: count == 1 ? "memory key" : "memory keys"
+        case .memoryBytes: count == 1 ? "byte of memory" : "bytes of memory"
         }
     }
 }
@@ -119,6 +133,10 @@ extension QuotaSettings {
         let object = try ConfigurationObject(value, path: "auth.quotas", allowedKeys: ["principal", "tenants"])
         if let principal = object.value("principal") {
             self.principal = try Limits(json: principal, path: object.path("principal"))
+            if let memory = QuotaResource.allCases.first(where: { $0.isMemory && self.principal[$0] != nil }) {
+                throw AccessConfigurationError(
+                    path: "\(object.path("principal")).\(memory.rawValue)", message: "memory belongs to a tenant: set it under tenants")
+            }
         }
         if let tenants = object.value("tenants") {
             guard case .object(let entries) = tenants else {

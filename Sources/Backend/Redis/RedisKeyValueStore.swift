@@ -17,7 +17,7 @@ import Redis
 ///
 /// Expiry times are computed by the server (`TIME` + TTL, rounded up to the millisecond) and
 /// read back with PEXPIRETIME (Redis 7), so `expiresAt` is the server's wall clock.
-public final class RedisKeyValueStore: KeyValueStore {
+public final class RedisKeyValueStore: AccountedKeyValueStore {
     public let client: RedisClient
     public let keyPrefix: String
 
@@ -195,6 +195,167 @@ public final class RedisKeyValueStore: KeyValueStore {
             index += 3
         }
         return KeyValuePage(entries: entries, nextCursor: more == 1 ? entries.last?.key : nil)
+    }
+
+    // MARK: AccountedKeyValueStore
+    //
+    // An owner's usage: `P musage:{O}` — a hash {keys, bytes}; keys written with a TTL are also
+    // in `P mexp:{O}` (a sorted set of data keys by expiry, ms) with their size in `P msize:{O}`,
+    // so that a key Redis expired is given back at the owner's next accounted operation. Each
+    // operation is one script: the usage, the check and the write move together.
+
+    /// KEYS[1..3] as for writes, then the owner's usage, expiry set and size hash. Gives back
+    /// what expired; leaves `nowms` set.
+    private static let reclaimFragment = """
+        local t = redis.call('TIME')
+        local nowms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
+        for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', nowms)) do
+          if redis.call('EXISTS', k) == 0 then
+            local sz = tonumber(redis.call('HGET', KEYS[6], k) or '0')
+            redis.call('HINCRBY', KEYS[4], 'keys', -1)
+            redis.call('HINCRBY', KEYS[4], 'bytes', -sz)
+          end
+          redis.call('ZREM', KEYS[5], k)
+          redis.call('HDEL', KEYS[6], k)
+        end
+        """
+
+    /// After `reclaimFragment`. ARGV: value, TTL ms (-1: none), key name, maximum keys (-1:
+    /// none), maximum bytes (-1: none). Refused: {-1, 0 for keys or 1 for bytes, held}. Leaves
+    /// `ver` and `at` set.
+    private static let accountedWriteBody = """
+        local existed = redis.call('EXISTS', KEYS[1]) == 1
+        local old = 0
+        if existed then old = redis.call('HSTRLEN', KEYS[1], 'v') + #ARGV[3] end
+        local new = #ARGV[1] + #ARGV[3]
+        local keys = tonumber(redis.call('HGET', KEYS[4], 'keys') or '0')
+        local bytes = tonumber(redis.call('HGET', KEYS[4], 'bytes') or '0')
+        local maxKeys, maxBytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+        if not existed and maxKeys >= 0 and keys + 1 > maxKeys then return {-1, 0, keys} end
+        if new > old and maxBytes >= 0 and bytes - old + new > maxBytes then return {-1, 1, bytes} end
+        \(writeFragment)
+        if not existed then redis.call('HINCRBY', KEYS[4], 'keys', 1) end
+        redis.call('HINCRBY', KEYS[4], 'bytes', new - old)
+        if at >= 0 then
+          redis.call('ZADD', KEYS[5], at, KEYS[1])
+          redis.call('HSET', KEYS[6], KEYS[1], new)
+        else
+          redis.call('ZREM', KEYS[5], KEYS[1])
+          redis.call('HDEL', KEYS[6], KEYS[1])
+        end
+        """
+
+    static let accountedSetScript = RedisScript([reclaimFragment, accountedWriteBody, "return {1, ver, at}"].joined(separator: "\n"))
+
+    /// ARGV[6] is the expected version (0: the key must not exist).
+    static let accountedCompareAndSetScript = RedisScript(
+        [
+            reclaimFragment,
+            "local cur = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')",
+            "if cur ~= tonumber(ARGV[6]) then return {0, cur} end",
+            accountedWriteBody, "return {1, ver, at}",
+        ].joined(separator: "\n"))
+
+    /// KEYS: data key, index, the owner's usage, expiry set and size hash. ARGV[1]: key name.
+    static let accountedDeleteScript = RedisScript("""
+        local t = redis.call('TIME')
+        local nowms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
+        for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', nowms)) do
+          if redis.call('EXISTS', k) == 0 then
+            local sz = tonumber(redis.call('HGET', KEYS[5], k) or '0')
+            redis.call('HINCRBY', KEYS[3], 'keys', -1)
+            redis.call('HINCRBY', KEYS[3], 'bytes', -sz)
+          end
+          redis.call('ZREM', KEYS[4], k)
+          redis.call('HDEL', KEYS[5], k)
+        end
+        if redis.call('EXISTS', KEYS[1]) == 1 then
+          redis.call('HINCRBY', KEYS[3], 'keys', -1)
+          redis.call('HINCRBY', KEYS[3], 'bytes', -(redis.call('HSTRLEN', KEYS[1], 'v') + #ARGV[1]))
+          redis.call('ZREM', KEYS[4], KEYS[1])
+          redis.call('HDEL', KEYS[5], KEYS[1])
+        end
+        redis.call('ZREM', KEYS[2], ARGV[1])
+        return redis.call('DEL', KEYS[1])
+        """)
+
+    /// KEYS: the owner's usage, expiry set and size hash. Answers {keys, bytes}.
+    static let usageScript = RedisScript("""
+        local t = redis.call('TIME')
+        local nowms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
+        for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', nowms)) do
+          if redis.call('EXISTS', k) == 0 then
+            local sz = tonumber(redis.call('HGET', KEYS[3], k) or '0')
+            redis.call('HINCRBY', KEYS[1], 'keys', -1)
+            redis.call('HINCRBY', KEYS[1], 'bytes', -sz)
+          end
+          redis.call('ZREM', KEYS[2], k)
+          redis.call('HDEL', KEYS[3], k)
+        end
+        return {tonumber(redis.call('HGET', KEYS[1], 'keys') or '0'), tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')}
+        """)
+
+    private func accountKeys(_ owner: String) -> [RedisArgument] {
+        let tag = "\(owner.utf8.count):{\(owner)}"
+        return [RedisArgument(keyPrefix + "musage:" + tag), RedisArgument(keyPrefix + "mexp:" + tag), RedisArgument(keyPrefix + "msize:" + tag)]
+    }
+
+    private static func limits(_ account: MemoryAccount) -> [RedisArgument] {
+        [RedisArgument(account.maximumKeys ?? -1), RedisArgument(account.maximumBytes ?? -1)]
+    }
+
+    private static func refusal(_ fields: [RESPReply], _ account: MemoryAccount) -> MemoryQuotaExceeded? {
+        guard fields.count == 3, fields[0].integer == -1, let which = fields[1].integer, let held = fields[2].integer else { return nil }
+        let resource: MemoryQuotaExceeded.Resource = which == 0 ? .keys : .bytes
+        let limit = (resource == .keys ? account.maximumKeys : account.maximumBytes) ?? 0
+        return MemoryQuotaExceeded(owner: account.owner, resource: resource, limit: limit, held: Int(held))
+    }
+
+    public func set(_ key: String, to value: ByteBuffer, ttl: Duration?, namespace: String, account: MemoryAccount) async throws -> KeyValueWrite {
+        let reply = try await run(
+            Self.accountedSetScript, keys: writeKeys(key, namespace) + accountKeys(account.owner),
+            arguments: [RedisArgument(value), RedisArgument(Self.milliseconds(ttl)), RedisArgument(key)] + Self.limits(account))
+        guard let fields = reply.array else { throw Self.unexpected("set", reply) }
+        if let refusal = Self.refusal(fields, account) { throw refusal }
+        guard fields.count == 3, fields[0].integer == 1, let version = fields[1].integer, let at = fields[2].integer else {
+            throw Self.unexpected("set", reply)
+        }
+        return KeyValueWrite(version: version, expiresAt: Self.expiry(at))
+    }
+
+    public func compareAndSet(
+        _ key: String, expectedVersion: Int64, to value: ByteBuffer, ttl: Duration?, namespace: String, account: MemoryAccount
+    ) async throws -> CompareAndSetOutcome {
+        let reply = try await run(
+            Self.accountedCompareAndSetScript, keys: writeKeys(key, namespace) + accountKeys(account.owner),
+            arguments: [RedisArgument(value), RedisArgument(Self.milliseconds(ttl)), RedisArgument(key)] + Self.limits(account)
+                + [RedisArgument(String(expectedVersion))])
+        guard let fields = reply.array, let stored = fields.first?.integer else { throw Self.unexpected("compareAndSet", reply) }
+        if let refusal = Self.refusal(fields, account) { throw refusal }
+        if stored == 0, fields.count == 2, let current = fields[1].integer {
+            return .conflict(currentVersion: current)
+        }
+        guard fields.count == 3, let version = fields[1].integer, let at = fields[2].integer else {
+            throw Self.unexpected("compareAndSet", reply)
+        }
+        return .stored(KeyValueWrite(version: version, expiresAt: Self.expiry(at)))
+    }
+
+    public func delete(_ key: String, namespace: String, account: MemoryAccount) async throws -> Bool {
+        let reply = try await run(
+            Self.accountedDeleteScript,
+            keys: [RedisArgument(dataPrefix(namespace) + key), RedisArgument(indexKey(namespace))] + accountKeys(account.owner),
+            arguments: [RedisArgument(key)])
+        guard let removed = reply.integer else { throw Self.unexpected("delete", reply) }
+        return removed > 0
+    }
+
+    public func usage(of owner: String) async throws -> MemoryUsage {
+        let reply = try await run(Self.usageScript, keys: accountKeys(owner), arguments: [])
+        guard let fields = reply.array, fields.count == 2, let keys = fields[0].integer, let bytes = fields[1].integer else {
+            throw Self.unexpected("usage", reply)
+        }
+        return MemoryUsage(keys: Int(keys), bytes: Int(bytes))
     }
 
     // MARK: Errors
