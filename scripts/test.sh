@@ -60,6 +60,14 @@ for transport in stdio tcp unix; do
     count "$(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f3)"
 done
 
+# Access with an auth section (principals, rules, tenants, rate limits, quotas, request tokens):
+# its own cases, against a gateway started with their configuration.
+stage conformance-access python3 conformance/run.py \
+    --spawn "$binary serve --listen tcp://127.0.0.1:0 --config conformance/access-gateway.json" --tcp auto \
+    --cases conformance/cases-access
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logs/conformance-access.log" | tail -1)
+count "$(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f3)"
+
 # The agents, tasks and coordination cases again, against a replica sharing a fresh redis-server
 # (on a free loopback port, in a scratch directory): the shared backend keeps the same contract.
 redis_dir=$(mktemp -d)
