@@ -248,6 +248,8 @@ public final class AgentRegistry: Sendable {
     private struct State {
         var instances: [InstanceID: Instance] = [:]
         var templates: [String: TemplateEntry] = [:]
+        /// Instances kept to some tenants (`Registration.tenants`).
+        var restrictedInstances = 0
         /// Set when a template's offered names changed: the exposed names are worked out again.
         var catalogNamesChanged = false
         var activeVersion: [String: String] = [:]
@@ -292,6 +294,9 @@ public final class AgentRegistry: Sendable {
     }
 
     private let state = Mutex(State())
+    /// `State.restrictedInstances`, read without the lock: while no instance is kept to some
+    /// tenants (the usual case), every agent is every tenant's and calls skip the check.
+    private let restrictedInstances = Atomic<Int>(0)
     /// `!state.starting.isEmpty`, readable without the lock (every list and resource read asks).
     private let startingNow = Atomic(false)
     private let observers = Mutex(Observers())
@@ -347,6 +352,8 @@ public final class AgentRegistry: Sendable {
             instance.endpoint = endpoint
             if startingUp { Self.setAwaiting(instance, true, in: &state) }
             state.instances[id] = instance
+            if registration.tenants != nil { state.restrictedInstances += 1 }
+            restrictedInstances.store(state.restrictedInstances, ordering: .relaxed)
             let template = registration.template
             let version = registration.version
             state.templates[template, default: TemplateEntry()].insert(instance)
@@ -371,11 +378,15 @@ public final class AgentRegistry: Sendable {
     }
 
     public func remove(_ id: InstanceID) {
-        mutate { state in Self.removeInstance(id, from: &state) }
+        mutate { state in
+            Self.removeInstance(id, from: &state)
+            restrictedInstances.store(state.restrictedInstances, ordering: .relaxed)
+        }
     }
 
     private static func removeInstance(_ id: InstanceID, from state: inout State) {
         guard let instance = state.instances.removeValue(forKey: id) else { return }
+        if instance.registration.tenants != nil { state.restrictedInstances -= 1 }
         setAwaiting(instance, false, in: &state)
         if instance.hasOffered, state.awaiting[instance.registration.template] != nil { state.startingMayHaveChanged = true }
         instance.isRegistered = false
@@ -774,8 +785,13 @@ public final class AgentRegistry: Sendable {
                     kind, exposedName, origin: nil, constraints: constraints, nested: nested, on: eventLoop, timeout: timeout, in: &state, registry: self))
             }
             if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self, constraints: constraints) { return .leased(lease) }
-            let present = (state.templates[origin.template]?.instances ?? []).filter { $0.isPresent && $0.isVisible(to: constraints.tenant) }
+            let instances = state.templates[origin.template]?.instances ?? []
+            let present = instances.filter { $0.isPresent && $0.isVisible(to: constraints.tenant) }
             guard !present.isEmpty else {
+                // Another tenant's agents: for this tenant the name is nobody's.
+                if constraints.tenant != nil, !instances.contains(where: { $0.isVisible(to: constraints.tenant) }) {
+                    return .refused(Self.unknownName(kind, exposedName, in: state))
+                }
                 return .refused(.noAgentAvailable(tool: exposedName, template: origin.template, reason: "every instance is offline"))
             }
             guard present.contains(where: { !constraints.excluding.contains($0.id) }) else {
@@ -1247,7 +1263,7 @@ public final class AgentRegistry: Sendable {
     /// Whether `tenant`'s requests may use what `exposedName` names (a tool or a prompt), or
     /// `template`'s resources. A name nobody offers is left to the call to refuse.
     public func serves(_ kind: OfferKind, _ exposedName: String, tenant: String?) -> Bool {
-        guard let tenant else { return true }
+        guard let tenant, restrictedInstances.load(ordering: .relaxed) > 0 else { return true }
         return state.withLock { state in
             switch kind {
             case .tool: state.tools[exposedName].map { Self.isVisible(template: $0.template, to: tenant, in: state) } ?? true

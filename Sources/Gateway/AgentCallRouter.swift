@@ -93,8 +93,6 @@ final class AgentCallRouter: Sendable {
 
     /// `meta` is the params' `_meta` member, which the caller has already looked up.
     private func forward(_ kind: AgentRegistry.OfferKind, name: String, method: String, params: RawJSON, meta: RawJSON?, _ context: MethodContext) -> MethodReply {
-        // What another tenant's agents offer is not found, exactly as what nobody offers.
-        if let tenant = context.tenant, !agents.serves(kind, name, tenant: tenant) { return .error(Self.notFound(kind, name)) }
         // A call an agent makes while serving calls belongs to their chains: it must not go back
         // to an agent in them (it would wait on itself), nor go deeper than the limit.
         let chain = context.agentInstance.map { callers.chain(through: $0) } ?? []
@@ -111,7 +109,8 @@ final class AgentCallRouter: Sendable {
         let cancellation = CallCancellation()
         let caller = context.connection
         var constraints = AgentRegistry.Constraints(excluding: Set(chain))
-        // Only agents the caller's tenant may use take the call.
+        // Only agents the caller's tenant may use take the call; what another tenant's agents
+        // offer is not found, exactly as what nobody offers (the registry answers so).
         constraints.tenant = context.tenant
         @Sendable func begin(_ acquired: Result<AgentRegistry.Lease, any Error>) {
             let lease: AgentRegistry.Lease

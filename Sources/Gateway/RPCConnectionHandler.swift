@@ -626,7 +626,9 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         guard let handler = gateway.methods.handler(for: request.method), let context, let handle else {
             return .now(.error(request.id, .methodNotFound(request.method)))
         }
-        if gateway.access != nil, case .modern = session.era, let token = RequestToken.read(request.params) {
+        // Without an `auth` section everything is allowed and nothing is limited: nothing to decide.
+        guard gateway.access != nil else { return run(request, handler, as: nil, context: context, handle: handle) }
+        if case .modern = session.era, let token = RequestToken.read(request.params) {
             if let identity = tokenIdentity, identity.proves(token) {
                 return decideAndRun(request, handler, as: identity, context: context, handle: handle)
             }
