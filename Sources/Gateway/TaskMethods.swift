@@ -192,6 +192,17 @@ enum TaskMethods {
         @Sendable func settle(_ task: TaskRecord, _ hold: QuotaHold) {
             if !hold.keys.isEmpty, task.submission.quotaToken != token { quotas.release(hold) }
         }
+        /// Submits holding `hold`, which goes back if the submission fails.
+        @Sendable func submit(holding hold: QuotaHold) async throws -> JSONValue {
+            do {
+                let task = try await engine.submit(holding(hold))
+                settle(task, hold)
+                return shape(task)
+            } catch {
+                quotas.release(hold)
+                throw error
+            }
+        }
         if let decided = quotas.acquireNow(.queuedTasks, for: principal) {
             let hold: QuotaHold
             switch decided {
@@ -214,14 +225,7 @@ enum TaskMethods {
                     throw error
                 }
             }) {
-                do {
-                    let task = try await engine.submit(holding(hold))
-                    settle(task, hold)
-                    return shape(task)
-                } catch {
-                    quotas.release(hold)
-                    throw error
-                }
+                try await submit(holding: hold)
             }
         }
         return later(on: context) {
@@ -232,14 +236,7 @@ enum TaskMethods {
                 if let key = submission.idempotencyKey, let earlier = try await engine.task(withIdempotencyKey: key) { return shape(earlier) }
                 throw error
             }
-            do {
-                let task = try await engine.submit(holding(hold))
-                settle(task, hold)
-                return shape(task)
-            } catch {
-                quotas.release(hold)
-                throw error
-            }
+            return try await submit(holding: hold)
         }
     }
 

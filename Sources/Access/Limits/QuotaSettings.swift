@@ -139,20 +139,8 @@ extension QuotaSettings {
             }
         }
         if let tenants = object.value("tenants") {
-            guard case .object(let entries) = tenants else {
-                throw AccessConfigurationError(path: object.path("tenants"), message: "must map tenant names (or \"*\") to quotas")
-            }
-            for (tenant, limits) in entries.sorted(by: { $0.key < $1.key }) {
-                let path = "\(object.path("tenants")).\(tenant)"
-                let parsed = try Limits(json: limits, path: path)
-                if tenant == "*" {
-                    otherTenants = parsed
-                } else {
-                    guard Principal.isValidTenant(tenant) else {
-                        throw AccessConfigurationError(path: path, message: "a tenant is 1 to 128 letters, digits and _ - . : @")
-                    }
-                    self.tenants[tenant] = parsed
-                }
+            (self.tenants, otherTenants) = try TenantEntries.read(tenants, path: object.path("tenants"), of: "quotas") { json, path throws(AccessConfigurationError) in
+                try Limits(json: json, path: path)
             }
         }
     }

@@ -108,20 +108,8 @@ extension RateLimitSettings {
             self.principal = try RateLimit(credentialJSON: principal, path: object.path("principal"))
         }
         if let tenants = object.value("tenants") {
-            guard case .object(let entries) = tenants else {
-                throw AccessConfigurationError(path: object.path("tenants"), message: "must map tenant names (or \"*\") to {perSecond, burst}")
-            }
-            for (tenant, limit) in entries.sorted(by: { $0.key < $1.key }) {
-                let path = "\(object.path("tenants")).\(tenant)"
-                let parsed = try RateLimit(credentialJSON: limit, path: path)
-                if tenant == "*" {
-                    otherTenants = parsed
-                } else {
-                    guard Principal.isValidTenant(tenant) else {
-                        throw AccessConfigurationError(path: path, message: "a tenant is 1 to 128 letters, digits and _ - . : @")
-                    }
-                    self.tenants[tenant] = parsed
-                }
+            (self.tenants, otherTenants) = try TenantEntries.read(tenants, path: object.path("tenants"), of: "{perSecond, burst}") { json, path throws(AccessConfigurationError) in
+                try RateLimit(credentialJSON: json, path: path)
             }
         }
         if let fallback = try object.string("whenRedisUnavailable") {
@@ -132,5 +120,32 @@ extension RateLimitSettings {
             }
             whenUnavailable = parsed
         }
+    }
+}
+
+/// A mapping of tenant names (and `"*"` for the others) to settings of each, as `rateLimits` and
+/// `quotas` write it.
+enum TenantEntries {
+    static func read<Value>(
+        _ json: JSONValue, path: String, of what: String, _ parse: (JSONValue, String) throws(AccessConfigurationError) -> Value
+    ) throws(AccessConfigurationError) -> (named: [String: Value], others: Value?) {
+        guard case .object(let entries) = json else {
+            throw AccessConfigurationError(path: path, message: "must map tenant names (or \"*\") to \(what)")
+        }
+        var named: [String: Value] = [:]
+        var others: Value?
+        for (tenant, value) in entries.sorted(by: { $0.key < $1.key }) {
+            let entryPath = "\(path).\(tenant)"
+            let parsed = try parse(value, entryPath)
+            if tenant == "*" {
+                others = parsed
+            } else {
+                guard Principal.isValidTenant(tenant) else {
+                    throw AccessConfigurationError(path: entryPath, message: "a tenant is 1 to 128 letters, digits and _ - . : @")
+                }
+                named[tenant] = parsed
+            }
+        }
+        return (named, others)
     }
 }

@@ -204,21 +204,26 @@ public final class RedisKeyValueStore: AccountedKeyValueStore {
     // so that a key Redis expired is given back at the owner's next accounted operation. Each
     // operation is one script: the usage, the check and the write move together.
 
-    /// KEYS[1..3] as for writes, then the owner's usage, expiry set and size hash. Gives back
-    /// what expired; leaves `nowms` set.
-    private static let reclaimFragment = """
+    /// Gives back what expired of an owner whose usage hash, expiry set and size hash are
+    /// KEYS[usage], KEYS[expiring], KEYS[sizes]; leaves `nowms` set.
+    private static func reclaim(usage: Int, expiring: Int, sizes: Int) -> String {
+        """
         local t = redis.call('TIME')
         local nowms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
-        for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', nowms)) do
+        for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[\(expiring)], '-inf', nowms)) do
           if redis.call('EXISTS', k) == 0 then
-            local sz = tonumber(redis.call('HGET', KEYS[6], k) or '0')
-            redis.call('HINCRBY', KEYS[4], 'keys', -1)
-            redis.call('HINCRBY', KEYS[4], 'bytes', -sz)
+            local sz = tonumber(redis.call('HGET', KEYS[\(sizes)], k) or '0')
+            redis.call('HINCRBY', KEYS[\(usage)], 'keys', -1)
+            redis.call('HINCRBY', KEYS[\(usage)], 'bytes', -sz)
           end
-          redis.call('ZREM', KEYS[5], k)
-          redis.call('HDEL', KEYS[6], k)
+          redis.call('ZREM', KEYS[\(expiring)], k)
+          redis.call('HDEL', KEYS[\(sizes)], k)
         end
         """
+    }
+
+    /// For writes: KEYS[1..3] as for a plain write, then the owner's usage, expiry set and size hash.
+    private static let reclaimFragment = reclaim(usage: 4, expiring: 5, sizes: 6)
 
     /// After `reclaimFragment`. ARGV: value, TTL ms (-1: none), key name, maximum keys (-1:
     /// none), maximum bytes (-1: none). Refused: {-1, 0 for keys or 1 for bytes, held}. Leaves
@@ -257,18 +262,7 @@ public final class RedisKeyValueStore: AccountedKeyValueStore {
         ].joined(separator: "\n"))
 
     /// KEYS: data key, index, the owner's usage, expiry set and size hash. ARGV[1]: key name.
-    static let accountedDeleteScript = RedisScript("""
-        local t = redis.call('TIME')
-        local nowms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
-        for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', nowms)) do
-          if redis.call('EXISTS', k) == 0 then
-            local sz = tonumber(redis.call('HGET', KEYS[5], k) or '0')
-            redis.call('HINCRBY', KEYS[3], 'keys', -1)
-            redis.call('HINCRBY', KEYS[3], 'bytes', -sz)
-          end
-          redis.call('ZREM', KEYS[4], k)
-          redis.call('HDEL', KEYS[5], k)
-        end
+    static let accountedDeleteScript = RedisScript(reclaim(usage: 3, expiring: 4, sizes: 5) + "\n" + """
         if redis.call('EXISTS', KEYS[1]) == 1 then
           redis.call('HINCRBY', KEYS[3], 'keys', -1)
           redis.call('HINCRBY', KEYS[3], 'bytes', -(redis.call('HSTRLEN', KEYS[1], 'v') + #ARGV[1]))
@@ -280,18 +274,7 @@ public final class RedisKeyValueStore: AccountedKeyValueStore {
         """)
 
     /// KEYS: the owner's usage, expiry set and size hash. Answers {keys, bytes}.
-    static let usageScript = RedisScript("""
-        local t = redis.call('TIME')
-        local nowms = math.floor((tonumber(t[1]) * 1000000 + tonumber(t[2])) / 1000)
-        for _, k in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', nowms)) do
-          if redis.call('EXISTS', k) == 0 then
-            local sz = tonumber(redis.call('HGET', KEYS[3], k) or '0')
-            redis.call('HINCRBY', KEYS[1], 'keys', -1)
-            redis.call('HINCRBY', KEYS[1], 'bytes', -sz)
-          end
-          redis.call('ZREM', KEYS[2], k)
-          redis.call('HDEL', KEYS[3], k)
-        end
+    static let usageScript = RedisScript(reclaim(usage: 1, expiring: 2, sizes: 3) + "\n" + """
         return {tonumber(redis.call('HGET', KEYS[1], 'keys') or '0'), tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')}
         """)
 
