@@ -103,11 +103,36 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The HTTP face: MCP's Streamable HTTP, the REST API, WebSockets, health; it reaches the
+        // gateway through the same JSON-RPC face every socket client uses.
+        .target(
+            name: "HTTPFace",
+            dependencies: [
+                "JSONRPC", "MCPProtocol", "Transport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "HTTPFaceTests",
+            dependencies: [
+                "HTTPFace", "JSONRPC",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The composition root: sessions, method table, configuration, the server service.
         .target(
             name: "Gateway",
             dependencies: [
-                "Access", "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router", "Backend", "Workflows", "Redis",
+                "HTTPFace", "Access", "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router", "Backend", "Workflows", "Redis",
                 "CSwitchboardOpenSSL", "CSwitchboardHiredis",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -145,13 +145,14 @@ struct ConfigurationReader {
             case "auth": readAuth(value)
             case "audit": readAudit(value)
             case "egress": readEgress(value)
+            case "http": readHTTP(value)
             default:
                 if isHostFile {
                     warn(keyNode, "key \"\(key)\" is ignored: it is the MCP host's setting, not the gateway's")
                 } else {
                     report(
                         keyNode,
-                        "unknown key \"\(key)\" (known: listen, logLevel, threads, limits, keepalive, health, readiness, tls, auth, audit, egress, agents, mcpServers, servers, inputs, workflows)")
+                        "unknown key \"\(key)\" (known: listen, logLevel, threads, limits, keepalive, health, readiness, tls, http, auth, audit, egress, agents, mcpServers, servers, inputs, workflows)")
                 }
             }
         }

@@ -1,6 +1,7 @@
 import Access
 import Agents
 import Backend
+import HTTPFace
 import JSONRPC
 import Logging
 import MCPProtocol
@@ -249,6 +250,9 @@ public final class GatewayServer: Service {
     private let core: GatewayCore
     private let logger: Logger
     private let announcement = ListeningAnnouncement()
+    /// The HTTP face of each http:// and https:// listener, and the settings they share.
+    private let httpFaces = Mutex<[HTTPFace]>([])
+    private let httpSettings = Mutex<HTTPFaceSettings?>(nil)
 
     /// - Parameter extraMethods: registers methods beyond the core ones (the layers above the
     ///   core add theirs here).
@@ -298,6 +302,12 @@ public final class GatewayServer: Service {
         await core.quotas?.forgetOwnPastHoldings()
         // Trapped before anything is announced, so that a SIGHUP never finds the default action.
         let hangups = await UnixSignalsSequence(trapping: .sighup)
+        if settings.listen.contains(where: \.isHTTP) {
+            var http = settings.http
+            http.accessControlled = settings.access != nil
+            if let shared = await core.httpSessionKey() { http.sessionKey = shared }
+            httpSettings.withLock { $0 = http }
+        }
         var listeners: [(address: ListenAddress, channel: any Channel)] = []
         do {
             for address in settings.listen {
@@ -333,6 +343,7 @@ public final class GatewayServer: Service {
             if let stream = self.core.auditStream { group.addTask { await stream.run() } }
             group.addTask { await self.core.workflows.run() }
             group.addTask { await self.reloadCertificatesOnHangup(tls, signals: hangups) }
+            for face in self.httpFaces.withLock({ $0 }) { group.addTask { await face.run() } }
             await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
             await core.supervisor.stopAll()
             await core.access?.shutdown()
@@ -384,7 +395,17 @@ public final class GatewayServer: Service {
         if unfinished > 0 {
             logger.warning("\(unfinished) requests still in flight after the grace period; closing anyway")
         }
+        for face in httpFaces.withLock({ $0 }) { face.shutdown() }
         await core.registry.closeAll()
+    }
+
+    /// The HTTP face of a new http:// or https:// listener.
+    private func httpFace(for address: ListenAddress) throws -> HTTPFace {
+        guard let settings = httpSettings.withLock({ $0 }) else { throw StartupError(description: "\(address): the HTTP face is not set up") }
+        let limit = core.settings.listenerMessageLimits[address] ?? core.settings.limits.maximumMessageBytes
+        let face = HTTPFace(door: GatewayLinkDoor(core: core, listener: address), settings: settings, maximumMessageBytes: limit, logger: logger)
+        httpFaces.withLock { $0.append(face) }
+        return face
     }
 
     // MARK: TLS
@@ -392,10 +413,10 @@ public final class GatewayServer: Service {
     /// The server TLS context, when a listener needs one. Certificate problems stop the start
     /// with a sentence that names the file and what is wrong with it.
     private func makeTLSContext() throws -> TLSContext? {
-        let needsTLS = core.settings.listen.contains { if case .tls = $0 { true } else { false } }
+        let needsTLS = core.settings.listen.contains(where: \.usesTLS)
         guard needsTLS else { return nil }
         guard let settings = core.settings.tls else {
-            throw StartupError(description: "a tls:// listener needs --tls-cert and --tls-key (or tls: in the config file)")
+            throw StartupError(description: "a tls:// or https:// listener needs --tls-cert and --tls-key (or tls: in the config file)")
         }
         do {
             let context = try TLSContext(server: settings.configuration)
@@ -464,6 +485,33 @@ public final class GatewayServer: Service {
                     }
                     .bind(host: host, port: port)
                     .get()
+            case .http(let host, let port), .https(let host, let port):
+                let face = try httpFace(for: address)
+                let secure = address.usesTLS
+                let makeTLS: (@Sendable () throws -> TLSHandler)?
+                if secure {
+                    guard let tls else { throw StartupError(description: "\(address) needs --tls-cert and --tls-key (or tls: in the config file)") }
+                    let handshakeTimeout = TimeAmount(core.settings.tls?.handshakeTimeout ?? .seconds(10))
+                    makeTLS = { try TLSHandler(context: tls, handshakeTimeout: handshakeTimeout, logger: core.logger) }
+                } else {
+                    makeTLS = nil
+                }
+                return try await bootstrap
+                    .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                    .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: false)
+                    .childChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            let refusal = admission.admit(channel)
+                            if let makeTLS { try channel.pipeline.syncOperations.addHandler(try makeTLS()) }
+                            if let refusal {
+                                try channel.pipeline.syncOperations.addHandler(HTTPRefusalHandler(refusal))
+                            } else {
+                                try face.configure(channel, secure: secure)
+                            }
+                        }
+                    }
+                    .bind(host: host, port: port)
+                    .get()
             case .unix(let path):
                 try UnixSocketPath.prepare(path)
                 return try await bootstrap
@@ -505,25 +553,28 @@ public final class GatewayServer: Service {
             if let refusal {
                 try channel.pipeline.syncOperations.addHandler(ConnectionRefusalHandler(refusal))
             } else {
-                try addConnectionHandlers(channel, core: core, address: address)
+                try addConnectionHandlers(channel, core: core, address: address, isStdio: false)
             }
         }
     }
 
     private static func configure(_ channel: any Channel, core: GatewayCore, address: ListenAddress?) -> EventLoopFuture<Void> {
-        channel.eventLoop.makeCompletedFuture { try addConnectionHandlers(channel, core: core, address: address) }
+        channel.eventLoop.makeCompletedFuture { try addConnectionHandlers(channel, core: core, address: address, isStdio: address == nil) }
     }
 
     /// `address`: the listener the connection came through (nil: stdio), for its own limits.
-    /// Socket connections get the timeouts; stdio, whose host owns its life, does not.
-    private static func addConnectionHandlers(_ channel: any Channel, core: GatewayCore, address: ListenAddress?) throws {
+    /// Socket connections get the timeouts; stdio, whose host owns its life, does not, nor does
+    /// the HTTP face's link, whose life its HTTP session owns.
+    static func addConnectionHandlers(
+        _ channel: any Channel, core: GatewayCore, address: ListenAddress?, isStdio: Bool, timeouts: Bool = true
+    ) throws {
         let limits = core.settings.limits
         let maximumMessageBytes = address.flatMap { core.settings.listenerMessageLimits[$0] } ?? limits.maximumMessageBytes
-        let connection = RPCConnectionHandler(gateway: core, isStdio: address == nil)
+        let connection = RPCConnectionHandler(gateway: core, isStdio: isStdio)
         let pipeline = channel.pipeline.syncOperations
         try pipeline.addHandler(BackPressureHandler())
-        if let address, !limits.connectionTimeouts.isEmpty {
-            let isTLS = if case .tls = address { true } else { false }
+        if let address, timeouts, !limits.connectionTimeouts.isEmpty {
+            let isTLS = address.usesTLS
             try pipeline.addHandler(
                 ConnectionTimeoutHandler(
                     timeouts: limits.connectionTimeouts, startsAfterTLSHandshake: isTLS, logger: core.logger,
@@ -537,11 +588,8 @@ public final class GatewayServer: Service {
     }
 
     private static func boundURL(_ address: ListenAddress, _ channel: any Channel) -> String {
-        switch (address, channel.localAddress?.port) {
-        case (.tcp(let host, _), let port?): return ListenAddress.tcp(host: host, port: port).description
-        case (.tls(let host, _), let port?): return ListenAddress.tls(host: host, port: port).description
-        default: return address.description
-        }
+        guard let port = channel.localAddress?.port, address.hostAndPort != nil else { return address.description }
+        return address.withPort(port).description
     }
 }
 

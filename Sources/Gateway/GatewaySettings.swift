@@ -1,5 +1,6 @@
 import Access
 import Agents
+import HTTPFace
 import JSONRPC
 import Logging
 import NIOCore
@@ -8,6 +9,8 @@ import Transport
 /// Everything a running gateway needs to know, from the command line and the config file.
 public struct GatewaySettings: Sendable {
     public var listen: [ListenAddress] = []
+    /// The HTTP face's own settings (`http:` in the config file).
+    public var http = HTTPFaceSettings()
     public var stdio = false
     public var logLevel: Logger.Level = .info
     public var limits = Limits()

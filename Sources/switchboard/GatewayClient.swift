@@ -72,6 +72,9 @@ struct GatewayClient: Sendable {
                 return try await bootstrap.connect(host: host, port: port, channelInitializer: initializer)
             case .unix(let path):
                 return try await bootstrap.connect(unixDomainSocketPath: path, channelInitializer: initializer)
+            case .http, .https:
+                throw GatewayClientError.cannotConnect(
+                    address: address, reason: "the operator commands speak JSON-RPC over tcp://, tls:// or unix://; give one of the gateway's listeners of those kinds")
             }
         } catch {
             throw GatewayClientError.cannotConnect(address: address, reason: Self.describe(error))

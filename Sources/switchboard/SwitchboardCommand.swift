@@ -174,9 +174,9 @@ struct Serve: AsyncParsableCommand {
             guard taskLease >= 1, taskLease <= 3600 else { throw ValidationError("--task-lease must be from 1 to 3600 seconds") }
             settings.redis?.taskLease = .milliseconds(Int64(taskLease * 1000))
         }
-        let hasTLSListener = settings.listen.contains { if case .tls = $0 { true } else { false } }
+        let hasTLSListener = settings.listen.contains(where: \.usesTLS)
         if hasTLSListener && settings.tls == nil {
-            throw ValidationError("a tls:// listener needs --tls-cert and --tls-key (or tls: in the config file)")
+            throw ValidationError("a tls:// or https:// listener needs --tls-cert and --tls-key (or tls: in the config file)")
         }
         guard settings.stdio || !settings.listen.isEmpty else {
             throw ValidationError("nothing to serve: give --stdio and/or --listen tcp://HOST:PORT or unix:///PATH (or listen: in the config file)")

@@ -37,7 +37,7 @@ STARTUP_TIMEOUT = 60.0
 REPLY_TIMEOUT = 20.0
 EXIT_TIMEOUT = 30.0
 
-_LISTEN_RE = re.compile(r"listening on ((?:tcp|unix)://[^\s\"',;)\]}]+)")
+_LISTEN_RE = re.compile(r"listening on ((?:tcp|unix|tls|http|https)://[^\s\"',;)\]}]+)")
 
 
 def switchboard_bin() -> Path:

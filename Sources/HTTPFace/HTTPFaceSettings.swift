@@ -1,0 +1,69 @@
+import Crypto
+import NIOCore
+
+/// How the HTTP face behaves: who may reach it from a browser, its bounds, and what it says of
+/// itself as an OAuth 2.1 protected resource.
+public struct HTTPFaceSettings: Sendable {
+    /// Browser origins allowed to call (`Origin` header); a request from any other is refused
+    /// with 403. Empty: loopback origins only (`http://localhost:*`, `http://127.0.0.1:*`,
+    /// `http://[::1]:*` and their https forms). `*` allows every origin.
+    public var allowedOrigins: [String] = []
+    /// The largest request body; larger ones get 413 before they are read.
+    public var maximumBodyBytes: Int = 4 * 1024 * 1024
+    /// MCP sessions (2025-03-26 … 2025-11-25) one replica holds at once; the next `initialize`
+    /// gets 503 with -32006.
+    public var maximumSessions: Int = 10_000
+    /// A session unused for this long is ended (its next request gets 404, and the client
+    /// initializes again, as the specification has it).
+    public var sessionIdleTimeout: TimeAmount = .minutes(30)
+    /// Server-sent events kept per session for resumption with `Last-Event-ID`.
+    public var replayedEvents: Int = 256
+    /// How long `GET /api/v1/tasks/{id}/result` waits at most.
+    public var longestResultWait: TimeAmount = .minutes(5)
+    /// Signs session ids, so that any replica sharing the key serves any session. Replicas
+    /// that share Redis share it; alone, a key of the process's own.
+    public var sessionKey: SymmetricKey = SymmetricKey(size: .bits256)
+    /// With access control: requests are decided as their `Authorization` credential's
+    /// principal, and a request without one that the anonymous role may not make gets 401.
+    public var accessControlled = false
+    /// RFC 9728 metadata: the resource's canonical URL (nil: the listener's own URL + `/mcp`).
+    public var resource: String?
+    /// Authorization servers that issue tokens for this resource.
+    public var authorizationServers: [String] = []
+    /// Scopes this resource understands.
+    public var scopesSupported: [String] = []
+
+    public init() {}
+
+    /// Whether a browser page from `origin` may call. Requests without `Origin` (not from a
+    /// browser) are not judged by it.
+    public func allows(origin: String) -> Bool {
+        if allowedOrigins.contains("*") || allowedOrigins.contains(origin) { return true }
+        guard allowedOrigins.isEmpty else { return false }
+        return Self.isLoopback(origin: origin)
+    }
+
+    static func isLoopback(origin: String) -> Bool {
+        let lowered = origin.lowercased()
+        let rest: Substring
+        if lowered.hasPrefix("http://") {
+            rest = lowered.dropFirst(7)
+        } else if lowered.hasPrefix("https://") {
+            rest = lowered.dropFirst(8)
+        } else {
+            return false
+        }
+        let host: Substring
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else { return false }
+            host = rest[rest.startIndex...close]
+            let after = rest[rest.index(after: close)...]
+            guard after.isEmpty || (after.hasPrefix(":") && after.dropFirst().allSatisfy(\.isNumber)) else { return false }
+        } else {
+            let parts = rest.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            host = parts[0]
+            if parts.count == 2, parts[1].isEmpty || !parts[1].allSatisfy(\.isNumber) { return false }
+        }
+        return host == "localhost" || host == "[::1]" || host.hasPrefix("127.") && host.split(separator: ".").count == 4
+    }
+}

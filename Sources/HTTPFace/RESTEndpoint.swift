@@ -1,0 +1,119 @@
+import JSONRPC
+import NIOCore
+import NIOHTTP1
+
+/// `/api/v1`: each route runs its JSON-RPC twin on the connection's plain link, as the
+/// request's credential; the result is the body, an error is `{"error": {code, message, data},
+/// "status": HTTP status}`.
+extension HTTPConnectionHandler {
+    func serveREST(_ head: HTTPRequestHead, path: String, query: [String: String], body: ByteBuffer) {
+        let credential = Self.credential(head)
+        if case .malformed(let reason) = credential {
+            respondError(
+                .unauthorized, JSONRPCError(code: -32007, message: "Unauthenticated: \(reason)"),
+                headers: [("www-authenticate", challenge(head, error: "invalid_request", description: reason))])
+            return
+        }
+        switch RESTRoutes.find(head.method, path.dropFirst("/api/v1/".count)) {
+        case .notFound:
+            respondError(.notFound, JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "no such path: \(path) (see /api/v1/openapi.json)"))
+        case .methodNotAllowed(let allowed):
+            let names = allowed.map { "\($0)" }.joined(separator: ", ")
+            respondError(
+                .methodNotAllowed, JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "\(path) takes \(names)"), headers: [("allow", names)])
+        case .found(let route, let parameters):
+            switch Self.params(for: route, parameters: parameters, query: query, body: body) {
+            case .failure(let error):
+                respondError(.badRequest, error)
+            case .success(let params):
+                let waits = route.rpcMethod == "tasks/result" && query["wait"] != "0"
+                let method = route.rpcMethod == "tasks/result" && !waits ? "tasks/get" : route.rpcMethod
+                withLink(.plain, credential: credential.token, { handler, link in
+                    handler.runREST(method, params: params, link: link, checkingResult: route.rpcMethod == "tasks/result" && !waits)
+                }, refused: { handler, error in handler.respondError(RESTRoutes.status(of: error), error, headers: handler.authenticationHeaders(error)) })
+            }
+        }
+    }
+
+    private func runREST(_ method: String, params: JSONValue, link: GatewayLink, checkingResult: Bool) {
+        let bound = onLoopForExchange()
+        link.call(method, params: params) { response, _ in
+            bound { handler in
+                switch response.outcome {
+                case .error(let error):
+                    handler.respondError(RESTRoutes.status(of: error), error, headers: handler.authenticationHeaders(error))
+                case .result(let result):
+                    if checkingResult {
+                        // `?wait=0`: the result if the task has ended, else 202 and where it stands.
+                        let state = result.member("status")?.stringValue ?? result.member("state")?.stringValue ?? ""
+                        if ["working", "input_required", "PENDING", "ASSIGNED", "RUNNING"].contains(state) {
+                            handler.respond(.accepted, body: result.buffer)
+                        } else {
+                            handler.runREST("tasks/result", params: params, link: link, checkingResult: false)
+                        }
+                        return
+                    }
+                    handler.respond(.ok, body: result.buffer)
+                }
+            }
+        }
+        if method == "tasks/result" {
+            // The wait ends with the client: a result nobody reads is not waited for.
+            onAbandon { link.close() }
+        }
+    }
+
+    func authenticationHeaders(_ error: JSONRPCError) -> [(String, String)] {
+        guard let head = exchange?.head else { return [] }
+        switch error.code {
+        case -32007: return [("www-authenticate", challenge(head, error: "invalid_token"))]
+        case -32008:
+            if case .object(let data)? = error.data, let milliseconds = data["retryAfterMs"]?.integerValue {
+                return [("retry-after", "\(max(1, (milliseconds + 999) / 1000))")]
+            }
+            return [("retry-after", "1")]
+        default: return []
+        }
+    }
+
+    /// The JSON-RPC params of a REST request: the body's members, the path parameters, the
+    /// query parameters with their declared types.
+    static func params(for route: RESTRoute, parameters: [String: String], query: [String: String], body: ByteBuffer) -> Result<JSONValue, JSONRPCError> {
+        var params: [String: JSONValue] = [:]
+        switch route.body {
+        case .none:
+            break
+        case .object, .value:
+            if body.readableBytes > 0 {
+                guard let raw = try? RawJSON(validating: body) else {
+                    return .failure(.invalidParams("the body is not JSON"))
+                }
+                switch route.body {
+                case .value(let key):
+                    params[key] = .raw(raw)
+                default:
+                    guard raw.kind == .object else { return .failure(.invalidParams("the body must be a JSON object, not \(raw.kind.name)")) }
+                    for (name, value) in raw.members() { params[name] = .raw(value) }
+                }
+            }
+        }
+        for (name, value) in parameters {
+            let key = route.renamed[name] ?? name
+            if params[key] == nil { params[key] = .string(value) }
+        }
+        for parameter in route.query {
+            guard let text = query[parameter.name] else { continue }
+            switch parameter.type {
+            case .string: params[parameter.name] = .string(text)
+            case .integer:
+                guard let value = Int64(text) else { return .failure(.invalidParams("\(parameter.name) must be an integer, not \"\(text)\"")) }
+                params[parameter.name] = .integer(value)
+            case .boolean:
+                guard let value = Bool(text) else { return .failure(.invalidParams("\(parameter.name) must be true or false")) }
+                params[parameter.name] = .bool(value)
+            }
+        }
+        params["wait"] = nil
+        return .success(.object(params))
+    }
+}

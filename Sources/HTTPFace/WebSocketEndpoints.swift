@@ -1,0 +1,167 @@
+import JSONRPC
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+
+/// WebSockets: `/ws` carries the whole JSON-RPC surface (one message per text frame, for
+/// browsers), `/ws/events?pattern=P[&pattern=Q]` the events of the topics the patterns match.
+/// Both run on a link of their own, as the credential of the upgrade's `Authorization` header
+/// (a browser, which cannot set one, sends `auth/authenticate` as its first frame).
+extension HTTPFace {
+    enum WebSocketEndpoint {
+        case rpc
+        case events(patterns: [String])
+    }
+
+    static func webSocketEndpoint(_ head: HTTPRequestHead) -> WebSocketEndpoint? {
+        let (path, _) = HTTPConnectionHandler.split(head.uri)
+        switch path {
+        case "/ws", "/ws/": return .rpc
+        case "/ws/events":
+            let patterns = Self.queryValues(head.uri, name: "pattern") + Self.queryValues(head.uri, name: "topic")
+            return .events(patterns: patterns.isEmpty ? ["*"] : patterns)
+        default: return nil
+        }
+    }
+
+    static func queryValues(_ uri: String, name: String) -> [String] {
+        guard let mark = uri.firstIndex(of: "?") else { return [] }
+        return uri[uri.index(after: mark)...].split(separator: "&").compactMap { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, String(parts[0]).removingPercentEncodingForQuery == name else { return nil }
+            return String(parts[1]).removingPercentEncodingForQuery
+        }
+    }
+
+    func admitsWebSocket(_ head: HTTPRequestHead) -> Bool {
+        guard Self.webSocketEndpoint(head) != nil else { return false }
+        if let origin = head.headers.first(name: "origin"), !settings.allows(origin: origin) { return false }
+        if case .malformed = HTTPConnectionHandler.credential(head) { return false }
+        return true
+    }
+
+    func configureWebSocket(_ channel: any Channel, head: HTTPRequestHead) throws {
+        guard let endpoint = Self.webSocketEndpoint(head) else { throw ChannelError.inappropriateOperationForState }
+        let handler = WebSocketLinkHandler(face: self, endpoint: endpoint, credential: HTTPConnectionHandler.credential(head).token)
+        try channel.pipeline.syncOperations.addHandlers(
+            NIOWebSocketFrameAggregator(
+                minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1024, maxAccumulatedFrameSize: max(maximumMessageBytes, 1 << 16)),
+            handler)
+    }
+}
+
+/// One WebSocket: frames in, lines to its link; lines out, frames to the client.
+final class WebSocketLinkHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let face: HTTPFace
+    private let endpoint: HTTPFace.WebSocketEndpoint
+    private let credential: String?
+    private var link: GatewayLink?
+    /// Frames that came before the link was open.
+    private var early: [ByteBuffer] = []
+    private var context: ChannelHandlerContext?
+    private var closing = false
+
+    init(face: HTTPFace, endpoint: HTTPFace.WebSocketEndpoint, credential: String?) {
+        self.face = face
+        self.endpoint = endpoint
+        self.credential = credential
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let peer = context.channel.remoteAddress.map { "\($0)" } ?? "unknown"
+        GatewayLink.open(door: face.door, on: context.eventLoop, peer: peer, maximumMessageBytes: face.maximumMessageBytes).whenComplete { outcome in
+            let handler = bound.value
+            switch outcome {
+            case .success(let link): handler.opened(link)
+            case .failure: handler.close(code: .unexpectedServerError, reason: "cannot reach the gateway")
+            }
+        }
+    }
+
+    private func opened(_ link: GatewayLink) {
+        guard let context, !closing else {
+            link.close()
+            return
+        }
+        self.link = link
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let channel = context.channel
+        let events: Bool = if case .events = endpoint { true } else { false }
+        link.setOutputHandler { line in
+            if events {
+                // Only the events themselves: the replies to the subscriptions are not news.
+                guard line.readableBytesView.starts(with: Array(#"{"jsonrpc":"2.0","method":"notifications/events/message""#.utf8)) else { return }
+            }
+            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: line), promise: nil)
+            if !channel.isWritable { link.setReading(false) }
+        }
+        link.onClose { channel.eventLoop.execute { bound.value.close(code: .normalClosure, reason: "the gateway closed the connection") } }
+        if let credential {
+            // Held by the gateway until decided: frames sent meanwhile run as the principal.
+            link.call("auth/authenticate", params: ["token": .string(credential)]) { response, _ in
+                if case .error(let error) = response.outcome {
+                    channel.eventLoop.execute { bound.value.close(code: .policyViolation, reason: "unauthenticated: \(error.message)") }
+                }
+            }
+        }
+        if case .events(let patterns) = endpoint {
+            for pattern in patterns {
+                link.call("events/subscribe", params: ["pattern": .string(pattern)]) { response, _ in
+                    if case .error(let error) = response.outcome {
+                        channel.eventLoop.execute { bound.value.close(code: .policyViolation, reason: "events/subscribe \(pattern): \(error.message)") }
+                    }
+                }
+            }
+        }
+        for line in early { link.send(line: line) }
+        early = []
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { link?.setReading(true) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text, .binary:
+            var line = frame.unmaskedData
+            // One message per frame: a newline inside would split it in two on the link.
+            if line.readableBytesView.contains(UInt8(ascii: "\n")) {
+                let bytes = line.readableBytesView.map { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") ? UInt8(ascii: " ") : $0 }
+                line = ByteBuffer(bytes: bytes)
+            }
+            if let link { link.send(line: line) } else if early.count < 256 { early.append(line) } else { close(code: .policyViolation, reason: "too many frames before the connection was ready") }
+        case .ping:
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+        case .connectionClose:
+            close(code: .normalClosure, reason: "")
+        default:
+            break
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        link?.close()
+        link = nil
+        context.fireChannelInactive()
+    }
+
+    private func close(code: WebSocketErrorCode, reason: String) {
+        guard !closing, let context else { return }
+        closing = true
+        var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        data.write(webSocketErrorCode: code)
+        data.writeString(String(reason.utf8.prefix(120)) ?? "")
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))).whenComplete { _ in
+            context.close(promise: nil)
+        }
+        link?.close()
+    }
+}
