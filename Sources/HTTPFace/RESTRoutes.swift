@@ -210,8 +210,10 @@ enum RESTRoutes {
         switch error.code {
         case JSONRPCError.Code.parseError, JSONRPCError.Code.invalidRequest: return .badRequest
         case JSONRPCError.Code.invalidParams:
+            // What names a thing that is not there is 404; any other bad parameter is 400.
             let message = error.message.lowercased()
-            return message.contains("unknown") || message.contains("no such") || message.contains("not found") ? .notFound : .badRequest
+            let absent = ["unknown", "no such", "not found", ": no task", ": no agent", ": no workflow", ": no execution", "no execution"]
+            return absent.contains(where: message.contains) ? .notFound : .badRequest
         case JSONRPCError.Code.methodNotFound: return .notFound
         case -32007: return .unauthorized
         case JSONRPCError.Code.forbidden: return .forbidden

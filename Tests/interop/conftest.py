@@ -47,6 +47,8 @@ def start_gateway(sb_bin, sockdir):
                 args += ["--listen", "tcp://127.0.0.1:0"]
             elif kind == "unix":
                 args += ["--listen", f"unix://{sockdir}/sb{n}.sock"]
+            elif kind == "http":
+                args += ["--listen", "http://127.0.0.1:0"]
             else:  # pragma: no cover
                 raise ValueError(kind)
         gw = Gateway(args + list(extra or []), cwd=None if cwd is None else str(cwd), env=env)

@@ -1,0 +1,385 @@
+"""The HTTP face (protocol-spec chapter 14): MCP's Streamable HTTP at /mcp in both eras, driven
+by the official SDK's and fastmcp's HTTP clients as a host drives them (connect, list once, call);
+the REST API as curl writes it; WebSockets as a browser opens them; health; origins; OAuth's
+401/403 with the resource metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import quote
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+from websockets.sync.client import connect as ws_connect
+
+from sbwire import REPO
+
+TOOL_SERVER = REPO / "Tests" / "interop" / "agents" / "stdio_tool_server.py"
+MCP_ACCEPT = "application/json, text/event-stream"
+SESSION_KEY = "a key of at least thirty-two characters, shared by the replicas"
+
+
+def write_config(tmp_path, name="gateway.json", **extra) -> str:
+    path = tmp_path / name
+    servers = {"echo": {"command": sys.executable, "args": [str(TOOL_SERVER), "--tool", "echo", "--label", "e"]}}
+    path.write_text(json.dumps({"mcpServers": servers, **extra}))
+    return str(path)
+
+
+def http_gateway(start_gateway, tmp_path, **extra):
+    gw = start_gateway("http", "tcp", extra=["--config", write_config(tmp_path, **extra)])
+    return gw, gw.endpoint("http").url
+
+
+def initialize(client: httpx.Client, base: str, version="2025-11-25", headers=None) -> str:
+    reply = client.post(
+        f"{base}/mcp",
+        headers={"accept": MCP_ACCEPT, **(headers or {})},
+        json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["result"]["protocolVersion"] == version
+    session = reply.headers["mcp-session-id"]
+    note = client.post(
+        f"{base}/mcp",
+        headers={"accept": MCP_ACCEPT, "mcp-session-id": session, "mcp-protocol-version": version, **(headers or {})},
+        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+    )
+    assert note.status_code == 202, note.text
+    return session
+
+
+def session_call(client, base, session, method, params=None, id_=2, version="2025-11-25", headers=None):
+    return client.post(
+        f"{base}/mcp",
+        headers={"accept": MCP_ACCEPT, "mcp-session-id": session, "mcp-protocol-version": version, **(headers or {})},
+        json={"jsonrpc": "2.0", "id": id_, "method": method, "params": params or {}},
+    )
+
+
+# --------------------------------------------------------------------------- real MCP clients
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_the_sdk_http_client_lists_and_calls_tools_right_after_connecting(start_gateway, tmp_path, mode):
+    gw, base = http_gateway(start_gateway, tmp_path)
+
+    async def host():
+        async with Client(f"{base}/mcp", mode=mode, read_timeout_seconds=20) as client:
+            # As a host does: one list, right after connecting, no waiting for a notification.
+            tools = await client.list_tools()
+            assert [tool.name for tool in tools.tools] == ["echo"]
+            result = await client.call_tool("echo", {"text": "over http"})
+            assert result.content[0].text == "e:over http"
+            return client.protocol_version
+
+    version = anyio.run(host)
+    assert version == ("2026-07-28" if mode == "auto" else "2025-11-25")
+
+
+def test_fastmcp_client_over_http(start_gateway, tmp_path):
+    from fastmcp import Client as FastMCPClient
+
+    gw, base = http_gateway(start_gateway, tmp_path)
+
+    async def host():
+        async with FastMCPClient(f"{base}/mcp") as client:
+            tools = await client.list_tools()
+            assert [tool.name for tool in tools] == ["echo"]
+            result = await client.call_tool("echo", {"text": "fast"})
+            assert result.content[0].text == "e:fast"
+
+    anyio.run(host)
+
+
+# --------------------------------------------------------------------------- /mcp, handshake era
+
+
+def test_a_session_is_served_by_another_replica_sharing_the_key_and_ends_with_delete(start_gateway, tmp_path):
+    gw1, base1 = http_gateway(start_gateway, tmp_path, http={"sessionKey": SESSION_KEY})
+    with httpx.Client(timeout=20) as client:
+        session = initialize(client, base1)
+        assert len(session) == 46 and session.isascii()
+        listed = session_call(client, base1, session, "tools/list")
+        assert [t["name"] for t in listed.json()["result"]["tools"]] == ["echo"]
+
+        # A second gateway that has never seen the session serves it: the id carries what it needs.
+        gw2, base2 = http_gateway(start_gateway, tmp_path, http={"sessionKey": SESSION_KEY})
+        called = session_call(client, base2, session, "tools/call", {"name": "echo", "arguments": {"text": "there"}}, id_=3)
+        assert called.status_code == 200, called.text
+        assert called.json()["result"]["content"][0]["text"] == "e:there"
+
+        # A gateway with another key does not know it.
+        gw3, base3 = http_gateway(start_gateway, tmp_path, http={"sessionKey": SESSION_KEY.replace("a key", "b key")})
+        unknown = session_call(client, base3, session, "tools/list", id_=4)
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == -32001
+
+        ended = client.delete(f"{base1}/mcp", headers={"mcp-session-id": session})
+        assert ended.status_code == 204
+        after = session_call(client, base1, session, "tools/list", id_=5)
+        assert after.status_code == 404, after.text
+
+
+def test_session_rules_of_the_handshake_era(start_gateway, tmp_path):
+    gw, base = http_gateway(start_gateway, tmp_path)
+    with httpx.Client(timeout=20) as client:
+        # Without a session or the stateless envelope, a request is refused with a reason.
+        bare = client.post(f"{base}/mcp", headers={"accept": MCP_ACCEPT}, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        assert bare.status_code == 400 and "Mcp-Session-Id" in bare.json()["error"]["message"]
+        forged = session_call(client, base, "x" * 46, "tools/list")
+        assert forged.status_code == 404
+        session = initialize(client, base, version="2025-06-18")
+        wrong_version = session_call(client, base, session, "tools/list", version="1999-01-01")
+        assert wrong_version.status_code == 400 and wrong_version.json()["error"]["code"] == -32022
+        not_acceptable = client.post(
+            f"{base}/mcp", headers={"accept": "text/html", "mcp-session-id": session}, json={"jsonrpc": "2.0", "id": 9, "method": "ping"})
+        assert not_acceptable.status_code == 406
+        # A GET stream takes only a client that accepts events.
+        get = client.get(f"{base}/mcp", headers={"mcp-session-id": session, "accept": "application/json"})
+        assert get.status_code == 406
+
+
+def test_a_stream_cut_before_its_reply_is_resumed_with_last_event_id(start_gateway, tmp_path):
+    gw, base = http_gateway(start_gateway, tmp_path)
+    with httpx.Client(timeout=20) as client:
+        session = initialize(client, base)
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    body = json.dumps({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"text": "later", "sleep": 1}, "_meta": {"progressToken": "p1"}},
+    }).encode()
+    # A raw client that reads the first event (the priming one) and drops the connection.
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(
+            f"POST /mcp HTTP/1.1\r\nhost: {host}:{port}\r\naccept: {MCP_ACCEPT}\r\ncontent-type: application/json\r\n"
+            f"mcp-session-id: {session}\r\nmcp-protocol-version: 2025-11-25\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+        seen = b""
+        while b"\n\n" not in seen.split(b"\r\n\r\n", 1)[-1]:
+            chunk = raw.recv(4096)
+            assert chunk, seen
+            seen += chunk
+        assert b"text/event-stream" in seen
+        assert b"id: 1-0" in seen
+    # The reply comes while nobody listens; a GET with Last-Event-ID gets it.
+    with httpx.Client(timeout=20) as client:
+        with client.stream("GET", f"{base}/mcp", headers={"accept": "text/event-stream", "mcp-session-id": session, "last-event-id": "1-0"}) as stream:
+            assert stream.status_code == 200
+            data = [line.removeprefix("data: ") for line in stream.iter_lines() if line.startswith("data: ") and line != "data: "]
+    reply = json.loads(data[-1])
+    assert reply["id"] == 7 and reply["result"]["content"][0]["text"] == "e:later"
+
+
+# --------------------------------------------------------------------------- /mcp, 2026-07-28
+
+
+def modern_request(method, params=None, id_=1, version="2026-07-28"):
+    params = dict(params or {})
+    params["_meta"] = {"io.modelcontextprotocol/protocolVersion": version, "io.modelcontextprotocol/clientCapabilities": {}, **params.get("_meta", {})}
+    return {"jsonrpc": "2.0", "id": id_, "method": method, "params": params}
+
+
+def test_stateless_requests_check_their_headers_against_the_body(start_gateway, tmp_path):
+    gw, base = http_gateway(start_gateway, tmp_path)
+    headers = {"accept": MCP_ACCEPT, "mcp-protocol-version": "2026-07-28"}
+    with httpx.Client(timeout=20) as client:
+        ok = client.post(f"{base}/mcp", headers={**headers, "mcp-method": "tools/call", "mcp-name": "echo"},
+                         json=modern_request("tools/call", {"name": "echo", "arguments": {"text": "m"}}))
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["result"]["content"][0]["text"] == "e:m"
+        assert "mcp-session-id" not in ok.headers
+        mismatch = client.post(f"{base}/mcp", headers={**headers, "mcp-method": "tools/list"}, json=modern_request("tools/call", {"name": "echo"}))
+        assert mismatch.status_code == 400 and mismatch.json()["error"]["code"] == -32020
+        name = client.post(f"{base}/mcp", headers={**headers, "mcp-method": "tools/call", "mcp-name": "other"}, json=modern_request("tools/call", {"name": "echo"}))
+        assert name.status_code == 400 and name.json()["error"]["code"] == -32020
+        future = client.post(f"{base}/mcp", headers={"accept": MCP_ACCEPT, "mcp-protocol-version": "2099-01-01", "mcp-method": "tools/list"},
+                             json=modern_request("tools/list", version="2099-01-01"))
+        assert future.status_code == 400
+        error = future.json()["error"]
+        assert error["code"] == -32022 and "2026-07-28" in error["data"]["supported"]
+        batch = client.post(f"{base}/mcp", headers=headers, json=[modern_request("ping"), modern_request("ping", id_=2)])
+        assert batch.status_code == 400
+        assert client.get(f"{base}/mcp", headers={"accept": "text/event-stream"}).status_code == 405
+        assert client.delete(f"{base}/mcp").status_code == 405
+
+
+def test_closing_the_response_cancels_a_stateless_request(start_gateway, tmp_path):
+    gw = start_gateway("http", extra=["--config", write_config(tmp_path), "--log-level", "debug"])
+    base = gw.endpoint("http").url
+    body = modern_request("tools/call", {"name": "echo", "arguments": {"sleep": 60}})
+    headers = {"accept": MCP_ACCEPT, "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "echo"}
+    mark = len(gw.stderr_lines)
+    # The client gives up after a second and closes the connection, as a host does on its user's stop.
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{base}/mcp", headers=headers, json=body, timeout=httpx.Timeout(10, read=1))
+    # Long before the agent's 60 s sleep ends, the gateway has cancelled the call.
+    line = gw.wait_log(r"request tools/call 1: cancelled in", timeout=10, start=mark)
+    assert float(line.split("cancelled in ")[1].split(" ms")[0]) < 10_000
+
+
+# --------------------------------------------------------------------------- REST
+
+
+def curl(*args) -> tuple[int, dict]:
+    out = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", *args], capture_output=True, text=True, timeout=60, check=True).stdout
+    body, code = out.rsplit("\n", 1)
+    return int(code), json.loads(body) if body else {}
+
+
+def test_the_seed_rest_calls_work_with_curl(start_gateway, tmp_path):
+    gw, base = http_gateway(start_gateway, tmp_path)
+    api = f"{base}/api/v1"
+    code, agents = curl(f"{api}/agents")
+    assert code == 200 and [a["agentName"].split("#")[0] for a in agents["agents"]] == ["echo"]
+    agent_id = agents["agents"][0]["agentId"]
+    # An instance id holds a '#', which a URL must escape.
+    code, status = curl(f"{api}/agents/{quote(agent_id, safe='')}/status")
+    # Right after the start the agent may still be starting: the status says so.
+    assert code == 200 and status["agentId"] == agent_id and status["currentState"] in ("STARTING", "IDLE", "BUSY"), status
+    assert status["healthStatus"] in ("HEALTHY", "DEGRADED") and "performanceMetrics" in status
+    code, task = curl("-X", "POST", f"{api}/tasks/submit", "-H", "content-type: application/json",
+                      "-d", json.dumps({"taskType": "echo", "taskData": {"text": "queued"}, "priority": 7, "timeout": 30, "maxRetries": 1}))
+    assert code == 200 and task["state"] == "PENDING", task
+    code, result = curl(f"{api}/tasks/{task['taskId']}/result")
+    assert code == 200 and result["content"][0]["text"] == "e:queued", result
+    code, status = curl(f"{api}/tasks/{task['taskId']}/status")
+    assert code == 200 and status["state"] == "COMPLETED" and status["retryCount"] == 0
+    code, now = curl(f"{api}/tasks/{task['taskId']}/result?wait=0")
+    assert code == 200 and now["content"][0]["text"] == "e:queued"
+    code, written = curl("-X", "PUT", f"{api}/memory/plan", "-H", "content-type: application/json", "-d", '{"value": {"steps": 2}}')
+    assert code == 200 and written["version"] == 1
+    code, read = curl(f"{api}/memory/plan")
+    assert code == 200 and read["value"] == {"steps": 2}
+
+
+def test_a_running_task_answers_202_without_waiting(start_gateway, tmp_path):
+    gw, base = http_gateway(start_gateway, tmp_path)
+    with httpx.Client(timeout=20) as client:
+        task = client.post(f"{base}/api/v1/tasks/submit", json={"taskType": "echo", "taskData": {"sleep": 30}}).json()
+        pending = client.get(f"{base}/api/v1/tasks/{task['taskId']}/result", params={"wait": "0"})
+        assert pending.status_code == 202 and pending.json()["taskId"] == task["taskId"]
+        cancelled = client.post(f"{base}/api/v1/tasks/{task['taskId']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+
+
+def test_rest_errors_carry_the_json_rpc_code_beside_the_status(start_gateway, tmp_path):
+    gw, base = http_gateway(start_gateway, tmp_path)
+    with httpx.Client(timeout=20) as client:
+        missing = client.get(f"{base}/api/v1/tasks/no-such-task/status")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == -32602 and missing.json()["status"] == 404
+        bad = client.post(f"{base}/api/v1/tasks/submit", content=b"{not json", headers={"content-type": "application/json"})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == -32602
+        wrong = client.post(f"{base}/api/v1/memory/plan")
+        assert wrong.status_code == 405 and set(wrong.headers["allow"].split(", ")) == {"GET", "PUT", "DELETE"}
+        nowhere = client.get(f"{base}/api/v1/nowhere")
+        assert nowhere.status_code == 404 and nowhere.json()["error"]["code"] == -32601
+        huge = client.post(f"{base}/api/v1/tasks/submit", content=b"x" * (5 * 1024 * 1024))
+        assert huge.status_code == 413 and huge.json()["error"]["code"] == -32003
+        document = client.get(f"{base}/api/v1/openapi.json").json()
+        assert document["openapi"] == "3.1.0" and "/tasks/{taskId}/result" in document["paths"]
+
+
+def test_health_and_readiness(start_gateway, tmp_path):
+    gw, base = http_gateway(start_gateway, tmp_path)
+    with httpx.Client(timeout=20) as client:
+        assert client.get(f"{base}/healthz").json() == {"status": "alive"}
+        # As an orchestrator probes: not ready while the configured agent starts, then ready.
+        deadline = time.monotonic() + 20
+        ready = client.get(f"{base}/readyz")
+        while ready.status_code != 200 and time.monotonic() < deadline:
+            assert ready.status_code == 503 and ready.json()["checks"]["agents"] == "starting: echo", ready.text
+            time.sleep(0.05)
+            ready = client.get(f"{base}/readyz")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        assert ready.json()["checks"] == {"agents": "started", "backend": "embedded", "listeners": "2 bound"}
+
+
+# --------------------------------------------------------------------------- origins and OAuth
+
+
+def test_a_page_from_another_origin_is_refused(start_gateway, tmp_path):
+    gw, base = http_gateway(start_gateway, tmp_path)
+    with httpx.Client(timeout=20) as client:
+        evil = client.post(f"{base}/mcp", headers={"accept": MCP_ACCEPT, "origin": "http://evil.example"},
+                           json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}})
+        assert evil.status_code == 403
+        assert client.get(f"{base}/api/v1/agents", headers={"origin": "http://evil.example"}).status_code == 403
+        assert client.get(f"{base}/api/v1/agents", headers={"origin": "http://localhost:5173"}).status_code == 200
+    with pytest.raises(Exception):
+        ws_connect(base.replace("http://", "ws://") + "/ws", origin="http://evil.example", open_timeout=5)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_oauth_resource_server_answers(start_gateway, tmp_path):
+    auth = {
+        "anonymous": "none",
+        "roles": {"reader": {"allow": ["tools/list", "agents/list", "auth/whoami"]}},
+        "apiKeys": [
+            {"name": "alice", "sha256": sha256("key-alice"), "roles": ["admin"]},
+            {"name": "rita", "sha256": sha256("key-rita"), "roles": ["reader"]},
+        ],
+    }
+    gw, base = http_gateway(start_gateway, tmp_path, auth=auth,
+                            http={"authorizationServers": ["https://issuer.example"], "scopesSupported": ["mcp:tools"]})
+    call = modern_request("tools/call", {"name": "echo", "arguments": {"text": "t"}})
+    headers = {"accept": MCP_ACCEPT, "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "echo"}
+    with httpx.Client(timeout=20) as client:
+        anonymous = client.post(f"{base}/mcp", headers=headers, json=call)
+        assert anonymous.status_code == 401
+        challenge = anonymous.headers["www-authenticate"]
+        assert challenge.startswith("Bearer ") and "resource_metadata=" in challenge
+        metadata_url = challenge.split('resource_metadata="', 1)[1].split('"', 1)[0]
+        metadata = client.get(metadata_url).json()
+        assert metadata["resource"].endswith("/mcp") and metadata["authorization_servers"] == ["https://issuer.example"]
+        assert metadata["scopes_supported"] == ["mcp:tools"]
+
+        allowed = client.post(f"{base}/mcp", headers={**headers, "authorization": "Bearer key-alice"}, json=call)
+        assert allowed.status_code == 200 and allowed.json()["result"]["content"][0]["text"] == "e:t"
+        wrong = client.post(f"{base}/mcp", headers={**headers, "authorization": "Bearer key-mallory"}, json=call)
+        assert wrong.status_code == 401 and 'error="invalid_token"' in wrong.headers["www-authenticate"]
+        reader = client.post(f"{base}/mcp", headers={**headers, "authorization": "Bearer key-rita"}, json=call)
+        assert reader.status_code == 403 and 'error="insufficient_scope"' in reader.headers["www-authenticate"]
+        # REST decides the same way, as the same principals.
+        assert client.get(f"{base}/api/v1/auth/whoami", headers={"authorization": "Bearer key-rita"}).json()["principal"] == "rita"
+        assert client.get(f"{base}/api/v1/gateway/status", headers={"authorization": "Bearer key-rita"}).status_code == 403
+        assert client.get(f"{base}/api/v1/gateway/status").status_code in (401, 403)
+
+
+# --------------------------------------------------------------------------- WebSockets
+
+
+def test_a_browser_websocket_speaks_json_rpc_and_receives_events(start_gateway, tmp_path):
+    gw, base = http_gateway(start_gateway, tmp_path)
+    ws_base = base.replace("http://", "ws://")
+    with ws_connect(f"{ws_base}/ws", origin="http://localhost:8080", open_timeout=10) as ws:
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        reply = json.loads(ws.recv(timeout=10))
+        assert reply["id"] == 1 and [t["name"] for t in reply["result"]["tools"]] == ["echo"]
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "ws"}}}))
+        assert json.loads(ws.recv(timeout=10))["result"]["content"][0]["text"] == "e:ws"
+    with ws_connect(f"{ws_base}/ws/events?pattern=market.*", open_timeout=10) as events:
+        # The subscription is in place once a publish that matches reaches it: publish until one does.
+        with httpx.Client(timeout=20) as client:
+            deadline = time.monotonic() + 10
+            received = None
+            while received is None and time.monotonic() < deadline:
+                client.post(f"{base}/api/v1/events/publish", json={"topic": "market.btc", "data": {"price": 1}})
+                client.post(f"{base}/api/v1/events/publish", json={"topic": "other.topic", "data": {}})
+                try:
+                    received = json.loads(events.recv(timeout=0.5))
+                except TimeoutError:
+                    pass
+        assert received["method"] == "notifications/events/message"
+        assert received["params"]["topic"] == "market.btc" and received["params"]["data"] == {"price": 1}
