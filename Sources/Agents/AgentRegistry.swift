@@ -131,8 +131,14 @@ public final class AgentRegistry: Sendable {
     fileprivate final class Instance: @unchecked Sendable {
         let id: InstanceID
         var registration: Registration
-        var lifecycle: AgentLifecycle = .starting
-        var health: AgentHealth = .healthy
+        var lifecycle: AgentLifecycle = .starting {
+            didSet { if lifecycle != oldValue { changes.ids.append(id) } }
+        }
+        var health: AgentHealth = .healthy {
+            didSet { if health != oldValue { changes.ids.append(id) } }
+        }
+        /// Where a change of lifecycle or health is noted, for the registry to tell its observers.
+        private let changes: StatusChanges
         var offer = AgentOffer() {
             didSet {
                 toolNames = Set(offer.tools.map(\.name))
@@ -168,12 +174,18 @@ public final class AgentRegistry: Sendable {
         /// part of the catalog (absent, or not of the active version).
         var counted: (tools: Set<String>, prompts: Set<String>)?
 
-        init(id: InstanceID, registration: Registration) {
+        init(id: InstanceID, registration: Registration, changes: StatusChanges) {
             self.id = id
             self.registration = registration
+            self.changes = changes
+            changes.ids.append(id)
         }
 
+
         var isInCatalog: Bool { counted != nil }
+
+        /// Notes a change the lifecycle does not show: the instance came or went.
+        func noteStatusChanged() { changes.ids.append(id) }
 
         /// Whether `tenant`'s requests may use it (nil: no tenancy, everything).
         func isVisible(to tenant: String?) -> Bool {
@@ -313,7 +325,16 @@ public final class AgentRegistry: Sendable {
         public var prompts: Bool
     }
 
+    /// Instances whose lifecycle or health changed (or that came or went), gathered under the
+    /// lock as the changes are made, and handed to the observers after it.
+    fileprivate final class StatusChanges: @unchecked Sendable {
+        var ids: [InstanceID] = []
+    }
+
+    private let statusChanges = StatusChanges()
+
     private struct Observers {
+        var statusChanged: [@Sendable ([InstanceID]) -> Void] = []
         var catalogChanged: [@Sendable (CatalogChange) -> Void] = []
         var drained: [@Sendable (InstanceID) -> Void] = []
         var capacityFreed: [@Sendable () -> Void] = []
@@ -324,6 +345,12 @@ public final class AgentRegistry: Sendable {
     /// Called (outside the lock) whenever the set of exposed tools, prompts or resources changes.
     public func onCatalogChange(_ observer: @escaping @Sendable (CatalogChange) -> Void) {
         observers.withLock { $0.catalogChanged.append(observer) }
+    }
+
+    /// Called (outside the lock) with the instances whose lifecycle or health changed, or that
+    /// were added or removed: what an agent's status stream reports.
+    public func onStatusChange(_ observer: @escaping @Sendable ([InstanceID]) -> Void) {
+        observers.withLock { $0.statusChanged.append(observer) }
     }
 
     /// Called when a draining instance has finished its last call.
@@ -348,7 +375,7 @@ public final class AgentRegistry: Sendable {
     ) -> InstanceID {
         mutate { state in
             if state.instances[id] != nil { Self.removeInstance(id, from: &state) }
-            let instance = Instance(id: id, registration: registration)
+            let instance = Instance(id: id, registration: registration, changes: statusChanges)
             instance.endpoint = endpoint
             if startingUp { Self.setAwaiting(instance, true, in: &state) }
             state.instances[id] = instance
@@ -390,6 +417,7 @@ public final class AgentRegistry: Sendable {
         setAwaiting(instance, false, in: &state)
         if instance.hasOffered, state.awaiting[instance.registration.template] != nil { state.startingMayHaveChanged = true }
         instance.isRegistered = false
+        instance.noteStatusChanged()
         recount(instance, in: &state)
         let template = instance.registration.template
         state.templates[template]?.instances.removeAll { $0 === instance }
@@ -1147,6 +1175,11 @@ public final class AgentRegistry: Sendable {
     }
 
     /// The instances this replica runs itself (not those of other replicas).
+    /// Whether the instance runs at this replica (not one another replica reported).
+    public func isLocal(_ id: InstanceID) -> Bool {
+        state.withLock { $0.instances[id].map { $0.registration.replica == nil } ?? true }
+    }
+
     public func localInstances() -> [InstanceID] {
         state.withLock { state in state.instances.values.filter { $0.registration.replica == nil }.map(\.id).sorted() }
     }
@@ -1347,9 +1380,13 @@ public final class AgentRegistry: Sendable {
     /// a template's names changed, hands freed capacity to waiters, and tells the observers,
     /// outside the lock, when the catalog changed.
     private func mutate(_ change: (inout State) -> Void) {
-        let (catalogChange, granted, settled) = state.withLock {
-            state -> (CatalogChange, [(EventLoopPromise<Lease>, Result<Lease, AcquireError>)], [SettleWaiter]) in
+        let (catalogChange, granted, settled, statusChanged) = state.withLock {
+            state -> (CatalogChange, [(EventLoopPromise<Lease>, Result<Lease, AcquireError>)], [SettleWaiter], [InstanceID]) in
             change(&state)
+            var statusChanged: [InstanceID] = []
+            if !statusChanges.ids.isEmpty {
+                swap(&statusChanged, &statusChanges.ids)
+            }
             let wasStarting = !state.starting.isEmpty
             if state.startingMayHaveChanged {
                 Self.updateStarting(&state)
@@ -1369,7 +1406,10 @@ public final class AgentRegistry: Sendable {
                     state.settleWaiters = []
                 }
             }
-            return (changed, state.waiters.isEmpty ? [] : Self.serveWaiters(&state, registry: self), settled)
+            return (changed, state.waiters.isEmpty ? [] : Self.serveWaiters(&state, registry: self), settled, statusChanged)
+        }
+        if !statusChanged.isEmpty {
+            for observer in observers.withLock({ $0.statusChanged }) { observer(statusChanged) }
         }
         for (promise, outcome) in granted { promise.completeWith(outcome.mapError { $0 as any Error }) }
         for waiter in settled {

@@ -82,6 +82,19 @@ final class CoordinationMethods: Sendable {
     private let connections = Mutex<[UInt64: CoordinatedConnection]>([:])
     private let counters = CoordinationCounters()
     private let publishedObservers = Mutex<[@Sendable (String, RawJSON) -> Void]>([])
+    private let sentObservers = Mutex<[@Sendable (SentMessage) -> Void]>([])
+
+    /// A message `messages/send` handed to agents: who sent it, who got it, and what it was.
+    struct SentMessage: Sendable {
+        var sender: AgentRegistry.InstanceID?
+        var recipients: [AgentRegistry.InstanceID]
+        var delivery: JSONValue
+    }
+
+    /// Called with every message sent to agents at this gateway, as it is handed to them.
+    func onMessageSent(_ observer: @escaping @Sendable (SentMessage) -> Void) {
+        sentObservers.withLock { $0.append(observer) }
+    }
 
     /// Called with every event published through `events/publish` at this gateway (topic and
     /// data), after it was published: workflow event triggers. An event is published at one
@@ -647,6 +660,11 @@ final class CoordinationMethods: Sendable {
         ]
         if let priority = message.priority { delivery["priority"] = .integer(priority) }
         counters.messages.add(1, ordering: .relaxed)
+        let observers = sentObservers.withLock { $0 }
+        if !observers.isEmpty {
+            let sent = SentMessage(sender: context.agentInstance, recipients: chosen.map(\.id), delivery: .object(delivery))
+            for observer in observers { observer(sent) }
+        }
 
         guard message.expectResponse, let recipient = chosen.first else {
             for recipient in chosen { recipient.endpoint.notify("notifications/messages/message", params: .object(delivery)) }

@@ -35,6 +35,9 @@ final class GatewayCore: Sendable {
     let calls: AgentCallRouter
     let tasks: any TaskService
     let coordination: CoordinationMethods
+    /// Each agent's status changes and messages, as events (`switchboard.agents.AGENT_ID`).
+    let communications: AgentCommunications
+    let events: any PubSub
     /// With `--redis`: what this replica shares with the others.
     let cluster: Cluster?
     let workflows: WorkflowHost
@@ -116,6 +119,8 @@ final class GatewayCore: Sendable {
         PatternMethods.register(in: &methods, agents: agents, readinessWait: settings.readinessWait)
         let backend = cluster?.coordination ?? .embedded()
         self.coordination = CoordinationMethods.register(in: &methods, agents: agents, logger: logger, backend: backend, quotas: quotas)
+        self.communications = AgentCommunications(agents: agents, coordination: coordination, logger: logger)
+        self.events = backend.events
         var workflowStore: any KeyValueStore = backend.store
         var startupProblem: String?
         if cluster == nil {
@@ -339,6 +344,7 @@ public final class GatewayServer: Service {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.core.supervisor.run() }
             group.addTask { await self.core.coordination.run() }
+            group.addTask { await self.core.communications.run(on: self.core.events) }
             if let cluster = self.core.cluster { group.addTask { await cluster.run() } }
             if let stream = self.core.auditStream { group.addTask { await stream.run() } }
             group.addTask { await self.core.workflows.run() }

@@ -3,15 +3,27 @@ import NIOCore
 import NIOHTTP1
 import NIOWebSocket
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// WebSockets: `/ws` carries the whole JSON-RPC surface (one message per text frame, for
-/// browsers), `/ws/events?pattern=P[&pattern=Q]` the events of the topics the patterns match.
+/// browsers), `/ws/events?pattern=P[&pattern=Q]` the events of the topics the patterns match,
+/// `/ws/agents/{agentId}/communications` the seed's AgentCommunicationEvents of one agent (an
+/// instance, or every instance of a template): its status first, then each change and message.
 /// Both run on a link of their own, as the credential of the upgrade's `Authorization` header
 /// (a browser, which cannot set one, sends `auth/authenticate` as its first frame).
 extension HTTPFace {
     enum WebSocketEndpoint {
         case rpc
         case events(patterns: [String])
+        case agentCommunications(agentId: String)
     }
+
+    /// Where the gateway publishes an agent's communication events.
+    static let agentTopicPrefix = "switchboard.agents."
 
     static func webSocketEndpoint(_ head: HTTPRequestHead) -> WebSocketEndpoint? {
         let (path, _) = HTTPConnectionHandler.split(head.uri)
@@ -20,7 +32,14 @@ extension HTTPFace {
         case "/ws/events":
             let patterns = Self.queryValues(head.uri, name: "pattern") + Self.queryValues(head.uri, name: "topic")
             return .events(patterns: patterns.isEmpty ? ["*"] : patterns)
-        default: return nil
+        default:
+            let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+            if parts.count == 4, parts[0] == "ws", parts[1] == "agents", parts[3] == "communications" {
+                let agent = String(parts[2]).removingPercentEncodingForQuery
+                guard !agent.isEmpty, !agent.contains(where: { "*?[]\\ ".contains($0) }) else { return nil }
+                return .agentCommunications(agentId: agent)
+            }
+            return nil
         }
     }
 
@@ -91,13 +110,24 @@ final class WebSocketLinkHandler: ChannelInboundHandler {
         self.link = link
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         let channel = context.channel
-        let events: Bool = if case .events = endpoint { true } else { false }
+        let endpoint = self.endpoint
         link.setOutputHandler { line in
-            if events {
+            let frame: ByteBuffer
+            switch endpoint {
+            case .rpc:
+                frame = line
+            case .events:
                 // Only the events themselves: the replies to the subscriptions are not news.
-                guard line.readableBytesView.starts(with: Array(#"{"jsonrpc":"2.0","method":"notifications/events/message""#.utf8)) else { return }
+                guard line.readableBytesView.starts(with: Self.eventPrefix) else { return }
+                frame = line
+            case .agentCommunications:
+                // The event itself, as the seed shapes it: the data the gateway published.
+                guard line.readableBytesView.starts(with: Self.eventPrefix),
+                    let data = (try? RawJSON(validating: line))?.member("params")?.member("data")
+                else { return }
+                frame = data.buffer
             }
-            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: line), promise: nil)
+            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: frame), promise: nil)
             if !channel.isWritable { link.setReading(false) }
         }
         link.onClose { channel.eventLoop.execute { bound.value.close(code: .normalClosure, reason: "the gateway closed the connection") } }
@@ -109,7 +139,36 @@ final class WebSocketLinkHandler: ChannelInboundHandler {
                 }
             }
         }
-        if case .events(let patterns) = endpoint {
+        var patterns: [String] = []
+        switch endpoint {
+        case .rpc: break
+        case .events(let given): patterns = given
+        case .agentCommunications(let agent):
+            // An instance's own topic; a template's name covers each of its instances.
+            patterns = [HTTPFace.agentTopicPrefix + agent]
+            if !agent.contains("#") { patterns.append(HTTPFace.agentTopicPrefix + agent + "#*") }
+            // Where each instance stands now, then what changes.
+            let isInstance = agent.contains("#")
+            let method = isInstance ? "agents/get" : "agents/list"
+            let params: JSONValue = isInstance ? ["agentId": .string(agent)] : ["template": .string(agent)]
+            link.call(method, params: params) { response, _ in
+                switch response.outcome {
+                case .result(let result):
+                    let statuses = isInstance ? [result] : result.member("agents")?.elements() ?? []
+                    for status in statuses {
+                        var event = ByteBuffer()
+                        JSONValue.object([
+                            "eventType": "agent_status_changed", "agentId": status.member("agentId").map(JSONValue.raw) ?? .string(agent),
+                            "timestamp": .string(Self.now()), "data": .raw(status),
+                        ]).write(to: &event)
+                        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: event), promise: nil)
+                    }
+                case .error(let error):
+                    channel.eventLoop.execute { bound.value.close(code: .policyViolation, reason: error.message) }
+                }
+            }
+        }
+        if !patterns.isEmpty {
             for pattern in patterns {
                 link.call("events/subscribe", params: ["pattern": .string(pattern)]) { response, _ in
                     if case .error(let error) = response.outcome {
@@ -120,6 +179,12 @@ final class WebSocketLinkHandler: ChannelInboundHandler {
         }
         for line in early { link.send(line: line) }
         early = []
+    }
+
+    private static let eventPrefix = Array(#"{"jsonrpc":"2.0","method":"notifications/events/message""#.utf8)
+
+    static func now() -> String {
+        Date().formatted(.iso8601)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

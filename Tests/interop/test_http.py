@@ -383,3 +383,33 @@ def test_a_browser_websocket_speaks_json_rpc_and_receives_events(start_gateway, 
                     pass
         assert received["method"] == "notifications/events/message"
         assert received["params"]["topic"] == "market.btc" and received["params"]["data"] == {"price": 1}
+
+
+def test_a_browser_websocket_sees_an_agent_drained_and_its_messages(start_gateway, tmp_path):
+    gw, base = http_gateway(start_gateway, tmp_path)
+    ws_base = base.replace("http://", "ws://")
+    with ws_connect(f"{ws_base}/ws/agents/echo/communications", origin="http://localhost:8080", open_timeout=10) as ws:
+        first = json.loads(ws.recv(timeout=10))
+        # The agent's status at once, in the seed's AgentCommunicationEvent shape.
+        assert first["eventType"] == "agent_status_changed" and set(first) >= {"eventType", "timestamp", "data"}
+        agent_id = first["data"]["agentId"]
+        assert agent_id.startswith("echo")
+
+        def next_event(predicate, timeout=10):
+            deadline = time.monotonic() + timeout
+            while True:
+                event = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+                if predicate(event):
+                    return event
+
+        if first["data"]["currentState"] == "STARTING":
+            next_event(lambda e: e["eventType"] == "agent_status_changed" and e["data"]["currentState"] == "IDLE")
+        with httpx.Client(timeout=20) as client:
+            sent = client.post(f"{base}/api/v1/agents/{quote(agent_id, safe='')}/message", json={"messageType": "notification", "messageData": {"hello": 1}})
+            assert sent.status_code == 200, sent.text
+            received = next_event(lambda e: e["eventType"] == "message_received")
+            assert received["data"]["messageData"] == {"hello": 1} and received["data"]["messageId"] == sent.json()["messageId"]
+            drained = client.post(f"{base}/api/v1/agents/{quote(agent_id, safe='')}/drain")
+            assert drained.status_code == 200, drained.text
+        changed = next_event(lambda e: e["eventType"] == "agent_status_changed" and e["data"].get("draining") is True or e["data"]["currentState"] == "OFFLINE")
+        assert changed["data"]["agentId"] == agent_id
