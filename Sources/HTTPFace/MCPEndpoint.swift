@@ -514,7 +514,7 @@ extension HTTPConnectionHandler {
 
     /// `STREAM-SEQUENCE`, as this gateway numbers events.
     static func eventPosition(_ text: String) -> (stream: Int, sequence: Int)? {
-        let parts = text.split(separator: "-")
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count == 2, let stream = Int(parts[0]), let sequence = Int(parts[1]), stream >= 0, sequence >= 0 else { return nil }
         return (stream, sequence)
     }

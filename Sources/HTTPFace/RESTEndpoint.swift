@@ -117,3 +117,10 @@ extension HTTPConnectionHandler {
         return .success(.object(params))
     }
 }
+
+/// The params of a REST request from its parts, for tests and for the endpoint alike.
+enum RESTEndpointParams {
+    static func make(_ route: RESTRoute, _ parameters: [String: String], _ query: [String: String], _ body: String) -> Result<[String: JSONValue], JSONRPCError> {
+        HTTPConnectionHandler.params(for: route, parameters: parameters, query: query, body: ByteBuffer(string: body)).map { $0.objectValue ?? [:] }
+    }
+}

@@ -141,10 +141,14 @@ struct ListenAddressTests {
         #expect(try ListenAddress(parsing: "unix:///run/sb.sock") == .unix(path: "/run/sb.sock"))
         #expect(try ListenAddress(parsing: "tls://0.0.0.0:7443") == .tls(host: "0.0.0.0", port: 7443))
         #expect(ListenAddress.tcp(host: "::1", port: 9).description == "tcp://[::1]:9")
+        #expect(try ListenAddress(parsing: "http://127.0.0.1:7480") == .http(host: "127.0.0.1", port: 7480))
+        #expect(try ListenAddress(parsing: "https://[::1]:8443") == .https(host: "::1", port: 8443))
+        #expect(ListenAddress.https(host: "::1", port: 8443).description == "https://[::1]:8443")
+        #expect(try ListenAddress(parsing: "http://127.0.0.1:0").withPort(9) == .http(host: "127.0.0.1", port: 9))
     }
 
     @Test("refuses malformed addresses with a reason", arguments: [
-        "127.0.0.1:7400", "tcp://127.0.0.1", "tcp://:80", "tcp://host:99999", "unix://relative.sock", "http://x:1", "tls://host",
+        "127.0.0.1:7400", "tcp://127.0.0.1", "tcp://:80", "tcp://host:99999", "unix://relative.sock", "ftp://x:1", "http://x", "tls://host",
         "tcp://[::1:80",
     ])
     func refusesMalformedAddresses(_ text: String) {
