@@ -41,6 +41,22 @@ public struct AgentTemplate: Sendable, Equatable {
     public var toolPrefix: String?
     /// The largest message accepted from this agent; nil: the gateway's limit.
     public var maximumMessageBytes: Int?
+    /// Set for an agent reached over MCP's Streamable HTTP rather than run as a command.
+    public var remote: RemoteAddress?
+
+    /// Where a remote agent is: its URL and the headers each request carries (both expanded:
+    /// they may hold secrets), and the URL as written, for what the gateway shows.
+    public struct RemoteAddress: Sendable, Equatable {
+        public var url: String
+        public var urlAsWritten: String
+        public var headers: [String: String]
+
+        public init(url: String, urlAsWritten: String, headers: [String: String]) {
+            self.url = url
+            self.urlAsWritten = urlAsWritten
+            self.headers = headers
+        }
+    }
 
     /// What happens when an instance exits or fails: restarted after a back-off that doubles
     /// from `initialBackoff` up to `maximumBackoff` (reset once it has run for a minute), or

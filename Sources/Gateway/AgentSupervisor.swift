@@ -139,10 +139,15 @@ final class AgentSupervisor: Sendable {
             name: id.rawValue, template: template.name, version: template.version ?? "1", kind: .spawned,
             capabilities: template.capabilities, maximumConcurrency: template.maximumConcurrency, callTimeout: template.callTimeout)
         // As written: expanded variables may hold secrets.
-        let configuration: JSONValue = [
-            "command": .string(template.commandAsWritten ?? template.command),
-            "args": .array((template.argumentsAsWritten ?? template.arguments).map(JSONValue.string)),
-        ]
+        let configuration: JSONValue =
+            if let remote = template.remote {
+                ["url": .string(remote.urlAsWritten), "transport": "streamable-http"]
+            } else {
+                [
+                    "command": .string(template.commandAsWritten ?? template.command),
+                    "args": .array((template.argumentsAsWritten ?? template.arguments).map(JSONValue.string)),
+                ]
+            }
         registration.configuration = configuration
         registration.tenants = template.tenants
         core.agents.add(id, registration, startingUp: true)
@@ -202,6 +207,7 @@ final class AgentSupervisor: Sendable {
     private func runOnce(
         _ template: AgentTemplate, id: AgentRegistry.InstanceID, stop: StopSignal, logger: Logger
     ) async throws(ExecutablePin.Mismatch) -> String {
+        if let remote = template.remote { return await runRemote(template, remote, id: id, stop: stop, logger: logger) }
         let child: ChildProcess
         do {
             child = try ChildProcess.launch(template)
@@ -251,6 +257,63 @@ final class AgentSupervisor: Sendable {
         core.agents.down(id, stop.isRequested ? .offline("stopped") : .failed(reason))
         await child.stop(on: eventLoop)
         return child.hasExited && reason == "closed its standard output" ? await child.waitForExit() : reason
+    }
+
+    /// Serves an agent reached over Streamable HTTP until its bridge closes (the server went
+    /// away or ended the session) or a stop is requested; returns why it ended.
+    private func runRemote(
+        _ template: AgentTemplate, _ remote: AgentTemplate.RemoteAddress, id: AgentRegistry.InstanceID, stop: StopSignal, logger: Logger
+    ) async -> String {
+        guard let target = CallbackPoster.Target(remote.url) else { return "\(remote.urlAsWritten) is not an http:// or https:// URL" }
+        let eventLoop = core.group.any()
+        let maximumMessageBytes = template.maximumMessageBytes ?? core.settings.limits.maximumMessageBytes
+        let bridge: RemoteAgentBridge
+        let channel: any Channel
+        let handle: ConnectionHandle
+        do {
+            let socket: CInt
+            (bridge, socket) = try await RemoteAgentBridge.open(
+                .init(target: target, urlAsWritten: remote.urlAsWritten, headers: remote.headers), egress: core.settings.egress,
+                eventLoop: eventLoop, logger: logger, maximumMessageBytes: maximumMessageBytes)
+            let core = self.core
+            channel = try await ClientBootstrap(group: eventLoop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandlers(
+                            ByteToMessageHandler(LineFrameDecoder(maximumLineLength: maximumMessageBytes)),
+                            RPCConnectionHandler(gateway: core, role: .client(agent: id))
+                        )
+                    }
+                }
+                .withConnectedSocket(socket)
+                .get()
+            guard let found = try await channel.eventLoop.submit({ try channel.pipeline.syncOperations.handler(type: RPCConnectionHandler.self).handle }).get() else {
+                bridge.close()
+                return "the connection closed at once"
+            }
+            handle = found
+        } catch {
+            return "cannot connect to \(remote.urlAsWritten): \(error)"
+        }
+        let ended = EndSignal()
+        state.withLock { $0.currentRun[id] = ended }
+        defer { state.withLock { _ = $0.currentRun.removeValue(forKey: id) } }
+        channel.closeFuture.whenComplete { _ in ended.end("the connection to \(remote.urlAsWritten) closed") }
+        stop.onRequest { ended.end("stopped") }
+        do {
+            let offer = try await withDeadline(template.startupTimeout, on: eventLoop) {
+                try await AgentDiscovery.handshake(handle, timeout: TimeAmount(template.startupTimeout))
+            }
+            core.agents.ready(id, endpoint: handle, offer: offer, hidingTools: template.disabledTools)
+            logger.info("agent \(id) ready at \(remote.urlAsWritten): \(offer.tools.count) tools, \(offer.resources.count) resources, \(offer.prompts.count) prompts")
+        } catch {
+            ended.end("failed its MCP handshake: \(error)")
+        }
+        let reason = await ended.wait()
+        try? await channel.close()
+        bridge.close()
+        core.agents.down(id, stop.isRequested ? .offline("stopped") : .failed(reason))
+        return reason
     }
 
     private func connect(to child: ChildProcess, id: AgentRegistry.InstanceID, template: AgentTemplate) async throws -> (any Channel, ConnectionHandle) {

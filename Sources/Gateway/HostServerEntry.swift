@@ -104,7 +104,7 @@ extension ConfigurationReader {
     private mutating func transport(of entry: HostServerEntry) -> ServerTransport? {
         guard let typeNode = entry["type"] ?? entry["transportType"] else {
             if entry["command"] != nil { return .stdio }
-            if let key = entry.addressKey, !entry.section.isStrict {
+            if let key = entry.addressKey {
                 let url = entry[key]?.string ?? ""
                 return .remote(key != "httpUrl" && url.hasSuffix("/sse") ? .sse : .streamableHTTP)
             }
@@ -126,10 +126,6 @@ extension ConfigurationReader {
         switch transport {
         case .stdio?: return .stdio
         case .remote?:
-            if entry.section.isStrict {
-                report(typeNode, "\(entry.path).type must be stdio: an agents entry runs a command (remote servers belong in mcpServers)")
-                return nil
-            }
             return transport
         case nil:
             complain(
@@ -156,8 +152,20 @@ extension ConfigurationReader {
         }
         guard unresolved.isEmpty else { return skip(entry, for: unresolved) }
         settings.remoteServers.append(RemoteServerEntry(name: entry.name, transport: transport, url: url, headers: headers))
-        // The URL as written: its expansion may carry a key.
-        warn(urlNode, "remote server \"\(entry.name)\" (\(writtenURL)) is not served yet: HTTP transports are not built")
+        guard transport == .streamableHTTP else {
+            // The URL as written: its expansion may carry a key.
+            warn(urlNode, "remote server \"\(entry.name)\" (\(writtenURL)) is not served yet: the older HTTP+SSE transport is not built (Streamable HTTP is)")
+            return
+        }
+        guard CallbackPoster.Target(url) != nil else {
+            report(urlNode, "remote server \"\(entry.name)\": \(writtenURL) is not an http:// or https:// URL")
+            return
+        }
+        var template = AgentTemplate(name: entry.name, command: "")
+        template.remote = AgentTemplate.RemoteAddress(url: url, urlAsWritten: writtenURL, headers: headers)
+        if let prefixNode = entry["toolPrefix"], let prefix = string(prefixNode, "\(entry.path).toolPrefix") { template.toolPrefix = prefix }
+        if let versionNode = entry["version"], let version = string(versionNode, "\(entry.path).version") { template.version = version }
+        settings.agentTemplates.append(template)
     }
 
     private mutating func readLocalServer(_ entry: HostServerEntry) {

@@ -1,0 +1,471 @@
+import Access
+import JSONRPC
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+import Transport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// An agent reached over MCP's Streamable HTTP (a template or `mcpServers` entry with a `url`).
+///
+/// The gateway talks to it exactly as to a spawned agent's pipes: its connection handler, in
+/// the client role, writes JSON-RPC lines to one end of a socket pair; the bridge at the other
+/// end POSTs each line to the server and writes what comes back (a JSON body, or the messages of
+/// an event stream) as lines. So the handshake, routing, health probes, timeouts, cancellation
+/// and circuit breaking are the ones every agent has, and the supervisor's restart policy
+/// reconnects a server that went away (a new session, as the specification asks after a 404).
+///
+/// Each connection resolves the host once and the egress policy judges every address; the
+/// bridge connects to those very addresses. POSTs run on a small pool of keep-alive connections.
+final class RemoteAgentBridge: Sendable {
+    struct Endpoint: Sendable {
+        var target: CallbackPoster.Target
+        /// For logs and errors: the URL as written (an expanded secret stays out).
+        var urlAsWritten: String
+        var headers: [String: String]
+    }
+
+    private let endpoint: Endpoint
+    private let egress: EgressPolicy
+    private let eventLoop: any EventLoop
+    private let logger: Logger
+    private let maximumMessageBytes: Int
+    private let tls: TLSContext?
+    private let state = Mutex(State())
+    private static let maximumConnections = 16
+    private static let connectTimeout: TimeAmount = .seconds(10)
+
+    private struct State {
+        var gatewaySide: (any Channel)?
+        var sessionID: String?
+        var protocolVersion: String?
+        var idle: [any Channel] = []
+        var open = 0
+        var waiting: [Post] = []
+        var closed = false
+    }
+
+    /// One line to POST, and what it is.
+    struct Post: Sendable {
+        var line: ByteBuffer
+        var requestID: JSONRPCID?
+        var isInitialize: Bool
+    }
+
+    private init(endpoint: Endpoint, egress: EgressPolicy, eventLoop: any EventLoop, logger: Logger, maximumMessageBytes: Int) throws {
+        self.endpoint = endpoint
+        self.egress = egress
+        self.eventLoop = eventLoop
+        self.logger = logger
+        self.maximumMessageBytes = maximumMessageBytes
+        self.tls = endpoint.target.secure ? try TLSContext(client: .client(serverHostname: endpoint.target.host)) : nil
+    }
+
+    /// Opens a bridge; returns it and the socket for the gateway's side of the agent connection.
+    static func open(
+        _ endpoint: Endpoint, egress: EgressPolicy, eventLoop: any EventLoop, logger: Logger, maximumMessageBytes: Int
+    ) async throws -> (RemoteAgentBridge, CInt) {
+        let bridge = try RemoteAgentBridge(endpoint: endpoint, egress: egress, eventLoop: eventLoop, logger: logger, maximumMessageBytes: maximumMessageBytes)
+        var sockets: [CInt] = [-1, -1]
+        #if canImport(Glibc)
+        let type = CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
+        #else
+        let type = SOCK_STREAM | SOCK_CLOEXEC
+        #endif
+        guard socketpair(AF_UNIX, type, 0, &sockets) == 0 else { throw IOError(errnoCode: errno, reason: "socketpair") }
+        let reader = GatewayLineReader(bridge: bridge)
+        let channel = try await ClientBootstrap(group: eventLoop)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        ByteToMessageHandler(LineFrameDecoder(maximumLineLength: maximumMessageBytes)), reader)
+                }
+            }
+            .withConnectedSocket(sockets[0])
+            .get()
+        bridge.state.withLock { $0.gatewaySide = channel }
+        channel.closeFuture.whenComplete { _ in bridge.close() }
+        return (bridge, sockets[1])
+    }
+
+    /// Ends the bridge: the gateway's side closes (the agent is down), and every HTTP connection.
+    func close() {
+        let (channels, gatewaySide) = state.withLock { state -> ([any Channel], (any Channel)?) in
+            state.closed = true
+            defer {
+                state.idle = []
+                state.waiting = []
+            }
+            return (state.idle, state.gatewaySide)
+        }
+        for channel in channels { channel.close(promise: nil) }
+        gatewaySide?.close(promise: nil)
+    }
+
+    // MARK: From the gateway
+
+    fileprivate func received(_ line: ByteBuffer) {
+        var post = Post(line: line, requestID: nil, isInitialize: false)
+        if case .single(.message(.request(let request))) = MessageDecoder().decode(line: line) {
+            post.requestID = request.id
+            post.isInitialize = request.method == "initialize"
+        }
+        send(post)
+    }
+
+    private func send(_ post: Post) {
+        enum Next { case use(any Channel), open, wait, closed }
+        let next = state.withLock { state -> Next in
+            if state.closed { return .closed }
+            if let channel = state.idle.popLast() { return .use(channel) }
+            if state.open < Self.maximumConnections {
+                state.open += 1
+                return .open
+            }
+            state.waiting.append(post)
+            return .wait
+        }
+        switch next {
+        case .use(let channel): exchange(post, on: channel)
+        case .open: connect(for: post)
+        case .wait, .closed: break
+        }
+    }
+
+    private func connect(for post: Post) {
+        let target = endpoint.target
+        let egress = self.egress
+        let tls = self.tls
+        let eventLoop = self.eventLoop
+        HostResolver.resolve(target.host, on: eventLoop).flatMap { addresses -> EventLoopFuture<any Channel> in
+            if let refusal = egress.check(host: target.host, addresses: addresses, purpose: "agent") {
+                return eventLoop.makeFailedFuture(refusal)
+            }
+            let bootstrap = ClientBootstrap(group: eventLoop)
+                .connectTimeout(Self.connectTimeout)
+                .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let tls { try channel.pipeline.syncOperations.addHandler(TLSHandler(context: tls, serverHostname: target.host)) }
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(ExchangeHandler())
+                    }
+                }
+            return Self.connect(bootstrap, to: addresses[...], port: target.port)
+        }.whenComplete { [self] outcome in
+            switch outcome {
+            case .success(let channel):
+                channel.closeFuture.whenComplete { [self] _ in connectionClosed(channel) }
+                exchange(post, on: channel)
+            case .failure(let error):
+                state.withLock { $0.open -= 1 }
+                fail(post, reason: "cannot reach \(endpoint.urlAsWritten): \(error)")
+                // A server that cannot be reached at all ends the agent's run (the supervisor
+                // restarts it with back-off), rather than failing calls one by one forever.
+                if error is EgressRefusal || post.isInitialize { close() }
+                dispatchWaiting()
+            }
+        }
+    }
+
+    private static func connect(_ bootstrap: ClientBootstrap, to addresses: ArraySlice<IPAddress>, port: Int) -> EventLoopFuture<any Channel> {
+        let first = bootstrap.connect(to: addresses.first!.socketAddress(port: port))
+        guard addresses.count > 1 else { return first }
+        let rest = UncheckedBootstrap(bootstrap)
+        return first.flatMapError { _ in connect(rest.value, to: addresses.dropFirst(), port: port) }
+    }
+
+    private func connectionClosed(_ channel: any Channel) {
+        state.withLock { state in
+            state.open -= 1
+            state.idle.removeAll { $0 === channel }
+        }
+        dispatchWaiting()
+    }
+
+    private func release(_ channel: any Channel, keepAlive: Bool) {
+        guard keepAlive, channel.isActive else {
+            channel.close(promise: nil)
+            return
+        }
+        let next = state.withLock { state -> Post? in
+            if state.closed { return nil }
+            if !state.waiting.isEmpty { return state.waiting.removeFirst() }
+            state.idle.append(channel)
+            return nil
+        }
+        if let next { exchange(next, on: channel) } else if state.withLock({ $0.closed }) { channel.close(promise: nil) }
+    }
+
+    private func dispatchWaiting() {
+        let next = state.withLock { state -> Post? in
+            guard !state.closed, !state.waiting.isEmpty, state.open < Self.maximumConnections else { return nil }
+            state.open += 1
+            return state.waiting.removeFirst()
+        }
+        if let next { connect(for: next) }
+    }
+
+    // MARK: One POST
+
+    private func exchange(_ post: Post, on channel: any Channel) {
+        let (sessionID, version) = state.withLock { ($0.sessionID, $0.protocolVersion) }
+        var headers = HTTPHeaders()
+        headers.add(name: "host", value: endpoint.target.hostHeader)
+        headers.add(name: "content-type", value: "application/json")
+        headers.add(name: "accept", value: "application/json, text/event-stream")
+        headers.add(name: "content-length", value: "\(post.line.readableBytes)")
+        headers.add(name: "user-agent", value: "switchboard/\(BuildInfo.version)")
+        if let sessionID { headers.add(name: "mcp-session-id", value: sessionID) }
+        if let version { headers.add(name: "mcp-protocol-version", value: version) }
+        for (name, value) in endpoint.headers { headers.replaceOrAdd(name: name, value: value) }
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: endpoint.target.path, headers: headers)
+        let response = ResponseReader(post: post, limit: maximumMessageBytes)
+        let exchange = Exchange(head: head, body: post.line, response: response) { [self] outcome in
+            finish(post, response: response, outcome: outcome, channel: channel)
+        } onEvent: { [self] line in
+            deliver(line, for: post)
+        }
+        channel.writeAndFlush(exchange).whenFailure { [self] error in
+            finish(post, response: response, outcome: .failure(error), channel: channel)
+        }
+    }
+
+    private func finish(_ post: Post, response: ResponseReader, outcome: Result<Void, any Error>, channel: any Channel) {
+        guard response.markFinished() else { return }
+        switch outcome {
+        case .failure(let error):
+            fail(post, reason: "\(endpoint.urlAsWritten): \(error)")
+            channel.close(promise: nil)
+            return
+        case .success:
+            break
+        }
+        let status = response.status ?? 0
+        if post.isInitialize, let session = response.sessionID {
+            state.withLock { $0.sessionID = session }
+        }
+        for line in response.jsonLines() { deliver(line, for: post) }
+        if status == 404, state.withLock({ $0.sessionID != nil }), !post.isInitialize {
+            // The server ended the session: the agent starts again, with a new one.
+            logger.notice("agent at \(endpoint.urlAsWritten): the server no longer knows the session; reconnecting")
+            fail(post, reason: "the server ended the session")
+            close()
+            return
+        }
+        if !(200..<300).contains(status), !response.answered {
+            fail(post, reason: "\(endpoint.urlAsWritten) answered HTTP \(status)")
+        } else if post.requestID != nil, !response.answered, status != 202 {
+            fail(post, reason: "\(endpoint.urlAsWritten) answered HTTP \(status) without a reply")
+        }
+        release(channel, keepAlive: response.keepAlive)
+    }
+
+    /// A message from the server, to the gateway's side.
+    private func deliver(_ line: ByteBuffer, for post: Post) {
+        if post.isInitialize, let version = (try? RawJSON(validating: line))?.member("result")?.member("protocolVersion")?.stringValue {
+            state.withLock { $0.protocolVersion = version }
+        }
+        guard let gatewaySide = state.withLock({ $0.gatewaySide }) else { return }
+        var framed = line
+        framed.writeInteger(UInt8(ascii: "\n"))
+        gatewaySide.writeAndFlush(framed, promise: nil)
+    }
+
+    /// The request's error, as the gateway reads an agent's failure.
+    private func fail(_ post: Post, reason: String) {
+        guard let id = post.requestID else {
+            logger.debug("agent at \(endpoint.urlAsWritten): a notification was not delivered: \(reason)")
+            return
+        }
+        var line = ByteBuffer()
+        MessageEncoder.writeError(id: id, error: JSONRPCError(code: JSONRPCError.Code.agentFailed, message: "Agent failed: \(reason)"), to: &line)
+        guard let gatewaySide = state.withLock({ $0.gatewaySide }) else { return }
+        line.writeInteger(UInt8(ascii: "\n"))
+        gatewaySide.writeAndFlush(line, promise: nil)
+    }
+}
+
+/// The gateway's lines, to the bridge.
+private final class GatewayLineReader: ChannelInboundHandler, Sendable {
+    typealias InboundIn = LineFrame
+    let bridge: RemoteAgentBridge
+
+    init(bridge: RemoteAgentBridge) {
+        self.bridge = bridge
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .line(let line) = unwrapInboundIn(data) else { return }
+        bridge.received(line)
+    }
+}
+
+private struct UncheckedBootstrap: @unchecked Sendable {
+    let value: ClientBootstrap
+    init(_ value: ClientBootstrap) { self.value = value }
+}
+
+/// One request and what to do with its response.
+private struct Exchange: Sendable {
+    var head: HTTPRequestHead
+    var body: ByteBuffer
+    var response: ResponseReader
+    var completion: @Sendable (Result<Void, any Error>) -> Void
+    var onEvent: @Sendable (ByteBuffer) -> Void
+}
+
+/// What came back for one POST: the status, the session id, and the body — a JSON reply kept
+/// whole, or an event stream whose messages are handed on as they come.
+private final class ResponseReader: Sendable {
+    private struct State {
+        var status: Int?
+        var sessionID: String?
+        var isStream = false
+        var keepAlive = true
+        var body = ByteBuffer()
+        var tooLarge = false
+        var answered = false
+        var finished = false
+        var pendingEventData: [UInt8] = []
+        var lineBuffer: [UInt8] = []
+    }
+
+    private let state = Mutex(State())
+    let post: RemoteAgentBridge.Post
+    let limit: Int
+
+    init(post: RemoteAgentBridge.Post, limit: Int) {
+        self.post = post
+        self.limit = limit
+    }
+
+    var status: Int? { state.withLock { $0.status } }
+    var sessionID: String? { state.withLock { $0.sessionID } }
+    var keepAlive: Bool { state.withLock { $0.keepAlive } }
+    var answered: Bool { state.withLock { $0.answered } }
+
+    func markFinished() -> Bool {
+        state.withLock { state in
+            if state.finished { return false }
+            state.finished = true
+            return true
+        }
+    }
+
+    func head(_ head: HTTPResponseHead) {
+        state.withLock { state in
+            state.status = Int(head.status.code)
+            state.sessionID = head.headers.first(name: "mcp-session-id")
+            state.isStream = head.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
+            state.keepAlive = head.isKeepAlive
+        }
+    }
+
+    /// Body bytes; the messages of an event stream that are complete now.
+    func body(_ part: ByteBuffer) -> [ByteBuffer] {
+        state.withLock { state in
+            guard state.isStream else {
+                if state.body.readableBytes + part.readableBytes > limit {
+                    state.tooLarge = true
+                } else {
+                    var part = part
+                    state.body.writeBuffer(&part)
+                }
+                return []
+            }
+            var messages: [ByteBuffer] = []
+            for byte in part.readableBytesView {
+                guard byte == UInt8(ascii: "\n") else {
+                    if state.lineBuffer.count <= limit { state.lineBuffer.append(byte) }
+                    continue
+                }
+                var line = state.lineBuffer
+                state.lineBuffer = []
+                if line.last == UInt8(ascii: "\r") { line.removeLast() }
+                if line.isEmpty {
+                    // The end of an event: its data is one message.
+                    if !state.pendingEventData.isEmpty {
+                        messages.append(ByteBuffer(bytes: state.pendingEventData))
+                        state.pendingEventData = []
+                        state.answered = state.answered || Self.isReply(messages.last!, to: post.requestID)
+                    }
+                } else if line.starts(with: Array("data:".utf8)) {
+                    var data = line.dropFirst(5)
+                    if data.first == UInt8(ascii: " ") { data = data.dropFirst() }
+                    if !state.pendingEventData.isEmpty { state.pendingEventData.append(UInt8(ascii: "\n")) }
+                    state.pendingEventData.append(contentsOf: data)
+                }
+            }
+            return messages
+        }
+    }
+
+    /// The JSON body's messages (each element of an array), once the response has ended.
+    func jsonLines() -> [ByteBuffer] {
+        state.withLock { state in
+            guard !state.isStream, !state.tooLarge, state.body.readableBytes > 0, let raw = try? RawJSON(validating: state.body) else { return [] }
+            let lines = raw.kind == .array ? raw.elements().map(\.buffer) : [raw.buffer]
+            if lines.contains(where: { Self.isReply($0, to: post.requestID) }) { state.answered = true }
+            return lines
+        }
+    }
+
+    private static func isReply(_ line: ByteBuffer, to id: JSONRPCID?) -> Bool {
+        guard let id, case .single(.message(.response(let response))) = MessageDecoder().decode(line: line) else { return false }
+        return response.id == id
+    }
+}
+
+/// Writes each exchange's request and reads its response, one at a time per connection.
+private final class ExchangeHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = Exchange
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private var current: Exchange?
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let exchange = unwrapOutboundIn(data)
+        current = exchange
+        context.write(wrapOutboundOut(.head(exchange.head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(exchange.body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let exchange = current else { return }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            exchange.response.head(head)
+        case .body(let part):
+            for message in exchange.response.body(part) { exchange.onEvent(message) }
+        case .end:
+            current = nil
+            exchange.completion(.success(()))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let exchange = current {
+            current = nil
+            exchange.completion(.failure(ChannelError.eof))
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let exchange = current {
+            current = nil
+            exchange.completion(.failure(error))
+        }
+        context.close(promise: nil)
+    }
+}
