@@ -413,3 +413,88 @@ def test_a_browser_websocket_sees_an_agent_drained_and_its_messages(start_gatewa
             assert drained.status_code == 200, drained.text
         changed = next_event(lambda e: e["eventType"] == "agent_status_changed" and e["data"].get("draining") is True or e["data"]["currentState"] == "OFFLINE")
         assert changed["data"]["agentId"] == agent_id
+
+
+# --------------------------------------------------------------------------- HTTP agents
+
+HTTP_TOOL_SERVER = REPO / "Tests" / "interop" / "agents" / "http_tool_server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_remote_server(port: int, label: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, str(HTTP_TOOL_SERVER), str(port), "--label", label],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            assert proc.poll() is None, "the FastMCP server exited"
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the FastMCP server did not start listening")
+
+
+def test_a_remote_fastmcp_server_listed_by_url_serves_calls_and_is_reconnected(start_gateway, tmp_path):
+    port = free_port()
+    remote = start_remote_server(port, "one")
+    try:
+        config = tmp_path / "hosts.json"
+        config.write_text(json.dumps({
+            "mcpServers": {"remote": {"type": "http", "url": f"http://127.0.0.1:{port}/mcp", "headers": {"X-Team": "${TEAM}"}}},
+            "egress": {"allow": ["127.0.0.1"]},
+        }))
+        gw = start_gateway("http", extra=["--config", str(config)], env={**__import__("os").environ, "TEAM": "desk"})
+        base = gw.endpoint("http").url
+
+        async def host():
+            async with Client(f"{base}/mcp", mode="legacy", read_timeout_seconds=20) as client:
+                tools = await client.list_tools()
+                assert sorted(tool.name for tool in tools.tools) == ["shout", "slow"]
+                result = await client.call_tool("shout", {"text": "hi"})
+                assert result.content[0].text == "one:HI"
+                seen = []
+
+                async def progress(value, total, message):
+                    seen.append((value, total))
+
+                slow = await client.call_tool("slow", {"seconds": 0.2}, progress_callback=progress)
+                assert slow.content[0].text == "done" and seen == [(0, 2), (1, 2)]
+
+        anyio.run(host)
+        status = httpx.get(f"{base}/api/v1/agents/{quote('remote#1', safe='')}/status", timeout=10).json()
+        # What the gateway shows is the URL as written; the headers' values are not shown.
+        assert status["configuration"] == {"transport": "streamable-http", "url": f"http://127.0.0.1:{port}/mcp"}
+        assert "desk" not in json.dumps(status)
+
+        # The server restarts (a new process: it knows no session): the gateway reconnects.
+        remote.terminate()
+        remote.wait(10)
+        remote = start_remote_server(port, "two")
+        deadline = time.monotonic() + 30
+        text = None
+        while time.monotonic() < deadline:
+            reply = httpx.post(f"{base}/api/v1/tasks/submit", json={"tool": "shout", "arguments": {"text": "again"}}, timeout=10).json()
+            outcome = httpx.get(f"{base}/api/v1/tasks/{reply['taskId']}/result", timeout=30)
+            if outcome.status_code == 200:
+                text = outcome.json()["content"][0]["text"]
+                break
+            time.sleep(0.2)
+        assert text == "two:AGAIN"
+    finally:
+        remote.kill()
+
+
+def test_a_remote_server_the_egress_rules_refuse_is_not_reached(start_gateway, tmp_path):
+    port = free_port()
+    config = tmp_path / "hosts.json"
+    config.write_text(json.dumps({"mcpServers": {"remote": {"url": f"http://127.0.0.1:{port}/mcp"}}}))
+    gw = start_gateway("http", extra=["--config", str(config)])
+    line = gw.wait_log(r"agent remote#1 is down .*refused: loopback addresses are not allowed", timeout=20)
+    assert "egress.allow" in line
