@@ -165,6 +165,9 @@ public final class GatewayLink: Sendable {
         _ = state.withLock { $0.waiters.removeValue(forKey: id) }
     }
 
+    /// No request on the link waits for a reply.
+    public var isIdle: Bool { state.withLock { $0.waiters.isEmpty } }
+
     public func isWaiting(for id: JSONRPCID) -> Bool {
         state.withLock { $0.waiters[id] != nil }
     }
@@ -183,7 +186,9 @@ public final class GatewayLink: Sendable {
         var line = channel.allocator.buffer(capacity: 128)
         MessageEncoder.writeRequest(id: id, method: method, params: params, to: &line)
         if !send(request: line, id: id, reply: reply) {
-            reply(JSONRPCResponse(id: id, outcome: .error(Self.closedError)), ByteBuffer())
+            var refusal = ByteBuffer()
+            MessageEncoder.writeError(id: id, error: Self.closedError, to: &refusal)
+            reply(JSONRPCResponse(id: id, outcome: .error(Self.closedError)), refusal)
         }
     }
 
@@ -276,7 +281,9 @@ public final class GatewayLink: Sendable {
             return (state.waiters, state.onClose)
         }
         for (id, waiter) in waiters {
-            waiter(JSONRPCResponse(id: id, outcome: .error(Self.closedError)), ByteBuffer())
+            var line = ByteBuffer()
+            MessageEncoder.writeError(id: id, error: Self.closedError, to: &line)
+            waiter(JSONRPCResponse(id: id, outcome: .error(Self.closedError)), line)
         }
         for body in onClose { body() }
     }

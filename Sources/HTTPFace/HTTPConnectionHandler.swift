@@ -25,6 +25,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// plain JSON-RPC on one, 2026-07-28 MCP on the other (a link settles its era once).
     var links: [LinkPurpose: GatewayLink] = [:]
     private var peer = "unknown"
+    /// The body of the request being read must arrive by then.
+    private var bodyDeadline: Scheduled<Void>?
+    /// Bytes written to a client that was not taking them: past the bound, the connection closes.
+    private var unreadBytes = 0
 
     enum LinkPurpose { case plain, modern }
 
@@ -68,6 +72,47 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         context.fireChannelInactive()
     }
 
+    /// A client that starts a request and does not finish sending it is not waited for.
+    private func armBodyDeadline(_ context: ChannelHandlerContext) {
+        bodyDeadline?.cancel()
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let timeout = face.settings.bodyTimeout
+        bodyDeadline = context.eventLoop.scheduleTask(in: timeout) {
+            let handler = bound.value
+            guard handler.reading != nil, let context = handler.context else { return }
+            handler.face.logger.debug("HTTP: a request body did not arrive within \(timeout); closing", metadata: ["peer": "\(handler.peer)"])
+            context.close(promise: nil)
+        }
+    }
+
+    /// An idle connection (no request in progress for `idleTimeout`) is closed; a stream or a
+    /// long request in progress is not idle.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent, exchange == nil, reading == nil {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { unreadBytes = 0 }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Counts what is written while the client takes nothing; closes past the bound, so that a
+    /// client that does not read an event stream cannot grow the gateway's memory.
+    func boundUnreadOutput(_ context: ChannelHandlerContext, _ bytes: Int) {
+        guard !context.channel.isWritable else { return }
+        unreadBytes += bytes
+        if unreadBytes > face.settings.maximumUnreadBytes {
+            face.logger.notice(
+                "HTTP: the client does not read its response: \(unreadBytes) bytes queued, over the limit of \(face.settings.maximumUnreadBytes); closing",
+                metadata: ["peer": "\(peer)"])
+            context.close(promise: nil)
+        }
+    }
+
     private func closeLinks() {
         for link in links.values { link.close() }
         links = [:]
@@ -84,6 +129,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
+            armBodyDeadline(context)
             let declared = head.headers.first(name: "content-length").flatMap(Int.init) ?? 0
             reading = (head, context.channel.allocator.buffer(capacity: min(declared, face.settings.maximumBodyBytes)), declared > face.settings.maximumBodyBytes)
         case .body(var part):
@@ -99,16 +145,19 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
             reading = current
         case .end:
+            bodyDeadline?.cancel()
+            bodyDeadline = nil
             guard let current = reading else { return }
             reading = nil
             exchanges += 1
             exchange = Exchange(number: exchanges, keepAlive: current.head.isKeepAlive, head: current.head, started: .now())
             if current.tooLarge {
+                let limit = face.settings.maximumBodyBytes
                 respondError(
                     .payloadTooLarge,
                     JSONRPCError(
-                        code: JSONRPCError.Code.messageTooLarge,
-                        message: "the request body is over the limit of \(face.settings.maximumBodyBytes) bytes"))
+                        code: JSONRPCError.Code.messageTooLarge, message: "the request body is over the limit of \(limit) bytes",
+                        data: ["limit": .integer(Int64(limit))]))
                 return
             }
             route(current.head, body: current.body)
@@ -187,6 +236,19 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         respondJSON(.ok, .object(document))
     }
 
+    /// Where the RFC 9728 metadata is: beside the configured resource (its origin, then the
+    /// well-known path, then the resource's path), or beside this listener as addressed.
+    func resourceMetadataURL(_ head: HTTPRequestHead) -> String {
+        if let resource = face.settings.resource, let schemeEnd = resource.firstRange(of: "://") {
+            let afterScheme = resource[schemeEnd.upperBound...]
+            let authorityEnd = afterScheme.firstIndex(of: "/") ?? afterScheme.endIndex
+            let origin = resource[..<authorityEnd]
+            let path = afterScheme[authorityEnd...]
+            return "\(origin)/.well-known/oauth-protected-resource\(path)"
+        }
+        return "\(origin(of: head))/.well-known/oauth-protected-resource/mcp"
+    }
+
     /// `scheme://host` as the client addressed this server.
     func origin(of head: HTTPRequestHead) -> String {
         let host = head.headers.first(name: "host") ?? context?.channel.localAddress.map { "\($0.ipAddress ?? "localhost"):\($0.port ?? 0)" } ?? "localhost"
@@ -206,6 +268,12 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
+    /// The request's credential; none without access control (a client that sends a token to a
+    /// gateway that asks for none is served like any other).
+    func credential(of head: HTTPRequestHead) -> Credential {
+        face.settings.accessControlled ? Self.credential(head) : .none
+    }
+
     static func credential(_ head: HTTPRequestHead) -> Credential {
         guard let value = head.headers.first(name: "authorization") else { return .none }
         let parts = value.split(separator: " ", maxSplits: 1)
@@ -217,7 +285,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     /// The `WWW-Authenticate` challenge of RFC 6750 / 9728.
     func challenge(_ head: HTTPRequestHead, error: String? = nil, description: String? = nil) -> String {
-        var parts = ["Bearer resource_metadata=\"\(origin(of: head))/.well-known/oauth-protected-resource/mcp\""]
+        var parts = ["Bearer resource_metadata=\"\(resourceMetadataURL(head))\""]
         if let error { parts.append("error=\"\(error)\"") }
         if let description { parts.append("error_description=\"\(description.replacing("\"", with: "'"))\"") }
         return parts.joined(separator: ", ")
@@ -316,6 +384,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         exchange?.status = status
         finishExchange(context)
+        boundUnreadOutput(context, body.readableBytes)
     }
 
     func respondJSON(_ status: HTTPResponseStatus, _ value: JSONValue, headers: [(String, String)] = []) {
@@ -360,6 +429,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 bound { handler in
                     guard let context = handler.context else { return }
                     context.writeAndFlush(handler.wrapOutboundOut(.body(.byteBuffer(event))), promise: nil)
+                    handler.boundUnreadOutput(context, event.readableBytes)
                 }
             },
             finish: {
@@ -415,12 +485,16 @@ extension Substring {
 
 extension String {
     /// `%XX` and `+` decoded, as a query component is written.
-    var removingPercentEncodingForQuery: String {
+    var removingPercentEncodingForQuery: String { removingPercentEncoding(plusIsSpace: true) }
+
+    /// `%XX` decoded (and `+` as a space in a query; in a path it is itself); the text as it
+    /// is when an escape is malformed.
+    func removingPercentEncoding(plusIsSpace: Bool) -> String {
         var bytes: [UInt8] = []
         var iterator = utf8.makeIterator()
         while let byte = iterator.next() {
             switch byte {
-            case UInt8(ascii: "+"): bytes.append(UInt8(ascii: " "))
+            case UInt8(ascii: "+") where plusIsSpace: bytes.append(UInt8(ascii: " "))
             case UInt8(ascii: "%"):
                 guard let high = iterator.next(), let low = iterator.next(), let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16) else {
                     return self

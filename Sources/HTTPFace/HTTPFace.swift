@@ -51,6 +51,7 @@ public final class HTTPFace: Sendable {
             }),
             withErrorHandling: true
         )
+        try sync.addHandler(IdleStateHandler(allTimeout: settings.idleTimeout))
         try sync.addHandler(http, name: httpName)
     }
 

@@ -18,8 +18,13 @@ public struct HTTPFaceSettings: Sendable {
     public var sessionIdleTimeout: TimeAmount = .minutes(30)
     /// Server-sent events kept per session for resumption with `Last-Event-ID`.
     public var replayedEvents: Int = 256
-    /// How long `GET /api/v1/tasks/{id}/result` waits at most.
-    public var longestResultWait: TimeAmount = .minutes(5)
+    /// A connection with no request in progress for this long is closed.
+    public var idleTimeout: TimeAmount = .seconds(300)
+    /// A request's body must have arrived this long after its head.
+    public var bodyTimeout: TimeAmount = .seconds(60)
+    /// Response bytes a client may leave unread (a stream it does not read) before the
+    /// connection is closed.
+    public var maximumUnreadBytes = 32 * 1024 * 1024
     /// Signs session ids, so that any replica sharing the key serves any session. Replicas
     /// that share Redis share it; alone, a key of the process's own.
     public var sessionKey: SymmetricKey = SymmetricKey(size: .bits256)

@@ -19,10 +19,10 @@ extension HTTPConnectionHandler {
     static let sessionNotFound = -32001
 
     func serveMCP(_ head: HTTPRequestHead, body: ByteBuffer) {
-        let credential = Self.credential(head)
+        let credential = credential(of: head)
         if case .malformed(let reason) = credential {
             respondError(
-                .unauthorized, JSONRPCError(code: -32007, message: "Unauthenticated: \(reason)"),
+                .unauthorized, Self.unauthenticated(reason),
                 headers: [("www-authenticate", challenge(head, error: "invalid_request", description: reason))])
             return
         }
@@ -54,6 +54,9 @@ extension HTTPConnectionHandler {
                 .unsupportedMediaType, JSONRPCError(code: JSONRPCError.Code.invalidRequest, message: "/mcp takes application/json, not \(type)"))
             return
         }
+        // One line to the gateway: a body written over several lines (pretty-printed JSON)
+        // holds its line breaks only where JSON allows whitespace, so spaces do as well.
+        let body = Self.singleLine(body)
         let decoder = MessageDecoder()
         var messages: [JSONRPCMessage] = []
         var isBatch = false
@@ -97,6 +100,10 @@ extension HTTPConnectionHandler {
             guard checkHandshakeVersionHeader(head) else { return }
             let (messages, isBatch) = (messages, isBatch)
             withSession(sessionHeader, head: head, credential: credential) { handler, session in
+                if isBatch, !ProtocolVersion.allowingBatches.contains(session.id.protocolVersion) {
+                    handler.respondRPCError(.badRequest, id: nil, .invalidRequest("batches are not allowed in MCP protocol version \(session.id.protocolVersion)"))
+                    return
+                }
                 handler.post(messages, isBatch: isBatch, on: session, head: head, acceptsStream: acceptsStream)
             }
         } else if Self.isModern(head, messages) {
@@ -149,12 +156,7 @@ extension HTTPConnectionHandler {
 
     private func openSession(_ head: HTTPRequestHead, request: JSONRPCRequest, line: ByteBuffer, credential: String?) {
         guard face.sessions.hasRoom() else {
-            respondRPCError(
-                .serviceUnavailable, id: request.id,
-                JSONRPCError(
-                    code: JSONRPCError.Code.tooManyConnections,
-                    message: "this gateway holds \(face.settings.maximumSessions) MCP sessions, its limit; try again later"),
-                headers: [("retry-after", "5")])
+            respondRPCError(.serviceUnavailable, id: nil, sessionCapError(), headers: [("retry-after", "5")])
             return
         }
         let offered = request.params?.member("protocolVersion")?.stringValue ?? ProtocolVersion.latestHandshake
@@ -163,8 +165,14 @@ extension HTTPConnectionHandler {
             capabilities: Self.capabilities(request.params?.member("capabilities")), key: face.settings.sessionKey)
         establish(id, credential: credential, head: head) { handler, session, link in
             let callback = handler.onLoopForExchange()
-            link.send(request: line, id: request.id) { _, reply in
+            link.send(request: line, id: request.id) { response, reply in
                 callback { handler in
+                    guard case .result = response.outcome else {
+                        // A refused handshake opens no session.
+                        _ = handler.face.sessions.end(id.text)
+                        handler.respond(.badRequest, body: reply)
+                        return
+                    }
                     handler.respond(.ok, headers: [("mcp-session-id", id.text)], body: reply)
                 }
             }
@@ -192,12 +200,10 @@ extension HTTPConnectionHandler {
                     let proceed: @Sendable (HTTPConnectionHandler) -> Void = { handler in
                         guard face.sessions.add(session) else {
                             link.close()
-                            handler.respondRPCError(
-                                .serviceUnavailable, id: nil,
-                                JSONRPCError(code: JSONRPCError.Code.tooManyConnections, message: "this gateway holds as many MCP sessions as it may"))
+                            handler.respondRPCError(.serviceUnavailable, id: nil, handler.sessionCapError(), headers: [("retry-after", "5")])
                             return
                         }
-                        _ = session.admits(credential: credential)
+                        session.bind(credential: credential)
                         ready(handler, session, link)
                     }
                     if let credential {
@@ -224,7 +230,11 @@ extension HTTPConnectionHandler {
                 return
             }
             if let credential, session.link.credential != credential {
-                authenticate(session.link, credential: credential, { handler, _ in body(handler, session) }) { handler, error in
+                authenticate(session.link, credential: credential, { handler, _ in
+                    // Bound only to a credential the gateway accepted.
+                    session.bind(credential: credential)
+                    body(handler, session)
+                }) { handler, error in
                     handler.respondUnauthenticated(head, error)
                 }
                 return
@@ -389,6 +399,10 @@ extension HTTPConnectionHandler {
             respondRPCError(.badRequest, id: nil, .invalidRequest("the 2026-07-28 era has no requests from the server to answer"))
             return
         case .request(let request):
+            if let version = head.headers.first(name: "mcp-protocol-version"), !ProtocolVersion.modern.contains(version) {
+                respondRPCError(.badRequest, id: request.id, Self.unsupportedModernVersion(version))
+                return
+            }
             if let mismatch = Self.headerMismatch(head, request) {
                 respondRPCError(.badRequest, id: request.id, JSONRPCError(code: Self.headerMismatch, message: mismatch))
                 return
@@ -396,12 +410,7 @@ extension HTTPConnectionHandler {
             if let version = request.params?.member("_meta")?.member(MetaKey.protocolVersion)?.stringValue, !ProtocolVersion.modern.contains(version),
                 request.method != "server/discover" || ProtocolVersion.handshake.contains(version) == false
             {
-                respondRPCError(
-                    .badRequest, id: request.id,
-                    JSONRPCError(
-                        code: JSONRPCError.Code.unsupportedProtocolVersion,
-                        message: "Unsupported protocol version \"\(version)\"; supported: \(ProtocolVersion.all.joined(separator: ", "))",
-                        data: ["supported": .array(ProtocolVersion.all.map(JSONValue.string)), "requested": .string(version)]))
+                respondRPCError(.badRequest, id: request.id, Self.unsupportedModernVersion(version))
                 return
             }
             let progressToken = request.params?.member("_meta")?.member("progressToken")
@@ -542,6 +551,31 @@ extension HTTPConnectionHandler {
 
     // MARK: Helpers
 
+    static func unsupportedModernVersion(_ version: String) -> JSONRPCError {
+        JSONRPCError(
+            code: JSONRPCError.Code.unsupportedProtocolVersion,
+            message: "Unsupported protocol version \"\(version)\"; supported: \(ProtocolVersion.all.joined(separator: ", "))",
+            data: ["supported": .array(ProtocolVersion.all.map(JSONValue.string)), "requested": .string(version)])
+    }
+
+    static func unauthenticated(_ reason: String) -> JSONRPCError {
+        JSONRPCError(code: -32007, message: "Unauthenticated: \(reason)", data: ["reason": .string(reason)])
+    }
+
+    func sessionCapError() -> JSONRPCError {
+        let limit = face.settings.maximumSessions
+        return JSONRPCError(
+            code: JSONRPCError.Code.tooManyConnections,
+            message: "this gateway holds \(limit) MCP sessions, its limit; try again later",
+            data: ["limit": .integer(Int64(limit)), "reason": "MCP sessions at this gateway"])
+    }
+
+    /// The body with its line breaks turned into spaces.
+    static func singleLine(_ body: ByteBuffer) -> ByteBuffer {
+        guard body.readableBytesView.contains(where: { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }) else { return body }
+        return ByteBuffer(bytes: body.readableBytesView.map { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") ? UInt8(ascii: " ") : $0 })
+    }
+
     func respondRPCError(_ status: HTTPResponseStatus, id: JSONRPCID?, _ error: JSONRPCError, headers: [(String, String)] = []) {
         var body = ByteBuffer()
         MessageEncoder.writeError(id: id, error: error, to: &body)
@@ -552,7 +586,7 @@ extension HTTPConnectionHandler {
         if error.code == -32007 {
             respondRPCError(.unauthorized, id: nil, error, headers: [("www-authenticate", challenge(head, error: "invalid_token", description: error.message))])
         } else {
-            respondRPCError(.internalServerError, id: nil, error)
+            respondRPCError(RESTRoutes.status(of: error), id: nil, error, headers: authenticationHeaders(error))
         }
     }
 

@@ -63,20 +63,30 @@ final class MCPHTTPSession: Sendable {
     }
 
     var lastUsed: NIODeadline { state.withLock { $0.lastUsed } }
-    var hasGetStream: Bool { state.withLock { $0.getStream != nil } }
 
-    /// Whether a request with `credential` may use this session: the first credential seen
-    /// binds it (a session opened anonymously may be continued with the token the client got
-    /// after a 401).
+    /// Whether a request with `credential` may use this session: one with the credential the
+    /// session is bound to, or any while it is bound to none (a session opened anonymously may
+    /// be continued with the token the client got after a 401).
     func admits(credential: String?) -> Bool {
         state.withLock { state in
             state.lastUsed = .now()
-            guard let credential else { return state.credentialDigest == nil }
-            let digest = Array(SHA256.hash(data: Array(credential.utf8)))
-            if let bound = state.credentialDigest { return bound == digest }
-            state.credentialDigest = digest
-            return true
+            guard let bound = state.credentialDigest else { return true }
+            guard let credential else { return false }
+            return bound == Array(SHA256.hash(data: Array(credential.utf8)))
         }
+    }
+
+    /// Binds the session to a credential the gateway has accepted: its first.
+    func bind(credential: String?) {
+        guard let credential else { return }
+        state.withLock { state in
+            if state.credentialDigest == nil { state.credentialDigest = Array(SHA256.hash(data: Array(credential.utf8))) }
+        }
+    }
+
+    /// Nothing is in progress: no request waits for a reply and no stream is open.
+    var isIdle: Bool {
+        state.withLock { $0.getStream == nil && $0.posts.isEmpty } && link.isIdle
     }
 
     /// Opens the stream of a POST whose requests are `ids`; their replies and the messages
@@ -268,14 +278,15 @@ final class MCPSessionDirectory: Sendable {
         return session != nil
     }
 
-    /// Ends sessions idle for longer than the timeout (a session with a GET stream open is in
-    /// use).
+    /// Ends sessions unused for longer than the timeout (one with a stream open or a request in
+    /// flight is in use); their next request gets 404, and the client initializes again.
     func sweep(now: NIODeadline = .now()) {
         let idle = sessions.withLock { sessions -> [MCPHTTPSession] in
-            let expired = sessions.values.filter { !$0.hasGetStream && now - $0.lastUsed > settings.sessionIdleTimeout }
+            let expired = sessions.values.filter { now - $0.lastUsed > settings.sessionIdleTimeout && $0.isIdle }
             for session in expired { sessions[session.id.text] = nil }
             return expired
         }
+        ended.withLock { ended in for session in idle { ended.insert(session.id.text) } }
         for session in idle { session.end() }
     }
 

@@ -7,10 +7,10 @@ import NIOHTTP1
 /// "status": HTTP status}`.
 extension HTTPConnectionHandler {
     func serveREST(_ head: HTTPRequestHead, path: String, query: [String: String], body: ByteBuffer) {
-        let credential = Self.credential(head)
+        let credential = credential(of: head)
         if case .malformed(let reason) = credential {
             respondError(
-                .unauthorized, JSONRPCError(code: -32007, message: "Unauthenticated: \(reason)"),
+                .unauthorized, Self.unauthenticated(reason),
                 headers: [("www-authenticate", challenge(head, error: "invalid_request", description: reason))])
             return
         }
@@ -41,7 +41,7 @@ extension HTTPConnectionHandler {
             bound { handler in
                 switch response.outcome {
                 case .error(let error):
-                    handler.respondError(RESTRoutes.status(of: error), error, headers: handler.authenticationHeaders(error))
+                    handler.respondRESTError(error)
                 case .result(let result):
                     if checkingResult {
                         // `?wait=0`: the result if the task has ended, else 202 and where it stands.
@@ -61,6 +61,15 @@ extension HTTPConnectionHandler {
             // The wait ends with the client: a result nobody reads is not waited for.
             onAbandon { link.close() }
         }
+    }
+
+    /// An anonymous request refused for want of a principal is 401 with the challenge, as on /mcp.
+    private func respondRESTError(_ error: JSONRPCError) {
+        if error.code == -32005, face.settings.accessControlled, let head = exchange?.head, Self.credential(head).token == nil {
+            respondError(.unauthorized, error, headers: [("www-authenticate", challenge(head))])
+            return
+        }
+        respondError(RESTRoutes.status(of: error), error, headers: authenticationHeaders(error))
     }
 
     func authenticationHeaders(_ error: JSONRPCError) -> [(String, String)] {
@@ -97,9 +106,9 @@ extension HTTPConnectionHandler {
                 }
             }
         }
+        // The path names what the request is about: a body cannot say otherwise.
         for (name, value) in parameters {
-            let key = route.renamed[name] ?? name
-            if params[key] == nil { params[key] = .string(value) }
+            params[route.renamed[name] ?? name] = .string(value)
         }
         for parameter in route.query {
             guard let text = query[parameter.name] else { continue }

@@ -70,7 +70,7 @@ struct RESTRoute: Sendable {
         for (segment, part) in zip(segments, parts) {
             switch segment {
             case .literal(let text): guard part == text else { return nil }
-            case .parameter(let name): parameters[name] = String(part).removingPercentEncodingForQuery
+            case .parameter(let name): parameters[name] = String(part).removingPercentEncoding(plusIsSpace: false)
             }
         }
         return parameters
@@ -215,6 +215,8 @@ enum RESTRoutes {
             let absent = ["unknown", "no such", "not found", ": no task", ": no agent", ": no workflow", ": no execution", "no execution"]
             return absent.contains(where: message.contains) ? .notFound : .badRequest
         case JSONRPCError.Code.methodNotFound: return .notFound
+        // No such workflow, execution or resource.
+        case -32002: return .notFound
         case -32007: return .unauthorized
         case JSONRPCError.Code.forbidden: return .forbidden
         case -32008: return .tooManyRequests

@@ -146,6 +146,22 @@ def test_session_rules_of_the_handshake_era(start_gateway, tmp_path):
         # A GET stream takes only a client that accepts events.
         get = client.get(f"{base}/mcp", headers={"mcp-session-id": session, "accept": "application/json"})
         assert get.status_code == 406
+        # Batches exist in 2025-03-26 only.
+        batch = client.post(f"{base}/mcp", headers={"accept": MCP_ACCEPT, "mcp-session-id": session, "mcp-protocol-version": "2025-06-18"},
+                            json=[{"jsonrpc": "2.0", "id": 5, "method": "ping"}])
+        assert batch.status_code == 400 and "batches" in batch.json()["error"]["message"]
+        old = initialize(client, base, version="2025-03-26")
+        both = client.post(f"{base}/mcp", headers={"accept": MCP_ACCEPT, "mcp-session-id": old, "mcp-protocol-version": "2025-03-26"},
+                           json=[{"jsonrpc": "2.0", "id": 6, "method": "ping"}, {"jsonrpc": "2.0", "id": 7, "method": "tools/list"}])
+        assert both.status_code == 200 and [reply["id"] for reply in both.json()] == [6, 7]
+        # A pretty-printed body is one message, as any JSON parser reads it.
+        pretty = json.dumps({"jsonrpc": "2.0", "id": 8, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}}}, indent=2)
+        opened = client.post(f"{base}/mcp", headers={"accept": MCP_ACCEPT, "content-type": "application/json", "authorization": "Bearer ignored"}, content=pretty)
+        # (A token sent to a gateway that asks for none is ignored, not refused.)
+        assert opened.status_code == 200 and opened.json()["id"] == 8 and "mcp-session-id" in opened.headers
+        # A handshake the gateway refuses opens no session.
+        refused = client.post(f"{base}/mcp", headers={"accept": MCP_ACCEPT}, json={"jsonrpc": "2.0", "id": 9, "method": "initialize", "params": {}})
+        assert refused.status_code == 400 and "mcp-session-id" not in refused.headers and refused.json()["error"]["code"] == -32602
 
 
 def test_a_stream_cut_before_its_reply_is_resumed_with_last_event_id(start_gateway, tmp_path):
@@ -207,6 +223,9 @@ def test_stateless_requests_check_their_headers_against_the_body(start_gateway, 
         assert error["code"] == -32022 and "2026-07-28" in error["data"]["supported"]
         batch = client.post(f"{base}/mcp", headers=headers, json=[modern_request("ping"), modern_request("ping", id_=2)])
         assert batch.status_code == 400
+        header_only = client.post(f"{base}/mcp", headers={"accept": MCP_ACCEPT, "mcp-protocol-version": "2099-01-01"},
+                                  json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
+        assert header_only.status_code == 400 and header_only.json()["error"]["code"] == -32022
         assert client.get(f"{base}/mcp", headers={"accept": "text/event-stream"}).status_code == 405
         assert client.delete(f"{base}/mcp").status_code == 405
 
