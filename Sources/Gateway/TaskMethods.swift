@@ -317,7 +317,13 @@ enum TaskMethods {
                 submission.minimumMatch = share
             }
             submission.dependsOn = try strings("dependsOn").get()
-            submission.idempotencyKey = params.member("idempotencyKey")?.stringValue
+            if let value = params.member("idempotencyKey"), value.kind != .null {
+                // A key of another type would silently deduplicate nothing.
+                guard let key = value.stringValue, !key.isEmpty else {
+                    throw JSONRPCError.invalidParams("\"idempotencyKey\" must be a non-empty string", extra: ["idempotencyKey": .raw(value)])
+                }
+                submission.idempotencyKey = key
+            }
             if let callback = params.member("callback") {
                 guard let url = callback.stringValue, url.hasPrefix("http://") || url.hasPrefix("https://") else {
                     throw JSONRPCError.invalidParams("\"callback\" must be an http:// or https:// URL")

@@ -376,7 +376,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     func respond(_ status: HTTPResponseStatus, contentType: String = "application/json", headers extra: [(String, String)] = [], body: ByteBuffer) {
         guard let context, let current = exchange, !current.streaming else { return }
         var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: contentType)
+        if body.readableBytes > 0 { headers.add(name: "content-type", value: contentType) }
         headers.add(name: "content-length", value: "\(body.readableBytes)")
         for (name, value) in extra { headers.add(name: name, value: value) }
         if !current.keepAlive { headers.add(name: "connection", value: "close") }

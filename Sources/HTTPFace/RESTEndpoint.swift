@@ -113,8 +113,8 @@ extension HTTPConnectionHandler {
         for parameter in route.query {
             guard let text = query[parameter.name] else { continue }
             switch parameter.type {
-            case .string: params[parameter.name] = .string(text)
-            case .integer:
+            case .string, .namespace: params[parameter.name] = .string(text)
+            case .integer, .pageSize:
                 guard let value = Int64(text) else { return .failure(.invalidParams("\(parameter.name) must be an integer, not \"\(text)\"")) }
                 params[parameter.name] = .integer(value)
             case .boolean:

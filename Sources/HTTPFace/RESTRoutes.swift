@@ -10,7 +10,23 @@ struct RESTRoute: Sendable {
         case parameter(String)
     }
 
-    enum QueryType: String, Sendable { case string, integer, boolean }
+    enum QueryType: String, Sendable {
+        case string, integer, boolean
+        /// A string with the namespace rule.
+        case namespace
+        /// An integer from 1 to 1000.
+        case pageSize
+
+        var schema: JSONValue {
+            switch self {
+            case .string: ["type": "string"]
+            case .integer: ["type": "integer"]
+            case .boolean: ["type": "boolean"]
+            case .namespace: RESTRoutes.namespace
+            case .pageSize: ["type": "integer", "minimum": 1, "maximum": 1000]
+            }
+        }
+    }
 
     struct QueryParameter: Sendable {
         var name: String
@@ -79,6 +95,12 @@ struct RESTRoute: Sendable {
 
 enum RESTRoutes {
     static let object: JSONValue = ["type": "object"]
+    /// What the gateway takes as a name (a task type, a step, a key): at least one character.
+    static let name: JSONValue = ["type": "string", "minLength": 1]
+    /// An event topic: printable ASCII without spaces or the pattern characters * ? [ ] \.
+    static let topic: JSONValue = ["type": "string", "pattern": "^[!-)+->@-Z^-~]{1,256}$"]
+    /// A memory namespace.
+    static let namespace: JSONValue = ["type": "string", "pattern": "^[A-Za-z0-9_.:@#/-]{1,128}$"]
 
     static let all: [RESTRoute] = [
         RESTRoute(
@@ -95,28 +117,26 @@ enum RESTRoutes {
                 "type": "object",
                 "properties": [
                     "messageType": ["type": "string", "enum": ["request", "response", "notification", "broadcast"]],
-                    "targetAgentId": ["type": "string"],
-                    "capability": ["type": "string"],
                     "messageData": [:],
-                    "priority": ["type": "integer"],
+                    "priority": ["type": "integer", "minimum": 1, "maximum": 10],
                     "expectResponse": ["type": "boolean"],
-                    "ttl": ["type": "number"],
+                    "ttl": ["type": "number", "exclusiveMinimum": 0, "maximum": 86400],
                 ],
             ]),
             renamed: ["agentId": "targetAgentId"]),
         RESTRoute(
             .POST, "tasks/submit", "tasks/submit", operationID: "submitTask", summary: "Queues a task (TaskSubmissionRequest); answers its TaskStatus",
             body: .object(schema: [
-                "type": "object",
+                "type": "object", "required": ["taskType"],
                 "properties": [
-                    "taskType": ["type": "string"],
+                    "taskType": name,
                     "taskData": [:],
-                    "requiredCapabilities": ["type": "array", "items": ["type": "string"]],
-                    "priority": ["type": "integer"],
-                    "timeout": ["type": "number"],
-                    "maxRetries": ["type": "integer"],
-                    "callback": ["type": "string"],
-                    "idempotencyKey": ["type": "string"],
+                    "requiredCapabilities": ["type": "array", "items": name],
+                    "priority": ["type": "integer", "minimum": 0, "maximum": 10],
+                    "timeout": ["type": "number", "exclusiveMinimum": 0, "maximum": 86400],
+                    "maxRetries": ["type": "integer", "minimum": 0, "maximum": 100],
+                    "callback": ["type": "string", "format": "uri", "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"],
+                    "idempotencyKey": name,
                 ],
             ])),
         RESTRoute(
@@ -156,32 +176,32 @@ enum RESTRoutes {
             summary: "Approves or rejects a step waiting for a human",
             body: .object(schema: [
                 "type": "object", "required": ["stepId", "approved"],
-                "properties": ["stepId": ["type": "string"], "approved": ["type": "boolean"], "comment": ["type": "string"], "by": ["type": "string"]],
+                "properties": ["stepId": name, "approved": ["type": "boolean"], "comment": ["type": "string"], "by": ["type": "string"]],
             ])),
         RESTRoute(.POST, "executions/{executionId}/cancel", "workflows/cancel", operationID: "cancelExecution", summary: "Cancels an execution"),
         RESTRoute(
             .GET, "memory", "memory/list", operationID: "listMemory", summary: "Keys of shared memory",
             query: [
                 .init(name: "prefix", type: .string, description: "only keys starting with it"),
-                .init(name: "namespace", type: .string, description: "the namespace (default: the shared one)"),
-                .init(name: "limit", type: .integer, description: "keys per page"),
+                .init(name: "namespace", type: .namespace, description: "the namespace (default: the shared one)"),
+                .init(name: "limit", type: .pageSize, description: "keys per page, 1 to 1000"),
                 .init(name: "cursor", type: .string, description: "where the previous page ended"),
             ]),
         RESTRoute(
             .GET, "memory/{key}", "memory/get", operationID: "getMemory", summary: "A key's value and version",
-            query: [.init(name: "namespace", type: .string, description: "the namespace")]),
+            query: [.init(name: "namespace", type: .namespace, description: "the namespace")]),
         RESTRoute(
             .PUT, "memory/{key}", "memory/set", operationID: "setMemory", summary: "Writes a key",
             body: .object(schema: [
                 "type": "object", "required": ["value"],
-                "properties": ["value": [:], "ttlSeconds": ["type": "number"], "namespace": ["type": "string"]],
+                "properties": ["value": [:], "ttlSeconds": ["type": ["number", "null"], "minimum": 0.001, "maximum": 315_360_000], "namespace": namespace],
             ])),
         RESTRoute(
             .DELETE, "memory/{key}", "memory/delete", operationID: "deleteMemory", summary: "Deletes a key",
-            query: [.init(name: "namespace", type: .string, description: "the namespace")]),
+            query: [.init(name: "namespace", type: .namespace, description: "the namespace")]),
         RESTRoute(
             .POST, "events/publish", "events/publish", operationID: "publishEvent", summary: "Publishes an event on a topic",
-            body: .object(schema: ["type": "object", "required": ["topic"], "properties": ["topic": ["type": "string"], "data": [:]]])),
+            body: .object(schema: ["type": "object", "required": ["topic"], "properties": ["topic": topic, "data": [:]]])),
         RESTRoute(.GET, "gateway/status", "gateway/status", operationID: "gatewayStatus", summary: "The gateway's state: listeners, agents, queues"),
         RESTRoute(.GET, "auth/whoami", "auth/whoami", operationID: "whoAmI", summary: "The principal the request's credential proves"),
     ]
@@ -190,13 +210,13 @@ enum RESTRoutes {
     /// whether the path exists with other methods (405), or not at all (404).
     static func find(_ method: HTTPMethod, _ path: Substring) -> Lookup {
         let parts = path.split(separator: "/")
-        var allowed: [HTTPMethod] = []
-        for route in all {
-            guard let parameters = route.match(parts) else { continue }
-            if route.method == method { return .found(route, parameters) }
-            allowed.append(route.method)
-        }
-        return allowed.isEmpty ? .notFound : .methodNotAllowed(allowed)
+        // A path a route spells out is that route's: `workflows/create` is not a workflow named
+        // "create". The routes with the fewest parameters that match win.
+        let matching = all.compactMap { route in route.match(parts).map { (route, $0) } }
+        guard let fewest = matching.map({ $0.1.count }).min() else { return .notFound }
+        let candidates = matching.filter { $0.1.count == fewest }
+        if let (route, parameters) = candidates.first(where: { $0.0.method == method }) { return .found(route, parameters) }
+        return .methodNotAllowed(candidates.map(\.0.method))
     }
 
     enum Lookup {
