@@ -4,7 +4,7 @@
 #
 #   scripts/setup.sh          build dependencies only (libssl-dev, libhiredis-dev)
 #   scripts/setup.sh --test   also the test tools (redis-server, socat, nc, node) and the
-#                             Python virtual environment in .venv
+#                             Python virtual environments in .venv and .venv-mcp-proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,5 +43,13 @@ if $want_test; then
         python3 -m venv .venv
         .venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
         cp "$requirements" "$stamp"
+    fi
+    proxy_requirements=Tests/interop/requirements-mcp-proxy.txt
+    proxy_stamp=.venv-mcp-proxy/.requirements
+    if [ ! -x .venv-mcp-proxy/bin/mcp-proxy ] || ! cmp -s "$proxy_requirements" "$proxy_stamp"; then
+        echo "setup: creating .venv-mcp-proxy from $proxy_requirements"
+        python3 -m venv .venv-mcp-proxy
+        .venv-mcp-proxy/bin/pip install --quiet --disable-pip-version-check -r "$proxy_requirements"
+        cp "$proxy_requirements" "$proxy_stamp"
     fi
 fi

@@ -517,3 +517,26 @@ def test_a_remote_server_the_egress_rules_refuse_is_not_reached(start_gateway, t
     gw = start_gateway("http", extra=["--config", str(config)])
     line = gw.wait_log(r"agent remote#1 is down .*refused: loopback addresses are not allowed", timeout=20)
     assert "egress.allow" in line
+
+
+# --------------------------------------------------------------------------- mcp-proxy
+
+def test_mcp_proxy_bridges_a_stdio_host_to_the_gateway_over_http(start_gateway, tmp_path):
+    """mcp-proxy 0.13 (the 1.x SDK's streamable HTTP client) turns the gateway's /mcp into a
+    stdio server; a stdio host lists and calls through it."""
+    proxy = REPO / ".venv-mcp-proxy" / "bin" / "mcp-proxy"
+    assert proxy.exists(), "mcp-proxy is not installed (scripts/setup.sh --test installs it in .venv-mcp-proxy)"
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    gw, base = http_gateway(start_gateway, tmp_path)
+    params = StdioServerParameters(command=str(proxy), args=["--transport", "streamablehttp", f"{base}/mcp"])
+
+    async def host():
+        with open(tmp_path / "proxy.log", "w") as errlog:
+            async with Client(stdio_client(params, errlog=errlog), mode="legacy", read_timeout_seconds=30) as client:
+                tools = await client.list_tools()
+                assert [tool.name for tool in tools.tools] == ["echo"]
+                result = await client.call_tool("echo", {"text": "proxied"})
+                assert result.content[0].text == "e:proxied"
+
+    anyio.run(host)
