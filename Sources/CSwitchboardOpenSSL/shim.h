@@ -72,4 +72,25 @@ static inline GENERAL_NAME *switchboard_sk_GENERAL_NAME_value(const GENERAL_NAME
 
 static const long switchboard_SSL_MODE_RELEASE_BUFFERS = SSL_MODE_RELEASE_BUFFERS;
 
+// ALPN on a server that speaks HTTP/1.1 (https:// listeners): "http/1.1" when the client offers
+// it; a client that offers protocols but not this one is refused with no_application_protocol
+// (RFC 7301, 3.2); a client that offers none is served without ALPN.
+static int switchboard_select_http11(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                                     const unsigned char *in, unsigned int inlen, void *arg) {
+    (void)ssl;
+    (void)arg;
+    static const unsigned char supported[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    unsigned char *selected = NULL;
+    if (SSL_select_next_proto(&selected, outlen, supported, sizeof(supported), in, inlen) != OPENSSL_NPN_NEGOTIATED) {
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    }
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static inline void switchboard_SSL_CTX_select_http11(SSL_CTX *ctx) {
+    SSL_CTX_set_alpn_select_cb(ctx, switchboard_select_http11, NULL);
+}
+
+
 #endif

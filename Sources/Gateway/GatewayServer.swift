@@ -297,7 +297,9 @@ public final class GatewayServer: Service {
         if let problem = core.startupProblem { throw StartupError(description: problem) }
         ResourceLimits.raiseOpenFileLimit(logger: logger)
 
-        let tls = try makeTLSContext()
+        let tls = try makeTLSContext(for: { if case .tls = $0 { true } else { false } })
+        // https:// listeners negotiate http/1.1 with ALPN; tls:// ones speak JSON-RPC lines.
+        let httpsTLS = try makeTLSContext(for: { if case .https = $0 { true } else { false } }, selectingHTTP11: true)
         // Before the first client can connect, so that its first list waits for them.
         core.supervisor.prepare(templates: settings.agentTemplates)
         // The configuration's workflows, stored before a client can ask for them. (With Redis
@@ -316,7 +318,7 @@ public final class GatewayServer: Service {
         var listeners: [(address: ListenAddress, channel: any Channel)] = []
         do {
             for address in settings.listen {
-                let channel = try await bind(address, tls: tls)
+                let channel = try await bind(address, tls: address.isHTTP ? httpsTLS : tls)
                 listeners.append((address, channel))
                 let url = Self.boundURL(address, channel)
                 core.status.listenerBound(url)
@@ -348,7 +350,7 @@ public final class GatewayServer: Service {
             if let cluster = self.core.cluster { group.addTask { await cluster.run() } }
             if let stream = self.core.auditStream { group.addTask { await stream.run() } }
             group.addTask { await self.core.workflows.run() }
-            group.addTask { await self.reloadCertificatesOnHangup(tls, signals: hangups) }
+            group.addTask { await self.reloadCertificatesOnHangup([tls, httpsTLS].compactMap { $0 }, signals: hangups) }
             for face in self.httpFaces.withLock({ $0 }) { group.addTask { await face.run() } }
             await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
             await core.supervisor.stopAll()
@@ -418,14 +420,15 @@ public final class GatewayServer: Service {
 
     /// The server TLS context, when a listener needs one. Certificate problems stop the start
     /// with a sentence that names the file and what is wrong with it.
-    private func makeTLSContext() throws -> TLSContext? {
-        let needsTLS = core.settings.listen.contains(where: \.usesTLS)
-        guard needsTLS else { return nil }
+    private func makeTLSContext(for listeners: (ListenAddress) -> Bool, selectingHTTP11: Bool = false) throws -> TLSContext? {
+        guard core.settings.listen.contains(where: listeners) else { return nil }
         guard let settings = core.settings.tls else {
             throw StartupError(description: "a tls:// or https:// listener needs --tls-cert and --tls-key (or tls: in the config file)")
         }
         do {
-            let context = try TLSContext(server: settings.configuration)
+            var configuration = settings.configuration
+            configuration.selectsHTTP11 = selectingHTTP11
+            let context = try TLSContext(server: configuration)
             logger.info("TLS: certificate \(settings.certificateChainPath), client authentication \(settings.clientAuthentication.rawValue)")
             return context
         } catch {
@@ -435,14 +438,14 @@ public final class GatewayServer: Service {
 
     /// SIGHUP reloads the certificate and key: new connections get them, live ones keep theirs.
     /// Without TLS there is nothing to reload, and SIGHUP is ignored rather than fatal.
-    private func reloadCertificatesOnHangup(_ tls: TLSContext?, signals: UnixSignalsSequence) async {
+    private func reloadCertificatesOnHangup(_ contexts: [TLSContext], signals: UnixSignalsSequence) async {
         for await _ in signals {
-            guard let tls else {
+            guard !contexts.isEmpty else {
                 logger.notice("SIGHUP: no TLS listener, nothing to reload")
                 continue
             }
             do {
-                try tls.reload()
+                for context in contexts { try context.reload() }
                 logger.notice("TLS: certificates reloaded on SIGHUP")
             } catch {
                 logger.error("TLS: reload on SIGHUP failed, keeping the previous certificates: \(error.description)")

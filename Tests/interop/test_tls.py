@@ -777,3 +777,32 @@ def test_a_certificate_principal_past_its_connection_quota_is_closed(tls_gateway
                 pass
         assert time.monotonic() < deadline, "the closed connection's place was not given back"
         time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- https://
+
+
+def test_an_https_listener_serves_the_http_face_and_negotiates_http_1_1(tls_gateway, pki):
+    import httpx
+
+    gw = tls_gateway("--listen", "https://127.0.0.1:0")
+    line = gw.wait_log(r"listening on https://")
+    port = int(re.search(r"https://127\.0\.0\.1:(\d+)", line).group(1))
+    context = client_context(pki)
+    with httpx.Client(verify=context, timeout=10) as client:
+        assert client.get(f"https://127.0.0.1:{port}/healthz").json() == {"status": "alive"}
+        opened = client.post(f"https://127.0.0.1:{port}/mcp", headers={"accept": "application/json, text/event-stream"},
+                             json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}}})
+        assert opened.status_code == 200 and "mcp-session-id" in opened.headers
+
+    def negotiated(address, offered):
+        ctx = client_context(pki)
+        ctx.set_alpn_protocols(offered)
+        with socket.create_connection(address, timeout=10) as raw, ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            return tls.selected_alpn_protocol()
+
+    # ALPN: http/1.1 on https://; a client that offers only h2 is refused; tls:// selects none.
+    assert negotiated(("127.0.0.1", port), ["h2", "http/1.1"]) == "http/1.1"
+    with pytest.raises(ssl.SSLError):
+        negotiated(("127.0.0.1", port), ["h2"])
+    assert negotiated(gw.address, ["http/1.1"]) is None

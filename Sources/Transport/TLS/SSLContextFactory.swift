@@ -50,6 +50,7 @@ enum SSLContextFactory {
             try loadIdentity(pointer, chainPath: chain, keyPath: key)
         }
         try configureVerification(pointer, configuration, role: role)
+        if role == .server, configuration.selectsHTTP11 { switchboard_SSL_CTX_select_http11(pointer) }
         return handle
     }
 

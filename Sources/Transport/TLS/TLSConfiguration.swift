@@ -49,6 +49,8 @@ public struct TLSConfiguration: Sendable, Hashable {
     public var serverHostname: String?
     public var minimumProtocolVersion: ProtocolVersion
     public var maximumProtocolVersion: ProtocolVersion
+    /// Server side: negotiate `http/1.1` with ALPN (an https:// listener).
+    public var selectsHTTP11 = false
 
     public init(
         certificateChainPath: String? = nil,
