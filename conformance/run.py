@@ -8,18 +8,25 @@ transport:
     python3 run.py --stdio "switchboard serve --stdio"     # fresh process per case
     python3 run.py --tcp 127.0.0.1:7400                    # fresh connection per case
     python3 run.py --unix /run/switchboard.sock            # fresh connection per case
+    python3 run.py --http http://127.0.0.1:8080            # /mcp, a fresh client per connection
     python3 run.py --spawn "switchboard serve --listen tcp://127.0.0.1:0" --tcp auto
+    python3 run.py --spawn "switchboard serve --listen http://127.0.0.1:0" --http auto
 
-A case may open several connections to the gateway (sockets only) and may act
-as an agent: expect requests from the gateway and answer them.
+A case may open several connections to the gateway (sockets and HTTP only) and
+may act as an agent: expect requests from the gateway and answer them.  Over
+HTTP each connection is an MCP Streamable HTTP client (see HTTPBridge and
+--help).
 
-Prints one line per case (PASS/FAIL), the number of cases that do not apply to
-the chosen transport, and finally the line "N passed, M failed".  Exit status
-0 when nothing failed, 1 when a case failed, 2 on a usage or case-file error.
+Prints one line per case (PASS/FAIL), the number of cases run, the number that
+do not apply to the chosen transport (by reason), and finally the line
+"N passed, M failed".  Exit status 0 when nothing failed, 1 when a case failed,
+2 on a usage or case-file error.
 """
 
 import argparse
+import base64
 import glob
+import http.client
 import json
 import os
 import queue
@@ -33,8 +40,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
-TRANSPORTS = ("stdio", "tcp", "unix")
+TRANSPORTS = ("stdio", "tcp", "unix", "http")
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_REPLY_BYTES = 64 * 1024 * 1024      # a reply line longer than this is a failure
 GEN_CHUNK = 1 << 20                     # generated payloads are written in 1 MiB pieces
@@ -53,6 +61,12 @@ DEFAULT_CONNECTION = "a"
 CONNECTION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,15}$")
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_POLL_INTERVAL_MS = 50
+
+HTTP_ACCEPT = "application/json, text/event-stream"
+HTTP_SESSION_VERSION = "2025-03-26"     # the hidden initialize's version: batches allowed
+MODERN_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
+HTTP_ORDER_GRACE = 0.2                  # seconds a POST's reply is awaited before the next line goes
+HTTP_NAME_MEMBERS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 
 class CaseFormatError(Exception):
@@ -252,7 +266,7 @@ class Matcher:
     def not_applicable(self, case, transport):
         """Why `case` cannot run here, or None."""
         if transport not in case.transports:
-            return "only %s" % ", ".join(case.transports)
+            return case.why_not.get(transport) or "only %s" % ", ".join(case.transports)
         for name, bound in case.requires_min.items():
             if name not in self.vars:
                 raise CaseFormatError("%s: unknown variable %r" % (case.full_name, name))
@@ -647,6 +661,394 @@ class PipeChannel:
             pass
 
 
+class HTTPChannel(SocketChannel):
+    """The runner's end of an HTTPBridge: read and written like any socket."""
+
+    def __init__(self, bridge):
+        super().__init__(bridge.runner_end)
+        self.bridge = bridge
+
+    @property
+    def eof_note(self):
+        return self.bridge.note
+
+    def close(self, abort=False):
+        self.bridge.close()
+        super().close(abort)
+
+
+def lenient_json(body):
+    """The JSON value of a line about to be sent, or None (it is sent all the same)."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+
+
+def carries_envelope(msg):
+    """Whether a message (or a batch member) belongs to the 2026-07-28 era: the envelope in
+    params._meta, or server/discover, the request such a client sends first."""
+    if isinstance(msg, list):
+        return any(carries_envelope(m) for m in msg)
+    if not isinstance(msg, dict):
+        return False
+    if msg.get("method") == "server/discover" and "id" in msg:
+        return True
+    params = msg.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and MODERN_VERSION_KEY in meta
+
+
+def is_initialize(msg):
+    return isinstance(msg, dict) and msg.get("method") == "initialize" and "id" in msg
+
+
+def header_value(text):
+    """A header value as MCP writes it: as is when printable ASCII, else =?base64?...?=."""
+    if text == text.strip() and all(" " <= c <= "~" for c in text):
+        return text
+    return "=?base64?%s?=" % base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def stateless_headers(msg):
+    """MCP-Protocol-Version, Mcp-Method and Mcp-Name of a 2026-07-28 request, from its body."""
+    first = next((m for m in msg if isinstance(m, dict)), None) if isinstance(msg, list) else msg
+    if not isinstance(first, dict):
+        return {}
+    headers = {}
+    params = first.get("params") if isinstance(first.get("params"), dict) else {}
+    meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+    if isinstance(meta.get(MODERN_VERSION_KEY), str):
+        headers["MCP-Protocol-Version"] = header_value(meta[MODERN_VERSION_KEY])
+    method = first.get("method")
+    if isinstance(method, str):
+        headers["Mcp-Method"] = header_value(method)
+        name = params.get(HTTP_NAME_MEMBERS.get(method))
+        if isinstance(name, str):
+            headers["Mcp-Name"] = header_value(name)
+    return headers
+
+
+def event_data(resp):
+    """The data of each server-sent event of a response, until it ends (events without data,
+    such as the priming event, are skipped)."""
+    data = []
+    while True:
+        raw = resp.readline()
+        if not raw:
+            return
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            event = b"\n".join(data)
+            data = []
+            if event.strip():
+                yield event
+            continue
+        field, _, value = line.partition(b":")
+        if field == b"data":
+            data.append(value[1:] if value.startswith(b" ") else value)
+
+
+class HTTPExchange:
+    """One request of a bridge and what came back."""
+
+    def __init__(self, method, body, headers, quiet):
+        self.method = method
+        self.body = body
+        self.headers = headers
+        self.quiet = quiet          # its replies are the bridge's own, not shown to the case
+        self.status = None
+        self.reply_headers = None
+        self.messages = []
+        self.error = None
+        self.written = threading.Event()
+        self.answered = threading.Event()
+        self.done = threading.Event()
+
+
+LIST_CHANGED = ("notifications/tools/list_changed", "notifications/prompts/list_changed",
+                "notifications/resources/list_changed")
+HIDDEN_INITIALIZE = compact({
+    "jsonrpc": "2.0", "id": "conformance-http-initialize", "method": "initialize",
+    "params": {"protocolVersion": HTTP_SESSION_VERSION, "capabilities": {},
+               "clientInfo": {"name": "conformance-run.py", "version": "1"}}})
+INITIALIZED = compact({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+
+class HTTPBridge:
+    """One connection of a case carried over MCP Streamable HTTP (POST and GET on /mcp).
+
+    The runner reads and writes one end of a socket pair, as it would a socket; the bridge
+    serves the other end.  Each complete line written is one POST whose body is the line as
+    written (without its LF or CRLF; blank lines are skipped, as the line transports skip
+    them).  Each message that comes back is one line read: a JSON body as it came (a batch
+    reply, an array, stays one line), or the data of each server-sent event of the POST's
+    stream and of the session's GET stream.  A POST's reply is awaited for HTTP_ORDER_GRACE
+    seconds before the next line goes, so that the gateway sees the lines in order; a request
+    that takes longer (an agent's call) is still in flight while later lines go out.
+
+    The era is chosen per connection, as a client would choose it:
+    - a line that carries the 2026-07-28 envelope (params._meta[MODERN_VERSION_KEY]), or is a
+      server/discover request, is sent stateless, with the MCP-Protocol-Version, Mcp-Method and
+      Mcp-Name headers its body calls for;
+    - an initialize request opens a session: its Mcp-Session-Id and negotiated version go with
+      every later line;
+    - any other line needs a session first: the bridge opens one with a hidden initialize at
+      HTTP_SESSION_VERSION (the one version that allows batches, the closest to plain
+      JSON-RPC) and notifications/initialized, whose replies the case never sees.  The
+      list_changed notifications that handshake subscribed to are dropped too (the gateway
+      sends none to a plain connection).  A case's own initialize later replaces that session.
+    Once a session is open, its GET stream brings what the gateway sends on its own
+    (notifications, events, requests to an agent).  Closing the connection ends the session
+    with DELETE, as closing a socket ends a connection.
+    """
+
+    def __init__(self, address, timeout, log):
+        self.host, self.port, self.path = address
+        self.timeout = timeout
+        self.log = log
+        self.runner_end, self.end = socket.socketpair()
+        self.session = None         # Mcp-Session-Id
+        self.version = None         # the session's protocol version
+        self.hidden = False         # the session is the bridge's, not opened by the case
+        self.stream = None          # the connection of the session's GET stream
+        self.note = None            # why the bridge ended the stream, if it did
+        self.lock = threading.Lock()
+        self.send_lock = threading.Lock()
+        self.idle = []              # keep-alive connections free for the next request
+        self.connections = set()    # every connection open, closed at the end
+        self.closing = False
+        threading.Thread(target=self.run, daemon=True).start()
+
+    # lines in ----------------------------------------------------------
+    def run(self):
+        buf = bytearray()
+        scan = 0
+        try:
+            while not self.note:
+                data = self.end.recv(1 << 20)
+                if not data:
+                    return
+                buf += data
+                while not self.note:
+                    i = buf.find(b"\n", scan)
+                    if i < 0:
+                        scan = len(buf)
+                        break
+                    line = bytes(buf[:i])
+                    del buf[:i + 1]
+                    scan = 0
+                    self.dispatch(line[:-1] if line.endswith(b"\r") else line)
+        except OSError:
+            pass
+
+    def dispatch(self, body):
+        if self.closing or not body.strip(b" \t\r"):
+            return
+        msg = lenient_json(body)
+        if carries_envelope(msg):
+            self.post(body, stateless_headers(msg))
+        elif is_initialize(msg) and (self.session is None or self.hidden):
+            self.end_session()
+            self.open_session(body, hidden=False)
+        elif self.session or self.open_session(HIDDEN_INITIALIZE, hidden=True):
+            self.post(body, self.session_headers())
+
+    # sessions ----------------------------------------------------------
+    def session_headers(self):
+        headers = {}
+        if self.session:
+            headers["Mcp-Session-Id"] = self.session
+            if self.version:
+                headers["MCP-Protocol-Version"] = self.version
+        return headers
+
+    def open_session(self, body, hidden):
+        ex = self.post(body, {}, wait=None, quiet=hidden)
+        if ex.error:
+            return False
+        session = ex.reply_headers.get("mcp-session-id") if ex.reply_headers else None
+        if not session:
+            if hidden:
+                self.fail("the hidden initialize got HTTP %s without a session: %s" % (
+                    ex.status, preview(b" ".join(ex.messages))))
+            return False
+        self.session, self.hidden, self.version = session, hidden, None
+        reply = lenient_json(ex.messages[0]) if ex.messages else None
+        if isinstance(reply, dict) and isinstance(reply.get("result"), dict):
+            version = reply["result"].get("protocolVersion")
+            self.version = version if isinstance(version, str) else None
+        self.log("(http: %s session %s, version %s)" % (
+            "hidden" if hidden else "the case's", session, self.version))
+        if hidden:
+            self.post(INITIALIZED, self.session_headers(), wait=None, quiet=True)
+        self.open_stream()
+        return True
+
+    def open_stream(self):
+        """Opens the session's GET stream; returns once the gateway has answered it."""
+        ex = HTTPExchange("GET", None, dict(self.session_headers(), Accept="text/event-stream"), False)
+        threading.Thread(target=self.exchange, args=(ex, True), daemon=True).start()
+        ex.answered.wait(self.timeout)
+        if ex.status != 200:
+            self.log("(http: the GET stream got %s)" % (ex.error or "HTTP %s" % ex.status))
+
+    def end_session(self):
+        if not self.session:
+            return
+        session, self.session = self.session, None
+        with self.lock:
+            stream, self.stream = self.stream, None
+        if stream:
+            self.shut(stream)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("DELETE", self.path, headers={"Mcp-Session-Id": session})
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException) as e:
+            self.log("(http: DELETE failed: %s)" % e)
+        finally:
+            conn.close()
+
+    # requests ----------------------------------------------------------
+    def post(self, body, headers, wait=HTTP_ORDER_GRACE, quiet=False):
+        """POSTs one line on a connection of its own.  Returns once it is written and its
+        reply is complete, or `wait` seconds have passed (None: no limit)."""
+        ex = HTTPExchange("POST", body, dict(headers, **{"Content-Type": "application/json"}), quiet)
+        threading.Thread(target=self.exchange, args=(ex,), daemon=True).start()
+        while not ex.written.wait(0.1):
+            if self.closing:
+                return ex
+        deadline = None if wait is None else time.monotonic() + wait
+        while not ex.done.wait(0.05) and not self.closing:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return ex
+
+    def exchange(self, ex, stream=False):
+        headers = dict(ex.headers)
+        headers.setdefault("Accept", HTTP_ACCEPT)
+        try:
+            for attempt in (1, 2):
+                conn, reused = self.take(stream)
+                if conn is None:
+                    ex.error = "the connection is closed"
+                    return
+                try:
+                    conn.request(ex.method, self.path, body=ex.body, headers=headers)
+                    ex.written.set()
+                    conn.sock.settimeout(None)
+                    resp = conn.getresponse()
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    self.drop(conn)
+                    if reused and attempt == 1:
+                        continue  # a keep-alive connection the server had closed: once more
+                    raise
+                break
+            ex.status, ex.reply_headers = resp.status, resp.headers
+            kind = (resp.getheader("content-type") or "").split(";")[0].strip().lower()
+            self.log("(http: %s %d%s)" % (ex.method, resp.status, " " + kind if kind else ""))
+            ex.answered.set()
+            if kind == "text/event-stream":
+                for data in event_data(resp):
+                    self.received(data, ex)
+                if stream and not self.closing and self.stream is conn:
+                    self.log("(http: the gateway ended the GET stream)")
+            else:
+                data = resp.read().strip(b" \t\r\n")
+                if data:
+                    self.received(data, ex)
+            if stream or resp.will_close:
+                self.drop(conn)
+            else:
+                self.give_back(conn)
+        except Exception as e:  # noqa: BLE001 - http.client fails in many ways when a socket closes
+            if not self.closing and not (stream and self.stream is not conn):
+                ex.error = "%s: %s" % (type(e).__name__, e)
+                self.fail("%s failed: %s" % (ex.method, ex.error))
+        finally:
+            ex.written.set()
+            ex.answered.set()
+            ex.done.set()
+
+    def received(self, data, ex):
+        ex.messages.append(data)
+        if self.hidden and b"list_changed" in data:
+            msg = lenient_json(data)
+            if isinstance(msg, dict) and msg.get("method") in LIST_CHANGED and "id" not in msg:
+                self.log("(http: %s dropped: the hidden handshake asked for it)" % msg["method"])
+                return
+        if not ex.quiet:
+            with self.send_lock:
+                try:
+                    self.end.sendall(data + b"\n")
+                except OSError:
+                    pass
+
+    # connections -------------------------------------------------------
+    def take(self, stream=False):
+        with self.lock:
+            if self.closing:
+                return None, False
+            if self.idle and not stream:
+                return self.idle.pop(), True
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self.connections.add(conn)
+            if stream:
+                self.stream = conn
+            return conn, False
+
+    def give_back(self, conn):
+        with self.lock:
+            if not self.closing:
+                self.idle.append(conn)
+                return
+        self.drop(conn)
+
+    def drop(self, conn):
+        with self.lock:
+            self.connections.discard(conn)
+        self.shut(conn)
+
+    @staticmethod
+    def shut(conn):
+        try:
+            if conn.sock is not None:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        conn.close()
+
+    def fail(self, note):
+        """Ends the stream the runner reads, saying why."""
+        if self.note or self.closing:
+            return
+        self.note = "http: " + note
+        self.log("(%s)" % self.note)
+        try:
+            self.end.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        """The case closed the connection: the session ends (DELETE), requests in flight are
+        abandoned (their connections close)."""
+        with self.lock:
+            if self.closing:
+                return
+            self.closing = True
+            connections = list(self.connections)
+            self.connections.clear()
+            self.idle = []
+        self.end_session()
+        for conn in connections:
+            self.shut(conn)
+        try:
+            self.end.close()
+        except OSError:
+            pass
+
+
 class Reader(threading.Thread):
     """Reads lines from the channel into a queue: ("line", bytes) / ("eof", note)."""
 
@@ -675,7 +1077,7 @@ class Reader(threading.Thread):
                 self.q.put(("eof", "read error: %s" % e))
                 return
             if not data:
-                note = "end of stream"
+                note = getattr(self.chan, "eof_note", None) or "end of stream"
                 if buf:
                     note += " after %d bytes without a newline: %s" % (len(buf), preview(buf, 120))
                 self.q.put(("eof", note))
@@ -807,6 +1209,8 @@ class Session:
                 raise Failure("cannot connect to %s:%s: %s" % (host, port, e))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.chan = SocketChannel(sock)
+        elif opts.transport == "http":
+            self.chan = HTTPChannel(HTTPBridge(opts.address, opts.timeout, self.log))
         else:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(opts.timeout)
@@ -1082,6 +1486,12 @@ class Case:
         self.transports = raw.get("transports", list(TRANSPORTS))
         if not isinstance(self.transports, list) or not set(self.transports) <= set(TRANSPORTS):
             raise CaseFormatError("%s: transports must be a subset of %s" % (self.full_name, TRANSPORTS))
+        self.why_not = raw.get("not_applicable", {})
+        if not isinstance(self.why_not, dict) or not all(
+                t in TRANSPORTS and t not in self.transports and isinstance(why, str) and why
+                for t, why in self.why_not.items()):
+            raise CaseFormatError("%s: not_applicable maps a transport left out of \"transports\" to why"
+                                  % self.full_name)
         self.final_probe = raw.get("final_probe")  # None: probe every connection not ended
         if self.final_probe is not None and not isinstance(self.final_probe, bool):
             raise CaseFormatError("%s: final_probe must be a boolean" % self.full_name)
@@ -1092,8 +1502,8 @@ class Case:
             if not isinstance(req, dict) or not all(isinstance(v, int) for v in req.values()):
                 raise CaseFormatError("%s: requires_min/requires_max map variable names to integers" % source)
         self.steps = raw.get("steps")
-        known = {"name", "description", "transports", "final_probe", "exit_code", "steps", "comment",
-                 "requires_min", "requires_max"}
+        known = {"name", "description", "transports", "not_applicable", "final_probe", "exit_code", "steps",
+                 "comment", "requires_min", "requires_max"}
         extra = set(raw) - known
         if extra:
             raise CaseFormatError("%s: unknown case keys %s" % (self.full_name, sorted(extra)))
@@ -1123,6 +1533,8 @@ class Case:
                 raise CaseFormatError("%s: signal steps need \"transports\": [\"stdio\"]" % self.full_name)
             if "disconnect" in st and "stdio" in self.transports:
                 raise CaseFormatError("%s: disconnect steps need \"transports\" without stdio" % where)
+            if "close_write" in st and "http" in self.transports:
+                raise CaseFormatError("%s: close_write steps need \"transports\" without http" % where)
             if kind == "expect_request" and "as" in st and (
                     not isinstance(st["as"], str) or not VARIABLE_NAME.match(st["as"])):
                 raise CaseFormatError("%s: \"as\" takes a variable name" % where)
@@ -1300,7 +1712,7 @@ class Spawned:
                 continue
             if line is None:
                 break
-            for m in re.finditer(r"listening on ((?:tcp|unix)://\S+)", line):
+            for m in re.finditer(r"listening on ((?:tcp|unix|http)://\S+)", line):
                 url = m.group(1).rstrip(".,;\"')")
                 self.urls.append(url)
                 if url.startswith(scheme + "://"):
@@ -1329,16 +1741,54 @@ def parse_tcp(target):
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+HTTP_HELP = """\
+over --http, each connection of a case is a client of the gateway's /mcp endpoint
+(MCP Streamable HTTP): each line the case writes is one POST whose body is the
+line as written; each message that comes back (a JSON body, a batch reply's array
+as one line, the data of each event of a POST's stream or of the session's GET
+stream) is one line read.  The era is chosen per connection, as a client would:
+  - a line carrying the 2026-07-28 envelope in params._meta (or server/discover)
+    is sent stateless, with MCP-Protocol-Version, Mcp-Method and Mcp-Name taken
+    from its body;
+  - initialize opens a real session: Mcp-Session-Id and MCP-Protocol-Version go
+    with every later POST;
+  - a case speaking plain JSON-RPC (neither) runs in a session opened by a
+    hidden initialize at protocol version %s, the only version that allows
+    batches and so the closest to plain JSON-RPC, plus notifications/initialized;
+    the case sees neither reply, nor the list_changed notifications that this
+    handshake subscribes to (a plain connection never gets them).
+Once a session is open, its GET stream brings what the gateway sends on its own.
+Closing a connection ends its session (DELETE).  Cases that cannot apply over
+HTTP (raw framing, oversize lines, half-closed or closed connections, stdio)
+leave "http" out of their "transports" and are counted as not applicable.
+""" % HTTP_SESSION_VERSION
+
+
+def parse_http(target):
+    url = urllib.parse.urlsplit(target if "://" in target else "http://" + target)
+    try:
+        port = url.port
+    except ValueError:
+        port = None
+    if url.scheme != "http" or not url.hostname or not port:
+        raise SystemExit("run.py: --http expects http://HOST:PORT[/PATH], got %r" % target)
+    return url.hostname, port, url.path if url.path not in ("", "/") else "/mcp"
+
+
 def main(argv=None):
     here = os.path.dirname(os.path.abspath(__file__))
-    ap = argparse.ArgumentParser(description="Switchboard wire-contract conformance runner")
+    ap = argparse.ArgumentParser(description="Switchboard wire-contract conformance runner",
+                                 epilog=HTTP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--stdio", metavar="CMD", help="command speaking the protocol on stdin/stdout "
                    "(started afresh for every case)")
     g.add_argument("--tcp", metavar="HOST:PORT", help="TCP address (or 'auto' with --spawn)")
     g.add_argument("--unix", metavar="PATH", help="Unix socket path (or 'auto' with --spawn)")
-    ap.add_argument("--spawn", metavar="CMD", help="start this gateway once for a --tcp/--unix run, "
-                    "wait for its 'listening on URL' log line, stop it with SIGTERM at the end")
+    g.add_argument("--http", metavar="URL", help="the gateway's HTTP listener, http://HOST:PORT[/PATH] "
+                   "(PATH defaults to /mcp), or 'auto' with --spawn: each connection of a case is an "
+                   "MCP Streamable HTTP client (see below)")
+    ap.add_argument("--spawn", metavar="CMD", help="start this gateway once for a --tcp/--unix/--http "
+                    "run, wait for its 'listening on URL' log line, stop it with SIGTERM at the end")
     ap.add_argument("--cases", metavar="DIR", default=os.path.join(here, "cases"))
     ap.add_argument("-k", dest="filters", action="append", default=[], metavar="SUBSTRING",
                     help="run only cases whose group/name contains SUBSTRING (repeatable)")
@@ -1368,10 +1818,10 @@ def main(argv=None):
     if opts.stdio is not None:
         opts.transport, opts.target = "stdio", opts.stdio
         if opts.spawn:
-            ap.error("--spawn is for --tcp/--unix")
+            ap.error("--spawn is for --tcp/--unix/--http")
     else:
-        opts.transport = "tcp" if opts.tcp is not None else "unix"
-        target = opts.tcp if opts.tcp is not None else opts.unix
+        opts.transport = next(t for t in ("tcp", "unix", "http") if getattr(opts, t) is not None)
+        target = getattr(opts, opts.transport)
         if opts.spawn:
             spawned = Spawned(opts.spawn, opts.stderr_log, max(10.0, opts.timeout))
         if target == "auto":
@@ -1383,10 +1833,16 @@ def main(argv=None):
         elif spawned:
             spawned.wait_for(opts.transport)
         opts.target = target
-        opts.address = parse_tcp(target) if opts.transport == "tcp" else target
+        if opts.transport == "tcp":
+            opts.address = parse_tcp(target)
+        elif opts.transport == "http":
+            opts.address = parse_http(target)
+        else:
+            opts.address = target
 
     matcher = Matcher({"max_message_bytes": opts.max_message_size})
-    passed = failed = skipped = 0
+    passed = failed = 0
+    reasons = {}  # why cases do not apply -> how many
     try:
         for case in cases:
             try:
@@ -1395,7 +1851,7 @@ def main(argv=None):
                 print("run.py: case error: %s" % e, file=sys.stderr)
                 return 2
             if why:
-                skipped += 1
+                reasons[why] = reasons.get(why, 0) + 1
                 if opts.verbose:
                     print("N/A  %s (%s)" % (case.full_name, why), flush=True)
                 continue
@@ -1423,8 +1879,11 @@ def main(argv=None):
         if spawned:
             status = spawned.stop()
             print("spawned gateway stopped (exit status %s)" % status, flush=True)
-    print("%d not applicable (transport %s, max_message_bytes %d)" % (
-        skipped, opts.transport, opts.max_message_size))
+    print("%d cases run over %s" % (passed + failed, opts.transport))
+    print("%d not applicable (transport %s, max_message_bytes %d)%s" % (
+        sum(reasons.values()), opts.transport, opts.max_message_size, ":" if reasons else ""))
+    for why, n in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+        print("%5d  %s" % (n, why))
     print("%d passed, %d failed" % (passed, failed))
     return 0 if failed == 0 else 1
 

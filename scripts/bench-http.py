@@ -675,8 +675,7 @@ class ContextForge:
 # ---------------------------------------------------------------------------------------------
 
 
-def measure_mcp(target, args, label):
-    rows = []
+def measure_mcp(target, args, label, rows):
     has_bridge = target.bridge_pid is not None
     meter = lambda: Meter(target.pid, target.bridge_pid)
 
@@ -697,11 +696,9 @@ def measure_mcp(target, args, label):
                     result["latencies"], result["meter"], has_bridge))
     log(f"{label} MCP HTTP ×{args.concurrency}: {result['calls']} calls, "
         f"{result['calls'] / result['seconds']:.0f}/s, {result['errors']} errors")
-    return rows
 
 
-def measure_switchboard_extra(gateway, target, args):
-    rows = []
+def measure_switchboard_extra(gateway, target, args, rows):
     meter = lambda: Meter(target.pid)
 
     # The same tools/call over the JSON-RPC TCP listener (newline-delimited).
@@ -745,7 +742,6 @@ def measure_switchboard_extra(gateway, target, args):
                         result["seconds"], result["latencies"], result["meter"], False))
         log(f"switchboard REST submit ×{args.concurrency}: {result['calls']} submits, "
             f"{result['calls'] / result['seconds']:.0f}/s, {result['errors']} errors")
-    return rows
 
 
 def fmt(value, digits=0):
@@ -815,9 +811,9 @@ def main():
         try:
             target = gateway.start()
             log(f"{gateway.name}: ready (pid {target.pid}, port {target.port}, {target.path}, tool {target.tool!r})")
-            rows += measure_mcp(target, args, gateway.name)
+            measure_mcp(target, args, gateway.name, rows)
             if isinstance(gateway, Switchboard):
-                rows += measure_switchboard_extra(gateway, target, args)
+                measure_switchboard_extra(gateway, target, args, rows)
         except Exception as error:  # noqa: BLE001 - report it and go on with the next gateway
             reason = f"{type(error).__name__}: {error}".replace("|", "/").replace("\n", " ")
             log(f"{gateway.name}: FAILED: {reason}")
@@ -837,7 +833,8 @@ def main():
     print(f"- seq: one connection, one call at a time, {args.calls} calls (after {args.warmup} untimed); "
           f"×{args.concurrency}: {args.concurrency} connections, each its own MCP session, "
           f"{args.per_client_calls} calls each (after {args.concurrent_warmup} untimed); a phase stops at "
-          f"{args.duration:g} s. REST rows count task submissions (the tasks run on the agent afterwards).")
+          f"{args.duration:g} s. REST rows count task submissions (POST /api/v1/tasks/submit, each an echo task "
+          "that Switchboard runs on the agent meanwhile: that work is in the gateway CPU of those rows).")
     print("- The load generator is one Python process on the same cores as the gateway (driver CPU µs/call): "
           "where gateway + driver CPU per call approaches 1e6 × cores / calls/s, the machine, not the gateway, "
           "is the limit. Latency under concurrency includes the driver's own queueing.")

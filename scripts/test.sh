@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: the Swift unit and socket tests, the conformance suite over stdio, TCP and a
-# Unix socket, the interop tests (the official MCP SDK, raw sockets, stdio, example clients) and
-# the protocol-spec schema check, and a minute of fuzzing the framing and JSON path. Sets up what
-# it needs first.
+# Runs every test: the Swift unit and socket tests, the conformance suite over stdio, TCP, a Unix
+# socket and HTTP (/mcp), the interop tests (the official MCP SDK, raw sockets, stdio, example
+# clients) and the protocol-spec schema check, and a minute of fuzzing the framing and JSON path.
+# Sets up what it needs first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,11 +49,14 @@ fi
 # The conformance suite against a fresh gateway for each transport (cases leave tasks and agents
 # behind; a gateway per run keeps each run independent).
 sock_dir=$(mktemp -d)
-for transport in stdio tcp unix; do
+# Over HTTP each connection of a case is an MCP Streamable HTTP client of /mcp (see
+# conformance/README.md, "Over HTTP"); the cases that cannot apply there count as not applicable.
+for transport in stdio tcp unix http; do
     case $transport in
         stdio) args=(--stdio "$binary serve --stdio") ;;
         tcp) args=(--spawn "$binary serve --listen tcp://127.0.0.1:0" --tcp auto) ;;
         unix) args=(--spawn "$binary serve --listen unix://$sock_dir/sb.sock" --unix auto) ;;
+        http) args=(--spawn "$binary serve --listen http://127.0.0.1:0" --http auto) ;;
     esac
     stage "conformance-$transport" python3 conformance/run.py "${args[@]}"
     line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logs/conformance-$transport.log" | tail -1)
