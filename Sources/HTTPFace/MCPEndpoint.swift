@@ -54,9 +54,6 @@ extension HTTPConnectionHandler {
                 .unsupportedMediaType, JSONRPCError(code: JSONRPCError.Code.invalidRequest, message: "/mcp takes application/json, not \(type)"))
             return
         }
-        // One line to the gateway: a body written over several lines (pretty-printed JSON)
-        // holds its line breaks only where JSON allows whitespace, so spaces do as well.
-        let body = Self.singleLine(body)
         let decoder = MessageDecoder()
         var messages: [JSONRPCMessage] = []
         var isBatch = false
@@ -82,9 +79,13 @@ extension HTTPConnectionHandler {
             respondRPCError(.badRequest, id: nil, .invalidRequest("the body holds no JSON-RPC message"))
             return
         case .batchTooLarge(let entries, let limit):
-            respondRPCError(.badRequest, id: nil, .invalidRequest("a batch of \(entries) messages is over the limit of \(limit)"))
+            respondRPCError(.badRequest, id: nil, .batchTooLarge(entries: entries, limit: limit))
             return
         }
+        // One line to the gateway. The body is valid JSON (it was just decoded), so a line break
+        // in it (pretty-printed JSON) stands where whitespace may, never inside a string: a
+        // space does as well.
+        let body = Self.singleLine(body)
 
         let sessionHeader = head.headers.first(name: "mcp-session-id")
         let opensSession = messages.contains { if case .request(let request) = $0 { request.method == "initialize" } else { false } }

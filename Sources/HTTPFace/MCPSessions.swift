@@ -257,17 +257,25 @@ final class MCPSessionDirectory: Sendable {
             return true
         }
         if added {
-            session.link.onClose { [weak self] in self?.forget(session) }
+            // A link closes when its session ends: a DELETE, idleness, the gateway closing it
+            // (draining an agent, shutting down). The session is over then, and says so: its
+            // streams end, and its id is not served here again.
+            session.link.onClose { [weak self] in self?.closed(session) }
         }
         return added
     }
 
     func hasRoom() -> Bool { sessions.withLock { $0.count < settings.maximumSessions } }
 
-    private func forget(_ session: MCPHTTPSession) {
-        sessions.withLock { sessions in
-            if sessions[session.id.text] === session { sessions[session.id.text] = nil }
+    private func closed(_ session: MCPHTTPSession) {
+        let current = sessions.withLock { sessions -> Bool in
+            guard sessions[session.id.text] === session else { return false }
+            sessions[session.id.text] = nil
+            return true
         }
+        guard current else { return }
+        ended.withLock { $0.insert(session.id.text) }
+        session.end()
     }
 
     /// DELETE: the session ends here and is not served again by this replica.
