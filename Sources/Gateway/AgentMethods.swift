@@ -13,8 +13,8 @@ enum AgentMethods {
     static let pageSize = 100
 
     static func register(
-        in table: inout MethodTable, agents: AgentRegistry, supervisor: SupervisorSlot, quotas: QuotaKeeper? = nil, requireAgentNameMatch: Bool,
-        readinessWait: Duration, activatesNewVersions: Bool = true
+        in table: inout MethodTable, agents: AgentRegistry, supervisor: SupervisorSlot, quotas: QuotaKeeper? = nil, egress: EgressPolicy = EgressPolicy(),
+        requireAgentNameMatch: Bool, readinessWait: Duration, activatesNewVersions: Bool = true
     ) {
         // A list waits for the agents still starting, so that a host that lists once, right
         // after connecting, sees every tool that comes up within the start-up window.
@@ -44,7 +44,11 @@ enum AgentMethods {
         }
 
         table.register("agents/register") { request, context in
-            register(
+            // With an endpoint: an agent the gateway connects to over HTTP, not this connection.
+            if let params = request.params, params.kind == .object, let endpoint = params.member("endpoint"), endpoint.kind != .null {
+                return RemoteAgentRegistration.register(params, context, agents: agents, supervisor: supervisor.value, egress: egress)
+            }
+            return register(
                 request, context, agents: agents, quotas: quotas, requireAgentNameMatch: requireAgentNameMatch,
                 activatesNewVersions: activatesNewVersions)
         }

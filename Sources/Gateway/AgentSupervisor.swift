@@ -48,6 +48,19 @@ final class AgentSupervisor: Sendable {
         }
     }
 
+    /// Adds a template at run time (an agent registered by its HTTP endpoint) and starts its
+    /// instance; nil when a template or an instance has the name already, or the gateway stops.
+    func addRemote(_ template: AgentTemplate) -> AgentRegistry.InstanceID? {
+        let added = state.withLock { state -> Bool in
+            guard !state.stopping, state.templates[template.name] == nil else { return false }
+            state.templates[template.name] = template
+            return true
+        }
+        guard added, core.agents.instance(named: template.name) == nil else { return nil }
+        startInstance(of: template)
+        return AgentRegistry.InstanceID("\(template.name)#\(state.withLock { $0.nextIndex[template.name] ?? 1 })")
+    }
+
     /// Runs until `stopAll`; every instance task is a child of this call.
     func run() async {
         await withTaskGroup(of: Void.self) { group in
@@ -264,7 +277,9 @@ final class AgentSupervisor: Sendable {
     private func runRemote(
         _ template: AgentTemplate, _ remote: AgentTemplate.RemoteAddress, id: AgentRegistry.InstanceID, stop: StopSignal, logger: Logger
     ) async -> String {
-        guard let target = CallbackPoster.Target(remote.url) else { return "\(remote.urlAsWritten) is not an http:// or https:// URL" }
+        guard let endpoint = RemoteAgentBridge.Endpoint(url: remote.url, urlAsWritten: remote.urlAsWritten, headers: remote.headers) else {
+            return "\(remote.urlAsWritten) is not an http:// or https:// URL"
+        }
         let eventLoop = core.group.any()
         let maximumMessageBytes = template.maximumMessageBytes ?? core.settings.limits.maximumMessageBytes
         let bridge: RemoteAgentBridge
@@ -273,7 +288,7 @@ final class AgentSupervisor: Sendable {
         do {
             let socket: CInt
             (bridge, socket) = try await RemoteAgentBridge.open(
-                .init(target: target, urlAsWritten: remote.urlAsWritten, headers: remote.headers), egress: core.settings.egress,
+                endpoint, egress: core.settings.egress,
                 eventLoop: eventLoop, logger: logger, maximumMessageBytes: maximumMessageBytes)
             let core = self.core
             channel = try await ClientBootstrap(group: eventLoop)

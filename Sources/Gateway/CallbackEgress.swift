@@ -7,7 +7,7 @@ import JSONRPC
 /// the addresses they resolve to then.
 enum CallbackEgress {
     /// -32005 with `reason` and `callback` when the policy certainly refuses `url`; nil otherwise.
-    static func refusal(of url: String, policy: EgressPolicy) -> JSONRPCError? {
+    static func refusal(of url: String, policy: EgressPolicy, purpose: String = "callback") -> JSONRPCError? {
         guard let target = CallbackPoster.Target(url) else { return nil }
         // A name that may resolve to either loopback address is refused when both are.
         let candidates: [[IPAddress]]
@@ -18,11 +18,11 @@ enum CallbackEgress {
         } else {
             return nil
         }
-        let refusals = candidates.map { policy.check(host: target.host, addresses: $0, purpose: "callback") }
+        let refusals = candidates.map { policy.check(host: target.host, addresses: $0, purpose: purpose) }
         guard let first = refusals.first ?? nil, refusals.allSatisfy({ $0 != nil }) else { return nil }
         return JSONRPCError(
             code: AccessError.forbiddenCode, message: "Forbidden: \(first)",
-            data: ["reason": .string(first.description), "callback": .string(url)])
+            data: ["reason": .string(first.description), purpose == "callback" ? "callback" : "endpoint": .string(url)])
     }
 
     /// `localhost` and names under it, which resolve to loopback (RFC 6761, 6.3).

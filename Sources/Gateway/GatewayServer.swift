@@ -111,7 +111,7 @@ final class GatewayCore: Sendable {
         CoreMethods.register(in: &methods, status: status)
         AccessMethods.register(in: &methods, gate: access, quotas: quotas, audit: audit)
         AgentMethods.register(
-            in: &methods, agents: agents, supervisor: supervisorSlot, quotas: quotas,
+            in: &methods, agents: agents, supervisor: supervisorSlot, quotas: quotas, egress: settings.egress,
             requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false,
             readinessWait: settings.readinessWait, activatesNewVersions: settings.access?.activatesNewVersions ?? true)
         calls.register(in: &methods)

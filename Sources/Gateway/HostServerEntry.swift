@@ -157,7 +157,7 @@ extension ConfigurationReader {
             warn(urlNode, "remote server \"\(entry.name)\" (\(writtenURL)) is not served yet: the older HTTP+SSE transport is not built (Streamable HTTP is)")
             return
         }
-        guard CallbackPoster.Target(url) != nil else {
+        guard RemoteAgentBridge.Endpoint(url: url, urlAsWritten: writtenURL, headers: headers) != nil else {
             report(urlNode, "remote server \"\(entry.name)\": \(writtenURL) is not an http:// or https:// URL")
             return
         }

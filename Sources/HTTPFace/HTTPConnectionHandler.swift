@@ -489,7 +489,7 @@ extension String {
 
     /// `%XX` decoded (and `+` as a space in a query; in a path it is itself); the text as it
     /// is when an escape is malformed.
-    func removingPercentEncoding(plusIsSpace: Bool) -> String {
+    public func removingPercentEncoding(plusIsSpace: Bool) -> String {
         var bytes: [UInt8] = []
         var iterator = utf8.makeIterator()
         while let byte = iterator.next() {

@@ -123,6 +123,11 @@ extension HTTPConnectionHandler {
             }
         }
         params["wait"] = nil
+        if route.rpcMethod == "agents/register", params["endpoint"] == nil || params["endpoint"] == .null {
+            // Without one, the request's own connection would become the agent, and go with it.
+            return .failure(.invalidParams(
+                "POST /agents/register registers an agent the gateway reaches at \"endpoint\" (its MCP Streamable HTTP URL); an agent that connects to the gateway registers on its own connection"))
+        }
         return .success(.object(params))
     }
 }

@@ -107,6 +107,22 @@ enum RESTRoutes {
             .GET, "agents", "agents/list", operationID: "listAgents", summary: "Every agent instance with its AgentStatus",
             query: [.init(name: "capability", type: .string, description: "only agents that offer this capability")]),
         RESTRoute(
+            .POST, "agents/register", "agents/register", operationID: "registerAgent",
+            summary: "Registers an agent the gateway reaches over MCP's Streamable HTTP at \"endpoint\" (the seed's AgentRegistrationRequest and the endpoint); answers its AgentStatus",
+            body: .object(schema: [
+                "type": "object", "required": ["agentName", "endpoint"],
+                "properties": [
+                    "agentName": ["type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"],
+                    "endpoint": ["type": "string", "format": "uri", "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"],
+                    "agentType": ["type": "string"],
+                    "version": ["type": "string"],
+                    "capabilities": ["type": "array", "items": name],
+                    "configuration": object,
+                    "resourceRequirements": object,
+                    "headers": ["type": "object", "additionalProperties": ["type": "string", "pattern": "^[ -~]*$"]],
+                ],
+            ])),
+        RESTRoute(
             .GET, "agents/{agentId}/status", "agents/get", operationID: "getAgentStatus",
             summary: "One agent's AgentStatus (an instance id, or a template's name)"),
         RESTRoute(.POST, "agents/{agentId}/drain", "agents/drain", operationID: "drainAgent", summary: "Stops new work going to an agent; its work in flight finishes"),

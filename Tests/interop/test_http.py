@@ -540,3 +540,41 @@ def test_mcp_proxy_bridges_a_stdio_host_to_the_gateway_over_http(start_gateway, 
                 assert result.content[0].text == "e:proxied"
 
     anyio.run(host)
+
+
+def test_an_http_agent_registered_at_run_time_with_rest_serves_calls(start_gateway, tmp_path):
+    port = free_port()
+    remote = start_remote_server(port, "late")
+    try:
+        config = tmp_path / "gateway.json"
+        config.write_text(json.dumps({"egress": {"allow": ["127.0.0.1"]}}))
+        gw = start_gateway("http", extra=["--config", str(config)])
+        base = gw.endpoint("http").url
+        with httpx.Client(timeout=20) as client:
+            registered = client.post(f"{base}/api/v1/agents/register", json={
+                "agentName": "late", "agentType": "mcp", "version": "2", "capabilities": ["shouting"],
+                "endpoint": f"http://user:secret@127.0.0.1:{port}/mcp", "headers": {"X-Token": "t0ken"},
+            })
+            assert registered.status_code == 200, registered.text
+            status = registered.json()
+            assert status["agentId"] == "late#1" and status["version"] == "2"
+            # Shown without the URL's credentials, and never the headers.
+            assert "secret" not in registered.text and "t0ken" not in registered.text
+            again = client.post(f"{base}/api/v1/agents/register", json={"agentName": "late", "endpoint": f"http://127.0.0.1:{port}/mcp"})
+            assert again.status_code == 400 and "exists already" in again.json()["error"]["message"]
+            no_endpoint = client.post(f"{base}/api/v1/agents/register", json={"agentName": "other"})
+            assert no_endpoint.status_code == 400 and "endpoint" in no_endpoint.json()["error"]["message"]
+            refused = client.post(f"{base}/api/v1/agents/register", json={"agentName": "inside", "endpoint": "http://10.0.0.1/mcp"})
+            assert refused.status_code == 403
+
+        async def host():
+            async with Client(f"{base}/mcp", mode="auto", read_timeout_seconds=20) as client:
+                tools = await client.list_tools()
+                assert "shout" in [tool.name for tool in tools.tools]
+                result = await client.call_tool("shout", {"text": "late"})
+                assert result.content[0].text == "late:LATE"
+
+        # Right after the registration, as a host would: the list waits for the agent starting.
+        anyio.run(host)
+    finally:
+        remote.kill()

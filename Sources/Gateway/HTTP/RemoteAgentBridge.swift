@@ -1,4 +1,5 @@
 import Access
+import HTTPFace
 import JSONRPC
 import Logging
 import NIOCore
@@ -30,6 +31,43 @@ final class RemoteAgentBridge: Sendable {
         /// For logs and errors: the URL as written (an expanded secret stays out).
         var urlAsWritten: String
         var headers: [String: String]
+
+        /// A URL's `user:password@` becomes Basic authentication (unless the headers carry an
+        /// Authorization already); nil for a URL that is not http:// or https://.
+        init?(url: String, urlAsWritten: String, headers: [String: String]) {
+            var url = url
+            var headers = headers
+            if let schemeEnd = url.firstRange(of: "://") {
+                let rest = url[schemeEnd.upperBound...]
+                let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
+                if let at = rest[..<authorityEnd].lastIndex(of: "@") {
+                    let userinfo = String(rest[..<at]).removingPercentEncoding(plusIsSpace: false)
+                    if !headers.keys.contains(where: { $0.lowercased() == "authorization" }) {
+                        headers["Authorization"] = "Basic " + Self.base64(Array(userinfo.utf8))
+                    }
+                    url = String(url[..<schemeEnd.upperBound]) + String(rest[rest.index(after: at)...])
+                }
+            }
+            guard let target = CallbackPoster.Target(url) else { return nil }
+            self.target = target
+            self.urlAsWritten = urlAsWritten
+            self.headers = headers
+        }
+
+        private static func base64(_ bytes: [UInt8]) -> String {
+            let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+            var output: [UInt8] = []
+            var index = 0
+            while index < bytes.count {
+                let chunk = bytes[index..<min(index + 3, bytes.count)]
+                let value = chunk.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << UInt32(16 - 8 * $1.offset) }
+                for position in 0..<4 {
+                    output.append(position <= chunk.count ? alphabet[Int(value >> UInt32(18 - 6 * position) & 63)] : UInt8(ascii: "="))
+                }
+                index += 3
+            }
+            return String(decoding: output, as: UTF8.self)
+        }
     }
 
     private let endpoint: Endpoint
