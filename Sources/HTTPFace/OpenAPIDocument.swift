@@ -27,8 +27,8 @@ enum OpenAPIDocument {
             case .none: break
             case .object(let schema):
                 // A body with required members is itself required.
-                let required = schema["required"] != nil
-                operation["requestBody"] = ["required": .bool(required), "content": ["application/json": ["schema": Self.nullableOptionals(schema)]]]
+                let required = schema["required"] != nil || schema["anyOf"] != nil
+                operation["requestBody"] = ["required": .bool(required), "content": ["application/json": ["schema": schema]]]
             case .value:
                 operation["requestBody"] = ["required": false, "content": ["application/json": ["schema": [:]]]]
             }
@@ -64,27 +64,6 @@ enum OpenAPIDocument {
         var buffer = ByteBuffer()
         document.write(to: &buffer)
         return buffer
-    }
-
-    /// The gateway reads a member that is null as one that is absent: an optional member's
-    /// schema says so.
-    static func nullableOptionals(_ schema: JSONValue) -> JSONValue {
-        guard case .object(var members) = schema, case .object(var properties)? = members["properties"] else { return schema }
-        let required = Set(members["required"].flatMap { value -> [String]? in
-            guard case .array(let names) = value else { return nil }
-            return names.compactMap(\.stringValue)
-        } ?? [])
-        for (name, property) in properties where !required.contains(name) {
-            guard case .object(var fields) = property else { continue }
-            switch fields["type"] {
-            case .string(let type)?: fields["type"] = [.string(type), "null"]
-            case .array(let types)?: if !types.contains("null") { fields["type"] = .array(types + ["null"]) }
-            default: break  // no type: anything, null included
-            }
-            properties[name] = .object(fields)
-        }
-        members["properties"] = .object(properties)
-        return .object(members)
     }
 
     private static func responses(for route: RESTRoute) -> JSONValue {

@@ -72,6 +72,15 @@ extension HTTPConnectionHandler {
         respondError(RESTRoutes.status(of: error), error, headers: authenticationHeaders(error))
     }
 
+    /// A member given, and not null.
+    static func isPresent(_ value: JSONValue?) -> Bool {
+        switch value {
+        case nil, .null?: false
+        case .raw(let raw)?: raw.kind != .null
+        default: true
+        }
+    }
+
     func authenticationHeaders(_ error: JSONRPCError) -> [(String, String)] {
         guard let head = exchange?.head else { return [] }
         switch error.code {
@@ -123,7 +132,7 @@ extension HTTPConnectionHandler {
             }
         }
         params["wait"] = nil
-        if route.rpcMethod == "agents/register", params["endpoint"] == nil || params["endpoint"] == .null {
+        if route.rpcMethod == "agents/register", !Self.isPresent(params["endpoint"]) {
             // Without one, the request's own connection would become the agent, and go with it.
             return .failure(.invalidParams(
                 "POST /agents/register registers an agent the gateway reaches at \"endpoint\" (its MCP Streamable HTTP URL); an agent that connects to the gateway registers on its own connection"))

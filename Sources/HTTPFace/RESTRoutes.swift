@@ -113,13 +113,13 @@ enum RESTRoutes {
                 "type": "object", "required": ["agentName", "endpoint"],
                 "properties": [
                     "agentName": ["type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"],
-                    "endpoint": ["type": "string", "format": "uri", "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"],
+                    "endpoint": ["type": "string", "pattern": "^https?://[^/?#]+"],
                     "agentType": ["type": "string"],
                     "version": ["type": "string"],
-                    "capabilities": ["type": "array", "items": name],
+                    "capabilities": ["type": "array", "items": ["type": "string"]],
                     "configuration": object,
                     "resourceRequirements": object,
-                    "headers": ["type": "object", "additionalProperties": ["type": "string", "pattern": "^[ -~]*$"]],
+                    "headers": ["type": "object", "additionalProperties": ["type": "string", "pattern": "^[^\\r\\n]*$"]],
                 ],
             ])),
         RESTRoute(
@@ -128,11 +128,11 @@ enum RESTRoutes {
         RESTRoute(.POST, "agents/{agentId}/drain", "agents/drain", operationID: "drainAgent", summary: "Stops new work going to an agent; its work in flight finishes"),
         RESTRoute(
             .POST, "agents/{agentId}/message", "messages/send", operationID: "sendAgentMessage",
-            summary: "Sends an AgentMessage to the agent (or to targetAgentId when the body names one)",
+            summary: "Sends an AgentMessage to the agent the path names",
             body: .object(schema: [
                 "type": "object",
                 "properties": [
-                    "messageType": ["type": "string", "enum": ["request", "response", "notification", "broadcast"]],
+                    "messageType": ["type": "string", "enum": ["request", "notification", "broadcast"]],
                     "messageData": [:],
                     "priority": ["type": "integer", "minimum": 1, "maximum": 10],
                     "expectResponse": ["type": "boolean"],
@@ -143,15 +143,19 @@ enum RESTRoutes {
         RESTRoute(
             .POST, "tasks/submit", "tasks/submit", operationID: "submitTask", summary: "Queues a task (TaskSubmissionRequest); answers its TaskStatus",
             body: .object(schema: [
-                "type": "object", "required": ["taskType"],
+                "type": "object",
+                // The seed's taskType and taskData, or MCP's tool and arguments.
+                "anyOf": [["required": ["taskType"]], ["required": ["tool"]]],
                 "properties": [
                     "taskType": name,
                     "taskData": [:],
+                    "tool": name,
+                    "arguments": object,
                     "requiredCapabilities": ["type": "array", "items": name],
-                    "priority": ["type": "integer", "minimum": 0, "maximum": 10],
+                    "priority": ["type": "integer", "minimum": 1, "maximum": 10],
                     "timeout": ["type": "number", "exclusiveMinimum": 0, "maximum": 86400],
                     "maxRetries": ["type": "integer", "minimum": 0, "maximum": 100],
-                    "callback": ["type": "string", "format": "uri", "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"],
+                    "callback": ["type": "string", "pattern": "^https?://"],
                     "idempotencyKey": name,
                 ],
             ])),
@@ -210,7 +214,9 @@ enum RESTRoutes {
             .PUT, "memory/{key}", "memory/set", operationID: "setMemory", summary: "Writes a key",
             body: .object(schema: [
                 "type": "object", "required": ["value"],
-                "properties": ["value": [:], "ttlSeconds": ["type": ["number", "null"], "minimum": 0.001, "maximum": 315_360_000], "namespace": namespace],
+                "properties": ["value": [:], "ttlSeconds": ["type": ["number", "null"], "minimum": 0.001, "maximum": 315_360_000],
+                    "namespace": ["type": ["string", "null"], "pattern": "^[A-Za-z0-9_.:@#/-]{1,128}$"],
+                ],
             ])),
         RESTRoute(
             .DELETE, "memory/{key}", "memory/delete", operationID: "deleteMemory", summary: "Deletes a key",

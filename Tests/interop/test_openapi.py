@@ -34,7 +34,10 @@ def test_schemathesis_finds_no_mismatch(start_gateway, tmp_path):
         sys.executable, "-m", "schemathesis.cli", "run", f"{base}/api/v1/openapi.json", "--url", f"{base}/api/v1",
         "--checks", "all", "--exclude-checks", "positive_data_acceptance",
         "--max-examples", "25", "--seed", "1", "--request-timeout", "30",
+        # Registering agents at random URLs would have the gateway connect to them: that route
+        # has its own test (test_http.py), with a real agent behind the URL.
+        "--exclude-operation-id", "registerAgent",
     ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    assert "23/23" in run.stdout  # every operation was tested
+    assert "Tested: 23" in run.stdout, run.stdout[-3000:]  # every other operation was tested
