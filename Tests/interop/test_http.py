@@ -475,7 +475,7 @@ def test_a_remote_fastmcp_server_listed_by_url_serves_calls_and_is_reconnected(s
         async def host():
             async with Client(f"{base}/mcp", mode="legacy", read_timeout_seconds=20) as client:
                 tools = await client.list_tools()
-                assert sorted(tool.name for tool in tools.tools) == ["shout", "slow"]
+                assert sorted(tool.name for tool in tools.tools) == ["shout", "slow"], gw.stderr_text()
                 result = await client.call_tool("shout", {"text": "hi"})
                 assert result.content[0].text == "one:HI"
                 seen = []

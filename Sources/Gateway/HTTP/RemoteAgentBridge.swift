@@ -268,6 +268,12 @@ final class RemoteAgentBridge: Sendable {
         let response = ResponseReader(post: post, limit: maximumMessageBytes)
         let exchange = Exchange(head: head, body: post.line, response: response) { [self] outcome in
             finish(post, response: response, outcome: outcome, channel: channel)
+        } onHead: { [self] head in
+            // Kept before the reply reaches the gateway: its next request (the initialized
+            // notification, sent the moment the reply arrives) must carry it.
+            if post.isInitialize, let session = head.headers.first(name: "mcp-session-id") {
+                state.withLock { $0.sessionID = session }
+            }
         } onEvent: { [self] line in
             deliver(line, for: post)
         }
@@ -287,9 +293,6 @@ final class RemoteAgentBridge: Sendable {
             break
         }
         let status = response.status ?? 0
-        if post.isInitialize, let session = response.sessionID {
-            state.withLock { $0.sessionID = session }
-        }
         for line in response.jsonLines() { deliver(line, for: post) }
         if status == 404, state.withLock({ $0.sessionID != nil }), !post.isInitialize {
             // The server ended the session: the agent starts again, with a new one.
@@ -357,6 +360,7 @@ private struct Exchange: Sendable {
     var body: ByteBuffer
     var response: ResponseReader
     var completion: @Sendable (Result<Void, any Error>) -> Void
+    var onHead: @Sendable (HTTPResponseHead) -> Void
     var onEvent: @Sendable (ByteBuffer) -> Void
 }
 
@@ -483,6 +487,7 @@ private final class ExchangeHandler: ChannelDuplexHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             exchange.response.head(head)
+            exchange.onHead(head)
         case .body(let part):
             for message in exchange.response.body(part) { exchange.onEvent(message) }
         case .end:
