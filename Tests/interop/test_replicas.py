@@ -374,3 +374,29 @@ def test_both_replicas_audit_trails_meet_in_one_redis_stream(start_gateway, redi
     for name in ("r1", "r2"):
         lines = [json.loads(line) for line in (tmp_path / f"{name}-audit.jsonl").read_text().splitlines()]
         assert lines[-1]["hash"] in {e["hash"] for e in entries}, name
+
+
+def test_an_http_session_opened_at_one_replica_is_served_by_another(start_gateway, redis):
+    """Replicas sharing Redis share the key that signs MCP session ids: a client whose next
+    request reaches another replica (a load balancer's choice) keeps its session."""
+    import httpx
+
+    gateways = [
+        start_gateway("http", "tcp", extra=["--redis", redis.url, "--replica-id", name]) for name in ("h1", "h2")
+    ]
+    bases = [gw.endpoint("http").url for gw in gateways]
+    accept = {"accept": "application/json, text/event-stream"}
+    with httpx.Client(timeout=20) as client:
+        opened = client.post(f"{bases[0]}/mcp", headers=accept, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "lb", "version": "1"}}})
+        assert opened.status_code == 200, opened.text
+        session = {**accept, "mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        assert client.post(f"{bases[0]}/mcp", headers=session, json={"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 202
+        elsewhere = client.post(f"{bases[1]}/mcp", headers=session, json={"jsonrpc": "2.0", "id": 2, "method": "ping"})
+        assert elsewhere.status_code == 200 and elsewhere.json() == {"jsonrpc": "2.0", "id": 2, "result": {}}
+        # Memory written through the session at one replica is read through it at the other.
+        wrote = client.post(f"{bases[1]}/mcp", headers=session, json={"jsonrpc": "2.0", "id": 3, "method": "memory/set", "params": {"key": "lb", "value": 7}})
+        assert "result" in wrote.json(), wrote.text
+        read = client.post(f"{bases[0]}/mcp", headers=session, json={"jsonrpc": "2.0", "id": 4, "method": "memory/get", "params": {"key": "lb"}})
+        assert read.json()["result"]["value"] == 7
