@@ -43,20 +43,29 @@ final class AgentCommunications: Sendable {
         var seen = Set<AgentRegistry.InstanceID>()
         for id in ids where seen.insert(id).inserted && agents.isLocal(id) {
             let status = agents.status(id) ?? ["agentId": .string(id.rawValue), "currentState": "OFFLINE", "removed": true]
-            publish("agent_status_changed", about: id.rawValue, data: status)
+            publish("agent_status_changed", about: id.rawValue, data: status, tenants: Self.tenants(of: status))
         }
     }
 
     private func messageSent(_ sent: CoordinationMethods.SentMessage) {
         if let sender = sent.sender {
-            publish("message_sent", about: sender.rawValue, data: sent.delivery, recipients: sent.recipients)
+            publish("message_sent", about: sender.rawValue, data: sent.delivery, recipients: sent.recipients, tenants: Self.tenants(of: agents.status(sender)))
         }
         for recipient in sent.recipients where agents.isLocal(recipient) {
-            publish("message_received", about: recipient.rawValue, data: sent.delivery)
+            publish("message_received", about: recipient.rawValue, data: sent.delivery, tenants: Self.tenants(of: agents.status(recipient)))
         }
     }
 
-    private func publish(_ eventType: String, about agent: String, data: JSONValue, recipients: [AgentRegistry.InstanceID] = []) {
+    /// The tenants an agent is kept to: its events go to each of them too (a tenant's
+    /// subscriptions see only its own topics), besides the topic admins and operators see.
+    private static func tenants(of status: JSONValue?) -> [String] {
+        guard case .array(let names)? = status?["tenants"] else { return [] }
+        return names.compactMap(\.stringValue)
+    }
+
+    private func publish(
+        _ eventType: String, about agent: String, data: JSONValue, recipients: [AgentRegistry.InstanceID] = [], tenants: [String] = []
+    ) {
         var event: [String: JSONValue] = [
             "eventType": .string(eventType),
             "timestamp": .string(Date().formatted(.iso8601)),
@@ -66,6 +75,9 @@ final class AgentCommunications: Sendable {
         if !recipients.isEmpty { event["recipients"] = .array(recipients.map { .string($0.rawValue) }) }
         var payload = ByteBuffer()
         JSONValue.object(event).write(to: &payload)
-        outbox.enqueue(PubSubMessage(topic: Self.topic(of: agent), payload: payload, publishedAt: SystemClock().now(), publisher: "gateway"))
+        let now = SystemClock().now()
+        for topic in [Self.topic(of: agent)] + tenants.map({ TenantScope.topic(Self.topic(of: agent), of: $0) }) {
+            outbox.enqueue(PubSubMessage(topic: topic, payload: payload, publishedAt: now, publisher: "gateway"))
+        }
     }
 }

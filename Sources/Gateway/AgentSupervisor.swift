@@ -288,7 +288,7 @@ final class AgentSupervisor: Sendable {
         do {
             let socket: CInt
             (bridge, socket) = try await RemoteAgentBridge.open(
-                endpoint, egress: core.settings.egress,
+                endpoint, agent: id.rawValue, egress: core.settings.egress,
                 eventLoop: eventLoop, logger: logger, maximumMessageBytes: maximumMessageBytes)
             let core = self.core
             channel = try await ClientBootstrap(group: eventLoop)

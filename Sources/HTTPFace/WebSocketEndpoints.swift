@@ -35,7 +35,7 @@ extension HTTPFace {
         default:
             let parts = path.split(separator: "/", omittingEmptySubsequences: true)
             if parts.count == 4, parts[0] == "ws", parts[1] == "agents", parts[3] == "communications" {
-                let agent = String(parts[2]).removingPercentEncodingForQuery
+                let agent = String(parts[2]).removingPercentEncoding(plusIsSpace: false)
                 guard !agent.isEmpty, !agent.contains(where: { "*?[]\\ ".contains($0) }) else { return nil }
                 return .agentCommunications(agentId: agent)
             }
@@ -55,13 +55,15 @@ extension HTTPFace {
     func admitsWebSocket(_ head: HTTPRequestHead) -> Bool {
         guard Self.webSocketEndpoint(head) != nil else { return false }
         if let origin = head.headers.first(name: "origin"), !settings.allows(origin: origin) { return false }
-        if case .malformed = HTTPConnectionHandler.credential(head) { return false }
+        if settings.accessControlled, case .malformed = HTTPConnectionHandler.credential(head) { return false }
         return true
     }
 
     func configureWebSocket(_ channel: any Channel, head: HTTPRequestHead) throws {
         guard let endpoint = Self.webSocketEndpoint(head) else { throw ChannelError.inappropriateOperationForState }
-        let handler = WebSocketLinkHandler(face: self, endpoint: endpoint, credential: HTTPConnectionHandler.credential(head).token)
+        // Without access control a credential is not asked for, and not looked at.
+        let credential = settings.accessControlled ? HTTPConnectionHandler.credential(head).token : nil
+        let handler = WebSocketLinkHandler(face: self, endpoint: endpoint, credential: credential)
         try channel.pipeline.syncOperations.addHandlers(
             NIOWebSocketFrameAggregator(
                 minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1024, maxAccumulatedFrameSize: max(maximumMessageBytes, 1 << 16)),
@@ -197,10 +199,19 @@ final class WebSocketLinkHandler: ChannelInboundHandler {
         switch frame.opcode {
         case .text, .binary:
             var line = frame.unmaskedData
-            // One message per frame: a newline inside would split it in two on the link.
-            if line.readableBytesView.contains(UInt8(ascii: "\n")) {
-                let bytes = line.readableBytesView.map { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") ? UInt8(ascii: " ") : $0 }
-                line = ByteBuffer(bytes: bytes)
+            // One message per frame: a line break would split it in two on the link. In valid
+            // JSON one stands only where whitespace may, and a space does as well; a frame that
+            // is not valid JSON is answered here, as the gateway would answer it.
+            if line.readableBytesView.contains(where: { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }) {
+                do {
+                    _ = try RawJSON(validating: line)
+                } catch {
+                    var reply = ByteBuffer()
+                    MessageEncoder.writeError(id: nil, error: .parseError(error), to: &reply)
+                    context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: reply)), promise: nil)
+                    return
+                }
+                line = ByteBuffer(bytes: line.readableBytesView.map { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") ? UInt8(ascii: " ") : $0 })
             }
             if let link { link.send(line: line) } else if early.count < 256 { early.append(line) } else { close(code: .policyViolation, reason: "too many frames before the connection was ready") }
         case .ping:

@@ -71,6 +71,8 @@ final class RemoteAgentBridge: Sendable {
     }
 
     private let endpoint: Endpoint
+    /// The instance it serves, named in its errors.
+    private let agent: String
     private let egress: EgressPolicy
     private let eventLoop: any EventLoop
     private let logger: Logger
@@ -97,8 +99,9 @@ final class RemoteAgentBridge: Sendable {
         var isInitialize: Bool
     }
 
-    private init(endpoint: Endpoint, egress: EgressPolicy, eventLoop: any EventLoop, logger: Logger, maximumMessageBytes: Int) throws {
+    private init(endpoint: Endpoint, agent: String, egress: EgressPolicy, eventLoop: any EventLoop, logger: Logger, maximumMessageBytes: Int) throws {
         self.endpoint = endpoint
+        self.agent = agent
         self.egress = egress
         self.eventLoop = eventLoop
         self.logger = logger
@@ -108,9 +111,10 @@ final class RemoteAgentBridge: Sendable {
 
     /// Opens a bridge; returns it and the socket for the gateway's side of the agent connection.
     static func open(
-        _ endpoint: Endpoint, egress: EgressPolicy, eventLoop: any EventLoop, logger: Logger, maximumMessageBytes: Int
+        _ endpoint: Endpoint, agent: String, egress: EgressPolicy, eventLoop: any EventLoop, logger: Logger, maximumMessageBytes: Int
     ) async throws -> (RemoteAgentBridge, CInt) {
-        let bridge = try RemoteAgentBridge(endpoint: endpoint, egress: egress, eventLoop: eventLoop, logger: logger, maximumMessageBytes: maximumMessageBytes)
+        let bridge = try RemoteAgentBridge(
+            endpoint: endpoint, agent: agent, egress: egress, eventLoop: eventLoop, logger: logger, maximumMessageBytes: maximumMessageBytes)
         var sockets: [CInt] = [-1, -1]
         #if canImport(Glibc)
         let type = CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
@@ -327,7 +331,9 @@ final class RemoteAgentBridge: Sendable {
             return
         }
         var line = ByteBuffer()
-        MessageEncoder.writeError(id: id, error: JSONRPCError(code: JSONRPCError.Code.agentFailed, message: "Agent failed: \(reason)"), to: &line)
+        let error = JSONRPCError(
+            code: JSONRPCError.Code.agentFailed, message: "Agent failed: \(reason)", data: ["agent": .string(agent), "reason": .string(reason)])
+        MessageEncoder.writeError(id: id, error: error, to: &line)
         guard let gatewaySide = state.withLock({ $0.gatewaySide }) else { return }
         line.writeInteger(UInt8(ascii: "\n"))
         gatewaySide.writeAndFlush(line, promise: nil)
