@@ -86,6 +86,21 @@ final class ConnectionHandle: AgentEndpoint, Sendable {
         onLoop { $0.close() }
     }
 
+    /// Starts a `subscriptions/listen` stream: the acknowledgement first, then the list changes
+    /// in `methods`; `reply` ends it.
+    func listen(_ id: JSONRPCID, methods: Set<String>, acknowledging honored: JSONValue, until reply: DeferredReply) {
+        onLoop { $0.startListening(id, methods: methods, acknowledging: honored, reply: reply) }
+    }
+
+    func stopListening(_ id: JSONRPCID) {
+        onLoop { $0.stopListening(id) }
+    }
+
+    /// Ends every listen stream gracefully (the gateway is shutting down).
+    func endListening() {
+        onLoop { $0.endListening() }
+    }
+
     private func onLoop(_ body: @escaping @Sendable (RPCConnectionHandler) -> Void) {
         if eventLoop.inEventLoop {
             body(handler.value)

@@ -69,7 +69,12 @@ public final class ConnectionRegistry: Sendable {
     /// From now on new requests are refused.
     func beginDraining() {
         drainingFlag.store(true, ordering: .relaxed)
-        state.withLock { $0.draining = true }
+        let handles = state.withLock { state in
+            state.draining = true
+            return Array(state.handles.values)
+        }
+        // Streams that would stay open for ever end now, with their results.
+        for handle in handles { handle.endListening() }
     }
 
     /// Returns when no request is in flight, or when `grace` has passed.

@@ -5,6 +5,7 @@ import MCPProtocol
 enum CoreMethods {
     static func register(in table: inout MethodTable, status: GatewayStatusSource) {
         table.register("ping") { _, _ in .result([:]) }
+        ListenSubscriptions.register(in: &table)
         table.register("gateway/status") { _, context in .later(context.eventLoop.makeFutureWithTask { await status.snapshot() }) }
     }
 }

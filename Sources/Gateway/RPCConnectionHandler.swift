@@ -78,6 +78,13 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     private var outboundRequests: [JSONRPCID: OutboundRequest] = [:]
+    /// Open `subscriptions/listen` streams: what each wants, and the reply that ends it.
+    private var listens: [JSONRPCID: Listen] = [:]
+
+    private struct Listen {
+        var methods: Set<String>
+        var reply: DeferredReply
+    }
     /// One timer for every request to the peer, set for the earliest deadline: a call costs a
     /// deadline, not a scheduled task of its own.
     private var deadlineTimer: (task: Scheduled<Void>, deadline: NIODeadline)?
@@ -987,11 +994,41 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         emit { MessageEncoder.writeNotification(method: method, params: params, to: &$0) }
     }
 
-    /// List-changed notifications go only to handshake-era MCP sessions, which asked for them
-    /// by initializing; the modern era has no unsolicited notifications.
+    /// List-changed notifications go to handshake-era MCP sessions, which asked for them by
+    /// initializing, and to the `subscriptions/listen` streams that opted in to them; the
+    /// modern era has no unsolicited notifications otherwise.
     func sendListChanged(_ method: String) {
-        guard case .server = role, session.acceptsServerRequests else { return }
-        sendNotification(method: method, params: nil)
+        guard case .server = role else { return }
+        if session.acceptsServerRequests { sendNotification(method: method, params: nil) }
+        for (id, listen) in listens where listen.methods.contains(method) {
+            sendNotification(method: method, params: ["_meta": ListenSubscriptions.meta(id)])
+        }
+    }
+
+    // MARK: subscriptions/listen
+
+    func startListening(_ id: JSONRPCID, methods: Set<String>, acknowledging honored: JSONValue, reply: DeferredReply) {
+        guard !closed else { return }
+        // The acknowledgement is the stream's first message, before any change it announces.
+        sendNotification(
+            method: "notifications/subscriptions/acknowledged", params: ["notifications": honored, "_meta": ListenSubscriptions.meta(id)])
+        listens[id] = Listen(methods: methods, reply: reply)
+    }
+
+    /// The client cancelled the stream (or went away): the request ends, its reply unsent, so
+    /// that it no longer counts as in flight.
+    func stopListening(_ id: JSONRPCID) {
+        listens.removeValue(forKey: id)?.reply.succeed(["_meta": ListenSubscriptions.meta(id)])
+    }
+
+    /// The gateway is shutting down: each stream ends with its result, as the specification
+    /// has a graceful end, and no request is left in flight for the drain to wait for.
+    func endListening() {
+        let ending = listens
+        listens = [:]
+        for (id, listen) in ending {
+            listen.reply.succeed(["_meta": ListenSubscriptions.meta(id)])
+        }
     }
 
     func close() {

@@ -415,6 +415,16 @@ extension HTTPConnectionHandler {
                 return
             }
             let progressToken = request.params?.member("_meta")?.member("progressToken")
+            if request.method == "subscriptions/listen" {
+                guard acceptsStream else {
+                    respondRPCError(.notAcceptable, id: request.id, .invalidRequest("subscriptions/listen answers with an event stream: accept text/event-stream"))
+                    return
+                }
+                withLink(.modern, credential: credential, { handler, link in
+                    handler.streamListen(request, line: line, link: link)
+                }, refused: { handler, error in handler.respondUnauthenticated(head, error) })
+                return
+            }
             withLink(.modern, credential: credential, { handler, link in
                 if acceptsStream, progressToken != nil {
                     handler.streamModern(request, line: line, link: link, progressToken: progressToken!.description)
@@ -486,6 +496,40 @@ extension HTTPConnectionHandler {
             if link.isWaiting(for: request.id) {
                 link.forget(request.id)
                 link.send(line: Self.cancellation(of: request.id))
+            }
+        }
+    }
+
+    /// `subscriptions/listen`: the stream stays open with the notifications that carry its
+    /// subscription id, until the gateway ends it (its result) or the client closes it (the
+    /// request is cancelled, and the gateway forgets the subscription).
+    private func streamListen(_ request: JSONRPCRequest, line: ByteBuffer, link: GatewayLink) {
+        let sink = startEventStream()
+        let id = request.id
+        link.setMessageHandler { message, line in
+            guard case .notification(let notification) = message,
+                let subscription = notification.params?.member("_meta")?.member("io.modelcontextprotocol/subscriptionId"),
+                JSONRPCID(subscription) == id
+            else { return }
+            sink.send(ServerSentEvent.message(line, id: nil))
+        }
+        let sent = link.send(request: line, id: id) { _, reply in
+            link.setMessageHandler(nil)
+            sink.send(ServerSentEvent.message(reply, id: nil))
+            sink.finish()
+        }
+        if !sent {
+            var refusal = ByteBuffer()
+            MessageEncoder.writeError(id: id, error: Self.idInFlight(id), to: &refusal)
+            sink.send(ServerSentEvent.message(refusal, id: nil))
+            sink.finish()
+            return
+        }
+        onAbandon {
+            link.setMessageHandler(nil)
+            if link.isWaiting(for: id) {
+                link.forget(id)
+                link.send(line: Self.cancellation(of: id))
             }
         }
     }

@@ -578,3 +578,29 @@ def test_an_http_agent_registered_at_run_time_with_rest_serves_calls(start_gatew
         anyio.run(host)
     finally:
         remote.kill()
+
+
+def test_a_stateless_client_listens_for_list_changes(start_gateway, tmp_path):
+    """subscriptions/listen (2026-07-28) over HTTP with the SDK's own listen(): acknowledged
+    first, then a tools list change when the only agent is drained, then the refetched list."""
+    from mcp.client.subscriptions import ToolsListChanged
+
+    gw, base = http_gateway(start_gateway, tmp_path)
+
+    async def host():
+        async with Client(f"{base}/mcp", mode="auto", read_timeout_seconds=20) as client:
+            assert client.protocol_version == "2026-07-28"
+            assert [tool.name for tool in (await client.list_tools()).tools] == ["echo"]
+            async with client.listen(tools_list_changed=True, resources_list_changed=True) as subscription:
+                # The gateway honors what it can send: tool list changes, not resource ones.
+                assert subscription.honored.tools_list_changed is True
+                assert not subscription.honored.resources_list_changed
+                async with httpx.AsyncClient(timeout=20) as rest:
+                    drained = await rest.post(f"{base}/api/v1/agents/{quote('echo#1', safe='')}/drain")
+                    assert drained.status_code == 200, drained.text
+                with anyio.fail_after(20):
+                    event = await subscription.__anext__()
+                assert isinstance(event, ToolsListChanged)
+            assert (await client.list_tools()).tools == []
+
+    anyio.run(host)

@@ -17,14 +17,14 @@ public struct Role: Sendable, Hashable {
     /// Methods that only read.
     static let reading = [
         "tools/list", "prompts/list", "resources/list", "resources/templates/list", "agents/list", "agents/get",
-        "gateway/status", "tasks/list", "tasks/get", "workflows/list", "workflows/get", "workflows/status",
+        "gateway/status", "tasks/list", "tasks/get", "workflows/list", "workflows/get", "workflows/status", "subscriptions/listen",
     ]
 
     /// What a client does: use tools and patterns, run tasks, use memory, events and messages
     /// (its tenant's alone: tenancy is in the stores' keys, not in these rules).
     static let using = [
         "tools/*", "prompts/*", "resources/*", "completion/*", "logging/setLevel", "tasks/*",
-        "memory/*", "events/*", "messages/send",
+        "memory/*", "events/*", "messages/send", "subscriptions/listen",
     ]
 
     public static let builtIn: [String: Role] = [
