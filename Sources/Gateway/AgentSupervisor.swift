@@ -51,12 +51,14 @@ final class AgentSupervisor: Sendable {
     /// Adds a template at run time (an agent registered by its HTTP endpoint) and starts its
     /// instance; nil when a template or an instance has the name already, or the gateway stops.
     func addRemote(_ template: AgentTemplate) -> AgentRegistry.InstanceID? {
+        // An attached agent may hold the name too: then nothing is added (and nothing left behind).
+        guard core.agents.instance(named: template.name) == nil else { return nil }
         let added = state.withLock { state -> Bool in
             guard !state.stopping, state.templates[template.name] == nil else { return false }
             state.templates[template.name] = template
             return true
         }
-        guard added, core.agents.instance(named: template.name) == nil else { return nil }
+        guard added else { return nil }
         startInstance(of: template)
         return AgentRegistry.InstanceID("\(template.name)#\(state.withLock { $0.nextIndex[template.name] ?? 1 })")
     }

@@ -162,7 +162,8 @@ extension ConfigurationReader {
             return
         }
         var template = AgentTemplate(name: entry.name, command: "")
-        template.remote = AgentTemplate.RemoteAddress(url: url, urlAsWritten: writtenURL, headers: headers)
+        // Shown as written, but never with a password written into it.
+        template.remote = AgentTemplate.RemoteAddress(url: url, urlAsWritten: RemoteAgentRegistration.withoutCredentials(writtenURL), headers: headers)
         if let prefixNode = entry["toolPrefix"], let prefix = string(prefixNode, "\(entry.path).toolPrefix") { template.toolPrefix = prefix }
         if let versionNode = entry["version"], let version = string(versionNode, "\(entry.path).version") { template.version = version }
         settings.agentTemplates.append(template)

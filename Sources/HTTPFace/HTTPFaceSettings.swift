@@ -16,6 +16,8 @@ public struct HTTPFaceSettings: Sendable {
     /// A session unused for this long is ended (its next request gets 404, and the client
     /// initializes again, as the specification has it).
     public var sessionIdleTimeout: TimeAmount = .minutes(30)
+    /// The largest JSON-RPC batch a 2025-03-26 session may POST (the gateway's `limits.maxBatchSize`).
+    public var maximumBatchSize = 1000
     /// Server-sent events kept per session for resumption with `Last-Event-ID`.
     public var replayedEvents: Int = 256
     /// A connection with no request in progress for this long is closed.

@@ -54,7 +54,7 @@ extension HTTPConnectionHandler {
                 .unsupportedMediaType, JSONRPCError(code: JSONRPCError.Code.invalidRequest, message: "/mcp takes application/json, not \(type)"))
             return
         }
-        let decoder = MessageDecoder()
+        let decoder = MessageDecoder(maximumBatchSize: face.settings.maximumBatchSize)
         var messages: [JSONRPCMessage] = []
         var isBatch = false
         switch decoder.decode(line: body) {

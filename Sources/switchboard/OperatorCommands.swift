@@ -34,6 +34,9 @@ struct OperatorOptions: ParsableArguments {
         } catch {
             throw ValidationError("--connect \(connect): \(error.reason)")
         }
+        if address.isHTTP {
+            throw ValidationError("--connect \(connect): the operator commands speak JSON-RPC over tcp://, tls:// or unix://; give one of those listeners")
+        }
         guard case .tls(let host, _) = address else {
             if tlsCa != nil || tlsCert != nil { throw ValidationError("--tls-ca, --tls-cert and --tls-key apply to a tls:// address only") }
             return GatewayClient(address: address, tls: nil, timeout: timeout)

@@ -205,7 +205,7 @@ struct HostConfigurationTests {
         #expect(warnings(settings).isEmpty)
     }
 
-    @Test func remoteServersAreKeptAndSkippedWithAWarningNamingThem() throws {
+    @Test func remoteServersAreHTTPAgentsAndTheOlderSSETransportIsNamedInAWarning() throws {
         let settings = try load(
             #"""
             {"mcpServers": {
@@ -215,7 +215,11 @@ struct HostConfigurationTests {
               "local": {"type": "stdio", "command": "run"}
             }}
             """#, environment: ["TOKEN": "t0k"])
-        #expect(settings.agentTemplates.map(\.name) == ["local"])
+        #expect(settings.agentTemplates.map(\.name) == ["docs", "cline", "local"])
+        let docs = try #require(settings.agentTemplates.first)
+        // Expanded for the requests, as written for what the gateway shows.
+        #expect(docs.remote == AgentTemplate.RemoteAddress(url: "https://mcp.example.com/mcp", urlAsWritten: "https://mcp.example.com/mcp", headers: ["Authorization": "Bearer t0k"]))
+        #expect(settings.agentTemplates.last?.remote == nil)
         #expect(
             settings.remoteServers == [
                 RemoteServerEntry(
@@ -225,9 +229,7 @@ struct HostConfigurationTests {
             ])
         #expect(
             warnings(settings) == [
-                #"remote server "docs" (https://mcp.example.com/mcp) is not served yet: HTTP transports are not built"#,
-                #"remote server "legacy" (https://old.example.com/sse) is not served yet: HTTP transports are not built"#,
-                #"remote server "cline" (https://c.example.com/mcp) is not served yet: HTTP transports are not built"#,
+                #"remote server "legacy" (https://old.example.com/sse) is not served yet: the older HTTP+SSE transport is not built (Streamable HTTP is)"#
             ])
     }
 
@@ -281,12 +283,22 @@ struct HostConfigurationTests {
     @Test func ourOwnSectionsStayStrict() throws {
         #expect(try problems(#"{"agents": {"a": {"command": "run", "timeout": 60}}}"#) == [#"unknown key "timeout" in agents.a"#])
         #expect(try problems(#"{"agents": {"a": {"command": "run", "args": ["${UNSET}"]}}}"#) == ["agents.a: environment variable UNSET is not set"])
-        #expect(
-            try problems(#"{"agents": {"a": {"type": "http", "command": "run"}}}"#)
-                == ["agents.a.type must be stdio: an agents entry runs a command (remote servers belong in mcpServers)"])
-        #expect(try problems(#"{"agents": {"a": {"url": "https://x"}}}"#) == [#"agent "a" needs a "command" (the program to run)"#])
+        // An agent reached over HTTP needs its url, in our section as in a host's.
+        #expect(try problems(#"{"agents": {"a": {"type": "http", "command": "run"}}}"#) == [#"remote server "a" needs a "url""#])
+        #expect(try load(#"{"agents": {"a": {"url": "https://x"}}}"#, name: "gateway.json").agentTemplates.first?.remote?.url == "https://x")
+        #expect(try problems(#"{"agents": {"a": {"url": "ftp://x"}}}"#) == [#"remote server "a": ftp://x is not an http:// or https:// URL"#])
         // A file without a host's section is ours: an unknown top-level key is an error.
         #expect(try problems(#"{"listen": [], "globalShortcut": "x"}"#).first?.hasPrefix(#"unknown key "globalShortcut""#) == true)
+    }
+
+    @Test func theHTTPSectionSetsTheFaceAndRefusesWhatItDoesNotKnow() throws {
+        let settings = try load(
+            #"{"http": {"allowedOrigins": ["https://c.example"], "maxSessions": 5, "idleSeconds": 30, "bodySeconds": 5, "maxUnreadBytes": 1048576, "sessionKey": "0123456789abcdef0123456789abcdef!"}}"#,
+            name: "gateway.json")
+        #expect(settings.http.allowedOrigins == ["https://c.example"] && settings.http.maximumSessions == 5)
+        #expect(settings.http.idleTimeout == .seconds(30) && settings.http.bodyTimeout == .seconds(5) && settings.http.maximumUnreadBytes == 1_048_576)
+        #expect(try problems(#"{"http": {"sessionKey": "short"}}"#) == ["http.sessionKey must be at least 32 characters (it signs session ids)"])
+        #expect(try problems(#"{"http": {"nope": 1}}"#).first?.hasPrefix("http.nope: unknown key") == true)
     }
 
     @Test func ourSectionsAcceptEnvFileAndDisabledTools() throws {

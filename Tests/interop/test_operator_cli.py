@@ -299,9 +299,13 @@ def test_a_gateway_that_never_answers_times_out(sb_bin):
 
 
 def test_a_bad_connect_address_is_a_usage_error(sb_bin):
-    run = sb(sb_bin, "status", "--connect", "http://127.0.0.1:7400")
+    run = sb(sb_bin, "status", "--connect", "ftp://127.0.0.1:7400")
     assert run.returncode == 64, run
-    assert 'unsupported scheme "http"' in run.stderr
+    assert 'unsupported scheme "ftp"' in run.stderr
+    # An HTTP listener is the gateway's, but the operator commands speak JSON-RPC lines.
+    http = sb(sb_bin, "status", "--connect", "http://127.0.0.1:7400")
+    assert http.returncode == 64, http
+    assert "tcp://, tls:// or unix://" in http.stderr
 
 
 # --------------------------------------------------------------------------- TLS

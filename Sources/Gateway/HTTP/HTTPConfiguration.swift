@@ -21,6 +21,12 @@ extension ConfigurationReader {
                 if let seconds = number(value, "http.sessionIdleSeconds", minimum: 1) {
                     http.sessionIdleTimeout = .milliseconds(Int64(seconds * 1000))
                 }
+            case "idleSeconds":
+                if let seconds = number(value, "http.idleSeconds", minimum: 1) { http.idleTimeout = .milliseconds(Int64(seconds * 1000)) }
+            case "bodySeconds":
+                if let seconds = number(value, "http.bodySeconds", minimum: 1) { http.bodyTimeout = .milliseconds(Int64(seconds * 1000)) }
+            case "maxUnreadBytes":
+                if let bytes = integer(value, "http.maxUnreadBytes", minimum: 65536) { http.maximumUnreadBytes = bytes }
             case "replayedEvents":
                 if let count = integer(value, "http.replayedEvents", minimum: 0) { http.replayedEvents = count }
             case "sessionKey":
@@ -41,7 +47,7 @@ extension ConfigurationReader {
             default:
                 report(
                     keyNode,
-                    "http.\(key): unknown key (known: allowedOrigins, maxBodyBytes, maxSessions, sessionIdleSeconds, replayedEvents, sessionKey, resource, authorizationServers, scopesSupported)"
+                    "http.\(key): unknown key (known: allowedOrigins, maxBodyBytes, maxSessions, sessionIdleSeconds, idleSeconds, bodySeconds, maxUnreadBytes, replayedEvents, sessionKey, resource, authorizationServers, scopesSupported)"
                 )
             }
         }
