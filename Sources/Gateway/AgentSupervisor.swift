@@ -327,8 +327,9 @@ final class AgentSupervisor: Sendable {
             ended.end("failed its MCP handshake: \(error)")
         }
         let reason = await ended.wait()
+        // The server hears that the session is over before the gateway moves on (or exits).
+        try? await bridge.finish().get()
         try? await channel.close()
-        bridge.close()
         core.agents.down(id, stop.isRequested ? .offline("stopped") : .failed(reason))
         return reason
     }

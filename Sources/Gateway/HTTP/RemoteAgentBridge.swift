@@ -90,6 +90,10 @@ final class RemoteAgentBridge: Sendable {
         var open = 0
         var waiting: [Post] = []
         var closed = false
+        /// The GET stream of what the server sends on its own (list changes, say), once open.
+        var serverStream: (any Channel)?
+        /// The server has no GET stream (405), or refused it: not asked again.
+        var serverStreamRefused = false
     }
 
     /// One line to POST, and what it is.
@@ -137,29 +141,134 @@ final class RemoteAgentBridge: Sendable {
         return (bridge, sockets[1])
     }
 
-    /// Ends the bridge: the gateway's side closes (the agent is down), and every HTTP connection.
+    /// Ends the bridge: the gateway's side closes (the agent is down), and every HTTP connection;
+    /// the server is told the session is over (DELETE), as the specification asks of clients.
     func close() {
-        let (channels, gatewaySide) = state.withLock { state -> ([any Channel], (any Channel)?) in
+        _ = finish()
+    }
+
+    /// `close`, with a future that completes once the server has answered the DELETE (at most
+    /// two seconds), so that a gateway stopping does not exit before the server heard of it.
+    @discardableResult
+    func finish() -> EventLoopFuture<Void> {
+        let (channels, gatewaySide, session) = state.withLock { state -> ([any Channel], (any Channel)?, String?) in
+            let session = state.closed ? nil : state.sessionID
             state.closed = true
             defer {
                 state.idle = []
                 state.waiting = []
+                state.serverStream = nil
             }
-            return (state.idle, state.gatewaySide)
+            return (state.idle + [state.serverStream].compactMap { $0 }, state.gatewaySide, session)
         }
         for channel in channels { channel.close(promise: nil) }
         gatewaySide?.close(promise: nil)
+        guard let session else { return eventLoop.makeSucceededVoidFuture() }
+        return endSession(session)
+    }
+
+    private func endSession(_ session: String) -> EventLoopFuture<Void> {
+        let head = requestHead(.DELETE, session: session, version: state.withLock { $0.protocolVersion }, accept: nil, bodyLength: nil)
+        let promise = eventLoop.makePromise(of: Void.self)
+        // Whichever comes first: the answer, a failure, or the two seconds.
+        let settled = Atomic<Bool>(false)
+        let done: @Sendable () -> Void = {
+            if !settled.exchange(true, ordering: .relaxed) { promise.succeed() }
+        }
+        eventLoop.scheduleTask(in: .seconds(2)) { done() }
+        openConnection().whenComplete { outcome in
+            guard case .success(let channel) = outcome else {
+                done()
+                return
+            }
+            let response = ResponseReader(post: Post(line: ByteBuffer(), requestID: nil, isInitialize: false), limit: 4096)
+            let exchange = Exchange(head: head, body: ByteBuffer(), response: response) { _ in done() } onHead: { _ in } onEvent: { _ in }
+            channel.writeAndFlush(exchange).whenFailure { _ in done() }
+            promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
+        }
+        return promise.futureResult
+    }
+
+    // MARK: What the server sends on its own
+
+    /// Opens the session's GET stream once the handshake is over: notifications the server
+    /// sends outside any request (its tools changed) reach the gateway through it. Reopened a
+    /// second after it ends; not asked again of a server that has none.
+    private func openServerStream() {
+        let ready = state.withLock { state -> (String, String?)? in
+            guard !state.closed, !state.serverStreamRefused, state.serverStream == nil, let session = state.sessionID else { return nil }
+            return (session, state.protocolVersion)
+        }
+        guard let (session, version) = ready else { return }
+        let head = requestHead(.GET, session: session, version: version, accept: "text/event-stream", bodyLength: nil)
+        openConnection().whenComplete { [self] outcome in
+            guard case .success(let channel) = outcome else {
+                retryServerStream()
+                return
+            }
+            let kept = state.withLock { state -> Bool in
+                guard !state.closed, state.serverStream == nil else { return false }
+                state.serverStream = channel
+                return true
+            }
+            guard kept else {
+                channel.close(promise: nil)
+                return
+            }
+            let response = ResponseReader(post: Post(line: ByteBuffer(), requestID: nil, isInitialize: false), limit: maximumMessageBytes)
+            let placeholder = Post(line: ByteBuffer(), requestID: nil, isInitialize: false)
+            let exchange = Exchange(head: head, body: ByteBuffer(), response: response) { [self] _ in
+                channel.close(promise: nil)
+                state.withLock { $0.serverStream = nil }
+                retryServerStream()
+            } onHead: { [self] head in
+                let isStream = head.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
+                if head.status != .ok || !isStream {
+                    state.withLock { $0.serverStreamRefused = true }
+                }
+            } onEvent: { [self] line in
+                deliver(line, for: placeholder)
+            }
+            channel.writeAndFlush(exchange).whenFailure { _ in channel.close(promise: nil) }
+        }
+    }
+
+    private func retryServerStream() {
+        guard state.withLock({ !$0.closed && !$0.serverStreamRefused }) else { return }
+        eventLoop.scheduleTask(in: .seconds(1)) { [self] in openServerStream() }
+    }
+
+    private func requestHead(_ method: HTTPMethod, session: String?, version: String?, accept: String?, bodyLength: Int?) -> HTTPRequestHead {
+        var headers = HTTPHeaders()
+        headers.add(name: "host", value: endpoint.target.hostHeader)
+        if let accept { headers.add(name: "accept", value: accept) }
+        if let bodyLength {
+            headers.add(name: "content-type", value: "application/json")
+            headers.add(name: "content-length", value: "\(bodyLength)")
+        }
+        headers.add(name: "user-agent", value: "switchboard/\(BuildInfo.version)")
+        if let session { headers.add(name: "mcp-session-id", value: session) }
+        if let version { headers.add(name: "mcp-protocol-version", value: version) }
+        for (name, value) in endpoint.headers { headers.replaceOrAdd(name: name, value: value) }
+        return HTTPRequestHead(version: .http1_1, method: method, uri: endpoint.target.path, headers: headers)
     }
 
     // MARK: From the gateway
 
     fileprivate func received(_ line: ByteBuffer) {
         var post = Post(line: line, requestID: nil, isInitialize: false)
-        if case .single(.message(.request(let request))) = MessageDecoder().decode(line: line) {
+        var handshakeDone = false
+        switch MessageDecoder().decode(line: line) {
+        case .single(.message(.request(let request))):
             post.requestID = request.id
             post.isInitialize = request.method == "initialize"
+        case .single(.message(.notification(let notification))):
+            handshakeDone = notification.method == "notifications/initialized"
+        default:
+            break
         }
         send(post)
+        if handshakeDone { openServerStream() }
     }
 
     private func send(_ post: Post) {
@@ -182,11 +291,30 @@ final class RemoteAgentBridge: Sendable {
     }
 
     private func connect(for post: Post) {
+        openConnection().whenComplete { [self] outcome in
+            switch outcome {
+            case .success(let channel):
+                channel.closeFuture.whenComplete { [self] _ in connectionClosed(channel) }
+                exchange(post, on: channel)
+            case .failure(let error):
+                state.withLock { $0.open -= 1 }
+                fail(post, reason: "cannot reach \(endpoint.urlAsWritten): \(error)")
+                // A server that cannot be reached at all ends the agent's run (the supervisor
+                // restarts it with back-off), rather than failing calls one by one forever.
+                if error is EgressRefusal || post.isInitialize { close() }
+                dispatchWaiting()
+            }
+        }
+    }
+
+    /// A new connection to the server: its host resolved, every address judged by the egress
+    /// rules, and only those addresses tried.
+    private func openConnection() -> EventLoopFuture<any Channel> {
         let target = endpoint.target
         let egress = self.egress
         let tls = self.tls
         let eventLoop = self.eventLoop
-        HostResolver.resolve(target.host, on: eventLoop).flatMap { addresses -> EventLoopFuture<any Channel> in
+        return HostResolver.resolve(target.host, on: eventLoop).flatMap { addresses -> EventLoopFuture<any Channel> in
             if let refusal = egress.check(host: target.host, addresses: addresses, purpose: "agent") {
                 return eventLoop.makeFailedFuture(refusal)
             }
@@ -201,19 +329,6 @@ final class RemoteAgentBridge: Sendable {
                     }
                 }
             return Self.connect(bootstrap, to: addresses[...], port: target.port)
-        }.whenComplete { [self] outcome in
-            switch outcome {
-            case .success(let channel):
-                channel.closeFuture.whenComplete { [self] _ in connectionClosed(channel) }
-                exchange(post, on: channel)
-            case .failure(let error):
-                state.withLock { $0.open -= 1 }
-                fail(post, reason: "cannot reach \(endpoint.urlAsWritten): \(error)")
-                // A server that cannot be reached at all ends the agent's run (the supervisor
-                // restarts it with back-off), rather than failing calls one by one forever.
-                if error is EgressRefusal || post.isInitialize { close() }
-                dispatchWaiting()
-            }
         }
     }
 
@@ -259,16 +374,7 @@ final class RemoteAgentBridge: Sendable {
 
     private func exchange(_ post: Post, on channel: any Channel) {
         let (sessionID, version) = state.withLock { ($0.sessionID, $0.protocolVersion) }
-        var headers = HTTPHeaders()
-        headers.add(name: "host", value: endpoint.target.hostHeader)
-        headers.add(name: "content-type", value: "application/json")
-        headers.add(name: "accept", value: "application/json, text/event-stream")
-        headers.add(name: "content-length", value: "\(post.line.readableBytes)")
-        headers.add(name: "user-agent", value: "switchboard/\(BuildInfo.version)")
-        if let sessionID { headers.add(name: "mcp-session-id", value: sessionID) }
-        if let version { headers.add(name: "mcp-protocol-version", value: version) }
-        for (name, value) in endpoint.headers { headers.replaceOrAdd(name: name, value: value) }
-        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: endpoint.target.path, headers: headers)
+        let head = requestHead(.POST, session: sessionID, version: version, accept: "application/json, text/event-stream", bodyLength: post.line.readableBytes)
         let response = ResponseReader(post: post, limit: maximumMessageBytes)
         let exchange = Exchange(head: head, body: post.line, response: response) { [self] outcome in
             finish(post, response: response, outcome: outcome, channel: channel)
@@ -484,7 +590,7 @@ private final class ExchangeHandler: ChannelDuplexHandler {
         let exchange = unwrapOutboundIn(data)
         current = exchange
         context.write(wrapOutboundOut(.head(exchange.head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(exchange.body))), promise: nil)
+        if exchange.body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(exchange.body))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: promise)
     }
 
