@@ -83,17 +83,13 @@ public final class GatewayLink: Sendable {
     public static func open(
         door: any GatewayDoor, on eventLoop: any EventLoop, peer: String, maximumMessageBytes: Int
     ) -> EventLoopFuture<GatewayLink> {
-        var sockets: [CInt] = [-1, -1]
-        #if canImport(Glibc)
-        let type = CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
-        #else
-        let type = SOCK_STREAM | SOCK_CLOEXEC
-        #endif
-        guard socketpair(AF_UNIX, type, 0, &sockets) == 0 else {
-            return eventLoop.makeFailedFuture(IOError(errnoCode: errno, reason: "socketpair"))
+        let ours: CInt
+        let theirs: CInt
+        do {
+            (ours, theirs) = try LocalSocketPair.make()
+        } catch {
+            return eventLoop.makeFailedFuture(error)
         }
-        let ours = sockets[0]
-        let theirs = sockets[1]
         return door.serveLink(socket: theirs, on: eventLoop, peer: peer).flatMap {
             let reader = LinkReader()
             return ClientBootstrap(group: eventLoop)

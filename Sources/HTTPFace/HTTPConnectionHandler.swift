@@ -274,6 +274,19 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         face.settings.accessControlled ? Self.credential(head) : .none
     }
 
+    /// The request's credential; nil when its `Authorization` header is malformed, which has
+    /// been answered (401, `invalid_request`).
+    func readCredential(_ head: HTTPRequestHead) -> Credential? {
+        let credential = credential(of: head)
+        if case .malformed(let reason) = credential {
+            respondError(
+                .unauthorized, Self.unauthenticated(reason),
+                headers: [("www-authenticate", challenge(head, error: "invalid_request", description: reason))])
+            return nil
+        }
+        return credential
+    }
+
     static func credential(_ head: HTTPRequestHead) -> Credential {
         guard let value = head.headers.first(name: "authorization") else { return .none }
         let parts = value.split(separator: " ", maxSplits: 1)

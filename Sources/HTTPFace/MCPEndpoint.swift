@@ -19,13 +19,7 @@ extension HTTPConnectionHandler {
     static let sessionNotFound = -32001
 
     func serveMCP(_ head: HTTPRequestHead, body: ByteBuffer) {
-        let credential = credential(of: head)
-        if case .malformed(let reason) = credential {
-            respondError(
-                .unauthorized, Self.unauthenticated(reason),
-                headers: [("www-authenticate", challenge(head, error: "invalid_request", description: reason))])
-            return
-        }
+        guard let credential = readCredential(head) else { return }
         switch head.method {
         case .POST: mcpPost(head, body: body, credential: credential.token)
         case .GET: mcpGet(head, credential: credential.token)

@@ -7,13 +7,7 @@ import NIOHTTP1
 /// "status": HTTP status}`.
 extension HTTPConnectionHandler {
     func serveREST(_ head: HTTPRequestHead, path: String, query: [String: String], body: ByteBuffer) {
-        let credential = credential(of: head)
-        if case .malformed(let reason) = credential {
-            respondError(
-                .unauthorized, Self.unauthenticated(reason),
-                headers: [("www-authenticate", challenge(head, error: "invalid_request", description: reason))])
-            return
-        }
+        guard let credential = readCredential(head) else { return }
         switch RESTRoutes.find(head.method, path.dropFirst("/api/v1/".count)) {
         case .notFound:
             respondError(.notFound, JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "no such path: \(path) (see /api/v1/openapi.json)"))

@@ -119,13 +119,7 @@ final class RemoteAgentBridge: Sendable {
     ) async throws -> (RemoteAgentBridge, CInt) {
         let bridge = try RemoteAgentBridge(
             endpoint: endpoint, agent: agent, egress: egress, eventLoop: eventLoop, logger: logger, maximumMessageBytes: maximumMessageBytes)
-        var sockets: [CInt] = [-1, -1]
-        #if canImport(Glibc)
-        let type = CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue)
-        #else
-        let type = SOCK_STREAM | SOCK_CLOEXEC
-        #endif
-        guard socketpair(AF_UNIX, type, 0, &sockets) == 0 else { throw IOError(errnoCode: errno, reason: "socketpair") }
+        let sockets = try LocalSocketPair.make()
         let reader = GatewayLineReader(bridge: bridge)
         let channel = try await ClientBootstrap(group: eventLoop)
             .channelInitializer { channel in
@@ -134,11 +128,11 @@ final class RemoteAgentBridge: Sendable {
                         ByteToMessageHandler(LineFrameDecoder(maximumLineLength: maximumMessageBytes)), reader)
                 }
             }
-            .withConnectedSocket(sockets[0])
+            .withConnectedSocket(sockets.0)
             .get()
         bridge.state.withLock { $0.gatewaySide = channel }
         channel.closeFuture.whenComplete { _ in bridge.close() }
-        return (bridge, sockets[1])
+        return (bridge, sockets.1)
     }
 
     /// Ends the bridge: the gateway's side closes (the agent is down), and every HTTP connection;
