@@ -629,12 +629,6 @@ extension HTTPConnectionHandler {
         }
     }
 
-    /// Runs `body` on this connection's loop for the current exchange (a reply from a session's
-    /// link may arrive on another loop).
-    func onLoop(of link: GatewayLink, _ body: @escaping @Sendable (HTTPConnectionHandler) -> Void) {
-        onLoopForExchange()(body)
-    }
-
     static func encode(_ request: JSONRPCRequest, to buffer: inout ByteBuffer) {
         MessageEncoder.writeRequest(id: request.id, method: request.method, params: request.params.map(JSONValue.raw), to: &buffer)
     }

@@ -470,12 +470,11 @@ private struct Exchange: Sendable {
     var onEvent: @Sendable (ByteBuffer) -> Void
 }
 
-/// What came back for one POST: the status, the session id, and the body — a JSON reply kept
+/// What came back for one POST: the status and the body — a JSON reply kept
 /// whole, or an event stream whose messages are handed on as they come.
 private final class ResponseReader: Sendable {
     private struct State {
         var status: Int?
-        var sessionID: String?
         var isStream = false
         var keepAlive = true
         var body = ByteBuffer()
@@ -496,7 +495,6 @@ private final class ResponseReader: Sendable {
     }
 
     var status: Int? { state.withLock { $0.status } }
-    var sessionID: String? { state.withLock { $0.sessionID } }
     var keepAlive: Bool { state.withLock { $0.keepAlive } }
     var answered: Bool { state.withLock { $0.answered } }
 
@@ -511,7 +509,6 @@ private final class ResponseReader: Sendable {
     func head(_ head: HTTPResponseHead) {
         state.withLock { state in
             state.status = Int(head.status.code)
-            state.sessionID = head.headers.first(name: "mcp-session-id")
             state.isStream = head.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
             state.keepAlive = head.isKeepAlive
         }
