@@ -89,4 +89,6 @@ public enum BuiltInRole: String, Sendable, CaseIterable {
     case agent
     /// Lists and status, read-only.
     case viewer
+    /// What a Prometheus scraper needs: the metrics, and the status and history behind them.
+    case monitor
 }

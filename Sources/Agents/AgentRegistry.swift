@@ -309,6 +309,9 @@ public final class AgentRegistry: Sendable {
     /// `State.restrictedInstances`, read without the lock: while no instance is kept to some
     /// tenants (the usual case), every agent is every tenant's and calls skip the check.
     private let restrictedInstances = Atomic<Int>(0)
+    private let circuitOpenings = Atomic<Int>(0)
+    /// How many times a circuit breaker of any instance opened since start (for the metrics).
+    public var circuitsOpened: Int { circuitOpenings.load(ordering: .relaxed) }
     /// `!state.starting.isEmpty`, readable without the lock (every list and resource read asks).
     private let startingNow = Atomic(false)
     private let observers = Mutex(Observers())
@@ -899,7 +902,9 @@ public final class AgentRegistry: Sendable {
                 if succeeded { instance.completed += 1 } else { instance.failed += 1 }
                 instance.totalLatency += now - lease.started
                 instance.performance[lease.originalName, default: ToolPerformance()].record(latency: now - lease.started, succeeded: succeeded)
+                let wasOpen = instance.circuit.state == .open
                 instance.circuit.record(succeeded: succeeded, now: now)
+                if !wasOpen, instance.circuit.state == .open { circuitOpenings.add(1, ordering: .relaxed) }
             } else {
                 instance.circuit.release()
             }

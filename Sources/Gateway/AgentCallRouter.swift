@@ -3,6 +3,7 @@ import JSONRPC
 import NIOCore
 import Router
 import Synchronization
+import Telemetry
 
 /// Forwards MCP calls (`tools/call`, `prompts/get`, `resources/read`) to the agent instance the
 /// registry picks, and relays what flows back during a call: progress notifications and
@@ -21,11 +22,14 @@ final class AgentCallRouter: Sendable {
     let readinessWait: Duration
     /// Counts a call made a task against its principal's `queuedTasks` quota.
     let quotas: QuotaKeeper?
+    /// Where a relayed call's duration, outcome and span go.
+    let observability: GatewayObservability?
 
     init(
         agents: AgentRegistry, tasks: any TaskService, quotas: QuotaKeeper? = nil, queueTimeout: Duration = .seconds(60),
-        readinessWait: Duration = .seconds(30)
+        readinessWait: Duration = .seconds(30), observability: GatewayObservability? = nil
     ) {
+        self.observability = observability
         self.agents = agents
         self.tasks = tasks
         self.quotas = quotas
@@ -132,25 +136,38 @@ final class AgentCallRouter: Sendable {
                 reply.fail(AgentCallCancelled())
                 return
             }
-            let (forwarded, relayToken) = rewrite(params, meta: meta, kind: kind, exposedName: name, originalName: lease.originalName, caller: caller)
+            let span = context.trace.flatMap { parent in observability?.tracing?.callSpan(kind, name: name, lease: lease, parent: .span(parent)) }
+            let (forwarded, relayToken) = rewrite(
+                params, meta: meta, kind: kind, exposedName: name, originalName: lease.originalName, caller: caller, trace: span?.context)
             callers.add(lease.instance, caller, chain: chain)
+            let started = observability == nil ? nil : NIODeadline.now()
             let id = lease.endpoint.call(method, params: .raw(forwarded), timeout: TimeAmount(lease.callTimeout)) { [self] outcome in
                 callers.remove(lease.instance, caller)
                 if let relayToken { progress.unregister(relayToken) }
+                let observed: GatewayObservability.CallOutcome
                 switch outcome {
                 case .success(let result):
                     lease.finish(succeeded: true)
+                    observed = observability != nil && kind == .tool && result.member("isError")?.decoded() == .bool(true) ? .failed : .succeeded
                     reply.succeed(.raw(result))
                 case .failure(is AgentCallCancelled):
                     // The client changed its mind: no verdict on the agent.
                     lease.release()
+                    observed = .cancelled
                     reply.fail(AgentCallCancelled())
                 case .failure(let error):
                     // An error the agent answered with is the tool's business, not a failure of
                     // the agent.
                     lease.finish(succeeded: error is JSONRPCError)
+                    observed = error is JSONRPCError ? .failed : .unanswered
                     reply.fail(AgentCallError(error, name: name, agent: lease.instance.rawValue))
                 }
+                if let observability, let started {
+                    observability.callEnded(
+                        kind: kind.metricName, name: name, template: lease.template, agent: lease.instance.rawValue, outcome: observed,
+                        seconds: Double((NIODeadline.now() - started).nanoseconds) / 1e9)
+                }
+                span?.end(outcome: observed)
             }
             cancellation.started(id, on: lease.endpoint)
         }
@@ -168,7 +185,8 @@ final class AgentCallRouter: Sendable {
     /// and those keys describe the client's session), and with a progress token of the gateway's
     /// (two clients may use the same token). Everything else is copied as bytes.
     private func rewrite(
-        _ params: RawJSON, meta: RawJSON?, kind: AgentRegistry.OfferKind, exposedName: String, originalName: String, caller: ConnectionHandle
+        _ params: RawJSON, meta: RawJSON?, kind: AgentRegistry.OfferKind, exposedName: String, originalName: String, caller: ConnectionHandle,
+        trace: TraceContext?
     ) -> (RawJSON, relayToken: String?) {
         var replacements: [String: JSONValue?] = [:]
         switch kind {
@@ -176,7 +194,22 @@ final class AgentCallRouter: Sendable {
         case .resource: break
         }
         var relayToken: String?
-        if let meta {
+        if let trace {
+            // The agent's work belongs to the gateway's span of the call: its context replaces
+            // the caller's.
+            var metaChanges: [String: JSONValue?] = ["traceparent": .string(trace.traceparent), "tracestate": trace.tracestate.map(JSONValue.string) ?? .some(nil)]
+            if let meta {
+                for (key, _) in meta.members() where key.hasPrefix("io.modelcontextprotocol/") { metaChanges[key] = .some(nil) }
+                if let token = meta.member("progressToken") {
+                    let ours = progress.register(caller: caller, token: token)
+                    relayToken = ours
+                    metaChanges["progressToken"] = .string(ours)
+                }
+                replacements["_meta"] = .raw(meta.replacingMembers(metaChanges))
+            } else {
+                replacements["_meta"] = .object(metaChanges.compactMapValues { $0 })
+            }
+        } else if let meta {
             var metaChanges: [String: JSONValue?] = [:]
             for (key, _) in meta.members() where key.hasPrefix("io.modelcontextprotocol/") { metaChanges[key] = .some(nil) }
             if let token = meta.member("progressToken") {
@@ -363,6 +396,49 @@ final class CallerTracker: Sendable {
             }
             if !chain.contains(agent) { chain.append(agent) }
             return chain
+        }
+    }
+}
+
+extension AgentRegistry.OfferKind {
+    /// The `kind` label of the call metrics.
+    var metricName: String {
+        switch self {
+        case .tool: "tool"
+        case .prompt: "prompt"
+        case .resource: "resource"
+        }
+    }
+}
+
+extension GatewayTracing {
+    /// The span of a call relayed to an agent: a client span under the request's, whose context
+    /// the agent receives in `_meta`.
+    func callSpan(_ kind: AgentRegistry.OfferKind, name: String, lease: AgentRegistry.Lease, parent: TraceParent) -> TraceSpan {
+        let method = switch kind {
+        case .tool: "tools/call"
+        case .prompt: "prompts/get"
+        case .resource: "resources/read"
+        }
+        let span = startSpan("\(method) \(name)", kind: .client, parent: parent)
+        span.setAttribute("mcp.method.name", method)
+        if case .tool = kind {
+            span.setAttribute("gen_ai.tool.name", name)
+            span.setAttribute("gen_ai.operation.name", "execute_tool")
+        }
+        span.setAttribute("switchboard.agent.id", lease.instance.rawValue)
+        span.setAttribute("switchboard.agent.template", lease.template)
+        return span
+    }
+}
+
+extension TraceSpan {
+    func end(outcome: GatewayObservability.CallOutcome) {
+        switch outcome {
+        case .succeeded: end()
+        case .failed: end(errorType: "tool_error")
+        case .unanswered: end(errorType: "agent_failed")
+        case .cancelled: end(errorType: "cancelled")
         }
     }
 }

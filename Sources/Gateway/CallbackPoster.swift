@@ -70,6 +70,18 @@ final class CallbackPoster: Sendable {
         }
     }
 
+    /// Posts `body` to `url` (an alert's webhook, say) with the same egress rules and retries as
+    /// a task's callback; `subject` names it in the log.
+    func post(_ body: JSONValue, to url: String, subject: String) {
+        guard let target = Target(url) else {
+            logger.warning("\(subject): \(url) is not an http(s) URL; not posted")
+            return
+        }
+        var buffer = ByteBuffer()
+        body.write(to: &buffer)
+        attempt(1, target: target, url: url, body: buffer, taskID: subject)
+    }
+
     func deliver(_ task: TaskRecord) {
         guard let url = task.submission.callback, let target = Target(url) else { return }
         var body = ByteBuffer()

@@ -146,13 +146,18 @@ struct ConfigurationReader {
             case "audit": readAudit(value)
             case "egress": readEgress(value)
             case "http": readHTTP(value)
+            case "metrics": readMetrics(value)
+            case "tracing": readTracing(value)
+            case "logging": readLogging(value)
+            case "history": readHistory(value)
+            case "alerts": readAlerts(value)
             default:
                 if isHostFile {
                     warn(keyNode, "key \"\(key)\" is ignored: it is the MCP host's setting, not the gateway's")
                 } else {
                     report(
                         keyNode,
-                        "unknown key \"\(key)\" (known: listen, logLevel, threads, limits, keepalive, health, readiness, tls, http, auth, audit, egress, agents, mcpServers, servers, inputs, workflows)")
+                        "unknown key \"\(key)\" (known: listen, logLevel, threads, limits, keepalive, health, readiness, tls, http, auth, audit, egress, metrics, tracing, logging, history, alerts, agents, mcpServers, servers, inputs, workflows)")
                 }
             }
         }

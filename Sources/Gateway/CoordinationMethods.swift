@@ -103,7 +103,14 @@ final class CoordinationMethods: Sendable {
         publishedObservers.withLock { $0.append(observer) }
     }
 
-    private init(agents: AgentRegistry, backend: CoordinationBackend, namespaces: NamespacePolicy, logger: Logger, quotas: QuotaKeeper?) {
+    /// Where each message's sent, delivered and acknowledged times are kept.
+    private let messageLog: MessageLog?
+
+    private init(
+        agents: AgentRegistry, backend: CoordinationBackend, namespaces: NamespacePolicy, logger: Logger, quotas: QuotaKeeper?,
+        messageLog: MessageLog?
+    ) {
+        self.messageLog = messageLog
         self.quotas = quotas
         self.agents = agents
         self.backend = backend
@@ -116,9 +123,11 @@ final class CoordinationMethods: Sendable {
     /// `run()` beside the listeners.
     static func register(
         in table: inout MethodTable, agents: AgentRegistry, logger: Logger,
-        backend: CoordinationBackend = .embedded(), namespaces: NamespacePolicy = .certificateTenants, quotas: QuotaKeeper? = nil
+        backend: CoordinationBackend = .embedded(), namespaces: NamespacePolicy = .certificateTenants, quotas: QuotaKeeper? = nil,
+        messageLog: MessageLog? = nil
     ) -> CoordinationMethods {
-        let methods = CoordinationMethods(agents: agents, backend: backend, namespaces: namespaces, logger: logger, quotas: quotas)
+        let methods = CoordinationMethods(
+            agents: agents, backend: backend, namespaces: namespaces, logger: logger, quotas: quotas, messageLog: messageLog)
         table.register("memory/get") { [methods] request, context in methods.memoryGet(request, context) }
         table.register("memory/set") { [methods] request, context in methods.memorySet(request, context) }
         table.register("memory/delete") { [methods] request, context in methods.memoryDelete(request, context) }
@@ -151,6 +160,19 @@ final class CoordinationMethods: Sendable {
     }
 
     /// Counters for `gateway/status`.
+    /// Keys in shared memory, when the backend is this process's (Redis counts its own).
+    func memoryKeyCount() async -> Int? {
+        (backend.store as? InMemoryKeyValueStore)?.storedKeyCount
+    }
+
+    /// Running totals since start, for the metrics.
+    var totals: (published: UInt64, delivered: UInt64, dropped: UInt64, messages: UInt64) {
+        (
+            counters.published.load(ordering: .relaxed), counters.delivered.load(ordering: .relaxed), counters.dropped.load(ordering: .relaxed),
+            counters.messages.load(ordering: .relaxed)
+        )
+    }
+
     func statusSnapshot() -> JSONValue {
         let open = connections.withLock { $0.values.reduce(0) { $0 + $1.subscriptionCount } }
         return [
@@ -666,8 +688,12 @@ final class CoordinationMethods: Sendable {
             for observer in observers { observer(sent) }
         }
 
+        messageLog?.sent(
+            messageID, sender: context.agentInstance?.rawValue ?? "client:\(context.connectionID)", recipients: chosen.map(\.id.rawValue),
+            messageType: message.messageType, tenant: context.tenant)
         guard message.expectResponse, let recipient = chosen.first else {
             for recipient in chosen { recipient.endpoint.notify("notifications/messages/message", params: .object(delivery)) }
+            messageLog?.delivered(messageID)
             return .result(["messageId": .string(messageID), "delivered": .integer(Int64(chosen.count))])
         }
         return deliverRequest(.object(delivery), messageID: messageID, to: recipient, ttl: message.ttl, context)
@@ -739,6 +765,8 @@ final class CoordinationMethods: Sendable {
         let endpoint = recipient.endpoint
         // The endpoint's own timeout is a backstop; the ttl timer below cancels first.
         let call = endpoint.call("messages/deliver", params: params, timeout: TimeAmount(ttl) + .seconds(5))
+        let messageLog = self.messageLog
+        messageLog?.delivered(messageID)
         let expiredFlag = ExpiryFlag()
         let timer = context.eventLoop.scheduleTask(in: TimeAmount(ttl)) {
             expiredFlag.set()
@@ -747,9 +775,11 @@ final class CoordinationMethods: Sendable {
         let seconds = Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18
         let future = call.result.hop(to: context.eventLoop).always { _ in timer.cancel() }
             .map { response -> JSONValue in
-                ["messageId": .string(messageID), "agentId": .string(agent), "response": .raw(response)]
+                messageLog?.acknowledged(messageID, by: nil, outcome: "answered")
+                return ["messageId": .string(messageID), "agentId": .string(agent), "response": .raw(response)]
             }
             .flatMapErrorThrowing { error -> JSONValue in
+                messageLog?.ended(messageID, outcome: error is JSONRPCError ? "error" : expiredFlag.isSet ? "expired" : "failed")
                 switch error {
                 case let error as JSONRPCError:
                     throw error  // the agent's own answer
@@ -863,6 +893,7 @@ private final class ExpiryFlag: Sendable {
 private final class CoordinationCounters: Sendable {
     let published = Atomic<UInt64>(0)
     let dropped = Atomic<UInt64>(0)
+    let delivered = Atomic<UInt64>(0)
     let messages = Atomic<UInt64>(0)
 }
 
@@ -980,6 +1011,7 @@ private final class EventPump: Sendable {
             guard let delivery = subscription.poll(orWhenAvailable: { self.schedule() }) else { return }
             countDrops(upTo: delivery.dropped)
             connection.handle.notify("notifications/events/message", params: Self.notification(delivery, subscription: subscription.id))
+            counters.delivered.add(1, ordering: .relaxed)
         }
         schedule()
     }

@@ -10,6 +10,7 @@ import NIOPosix
 import Router
 import ServiceLifecycle
 import Synchronization
+import Telemetry
 import Transport
 import UnixSignals
 
@@ -53,6 +54,13 @@ final class GatewayCore: Sendable {
     /// state directory).
     let startupProblem: String?
     private let supervisorSlot: SupervisorSlot
+    /// Metrics, tracing, the access log, the history and the message log.
+    let observability: GatewayObservability
+    /// Posts task callbacks and alert webhooks.
+    let callbacks: CallbackPoster
+    /// Every served method's request instruments, resolved once (empty without metrics).
+    private let methodInstruments: [String: LazyRequestInstruments]
+    private let unknownMethodInstruments: LazyRequestInstruments?
 
     var supervisor: AgentSupervisor { supervisorSlot.value }
 
@@ -101,7 +109,19 @@ final class GatewayCore: Sendable {
             }
         }
         self.audit = audit
-        let calls = AgentCallRouter(agents: agents, tasks: tasks, quotas: quotas, readinessWait: settings.readinessWait)
+        let backend = cluster?.coordination ?? .embedded()
+        var telemetryProblem: String?
+        let observability: GatewayObservability
+        do {
+            observability = try GatewayObservability.make(
+                settings: settings, backendStore: cluster == nil ? nil : backend.store, replica: settings.redis?.replicaID, logger: logger)
+        } catch {
+            telemetryProblem = "\(error)"
+            observability = GatewayObservability(metrics: nil, tracing: nil, accessLog: false, history: nil, messages: MessageLog())
+        }
+        self.observability = observability
+        let calls = AgentCallRouter(
+            agents: agents, tasks: tasks, quotas: quotas, readinessWait: settings.readinessWait, observability: observability)
         let supervisorSlot = SupervisorSlot()
         self.agents = agents
         self.calls = calls
@@ -117,8 +137,8 @@ final class GatewayCore: Sendable {
         calls.register(in: &methods)
         TaskMethods.register(in: &methods, engine: tasks, egress: settings.egress, quotas: quotas, agents: agents)
         PatternMethods.register(in: &methods, agents: agents, readinessWait: settings.readinessWait)
-        let backend = cluster?.coordination ?? .embedded()
-        self.coordination = CoordinationMethods.register(in: &methods, agents: agents, logger: logger, backend: backend, quotas: quotas)
+        self.coordination = CoordinationMethods.register(
+            in: &methods, agents: agents, logger: logger, backend: backend, quotas: quotas, messageLog: observability.messages)
         self.communications = AgentCommunications(agents: agents, coordination: coordination, logger: logger)
         self.events = backend.events
         var workflowStore: any KeyValueStore = backend.store
@@ -137,17 +157,29 @@ final class GatewayCore: Sendable {
                 workflowStore = InMemoryKeyValueStore()
             }
         }
-        self.startupProblem = startupProblem ?? auditProblem
+        self.startupProblem = startupProblem ?? auditProblem ?? telemetryProblem
         let workflows = WorkflowHost(
             store: workflowStore, events: backend.events, agents: agents, group: group, logger: logger,
             resumesOnStart: cluster == nil && settings.workflows.stateDirectory != nil, definitionFiles: settings.workflows.definitionFiles,
-            isLeader: { cluster?.membership.isLeader() ?? true })
+            isLeader: { cluster?.membership.isLeader() ?? true }, observability: observability)
         workflows.register(in: &methods)
         self.coordination.onPublished { topic, data in workflows.eventPublished(topic: topic, data: data) }
         self.workflows = workflows
+        TelemetryMethods.register(in: &methods, observability: observability, agents: agents)
         extraMethods(&methods)
         self.methods = methods
+        if let metrics = observability.metrics {
+            // The session's own methods are answered before the table: they count by name too.
+            let served = Set(methods.methods).union(["initialize", "ping"])
+            methodInstruments = Dictionary(uniqueKeysWithValues: served.map { ($0, LazyRequestInstruments(metrics: metrics, method: $0)) })
+            unknownMethodInstruments = LazyRequestInstruments(metrics: metrics, method: "unknown")
+        } else {
+            methodInstruments = [:]
+            unknownMethodInstruments = nil
+        }
 
+        let callbacks = CallbackPoster(group: group, logger: logger, egress: settings.egress)
+        self.callbacks = callbacks
         supervisorSlot.set(AgentSupervisor(core: self))
         let coordination = self.coordination
         status.addSection("tasks") {
@@ -170,10 +202,15 @@ final class GatewayCore: Sendable {
             return ["count": .integer(Int64(all.count)), "byState": .object(byState.mapValues(JSONValue.integer))]
         }
         status.addSection("coordination") { coordination.statusSnapshot() }
+        if let alerts = observability.alerts {
+            status.addSection("alerts") { ["active": .array(alerts.active().map(\.json))] }
+        }
         if let cluster {
             status.addSection("replicas") { cluster.membership.status() }
         }
-        let callbacks = CallbackPoster(group: group, logger: logger, egress: settings.egress)
+        observability.installScrapeHooks(agents: agents, tasks: tasks, coordination: coordination, redis: cluster?.client)
+        observability.observeTasks(tasks, agents: agents)
+
         tasks.onFinished { task in
             if task.submission.callback != nil { callbacks.deliver(task) }
             // Whichever replica sees a task end gives back what it held.
@@ -193,6 +230,14 @@ final class GatewayCore: Sendable {
             // A drained instance stops: a spawned one for good, an attached one is disconnected.
             if !supervisorSlot.value.stop(id) { agents.endpoint(id)?.close() }
         }
+    }
+
+    /// The instruments of a request for `method` (nil without metrics): `unknown` for a method
+    /// nobody serves, so that a peer cannot grow the exposition with made-up names.
+    @inline(__always)
+    func requestInstruments(for method: String) -> RequestInstruments? {
+        guard let unknownMethodInstruments else { return nil }
+        return (methodInstruments[method] ?? unknownMethodInstruments).instruments
     }
 
     func connectionClosed(_ handle: ConnectionHandle, agent: AgentRegistry.InstanceID?, role: RPCConnectionHandler.Role) {
@@ -270,6 +315,11 @@ public final class GatewayServer: Service {
         self.core = GatewayCore(settings: settings, logger: logger, group: group, extraMethods: extraMethods)
         self.logger = logger
     }
+
+    /// What exports the gateway's spans: run it in the same service group, before the gateway
+    /// (a group stops its services in reverse order, so the spans of the last requests are
+    /// exported after the gateway has stopped).
+    public var tracingExporter: (any Service)? { core.observability.tracingExporter }
 
     /// The URLs of the bound listeners (with the real ports), once `run()` has bound them.
     public func listeningAddresses() async throws -> [String] {
@@ -351,6 +401,10 @@ public final class GatewayServer: Service {
             if let cluster = self.core.cluster { group.addTask { await cluster.run() } }
             if let stream = self.core.auditStream { group.addTask { await stream.run() } }
             group.addTask { await self.core.workflows.run() }
+            group.addTask {
+                await self.core.observability.run(
+                    agents: self.core.agents, tasks: self.core.tasks, events: self.core.events, poster: self.core.callbacks, logger: self.logger)
+            }
             group.addTask { await self.reloadCertificatesOnHangup([tls, httpsTLS].compactMap { $0 }, signals: hangups) }
             for face in self.httpFaces.withLock({ $0 }) { group.addTask { await face.run() } }
             await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
@@ -363,6 +417,8 @@ public final class GatewayServer: Service {
             }
             core.auditStream?.finish()
             group.cancelAll()
+            // The minute still open goes to the history too: a restart loses none of it.
+            await core.observability.flushHistory()
         }
         logger.info("stopped")
     }
@@ -580,7 +636,7 @@ public final class GatewayServer: Service {
     ) throws {
         let limits = core.settings.limits
         let maximumMessageBytes = address.flatMap { core.settings.listenerMessageLimits[$0] } ?? limits.maximumMessageBytes
-        let connection = RPCConnectionHandler(gateway: core, isStdio: isStdio)
+        let connection = RPCConnectionHandler(gateway: core, isStdio: isStdio, transport: address?.transportName ?? "stdio")
         let pipeline = channel.pipeline.syncOperations
         try pipeline.addHandler(BackPressureHandler())
         if let address, timeouts, !limits.connectionTimeouts.isEmpty {

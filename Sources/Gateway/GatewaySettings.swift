@@ -11,6 +11,8 @@ public struct GatewaySettings: Sendable {
     public var listen: [ListenAddress] = []
     /// The HTTP face's own settings (`http:` in the config file).
     public var http = HTTPFaceSettings()
+    /// Metrics, tracing, the access log, the history and alerts.
+    public var telemetry = TelemetrySettings()
     public var stdio = false
     public var logLevel: Logger.Level = .info
     public var limits = Limits()

@@ -5,6 +5,7 @@ import Logging
 import MCPProtocol
 import NIOCore
 import Synchronization
+import Telemetry
 import Transport
 
 /// What a method handler knows about the request's connection.
@@ -36,6 +37,8 @@ public struct MethodContext: Sendable {
     /// its principal's agent quota until it closes. False (and the hold given back) when the
     /// connection is closing or already an agent.
     var registerAgent: @Sendable (AgentRegistry.InstanceID, QuotaHold) -> Bool
+    /// The request's span, when tracing is on: what the spans its handler starts hang from.
+    public var trace: TraceSpan? = nil
 }
 
 /// A handler's answer: at once when it can, or later.

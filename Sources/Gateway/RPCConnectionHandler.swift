@@ -4,6 +4,7 @@ import JSONRPC
 import Logging
 import MCPProtocol
 import NIOCore
+import Telemetry
 import Transport
 
 /// Serves one connection: decodes each line, runs the MCP lifecycle, dispatches requests to the
@@ -94,6 +95,15 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private var cancelledRequests: Set<JSONRPCID> = []
     /// A line per request at debug level; decided once, since asking the logger costs a call.
     private let logsRequests: Bool
+    /// Whether a request's start and outcome are kept: for the debug log, the audit trail, the
+    /// metrics, a span or the access log.
+    private let observesRequests: Bool
+    /// Bytes and connections of this connection's transport, when metrics are on.
+    private let transportInstruments: TransportInstruments?
+    /// The transport's name in logs and metrics: `tcp`, `unix`, `tls`, `http`, `stdio`, `agent`.
+    private let transport: String
+    /// The span of the request whose handler is running, for the spans it starts.
+    private var requestSpan: TraceSpan?
     /// This connection's output that the peer has not taken yet, against the gateway's budget.
     private var queuedOutput = QueuedOutput()
     /// Who the peer is and what it may do, decided before any handler runs.
@@ -110,9 +120,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
 
     /// `isStdio`: the connection is the gateway's own standard input and output, whose peer is
     /// the operator who started it.
-    init(gateway: GatewayCore, role: Role = .server, isStdio: Bool = false) {
+    init(gateway: GatewayCore, role: Role = .server, isStdio: Bool = false, transport: String? = nil) {
         self.gateway = gateway
         self.role = role
+        let transport = transport ?? (isStdio ? "stdio" : { if case .client = role { "agent" } else { "tcp" } }())
+        self.transport = transport
+        self.transportInstruments = gateway.observability.transport(transport)
         // A spawned agent's pipes carry requests the gateway's own agent makes: the gateway
         // started it, it is trusted like stdio.
         let trusted: Bool = if case .client = role { true } else { isStdio }
@@ -121,6 +134,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         self.session = MCPSession(identity: gateway.identity)
         self.logger = gateway.logger
         self.logsRequests = gateway.logger.logLevel <= .debug
+        self.observesRequests = logsRequests || gateway.audit != nil || gateway.observability.observesRequests
         if case .client(let agent) = role {
             agentInstance = agent
             logger[metadataKey: "agent"] = "\(agent)"
@@ -149,11 +163,16 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         if let peer = context.channel.remoteAddress {
             logger[metadataKey: "peer"] = "\(peer)"
         }
+        if let transportInstruments {
+            transportInstruments.opened.increment()
+            transportInstruments.open.increment()
+        }
         logger.debug("connection opened")
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         gateway.registry.remove(connectionID)
+        if connectionID != 0 { transportInstruments?.open.decrement() }
         closed = true
         heldLines = nil
         gateway.quotas?.release(connectionHold)
@@ -348,6 +367,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         case .oversize(let line):
             oversize(line)
         case .line(let line):
+            transportInstruments?.received.increment(by: Int64(line.readableBytes + 1))
             let decoded = gateway.decoder.decode(line: line)
             if case .parseError = decoded, case .client = role {
                 agentWroteNonJSON(line)
@@ -540,18 +560,54 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         let started: NIODeadline
         /// The request, when its outcome goes to the audit trail.
         let audited: JSONRPCRequest?
+        let instruments: RequestInstruments?
+        /// The request's span, when tracing is on.
+        let span: TraceSpan?
+        /// The trace the caller put the request in (`_meta.traceparent`), for the access log
+        /// when the gateway records no span of its own.
+        let callerTrace: TraceContext?
 
-        init(method: String, id: JSONRPCID, started: NIODeadline, audited: JSONRPCRequest?) {
+        init(
+            method: String, id: JSONRPCID, started: NIODeadline, audited: JSONRPCRequest?, instruments: RequestInstruments?,
+            span: TraceSpan?, callerTrace: TraceContext?
+        ) {
             self.method = method
             self.id = id
             self.started = started
             self.audited = audited
+            self.instruments = instruments
+            self.span = span
+            self.callerTrace = callerTrace
         }
     }
 
     /// A request is answered (nil: the peer cancelled it): one line at debug with method, id,
     /// peer and agent (the logger's metadata), duration and outcome; and its audit entry.
     private func finished(_ log: RequestLog, _ reply: Reply?) {
+        let error: JSONRPCError?
+        switch reply {
+        case .error(_, let refusal)?: error = refusal
+        default: error = nil
+        }
+        if observesRequests && (log.instruments != nil || log.span != nil || gateway.observability.accessLog) {
+            let seconds = Double((NIODeadline.now() - log.started).nanoseconds) / 1e9
+            log.instruments?.record(reply == nil ? .cancelled : error == nil ? .ok : .error, seconds: seconds)
+            if let span = log.span {
+                if reply == nil {
+                    span.end(errorType: "cancelled")
+                } else if let error {
+                    span.setAttribute("rpc.jsonrpc.error_code", Int(error.code))
+                    span.end(errorType: "\(error.code)", message: error.message)
+                } else {
+                    span.end()
+                }
+            }
+            if gateway.observability.accessLog {
+                gateway.observability.logAccess(
+                    logger, method: log.method, id: log.id, error: error, cancelled: reply == nil, seconds: seconds, transport: transport,
+                    span: log.span, callerTrace: log.callerTrace)
+            }
+        }
         if logsRequests {
             let microseconds = (NIODeadline.now() - log.started).nanoseconds / 1000
             logger.debug("request \(log.method) \(log.id): \(reply?.outcome ?? "cancelled") in \(Double(microseconds) / 1000) ms")
@@ -598,9 +654,23 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     private func answer(_ request: JSONRPCRequest) -> Answer {
-        guard logsRequests || gateway.audit != nil else { return dispatch(request) }
+        guard observesRequests else { return dispatch(request) }
         let audited = gateway.audit?.records(request.method) ?? false
-        let log = RequestLog(method: request.method, id: request.id, started: .now(), audited: audited ? request : nil)
+        let observability = gateway.observability
+        var callerTrace: TraceContext?
+        var span: TraceSpan?
+        if observability.tracing != nil || observability.accessLog {
+            callerTrace = GatewayObservability.traceContext(of: request)
+        }
+        if let tracing = observability.tracing {
+            span = tracing.requestSpan(for: request, transport: transport, parent: callerTrace)
+        }
+        let log = RequestLog(
+            method: request.method, id: request.id, started: .now(), audited: audited ? request : nil,
+            instruments: gateway.requestInstruments(for: request.method), span: span,
+            callerTrace: callerTrace)
+        requestSpan = span
+        defer { requestSpan = nil }
         switch dispatch(request) {
         case .now(let reply):
             finished(log, reply)
@@ -680,6 +750,9 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     /// trail would not record it once answered).
     private func refused(_ request: JSONRPCRequest, _ refusal: AccessError, principal: Principal) -> JSONRPCError {
         let error = refusal.jsonRPCError
+        if let metrics = gateway.observability.metrics {
+            if case .limited = refusal { metrics.rateLimitRefusals.increment() } else { metrics.accessRefusals.increment() }
+        }
         logger.info("refused \(request.method) \(request.id): \(error.message)")
         if let audit = gateway.audit, !audit.records(request.method) {
             audit.record(request, principal: principal, connection: connectionID, error: error)
@@ -697,10 +770,13 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         awaitVerdict()
         let reply = DeferredReply()
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let span = requestSpan
         context.eventLoop.makeFutureWithTask { try await gate.authenticator.authenticate(token: token) }
             .hop(to: context.eventLoop).whenComplete { outcome in
                 let connection = loopBound.value
                 defer { connection.verdictReached() }
+                connection.requestSpan = span
+                defer { connection.requestSpan = nil }
                 switch outcome {
                 case .failure(let error):
                     let refusal = error as? AccessError ?? .unauthenticated(reason: "\(error)")
@@ -745,9 +821,12 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         awaitVerdict()
         let reply = DeferredReply()
         let loopBound = NIOLoopBound((self, identity), eventLoop: context.eventLoop)
+        let span = requestSpan
         verdict.hop(to: context.eventLoop).whenComplete { outcome in
             let (connection, identity) = loopBound.value
             defer { connection.verdictReached() }
+            connection.requestSpan = span
+            defer { connection.requestSpan = nil }
             switch outcome {
             case .success(let refusal?):
                 reply.fail(connection.refused(request, refusal, principal: (identity?.decisions ?? connection.access).grant.principal))
@@ -783,7 +862,10 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             methodContext = makeMethodContext(grant: access.grant, context: context, handle: handle)
             self.methodContext = methodContext
         }
-        return answer(request, by: handler, in: methodContext)
+        guard let span = requestSpan else { return answer(request, by: handler, in: methodContext) }
+        var traced = methodContext
+        traced.trace = span
+        return answer(request, by: handler, in: traced)
     }
 
     private func makeMethodContext(grant: Grant, context: ChannelHandlerContext, handle: ConnectionHandle) -> MethodContext {
@@ -926,6 +1008,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     private func flushPendingOutput() {
         guard let context, let buffer = pendingOutput else { return }
         pendingOutput = nil
+        transportInstruments?.sent.increment(by: Int64(buffer.readableBytes))
         context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
         if !context.channel.isWritable { boundQueuedOutput(context) }
     }
@@ -940,6 +1023,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         let written = context.eventLoop.makePromise(of: Void.self)
         let last = pendingOutput ?? context.channel.allocator.buffer(capacity: 0)
         pendingOutput = nil
+        transportInstruments?.sent.increment(by: Int64(last.readableBytes))
         context.writeAndFlush(wrapOutboundOut(last), promise: written)
         let channel = context.channel
         written.futureResult.whenComplete { _ in channel.close(promise: nil) }

@@ -24,6 +24,7 @@ enum TaskMethods {
                     return .error(AgentCallRouter.notFound(.tool, owned.taskType))
                 }
                 owned.ownerTenant = context.tenant
+                owned.traceparent = GatewayObservability.traceContext(of: request)?.traceparent
                 if context.tenant != nil { owned.submittedBy = context.principal.name }
                 return submit(owned, on: context, engine: engine, quotas: quotas, answer: status)
             }
@@ -163,6 +164,7 @@ enum TaskMethods {
             return .error(.invalidParams("\"name\" must be a string naming the tool"))
         }
         var submission = TaskSubmission(taskType: name, taskData: params.member("arguments") ?? RawJSON.emptyObject)
+        submission.traceparent = GatewayObservability.traceContext(of: request)?.traceparent
         submission.ownerTenant = context.tenant
         if context.tenant != nil { submission.submittedBy = context.principal.name }
         if let ttl = params.member("task")?.member("ttl")?.decoded().integerValue, ttl > 0 {
@@ -177,6 +179,12 @@ enum TaskMethods {
         _ submission: TaskSubmission, on context: MethodContext, engine: any TaskService, quotas: QuotaKeeper?,
         answer shape: @escaping @Sendable (TaskRecord) -> JSONValue
     ) -> MethodReply {
+        // Its attempts join the request's trace: the gateway's span of it when tracing is on.
+        let submission = {
+            var traced = submission
+            if let traceparent = context.trace?.context?.traceparent { traced.traceparent = traceparent }
+            return traced
+        }()
         guard let quotas, quotas.counts(.queuedTasks) else {
             return answer(on: context, engine: engine, now: { shape(try $0.submitNow(submission)) }) { shape(try await engine.submit(submission)) }
         }

@@ -185,6 +185,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             serveResourceMetadata(head)
         case "/api/v1/openapi.json":
             respond(.ok, contentType: "application/json", body: face.openAPIDocument)
+        case "/metrics":
+            serveMetrics(head)
         default:
             if path.hasPrefix("/api/v1/") {
                 serveREST(head, path: path, query: query, body: body)

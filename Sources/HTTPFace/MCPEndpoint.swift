@@ -48,10 +48,11 @@ extension HTTPConnectionHandler {
                 .unsupportedMediaType, JSONRPCError(code: JSONRPCError.Code.invalidRequest, message: "/mcp takes application/json, not \(type)"))
             return
         }
+        let traced = Self.carryingTraceContext(body, head)
         let decoder = MessageDecoder(maximumBatchSize: face.settings.maximumBatchSize)
         var messages: [JSONRPCMessage] = []
         var isBatch = false
-        switch decoder.decode(line: body) {
+        switch decoder.decode(line: traced) {
         case .single(.message(let message)):
             messages = [message]
         case .single(.invalid(let id, let error)):
@@ -79,7 +80,7 @@ extension HTTPConnectionHandler {
         // One line to the gateway. The body is valid JSON (it was just decoded), so a line break
         // in it (pretty-printed JSON) stands where whitespace may, never inside a string: a
         // space does as well.
-        let body = Self.singleLine(body)
+        let body = Self.singleLine(traced)
 
         let sessionHeader = head.headers.first(name: "mcp-session-id")
         let opensSession = messages.contains { if case .request(let request) = $0 { request.method == "initialize" } else { false } }
@@ -115,6 +116,24 @@ extension HTTPConnectionHandler {
                     "no Mcp-Session-Id header: send initialize first (MCP 2025-03-26 … 2025-11-25), or carry the 2026-07-28 envelope in params._meta with the MCP-Protocol-Version header"
                 ))
         }
+    }
+
+    /// W3C trace context from the `traceparent` and `tracestate` headers goes where MCP carries
+    /// it, in the request's `params._meta`, unless the message carries its own: the gateway then
+    /// traces an HTTP request as it traces any other.
+    static func carryingTraceContext(_ body: ByteBuffer, _ head: HTTPRequestHead) -> ByteBuffer {
+        guard let traceparent = head.headers.first(name: "traceparent"), traceparent.utf8.count <= 64,
+            let message = try? RawJSON(validating: body), message.kind == .object, message.member("method") != nil
+        else { return body }
+        let params = message.member("params")
+        if let params, params.kind != .object { return body }
+        let meta = params?.member("_meta")
+        if let meta, meta.kind != .object || meta.member("traceparent") != nil { return body }
+        var trace: [String: JSONValue] = ["traceparent": .string(traceparent)]
+        if let state = head.headers.first(name: "tracestate"), state.utf8.count <= 512 { trace["tracestate"] = .string(state) }
+        let newMeta: JSONValue = meta.map { .raw($0.replacingMembers(trace.mapValues { Optional($0) })) } ?? .object(trace)
+        let newParams: JSONValue = params.map { .raw($0.replacingMembers(["_meta": newMeta])) } ?? .object(["_meta": newMeta])
+        return message.replacingMembers(["params": newParams]).buffer
     }
 
     /// A request of the stateless era: the envelope in `_meta`, or the version header naming a

@@ -19,7 +19,8 @@ extension HTTPConnectionHandler {
             switch Self.params(for: route, parameters: parameters, query: query, body: body) {
             case .failure(let error):
                 respondError(.badRequest, error)
-            case .success(let params):
+            case .success(let given):
+                let params = Self.carryingTraceContext(given, head)
                 let waits = route.rpcMethod == "tasks/result" && query["wait"] != "0"
                 let method = route.rpcMethod == "tasks/result" && !waits ? "tasks/get" : route.rpcMethod
                 withLink(.plain, credential: credential.token, { handler, link in
@@ -58,12 +59,21 @@ extension HTTPConnectionHandler {
     }
 
     /// An anonymous request refused for want of a principal is 401 with the challenge, as on /mcp.
-    private func respondRESTError(_ error: JSONRPCError) {
+    func respondRESTError(_ error: JSONRPCError) {
         if error.code == -32005, face.settings.accessControlled, let head = exchange?.head, Self.credential(head).token == nil {
             respondError(.unauthorized, error, headers: [("www-authenticate", challenge(head))])
             return
         }
         respondError(RESTRoutes.status(of: error), error, headers: authenticationHeaders(error))
+    }
+
+    /// The W3C trace context of the HTTP request is the call's, as `_meta.traceparent` is over MCP.
+    static func carryingTraceContext(_ params: JSONValue, _ head: HTTPRequestHead) -> JSONValue {
+        guard let traceparent = head.headers.first(name: "traceparent"), traceparent.utf8.count <= 64, case .object(var members) = params else {
+            return params
+        }
+        members["_meta"] = ["traceparent": .string(traceparent)]
+        return .object(members)
     }
 
     /// A member given, and not null.
@@ -139,5 +149,34 @@ extension HTTPConnectionHandler {
 enum RESTEndpointParams {
     static func make(_ route: RESTRoute, _ parameters: [String: String], _ query: [String: String], _ body: String) -> Result<[String: JSONValue], JSONRPCError> {
         HTTPConnectionHandler.params(for: route, parameters: parameters, query: query, body: ByteBuffer(string: body)).map { $0.objectValue ?? [:] }
+    }
+}
+
+/// `GET /metrics`: the Prometheus text exposition, from `metrics/prometheus` on the plain link
+/// as the request's credential (a scraper's bearer token), so access is decided as for any
+/// method.
+extension HTTPConnectionHandler {
+    func serveMetrics(_ head: HTTPRequestHead) {
+        guard head.method == .GET || head.method == .HEAD else {
+            respondError(
+                .methodNotAllowed, JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "/metrics takes GET"), headers: [("allow", "GET, HEAD")])
+            return
+        }
+        guard let credential = readCredential(head) else { return }
+        withLink(.plain, credential: credential.token, { handler, link in
+            let bound = handler.onLoopForExchange()
+            link.call("metrics/prometheus", params: [:]) { response, _ in
+                bound { handler in
+                    switch response.outcome {
+                    case .error(let error):
+                        handler.respondRESTError(error)
+                    case .result(let result):
+                        let text = result.member("text")?.stringValue ?? ""
+                        let type = result.member("contentType")?.stringValue ?? "text/plain; version=0.0.4; charset=utf-8"
+                        handler.respond(.ok, contentType: type, body: ByteBuffer(string: text))
+                    }
+                }
+            }
+        }, refused: { handler, error in handler.respondError(RESTRoutes.status(of: error), error, headers: handler.authenticationHeaders(error)) })
     }
 }

@@ -226,6 +226,24 @@ enum RESTRoutes {
             body: .object(schema: ["type": "object", "required": ["topic"], "properties": ["topic": topic, "data": [:]]])),
         RESTRoute(.GET, "gateway/status", "gateway/status", operationID: "gatewayStatus", summary: "The gateway's state: listeners, agents, queues"),
         RESTRoute(.GET, "auth/whoami", "auth/whoami", operationID: "whoAmI", summary: "The principal the request's credential proves"),
+        RESTRoute(
+            .GET, "agents/{agentId}/metrics", "metrics/history", operationID: "getAgentMetrics",
+            summary: "An agent's calls, errors, latency percentiles, load and resource use by minute, hour or day",
+            query: [
+                .init(name: "period", type: .string, description: "minute (default), hour or day"),
+                .init(name: "from", type: .string, description: "the first bucket: ISO 8601, or milliseconds since 1970"),
+                .init(name: "to", type: .string, description: "the last bucket: ISO 8601, or milliseconds since 1970 (default: now)"),
+                .init(name: "tool", type: .string, description: "only this tool's calls"),
+            ]),
+        RESTRoute(
+            .GET, "messages", "messages/list", operationID: "listMessages",
+            summary: "Messages sent to agents, newest first, with their sent, delivered and acknowledged times",
+            query: [
+                .init(name: "agentId", type: .string, description: "only messages this agent sent or received"),
+                .init(name: "since", type: .string, description: "only messages sent after this time (ISO 8601 or milliseconds)"),
+                .init(name: "limit", type: .pageSize, description: "messages per page, 1 to 1000"),
+                .init(name: "cursor", type: .string, description: "where the previous page ended"),
+            ]),
     ]
 
     /// The route for `method` and `path` (under `/api/v1`), and its path parameters; or

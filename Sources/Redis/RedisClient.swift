@@ -10,6 +10,15 @@ public final class RedisClient: Sendable {
     private let backoff: RedisBackoff
     private let slots: [Slot]
     private let nextSlot = Mutex(0)
+    private let roundTripCount = Atomic<Int64>(0)
+    private let commandCount = Atomic<Int64>(0)
+    private let errorCount = Atomic<Int64>(0)
+
+    /// Totals since the client was made: round trips (a pipeline is one), commands, and the
+    /// round trips that failed (an error reply or a lost connection).
+    public var statistics: (roundTrips: Int64, commands: Int64, errors: Int64) {
+        (roundTripCount.load(ordering: .relaxed), commandCount.load(ordering: .relaxed), errorCount.load(ordering: .relaxed))
+    }
 
     public init(
         configuration: RedisConfiguration,
@@ -28,20 +37,34 @@ public final class RedisClient: Sendable {
     @discardableResult
     public func send(_ command: [RedisArgument], timeout: TimeAmount? = nil) async throws -> RESPReply {
         let slot = pickSlot()
+        roundTripCount.add(1, ordering: .relaxed)
+        commandCount.add(1, ordering: .relaxed)
         do {
-            return try await connection(in: slot).send(command, timeout: timeout)
-        } catch let error as RedisError where error.code == .notConnected {
-            return try await connection(in: slot).send(command, timeout: timeout)
+            do {
+                return try await connection(in: slot).send(command, timeout: timeout)
+            } catch let error as RedisError where error.code == .notConnected {
+                return try await connection(in: slot).send(command, timeout: timeout)
+            }
+        } catch {
+            errorCount.add(1, ordering: .relaxed)
+            throw error
         }
     }
 
     /// Sends commands in one flush on one connection; replies come back in order.
     public func pipeline(_ commands: [[RedisArgument]], timeout: TimeAmount? = nil) async throws -> [RESPReply] {
         let slot = pickSlot()
+        roundTripCount.add(1, ordering: .relaxed)
+        commandCount.add(Int64(commands.count), ordering: .relaxed)
         do {
-            return try await connection(in: slot).pipeline(commands, timeout: timeout)
-        } catch let error as RedisError where error.code == .notConnected {
-            return try await connection(in: slot).pipeline(commands, timeout: timeout)
+            do {
+                return try await connection(in: slot).pipeline(commands, timeout: timeout)
+            } catch let error as RedisError where error.code == .notConnected {
+                return try await connection(in: slot).pipeline(commands, timeout: timeout)
+            }
+        } catch {
+            errorCount.add(1, ordering: .relaxed)
+            throw error
         }
     }
 

@@ -410,7 +410,9 @@ public final class SharedTaskEngine: TaskService {
 
     /// `claims`: how many times the board has handed the task out, this claim included.
     private func run(_ task: TaskRecord, on lease: AgentRegistry.Lease, claims: Int) async {
-        let params: JSONValue = ["name": .string(lease.originalName), "arguments": .raw(task.submission.taskData)]
+        var members: [String: JSONValue] = ["name": .string(lease.originalName), "arguments": .raw(task.submission.taskData)]
+        if let traceparent = task.submission.traceparent { members["_meta"] = ["traceparent": .string(traceparent)] }
+        let params = JSONValue.object(members)
         let call = lease.endpoint.call("tools/call", params: params, timeout: TimeAmount(task.submission.timeout))
         let cancelledAlready = state.withLock { state -> Bool in
             state.running[task.id]?.call = call

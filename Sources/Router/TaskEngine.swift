@@ -336,7 +336,9 @@ public final class TaskEngine: Sendable {
             lease.release()
             return
         }
-        let params: JSONValue = ["name": .string(lease.originalName), "arguments": .raw(task.submission.taskData)]
+        var members: [String: JSONValue] = ["name": .string(lease.originalName), "arguments": .raw(task.submission.taskData)]
+        if let traceparent = task.submission.traceparent { members["_meta"] = ["traceparent": .string(traceparent)] }
+        let params = JSONValue.object(members)
         let callID = lease.endpoint.call("tools/call", params: params, timeout: TimeAmount(task.submission.timeout)) { [self] outcome in
             attemptEnded(task.id, lease: lease, outcome: outcome)
         }

@@ -85,6 +85,9 @@ public struct TaskSubmission: Sendable {
     public var idempotencyKey: String?
     public var dependsOn: [String] = []
     public var callback: String?
+    /// The W3C trace context of the request that submitted it: each attempt's call carries it
+    /// in `_meta`, so the agent's work joins the submitter's trace.
+    public var traceparent: String?
     public var routing = RoutingHints()
     /// How long a finished task is kept for `tasks/get`.
     public var retention: Duration = .seconds(3600)

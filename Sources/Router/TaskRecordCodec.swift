@@ -34,6 +34,7 @@ enum TaskRecordCodec {
         if let key = submission.idempotencyKey { object["idempotencyKey"] = .string(key) }
         if !submission.dependsOn.isEmpty { object["dependsOn"] = .array(submission.dependsOn.map(JSONValue.string)) }
         if let callback = submission.callback { object["callback"] = .string(callback) }
+        if let traceparent = submission.traceparent { object["traceparent"] = .string(traceparent) }
         if let sticky = submission.routing.stickyKey { object["stickyKey"] = .string(sticky) }
         if let tenant = submission.routing.tenant { object["tenant"] = .string(tenant) }
         if let owner = submission.ownerTenant { object["ownerTenant"] = .string(owner) }
@@ -83,6 +84,7 @@ enum TaskRecordCodec {
         submission.idempotencyKey = fields["idempotencyKey"]?.stringValue
         submission.dependsOn = strings("dependsOn")
         submission.callback = fields["callback"]?.stringValue
+        submission.traceparent = fields["traceparent"]?.stringValue
         submission.routing = RoutingHints(stickyKey: fields["stickyKey"]?.stringValue, tenant: fields["tenant"]?.stringValue)
         submission.ownerTenant = fields["ownerTenant"]?.stringValue
         submission.submittedBy = fields["submittedBy"]?.stringValue

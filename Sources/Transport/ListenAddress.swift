@@ -19,6 +19,17 @@ public enum ListenAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// A listener whose connections speak TLS first.
+    /// The transport's name in logs and metrics.
+    public var transportName: String {
+        switch self {
+        case .tcp: "tcp"
+        case .tls: "tls"
+        case .unix: "unix"
+        case .http: "http"
+        case .https: "https"
+        }
+    }
+
     public var usesTLS: Bool {
         switch self {
         case .tls, .https: true

@@ -95,9 +95,14 @@ struct Serve: AsyncParsableCommand {
         // Before anything touches the shared event-loop group, which starts its threads then.
         if let threads = settings.eventLoopThreads ?? settings.defaultEventLoopThreads { NIOSingletons.groupLoopCountSuggestion = threads }
         let server = GatewayServer(settings: settings, logger: logger)
+        // The span exporter comes first: a group stops its services last to first, so it flushes
+        // the spans of the gateway's last requests after the gateway has stopped.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let exporter = server.tracingExporter { services.append(.init(service: exporter)) }
+        services.append(.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

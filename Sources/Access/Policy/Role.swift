@@ -18,20 +18,21 @@ public struct Role: Sendable, Hashable {
     static let reading = [
         "tools/list", "prompts/list", "resources/list", "resources/templates/list", "agents/list", "agents/get",
         "gateway/status", "tasks/list", "tasks/get", "workflows/list", "workflows/get", "workflows/status", "subscriptions/listen",
+        "metrics/history", "messages/list",
     ]
 
     /// What a client does: use tools and patterns, run tasks, use memory, events and messages
     /// (its tenant's alone: tenancy is in the stores' keys, not in these rules).
     static let using = [
         "tools/*", "prompts/*", "resources/*", "completion/*", "logging/setLevel", "tasks/*",
-        "memory/*", "events/*", "messages/send", "subscriptions/listen",
+        "memory/*", "events/*", "messages/send", "messages/list", "messages/acknowledge", "subscriptions/listen",
     ]
 
     public static let builtIn: [String: Role] = [
         BuiltInRole.admin.rawValue: Role(name: "admin", allow: ["*"]),
         BuiltInRole.operator.rawValue: Role(
             name: "operator",
-            allow: reading + ["agents/*", "workflows/*", "tasks/*", "memory/get", "memory/list", "audit/query"]),
+            allow: reading + ["agents/*", "workflows/*", "tasks/*", "memory/get", "memory/list", "audit/query", "metrics/*"]),
         BuiltInRole.client.rawValue: Role(name: "client", allow: using + ["agents/list", "agents/get", "gateway/status"]),
         BuiltInRole.agent.rawValue: Role(
             name: "agent",
@@ -39,5 +40,7 @@ public struct Role: Sendable, Hashable {
             // agents' tools and its own memory and events like a client does.
             allow: ["agents/register", "agents/heartbeat", "agents/deregister"] + using),
         BuiltInRole.viewer.rawValue: Role(name: "viewer", allow: reading),
+        BuiltInRole.monitor.rawValue: Role(
+            name: "monitor", allow: ["metrics/prometheus", "metrics/history", "gateway/status", "agents/list", "agents/get"]),
     ]
 }

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import Synchronization
 import Router
+import Telemetry
 import Workflows
 
 /// The workflow engine inside the gateway: the `workflows/*` methods, the executor (its agent
@@ -30,11 +31,14 @@ final class WorkflowHost: Sendable {
 
     init(
         store: any KeyValueStore, events: any PubSub, agents: AgentRegistry, group: any EventLoopGroup, logger: Logger,
-        resumesOnStart: Bool, definitionFiles: [String], isLeader: @escaping @Sendable () -> Bool
+        resumesOnStart: Bool, definitionFiles: [String], isLeader: @escaping @Sendable () -> Bool,
+        observability: GatewayObservability? = nil
     ) {
+        let telemetry = WorkflowTelemetry(metrics: observability?.metrics, tracing: observability?.tracing)
         let executor = WorkflowExecutor(
             store: KeyValueWorkflowStateStore(store: store, namespace: "workflows"),
-            runner: AgentWorkflowRunner(agents: agents, group: group), events: PubSubWorkflowEvents(events: events), logger: logger)
+            runner: AgentWorkflowRunner(agents: agents, group: group, observability: observability, telemetry: telemetry),
+            events: ObservedWorkflowEvents(inner: PubSubWorkflowEvents(events: events), telemetry: telemetry), logger: logger)
         self.executor = executor
         self.triggers = WorkflowTriggers(executor: executor, logger: logger)
         self.methods = WorkflowMethods(executor: executor)
@@ -51,9 +55,11 @@ final class WorkflowHost: Sendable {
             table.register(method) { [methods] request, context in
                 let params = request.params.map(JSONValue.raw)
                 let principal = context.principal
-                let caller: WorkflowMethods.Caller = principal.proof == .unconfigured
+                var caller: WorkflowMethods.Caller = principal.proof == .unconfigured
                     ? .init(name: context.peerIdentity?.names.first ?? context.agentInstance?.rawValue)
                     : .init(name: principal.name, roles: principal.roles, isAuthenticated: true, tenant: context.tenant)
+                // An execution joins the request's trace: the gateway's span, or else the caller's.
+                caller.traceparent = context.trace?.context?.traceparent ?? GatewayObservability.traceContext(of: request)?.traceparent
                 return .later(context.eventLoop.makeFutureWithTask {
                     try await methods.handle(method: method, params: params, caller: caller)
                 })
@@ -145,6 +151,8 @@ final class WorkflowHost: Sendable {
 struct AgentWorkflowRunner: WorkflowStepRunner {
     var agents: AgentRegistry
     var group: any EventLoopGroup
+    var observability: GatewayObservability?
+    var telemetry: WorkflowTelemetry?
 
     func run(_ task: AgentTaskInvocation) async throws -> JSONValue {
         let lease: AgentRegistry.Lease
@@ -154,9 +162,28 @@ struct AgentWorkflowRunner: WorkflowStepRunner {
             throw AgentTaskFailure("\(error)")
         }
         var params: [String: JSONValue] = ["name": .string(lease.originalName), "arguments": task.arguments]
-        params["_meta"] = ["workflowExecutionId": .string(task.executionID), "workflowStepId": .string(task.stepID)]
+        var meta: [String: JSONValue] = ["workflowExecutionId": .string(task.executionID), "workflowStepId": .string(task.stepID)]
+        // The agent's work hangs from the gateway's span of this call, under the step's span;
+        // without tracing it still joins the execution's trace.
+        let span: TraceSpan? = observability?.tracing.map { tracing in
+            let parent: TraceParent = telemetry?.stepSpan(execution: task.executionID, step: task.stepID).map(TraceParent.span)
+                ?? TraceParent(task.traceparent.flatMap { TraceContext(traceparent: $0) })
+            return tracing.callSpan(.tool, name: task.tool, lease: lease, parent: parent)
+        }
+        if let context = span?.context ?? task.traceparent.flatMap({ TraceContext(traceparent: $0) }) {
+            for (key, value) in context.metaMembers { meta[key] = .string(value) }
+        }
+        params["_meta"] = .object(meta)
         let timeout = task.timeout ?? lease.callTimeout
+        let started = ContinuousClock.now
         let call = lease.endpoint.call("tools/call", params: .object(params), timeout: TimeAmount(timeout))
+        @Sendable func ended(_ outcome: GatewayObservability.CallOutcome) {
+            let elapsed = ContinuousClock.now - started
+            observability?.callEnded(
+                kind: "tool", name: task.tool, template: lease.template, agent: lease.instance.rawValue, outcome: outcome,
+                seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            span?.end(outcome: outcome)
+        }
         let result: RawJSON
         do {
             result = try await withTaskCancellationHandler {
@@ -166,16 +193,21 @@ struct AgentWorkflowRunner: WorkflowStepRunner {
             }
         } catch is AgentCallCancelled {
             lease.release()
+            ended(.cancelled)
             throw CancellationError()
         } catch let error as JSONRPCError {
             lease.finish(succeeded: true)
+            ended(.failed)
             throw AgentTaskFailure("the agent answered with error \(error.code): \(error.message)")
         } catch {
             lease.finish(succeeded: false)
+            ended(.unanswered)
             throw AgentTaskFailure("\(error)")
         }
         lease.finish(succeeded: true)
-        if case .failed(let message, _) = AttemptVerdict(.success(result)) { throw AgentTaskFailure(message) }
+        let verdict = AttemptVerdict(.success(result))
+        if case .failed = verdict { ended(.failed) } else { ended(.succeeded) }
+        if case .failed(let message, _) = verdict { throw AgentTaskFailure(message) }
         if let structured = result.member("structuredContent") { return structured.decoded() }
         return result.decoded()
     }

@@ -8,10 +8,13 @@ struct ExecutionRun: Sendable {
     let executor: WorkflowExecutor
     let executionID: String
     let definition: WorkflowDefinition
+    /// The trace the execution belongs to (`traceparent` in its context), for its steps' calls.
+    let traceparent: String?
     /// `inputs`, `trigger`, `context`, `execution`: fixed for the whole execution.
     let variables: [String: JSONValue]
 
     init(executor: WorkflowExecutor, execution: WorkflowExecution, definition: WorkflowDefinition) {
+        self.traceparent = execution.executionContext[WorkflowExecution.traceparentKey]?.stringValue
         self.executor = executor
         executionID = execution.executionID
         self.definition = definition
@@ -254,7 +257,7 @@ struct ExecutionRun: Sendable {
             let arguments = try task.input.render(in: scope)
             let invocation = AgentTaskInvocation(
                 executionID: executionID, workflowName: definition.name, workflowVersion: definition.version, stepID: step.id,
-                tool: task.tool, arguments: arguments, timeout: step.timeout, attempt: attempt)
+                tool: task.tool, arguments: arguments, timeout: step.timeout, attempt: attempt, traceparent: traceparent)
             return try await executor.runner.run(invocation)
         case .parallel(let parallel):
             return try await runParallel(parallel, round: round, frames: frames)

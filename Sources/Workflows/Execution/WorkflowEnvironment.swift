@@ -22,11 +22,14 @@ public struct AgentTaskInvocation: Sendable {
     public var timeout: Duration?
     /// 1 for the first attempt.
     public var attempt: Int
+    /// The W3C trace context of the execution (the request that started it), when it has one.
+    public var traceparent: String?
 
     public init(
         executionID: String, workflowName: String, workflowVersion: String, stepID: String, tool: String, arguments: JSONValue,
-        timeout: Duration?, attempt: Int
+        timeout: Duration?, attempt: Int, traceparent: String? = nil
     ) {
+        self.traceparent = traceparent
         self.executionID = executionID
         self.workflowName = workflowName
         self.workflowVersion = workflowVersion

@@ -91,6 +91,10 @@ public struct WorkflowStepState: Sendable, Hashable {
 
 /// An execution of one version of a workflow, after the seed's workflow_executions.
 public struct WorkflowExecution: Sendable {
+    /// Where an execution's `executionContext` keeps the W3C trace context of the request that
+    /// started it: its steps' calls and its events carry it on.
+    public static let traceparentKey = "traceparent"
+
     public var executionID: String
     public var workflowName: String
     public var version: String

@@ -534,8 +534,10 @@ public actor WorkflowExecutor {
         var finishedSteps: Int
         var totalSteps: Int
         var errorDetails: JSONValue?
+        var traceparent: String?
 
         init(_ execution: WorkflowExecution, finishedSteps: Int? = nil) {
+            traceparent = execution.executionContext[WorkflowExecution.traceparentKey]?.stringValue
             executionID = execution.executionID
             workflowName = execution.workflowName
             version = execution.version
@@ -555,6 +557,7 @@ public actor WorkflowExecutor {
             "finishedSteps": .integer(Int64(execution.finishedSteps)), "totalSteps": .integer(Int64(execution.totalSteps)),
         ]
         if let details = execution.errorDetails { payload["errorDetails"] = details }
+        if let traceparent = execution.traceparent { payload["traceparent"] = .string(traceparent) }
         await events.publish(topic: execution.topic, payload: .object(payload))
     }
 
@@ -566,6 +569,7 @@ public actor WorkflowExecutor {
             "finishedSteps": .integer(Int64(execution.finishedSteps)), "totalSteps": .integer(Int64(execution.totalSteps)),
         ]
         if let error = step.error { payload["error"] = .string(error) }
+        if let traceparent = execution.traceparent { payload["traceparent"] = .string(traceparent) }
         await events.publish(topic: execution.topic, payload: .object(payload))
     }
 }

@@ -25,7 +25,11 @@ public struct WorkflowMethods: Sendable {
         /// tenant's are not found.
         public var tenant: String?
 
-        public init(name: String?, roles: [String] = [], isAuthenticated: Bool = false, tenant: String? = nil) {
+        /// The W3C trace context of the request, for an execution it starts.
+        public var traceparent: String?
+
+        public init(name: String?, roles: [String] = [], isAuthenticated: Bool = false, tenant: String? = nil, traceparent: String? = nil) {
+            self.traceparent = traceparent
             self.name = name
             self.roles = roles
             self.isAuthenticated = isAuthenticated
@@ -68,6 +72,8 @@ public struct WorkflowMethods: Sendable {
                 var context = try params.optionalObject("executionContext") ?? [:]
                 // The tenant is the caller's, whatever the params say.
                 if let tenant = caller.tenant { context[Caller.tenantKey] = .string(tenant) }
+                // The trace is the request's (the gateway's span of it), not one the params name.
+                context[WorkflowExecution.traceparentKey] = caller.traceparent.map(JSONValue.string)
                 request.executionContext = .object(context)
                 return try await executor.execute(request).jsonValue
             case "workflows/status":

@@ -1,0 +1,164 @@
+import Access
+import Agents
+import Backend
+import JSONRPC
+import Monitoring
+import NIOCore
+import Telemetry
+
+/// `metrics/prometheus` (the exposition `GET /metrics` serves), `metrics/history` (an agent's
+/// figures by minute, hour or day), `messages/list` and `messages/acknowledge` (the record of
+/// agent communications).
+enum TelemetryMethods {
+    static func register(in table: inout MethodTable, observability: GatewayObservability, agents: AgentRegistry) {
+        table.register("metrics/prometheus") { _, context in
+            guard let metrics = observability.metrics else {
+                return .error(JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "Metrics are turned off (metrics.enabled: false)"))
+            }
+            return .later(context.eventLoop.makeFutureWithTask {
+                let text = await metrics.exposition()
+                return ["contentType": .string(GatewayMetrics.contentType), "text": .string(String(decoding: text, as: UTF8.self))]
+            })
+        }
+        table.register("metrics/history") { request, context in
+            history(request, context, observability: observability, agents: agents)
+        }
+        table.register("messages/list") { request, context in
+            listMessages(request, context, log: observability.messages)
+        }
+        table.register("messages/acknowledge") { request, context in
+            guard let id = request.params?.member("messageId")?.stringValue, !id.isEmpty else {
+                return .error(.invalidParams("messages/acknowledge needs the \"messageId\" of a message this agent received"))
+            }
+            guard let agent = context.agentInstance else {
+                return .error(.invalidParams("only an agent acknowledges a message: this connection is not a registered agent"))
+            }
+            guard observability.messages.acknowledged(id, by: agent.rawValue) else {
+                return .error(.invalidParams("no message \"\(id)\" was sent to agent \(agent) (or it is no longer kept)", extra: ["messageId": .string(id)]))
+            }
+            return .result(["messageId": .string(id), "acknowledged": true])
+        }
+    }
+
+    /// The range a history request covers by default: the last hour of minutes, the last day of
+    /// hours, the last month of days.
+    private static func defaultSpan(_ period: HistoryPeriod) -> Int64 {
+        switch period {
+        case .minute: 3_600_000
+        case .hour: 86_400_000
+        case .day: 30 * 86_400_000
+        }
+    }
+
+    private static func history(
+        _ request: JSONRPCRequest, _ context: MethodContext, observability: GatewayObservability, agents: AgentRegistry
+    ) -> MethodReply {
+        guard let store = observability.history else {
+            return .error(.internalError("the history is not kept"))
+        }
+        guard let params = request.params, params.kind == .object else {
+            return .error(.invalidParams("metrics/history takes an object: agentId, period (minute, hour, day), from, to, tool"))
+        }
+        guard let agent = params.member("agentId")?.stringValue, !agent.isEmpty else {
+            return .error(.invalidParams("\"agentId\" is required: the agent whose history to read"))
+        }
+        // Another tenant's agent has no history to show: it is not found, as in agents/get.
+        let id = agents.instance(named: agent)?.rawValue ?? agent
+        if let tenant = context.tenant {
+            guard let status = agents.status(AgentRegistry.InstanceID(id)), AgentMethods.isVisible(status, to: tenant) else {
+                return .error(.invalidParams("no agent \"\(agent)\"", extra: ["agentId": .string(agent)]))
+            }
+        }
+        var period = HistoryPeriod.minute
+        if let value = params.member("period"), value.kind != .null {
+            guard let text = value.stringValue, let chosen = HistoryPeriod(rawValue: text) else {
+                return .error(.invalidParams("\"period\" must be minute, hour or day"))
+            }
+            period = chosen
+        }
+        let now = SystemClock().now()
+        let to: Timestamp
+        let from: Timestamp
+        switch (time(params.member("to")), time(params.member("from"))) {
+        case (.failure(let error), _), (_, .failure(let error)):
+            return .error(error)
+        case (.success(let end), .success(let start)):
+            to = end ?? now
+            from = start ?? Timestamp(millisecondsSinceEpoch: to.millisecondsSinceEpoch - defaultSpan(period))
+        }
+        guard from <= to else { return .error(.invalidParams("\"from\" must not be after \"to\"")) }
+        var tool: String?
+        if let value = params.member("tool"), value.kind != .null {
+            guard let name = value.stringValue else { return .error(.invalidParams("\"tool\" must be a tool's name")) }
+            tool = name
+        }
+        let chosenPeriod = period
+        let chosenTool = tool
+        return .later(context.eventLoop.makeFutureWithTask {
+            let period = chosenPeriod
+            let tool = chosenTool
+            let points: [HistoryPoint]
+            do {
+                points = try await store.history(agent: id, period: period, from: from, to: to, tool: tool)
+            } catch {
+                throw JSONRPCError(code: JSONRPCError.Code.backendUnavailable, message: "The history could not be read: \(error)")
+            }
+            var result: [String: JSONValue] = [
+                "agentId": .string(id), "period": .string(period.rawValue), "from": .string(from.iso8601), "to": .string(to.iso8601),
+                "points": .array(points.map(\.json)),
+            ]
+            if let tool { result["tool"] = .string(tool) }
+            return .object(result)
+        })
+    }
+
+    /// An ISO 8601 time or milliseconds since the epoch; nil when absent.
+    private static func time(_ value: RawJSON?) -> Result<Timestamp?, JSONRPCError> {
+        guard let value, value.kind != .null else { return .success(nil) }
+        if let text = value.stringValue {
+            if let milliseconds = Int64(text) { return .success(Timestamp(millisecondsSinceEpoch: milliseconds)) }
+            guard let time = AuditTime(iso8601: text) else {
+                return .failure(.invalidParams("a time must be ISO 8601 (2026-12-07T18:00:00Z) or milliseconds since 1970, not \"\(text)\""))
+            }
+            return .success(Timestamp(millisecondsSinceEpoch: time.millisecondsSince1970))
+        }
+        if case .integer(let milliseconds) = value.decoded() { return .success(Timestamp(millisecondsSinceEpoch: milliseconds)) }
+        return .failure(.invalidParams("a time must be ISO 8601 (2026-12-07T18:00:00Z) or milliseconds since 1970"))
+    }
+
+    private static func listMessages(_ request: JSONRPCRequest, _ context: MethodContext, log: MessageLog) -> MethodReply {
+        let params = request.params
+        if let params, params.kind != .object, params.kind != .null {
+            return .error(.invalidParams("messages/list takes an object: agentId, since, limit, cursor"))
+        }
+        var agent: String?
+        if let value = params?.member("agentId"), value.kind != .null {
+            guard let name = value.stringValue else { return .error(.invalidParams("\"agentId\" must be a string")) }
+            agent = name
+        }
+        var since: Timestamp?
+        switch time(params?.member("since")) {
+        case .failure(let error): return .error(error)
+        case .success(let value): since = value
+        }
+        var limit = 100
+        if let value = params?.member("limit"), value.kind != .null {
+            guard case .integer(let number) = value.decoded(), (1...1000).contains(number) else {
+                return .error(.invalidParams("\"limit\" must be an integer from 1 to 1000"))
+            }
+            limit = Int(number)
+        }
+        var before: UInt64?
+        if let value = params?.member("cursor"), value.kind != .null {
+            guard let text = value.stringValue, let sequence = UInt64(text) else {
+                return .error(.invalidParams("\"cursor\" must be the nextCursor of an earlier page"))
+            }
+            before = sequence
+        }
+        // An agent sees the messages it sent or received; a client of a tenant, its tenant's.
+        let (entries, next) = log.list(agent: agent, tenant: context.tenant, since: since, before: before, limit: limit)
+        var result: [String: JSONValue] = ["messages": .array(entries.map(\.json))]
+        if let next { result["nextCursor"] = .string(String(next)) }
+        return .result(.object(result))
+    }
+}
