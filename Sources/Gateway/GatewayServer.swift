@@ -362,6 +362,7 @@ public final class GatewayServer: Service {
         if settings.listen.contains(where: \.isHTTP) {
             var http = settings.http
             http.accessControlled = settings.access != nil
+            http.accessLog = settings.telemetry.accessLog
             http.maximumBatchSize = settings.limits.maximumBatchSize
             if let shared = await core.httpSessionKey() { http.sessionKey = shared }
             httpSettings.withLock { $0 = http }

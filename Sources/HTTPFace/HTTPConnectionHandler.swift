@@ -481,11 +481,18 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 extension HTTPFace {
     /// A line per request at info level when asked (`--log-level debug` shows them all).
     func accessLog(_ exchange: HTTPConnectionHandler.Exchange, peer: String) {
-        guard logger.logLevel <= .debug else { return }
+        guard settings.accessLog || logger.logLevel <= .debug else { return }
         let elapsed = Double((NIODeadline.now() - exchange.started).nanoseconds) / 1e6
-        logger.debug(
-            "HTTP \(exchange.head.method) \(HTTPConnectionHandler.split(exchange.head.uri).path) \(exchange.status?.code ?? 0)",
-            metadata: ["peer": "\(peer)", "ms": "\((elapsed * 1000).rounded() / 1000)"])
+        let path = HTTPConnectionHandler.split(exchange.head.uri).path
+        var metadata: Logger.Metadata = [
+            "peer": "\(peer)", "httpMethod": "\(exchange.head.method)", "path": "\(path)", "status": "\(exchange.status?.code ?? 0)",
+            "durationMs": "\((elapsed * 1000).rounded() / 1000)",
+        ]
+        // The caller's trace, as the header names it (the request's own span is in its line).
+        if let traceparent = exchange.head.headers.first(name: "traceparent"), traceparent.utf8.count == 55 {
+            metadata["trace_id"] = "\(traceparent.dropFirst(3).prefix(32))"
+        }
+        logger.log(level: settings.accessLog ? .info : .debug, "http", metadata: metadata)
     }
 }
 

@@ -33,6 +33,9 @@ public struct HTTPFaceSettings: Sendable {
     /// With access control: requests are decided as their `Authorization` credential's
     /// principal, and a request without one that the anonymous role may not make gets 401.
     public var accessControlled = false
+    /// One log line per HTTP exchange at info (method, path, status, duration, trace), besides the
+    /// line of the JSON-RPC request it ran (`logging.accessLog`).
+    public var accessLog = false
     /// RFC 9728 metadata: the resource's canonical URL (nil: the listener's own URL + `/mcp`).
     public var resource: String?
     /// Authorization servers that issue tokens for this resource.

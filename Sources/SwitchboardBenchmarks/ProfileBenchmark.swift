@@ -41,6 +41,9 @@ struct ProfileBenchmark: AsyncParsableCommand {
     @Flag(help: "With --access-rules: every tenant has a rate limit (too high to refuse anything), so that every call passes the limiter.")
     var rateLimit = false
 
+    @Option(help: "A configuration file for the gateway (to profile with metrics off, say); not with --access-rules.")
+    var config: String?
+
     @Option(help: "Where the callgrind files go.")
     var output: String = ".build/bench/profile"
 
@@ -76,7 +79,7 @@ struct ProfileBenchmark: AsyncParsableCommand {
         let access = accessRules > 0 ? try AccessConfiguration(rules: accessRules, rateLimited: rateLimit) : nil
         defer { access?.remove() }
         let gateway = try JSONRPCProcess.startGateway(
-            binary: binary, transport: "tcp", extraArguments: access.map { ["--config", $0.path] } ?? [],
+            binary: binary, transport: "tcp", extraArguments: access.map { ["--config", $0.path] } ?? config.map { ["--config", $0] } ?? [],
             wrapper: ["valgrind", "--tool=callgrind", "--callgrind-out-file=\(base)", "--dump-instr=no"],
             environment: preload.map { ["LD_PRELOAD": URL(fileURLWithPath: $0).standardizedFileURL.path] } ?? [:])
         defer { gateway.stop() }

@@ -250,6 +250,13 @@ def test_a_call_joins_the_callers_trace_and_the_access_log_names_it(start_gatewa
         assert entry["outcome"] == "ok"
         assert entry["transport"] == "http"
         assert float(entry["durationMs"]) > 0
+        # And the HTTP exchange its own line, with the status the client got.
+        exchange = json.loads(gw.wait_log(r'"message":"http".*"path":"/mcp"'))
+        assert exchange["status"] == "200" and exchange["httpMethod"] == "POST" and exchange["trace_id"] == CALLER_TRACE
+        metrics = httpx.get(f"{base}/metrics")
+        assert metrics.status_code == 200
+        scraped = json.loads(gw.wait_log(r'"message":"http".*"path":"/metrics"'))
+        assert scraped["status"] == "200"
 
 
 def test_the_history_answers_by_minute_hour_and_day_and_survives_a_restart(start_gateway, tmp_path):

@@ -136,11 +136,12 @@ extension ConfigurationReader {
                 report(ruleNode, "alert \"\(rule.name)\" is defined twice")
                 continue
             }
-            settings.telemetry.alerts.append(rule)
+            // What the rule's own checks find (a window beyond what the history keeps at hand, say).
+            let problems = AlertRule.problems(in: [rule])
+            for problem in problems { report(ruleNode, problem) }
+            if problems.isEmpty { settings.telemetry.alerts.append(rule) }
         }
     }
-
-    private static let alertNameBytes = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-".utf8)
 
     private mutating func alertRule(_ node: Node) -> AlertRule? {
         guard let fields = mapping(node, "an alert rule") else { return nil }
@@ -159,14 +160,7 @@ extension ConfigurationReader {
         for (keyNode, value) in fields {
             let key = keyNode.string ?? ""
             switch key {
-            case "name":
-                if let text = string(value, "alert name") {
-                    if text.isEmpty || !text.utf8.allSatisfy({ Self.alertNameBytes.contains($0) }) {
-                        report(value, "an alert's name is letters, digits, '_', '.' and '-'")
-                    } else {
-                        name = text
-                    }
-                }
+            case "name": name = string(value, "alert name")
             case "measure":
                 if let text = string(value, "alert measure") {
                     measure = AlertRule.Measure(rawValue: text)
