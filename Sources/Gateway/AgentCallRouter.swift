@@ -5,6 +5,10 @@ import Router
 import Synchronization
 import Telemetry
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Forwards MCP calls (`tools/call`, `prompts/get`, `resources/read`) to the agent instance the
 /// registry picks, and relays what flows back during a call: progress notifications and
 /// requests that the agent makes of the client (sampling, elicitation, roots).
@@ -148,7 +152,7 @@ final class AgentCallRouter: Sendable {
                 switch outcome {
                 case .success(let result):
                     lease.finish(succeeded: true)
-                    observed = observability != nil && kind == .tool && result.member("isError")?.decoded() == .bool(true) ? .failed : .succeeded
+                    observed = kind == .tool && Self.isToolError(result) ? .failed : .succeeded
                     reply.succeed(.raw(result))
                 case .failure(is AgentCallCancelled):
                     // The client changed its mind: no verdict on the agent.
@@ -197,7 +201,11 @@ final class AgentCallRouter: Sendable {
         if let trace {
             // The agent's work belongs to the gateway's span of the call: its context replaces
             // the caller's.
-            var metaChanges: [String: JSONValue?] = ["traceparent": .string(trace.traceparent), "tracestate": trace.tracestate.map(JSONValue.string) ?? .some(nil)]
+            var metaChanges: [String: JSONValue?] = ["traceparent": .string(trace.traceparent)]
+            // The caller's tracestate goes on with the context; without one, none is sent (a
+            // removal, not a JSON null).
+            let tracestate: JSONValue?? = trace.tracestate.map { .some(.string($0)) } ?? .some(nil)
+            metaChanges["tracestate"] = tracestate
             if let meta {
                 for (key, _) in meta.members() where key.hasPrefix("io.modelcontextprotocol/") { metaChanges[key] = .some(nil) }
                 if let token = meta.member("progressToken") {
@@ -207,7 +215,9 @@ final class AgentCallRouter: Sendable {
                 }
                 replacements["_meta"] = .raw(meta.replacingMembers(metaChanges))
             } else {
-                replacements["_meta"] = .object(metaChanges.compactMapValues { $0 })
+                var fresh: [String: JSONValue] = ["traceparent": .string(trace.traceparent)]
+                if let state = trace.tracestate { fresh["tracestate"] = .string(state) }
+                replacements["_meta"] = .object(fresh)
             }
         } else if let meta {
             var metaChanges: [String: JSONValue?] = [:]
@@ -396,6 +406,40 @@ final class CallerTracker: Sendable {
             }
             if !chain.contains(agent) { chain.append(agent) }
             return chain
+        }
+    }
+}
+
+extension AgentCallRouter {
+    /// Whether a tool's result says it failed (`isError: true`). The bytes are searched first:
+    /// most results never name the member, and a search costs far less than reading the members.
+    static func isToolError(_ result: RawJSON) -> Bool {
+        mentionsIsError(result.buffer) && result.member("isError")?.decoded() == .bool(true)
+    }
+
+    /// Whether `"isError": true` occurs in the bytes (SDKs write `"isError": false` on every
+    /// success): each capital E (rare in JSON) is found with `memchr`, then its neighbours are
+    /// compared.
+    private static func mentionsIsError(_ buffer: ByteBuffer) -> Bool {
+        buffer.withUnsafeReadableBytes { bytes in
+            guard let base = bytes.baseAddress, bytes.count >= 9 else { return false }
+            var offset = 3
+            while offset < bytes.count, let found = memchr(base + offset, Int32(UInt8(ascii: "E")), bytes.count - offset) {
+                let index = base.distance(to: UnsafeRawPointer(found))
+                if index + 6 <= bytes.count, bytes[index - 3] == UInt8(ascii: "\""), bytes[index - 2] == UInt8(ascii: "i"),
+                    bytes[index - 1] == UInt8(ascii: "s"), bytes[index + 5] == UInt8(ascii: "\""),
+                    bytes[index + 1] == UInt8(ascii: "r"), bytes[index + 4] == UInt8(ascii: "r")
+                {
+                    // The value: `true` after the colon and any whitespace.
+                    var next = index + 6
+                    while next < bytes.count, [UInt8(ascii: " "), UInt8(ascii: ":"), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r")].contains(bytes[next]) {
+                        next += 1
+                    }
+                    if next < bytes.count, bytes[next] == UInt8(ascii: "t") { return true }
+                }
+                offset = index + 1
+            }
+            return false
         }
     }
 }

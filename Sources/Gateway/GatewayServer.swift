@@ -167,16 +167,16 @@ final class GatewayCore: Sendable {
         self.workflows = workflows
         TelemetryMethods.register(in: &methods, observability: observability, agents: agents)
         extraMethods(&methods)
-        self.methods = methods
         if let metrics = observability.metrics {
+            methods.instrument { LazyRequestInstruments(metrics: metrics, method: $0) }
             // The session's own methods are answered before the table: they count by name too.
-            let served = Set(methods.methods).union(["initialize", "ping"])
-            methodInstruments = Dictionary(uniqueKeysWithValues: served.map { ($0, LazyRequestInstruments(metrics: metrics, method: $0)) })
+            methodInstruments = Dictionary(uniqueKeysWithValues: ["initialize", "ping"].map { ($0, LazyRequestInstruments(metrics: metrics, method: $0)) })
             unknownMethodInstruments = LazyRequestInstruments(metrics: metrics, method: "unknown")
         } else {
             methodInstruments = [:]
             unknownMethodInstruments = nil
         }
+        self.methods = methods
 
         let callbacks = CallbackPoster(group: group, logger: logger, egress: settings.egress)
         self.callbacks = callbacks
@@ -232,9 +232,9 @@ final class GatewayCore: Sendable {
         }
     }
 
-    /// The instruments of a request for `method` (nil without metrics): `unknown` for a method
-    /// nobody serves, so that a peer cannot grow the exposition with made-up names.
-    @inline(__always)
+    /// The instruments of a request for `method` that the table does not serve (nil without
+    /// metrics): the session's own, or `unknown`, so that a peer cannot grow the exposition with
+    /// made-up names.
     func requestInstruments(for method: String) -> RequestInstruments? {
         guard let unknownMethodInstruments else { return nil }
         return (methodInstruments[method] ?? unknownMethodInstruments).instruments

@@ -127,20 +127,37 @@ public typealias MethodHandler = @Sendable (JSONRPCRequest, MethodContext) -> Me
 
 /// Method name → handler. Built once at start-up and read concurrently after that.
 public struct MethodTable: Sendable {
-    private var handlers: [String: MethodHandler] = [:]
+    /// A method's handler, and its request metrics when metrics are on: one lookup by name
+    /// finds both.
+    public struct Entry: Sendable {
+        public var handler: MethodHandler
+        public var instruments: LazyRequestInstruments?
+    }
+
+    private var entries: [String: Entry] = [:]
 
     public init() {}
 
     public mutating func register(_ method: String, _ handler: @escaping MethodHandler) {
-        precondition(handlers[method] == nil, "\(method) registered twice")
-        handlers[method] = handler
+        precondition(entries[method] == nil, "\(method) registered twice")
+        entries[method] = Entry(handler: handler)
     }
 
     public func handler(for method: String) -> MethodHandler? {
-        handlers[method]
+        entries[method]?.handler
     }
 
-    public var methods: [String] { handlers.keys.sorted() }
+    @inline(__always)
+    public func entry(for method: String) -> Entry? {
+        entries[method]
+    }
+
+    /// Gives every method its request instruments.
+    public mutating func instrument(_ make: (String) -> LazyRequestInstruments) {
+        for method in entries.keys { entries[method]?.instruments = make(method) }
+    }
+
+    public var methods: [String] { entries.keys.sorted() }
 }
 
 extension RawJSON {

@@ -619,6 +619,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
             case nil: JSONRPCError(code: -32800, message: "cancelled by the peer")
             }
             audit.record(request, principal: principal(of: request), connection: connectionID, error: error)
+            gateway.observability.metrics?.auditEntries.increment()
         }
     }
 
@@ -654,7 +655,8 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     private func answer(_ request: JSONRPCRequest) -> Answer {
-        guard observesRequests else { return dispatch(request) }
+        let entry = gateway.methods.entry(for: request.method)
+        guard observesRequests else { return dispatch(request, entry) }
         let audited = gateway.audit?.records(request.method) ?? false
         let observability = gateway.observability
         var callerTrace: TraceContext?
@@ -667,11 +669,11 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         }
         let log = RequestLog(
             method: request.method, id: request.id, started: .now(), audited: audited ? request : nil,
-            instruments: gateway.requestInstruments(for: request.method), span: span,
+            instruments: entry.map { $0.instruments?.instruments } ?? gateway.requestInstruments(for: request.method), span: span,
             callerTrace: callerTrace)
         requestSpan = span
         defer { requestSpan = nil }
-        switch dispatch(request) {
+        switch dispatch(request, entry) {
         case .now(let reply):
             finished(log, reply)
             return .now(reply)
@@ -683,7 +685,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
     }
 
     @inline(__always)
-    private func dispatch(_ request: JSONRPCRequest) -> Answer {
+    private func dispatch(_ request: JSONRPCRequest, _ entry: MethodTable.Entry?) -> Answer {
         if gateway.registry.isDraining {
             return .now(.error(request.id, .shuttingDown()))
         }
@@ -700,7 +702,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
                 break
             }
         }
-        guard let handler = gateway.methods.handler(for: request.method), let context, let handle else {
+        guard let handler = entry?.handler, let context, let handle else {
             return .now(.error(request.id, .methodNotFound(request.method)))
         }
         // Without an `auth` section everything is allowed and nothing is limited: nothing to decide.
@@ -756,6 +758,7 @@ final class RPCConnectionHandler: ChannelDuplexHandler {
         logger.info("refused \(request.method) \(request.id): \(error.message)")
         if let audit = gateway.audit, !audit.records(request.method) {
             audit.record(request, principal: principal, connection: connectionID, error: error)
+            gateway.observability.metrics?.auditEntries.increment()
         }
         return error
     }

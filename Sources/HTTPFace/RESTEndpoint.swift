@@ -72,7 +72,18 @@ extension HTTPConnectionHandler {
         guard let traceparent = head.headers.first(name: "traceparent"), traceparent.utf8.count <= 64, case .object(var members) = params else {
             return params
         }
-        members["_meta"] = ["traceparent": .string(traceparent)]
+        var trace: [String: JSONValue?] = ["traceparent": .string(traceparent)]
+        if let state = head.headers.first(name: "tracestate"), state.utf8.count <= 512 { trace["tracestate"] = .string(state) }
+        switch members["_meta"] {
+        case nil, .null?:
+            members["_meta"] = .object(trace.compactMapValues { $0 })
+        case .raw(let meta)? where meta.kind == .object && meta.member("traceparent") == nil:
+            // The body's own `_meta` keeps its members (a progress token, say).
+            members["_meta"] = .raw(meta.replacingMembers(trace))
+        default:
+            // The body names its own trace, or `_meta` is not an object (the method says so).
+            break
+        }
         return .object(members)
     }
 

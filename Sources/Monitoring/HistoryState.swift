@@ -35,6 +35,18 @@ struct HistoryState: Sendable {
         }
     }
 
+    /// Calls already counted elsewhere (a tally of one agent's calls of one tool within `minute`).
+    mutating func mergeCalls(agent: String, template: String?, tool: String, calls: CallFigures, minute: Int64) {
+        guard admit(agent) else {
+            droppedSamples += calls.calls
+            return
+        }
+        let series = admit(tool, of: agent)
+        change(agent: agent, template: template, minute: minute) { figures in
+            figures.tools[series, default: CallFigures()].merge(calls)
+        }
+    }
+
     mutating func sampleResources(
         agent: String, template: String?, load: Int, cpuPercent: Double?, memoryBytes: Int64?, atMilliseconds: Int64, minute: Int64
     ) {

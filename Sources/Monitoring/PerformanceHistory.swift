@@ -48,7 +48,8 @@ public struct RecentAgentFigures: Sendable, Equatable {
 /// into this replica's hour and day keys. Every replica writes its own keys, and a query
 /// merges all replicas' keys of a bucket with what this process has not written yet.
 ///
-/// Calls that are not tool calls (tasks, message requests) are counted under the tool "".
+/// A call without a tool name is counted under the tool "" (the gateway names every call it
+/// records: tool calls and task attempts by their tool).
 ///
 /// Memory is bounded: at most `maximumSeries` (agent, tool) series (an agent with resource
 /// samples only is one series). Past it a known agent's new tools are counted together as the
@@ -90,12 +91,25 @@ public final class PerformanceHistory: Sendable {
 
     // MARK: Recording
 
-    /// Counts one finished call to `agent`: a tool call (`tool`), or a task attempt or message
-    /// request (`tool` nil, counted under the tool "").
+    /// Counts one finished call to `agent` of `tool` (nil: counted under the tool "").
     public func recordCall(agent: String, template: String?, tool: String?, succeeded: Bool, seconds: Double, at time: Timestamp) {
         let minute = HistoryPeriod.minute.start(of: time)
         state.withLock { state in
             state.recordCall(agent: agent, template: template, tool: tool ?? "", succeeded: succeeded, seconds: seconds, minute: minute)
+        }
+    }
+
+    /// Counts `calls` calls of `tool` to `agent` within the minute of `time`, `errors` of them
+    /// failed, with their latencies: what a caller tallied itself (one lock and no lookup by name
+    /// per call) and hands over a minute at a time.
+    public func recordCalls(
+        agent: String, template: String?, tool: String?, calls: Int, errors: Int, latency: LatencyHistogram, at time: Timestamp
+    ) {
+        guard calls > 0 else { return }
+        let minute = HistoryPeriod.minute.start(of: time)
+        let figures = CallFigures(calls: calls, errors: errors, latency: latency)
+        state.withLock { state in
+            state.mergeCalls(agent: agent, template: template, tool: tool ?? "", calls: figures, minute: minute)
         }
     }
 

@@ -103,11 +103,18 @@ public enum TraceParent: Sendable {
     }
 }
 
-/// A span in progress, with the trace context that names it to agents and logs.
-public struct TraceSpan: Sendable {
+/// A span in progress, with the trace context that names it to agents and logs. A class: a
+/// request carries an optional one through its handler, which costs a pointer when tracing is
+/// off.
+public final class TraceSpan: Sendable {
     let span: any Span
     /// Its own context, to pass on (nil when the tracer records nothing for it).
     public let context: TraceContext?
+
+    init(span: any Span, context: TraceContext?) {
+        self.span = span
+        self.context = context
+    }
 
     public func setAttribute(_ key: String, _ value: String) { span.attributes[key] = SpanAttribute.string(value) }
     public func setAttribute(_ key: String, _ value: Int) { span.attributes[key] = SpanAttribute.int64(Int64(value)) }

@@ -46,6 +46,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "text, or json: one JSON object per line with ts, level, label, message and the metadata.")
     var logFormat: LogFormat = .text
 
+    @Flag(help: "One log line per request and per HTTP exchange (method, outcome, duration, trace), as logging.accessLog.")
+    var accessLog = false
+
     @Option(help: "Largest message accepted, in bytes (default 8388608).")
     var maxMessageSize: Int?
 
@@ -125,6 +128,7 @@ struct Serve: AsyncParsableCommand {
             settings.listen = try listen.map { try ListenAddress(parsing: $0) }
         }
         settings.stdio = settings.stdio || stdio
+        if accessLog { settings.telemetry.accessLog = true }
         if let logLevel {
             guard let level = Logger.Level(rawValue: logLevel) else {
                 throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")

@@ -29,6 +29,7 @@ final class GatewayObservability: Sendable {
     let alerts: AlertEvaluator?
     let settings: TelemetrySettings
     private let clock = SystemClock()
+    private let callSeries = CallSeriesDirectory()
 
     /// Whether a request needs its start time and outcome kept (a metric, a span, a log line).
     let observesRequests: Bool
@@ -55,18 +56,47 @@ final class GatewayObservability: Sendable {
     func callEnded(
         kind: String, name: String, template: String, agent: String, outcome: CallOutcome, seconds: Double
     ) {
-        if let metrics {
-            let instruments = metrics.toolCalls(kind: kind, name: name, template: template)
-            switch outcome {
-            case .succeeded: instruments.succeeded.increment()
-            case .failed: instruments.failed.increment()
-            case .unanswered: instruments.unanswered.increment()
-            case .cancelled: instruments.cancelled.increment()
-            }
-            if outcome != .cancelled { instruments.duration.record(seconds) }
+        let kindCode: UInt8 = switch kind {
+        case "tool": 0
+        case "prompt": 1
+        default: 2
         }
-        if let history, outcome != .cancelled {
-            history.recordCall(agent: agent, template: template, tool: name, succeeded: outcome == .succeeded, seconds: seconds, at: clock.now())
+        let metrics = self.metrics
+        guard let series = callSeries.series(agent: agent, kind: kindCode, name: name, make: {
+            CallSeries(agent: agent, template: template, tool: name, instruments: metrics?.toolCalls(kind: kind, name: name, template: template))
+        }) else {
+            // Past the bound of series: the slower way, by name.
+            if let metrics { Self.count(outcome, seconds: seconds, in: metrics.toolCalls(kind: kind, name: name, template: template)) }
+            if let history, outcome != .cancelled {
+                history.recordCall(agent: agent, template: template, tool: name, succeeded: outcome == .succeeded, seconds: seconds, at: clock.now())
+            }
+            return
+        }
+        if let instruments = series.instruments { Self.count(outcome, seconds: seconds, in: instruments) }
+        guard outcome != .cancelled, history != nil else { return }
+        if let closed = series.record(succeeded: outcome == .succeeded, seconds: seconds, now: clock.now()) { handOver(closed, of: series) }
+    }
+
+    private static func count(_ outcome: CallOutcome, seconds: Double, in instruments: ToolCallInstruments) {
+        switch outcome {
+        case .succeeded: instruments.succeeded.increment()
+        case .failed: instruments.failed.increment()
+        case .unanswered: instruments.unanswered.increment()
+        case .cancelled: instruments.cancelled.increment()
+        }
+        if outcome != .cancelled { instruments.duration.record(seconds) }
+    }
+
+    private func handOver(_ tally: CallSeries.Tally, of series: CallSeries) {
+        history?.recordCalls(
+            agent: series.agent, template: series.template, tool: series.tool, calls: tally.calls, errors: tally.errors, latency: tally.latency,
+            at: Timestamp(millisecondsSinceEpoch: tally.minute * 60_000))
+    }
+
+    /// Hands every tally to the history: before it is read, written or judged.
+    func drainCallSeries() {
+        for series in callSeries.all {
+            if let tally = series.drain() { handOver(tally, of: series) }
         }
     }
 

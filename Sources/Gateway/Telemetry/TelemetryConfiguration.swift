@@ -15,7 +15,7 @@ public struct TelemetrySettings: Sendable {
     public var metricsEnabled = true
     public var tracing = TracingSettings()
     /// One log line per request, at info, with its method, outcome, duration, principal and
-    /// trace (`logging.accessLog`, or `--access-log`).
+    /// trace (`logging.accessLog`, or `switchboard serve --access-log`).
     public var accessLog = false
     public var history = HistorySettings()
     public var alerts: [AlertRule] = []
@@ -166,8 +166,14 @@ extension ConfigurationReader {
                     measure = AlertRule.Measure(rawValue: text)
                     if measure == nil { report(value, "unknown measure \"\(text)\" (known: \(measures))") }
                 }
-            case "above": if let threshold = number(value, "alert threshold", minimum: -Double.greatestFiniteMagnitude) { comparison = .above(threshold) }
-            case "below": if let threshold = number(value, "alert threshold", minimum: -Double.greatestFiniteMagnitude) { comparison = .below(threshold) }
+            case "above", "below":
+                guard comparison == nil else {
+                    report(keyNode, "an alert has one threshold: above or below, not both")
+                    continue
+                }
+                if let threshold = number(value, "alert threshold", minimum: -Double.greatestFiniteMagnitude) {
+                    comparison = key == "above" ? .above(threshold) : .below(threshold)
+                }
             case "template": template = string(value, "alert template")
             case "agent": agent = string(value, "alert agent")
             case "window": if let span = duration(value, "alert window") { window = span }

@@ -24,6 +24,7 @@ extension GatewayObservability {
 
     /// At shutdown: what the history has not written yet, the open minute included.
     func flushHistory() async {
+        drainCallSeries()
         await history?.flushAll(now: SystemClock().now())
     }
 
@@ -37,6 +38,7 @@ extension GatewayObservability {
             } catch {
                 return
             }
+            drainCallSeries()
             await history.flush(now: clock.now())
         }
     }
@@ -76,6 +78,7 @@ extension GatewayObservability {
             }
             let now = clock.now()
             let history = self.history
+            drainCallSeries()
             let transitions = alerts.evaluate(now: now) { window in
                 AlertFigures(
                     agents: history?.recentFigures(window: window, now: now) ?? [:], queueDepth: queueDepth, instancesByTemplate: instances)

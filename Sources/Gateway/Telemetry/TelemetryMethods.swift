@@ -13,7 +13,9 @@ enum TelemetryMethods {
     static func register(in table: inout MethodTable, observability: GatewayObservability, agents: AgentRegistry) {
         table.register("metrics/prometheus") { _, context in
             guard let metrics = observability.metrics else {
-                return .error(JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "Metrics are turned off (metrics.enabled: false)"))
+                return .error(JSONRPCError(
+                    code: JSONRPCError.Code.methodNotFound, message: "Method not found: metrics/prometheus (metrics are turned off: metrics.enabled is false)",
+                    data: ["method": "metrics/prometheus"]))
             }
             return .later(context.eventLoop.makeFutureWithTask {
                 let text = await metrics.exposition()
@@ -40,6 +42,9 @@ enum TelemetryMethods {
         }
     }
 
+    /// The most points one answer holds.
+    static let maximumPoints: Int64 = 1440
+
     /// The range a history request covers by default: the last hour of minutes, the last day of
     /// hours, the last month of days.
     private static func defaultSpan(_ period: HistoryPeriod) -> Int64 {
@@ -64,6 +69,15 @@ enum TelemetryMethods {
         }
         // Another tenant's agent has no history to show: it is not found, as in agents/get.
         let id = agents.instance(named: agent)?.rawValue ?? agent
+        // The history is an instance's: a template's name asks which one.
+        let instances = agents.instances(ofTemplate: agent).filter { instance in
+            context.tenant.map { tenant in agents.status(instance).map { AgentMethods.isVisible($0, to: tenant) } ?? false } ?? true
+        }
+        if agents.instance(named: agent) == nil, !instances.isEmpty {
+            return .error(.invalidParams(
+                "\"\(agent)\" is a template: ask for one of its instances (\(instances.map(\.rawValue).sorted().joined(separator: ", ")))",
+                extra: ["agentId": .string(agent), "instances": .array(instances.map { .string($0.rawValue) }.sorted { ($0.stringValue ?? "") < ($1.stringValue ?? "") })]))
+        }
         if let tenant = context.tenant {
             guard let status = agents.status(AgentRegistry.InstanceID(id)), AgentMethods.isVisible(status, to: tenant) else {
                 return .error(.invalidParams("no agent \"\(agent)\"", extra: ["agentId": .string(agent)]))
@@ -78,15 +92,19 @@ enum TelemetryMethods {
         }
         let now = SystemClock().now()
         let to: Timestamp
-        let from: Timestamp
+        let asked: Timestamp
         switch (time(params.member("to")), time(params.member("from"))) {
         case (.failure(let error), _), (_, .failure(let error)):
             return .error(error)
         case (.success(let end), .success(let start)):
             to = end ?? now
-            from = start ?? Timestamp(millisecondsSinceEpoch: to.millisecondsSinceEpoch - defaultSpan(period))
+            asked = start ?? Timestamp(millisecondsSinceEpoch: to.millisecondsSinceEpoch - defaultSpan(period))
         }
-        guard from <= to else { return .error(.invalidParams("\"from\" must not be after \"to\"")) }
+        guard asked <= to else { return .error(.invalidParams("\"from\" must not be after \"to\"")) }
+        // A range longer than a page of buckets keeps its newest ones: the recent past is what
+        // a reader of a long range wants first.
+        let newestSeconds = to.millisecondsSinceEpoch / 1000 - (Self.maximumPoints - 1) * period.seconds
+        let from = max(asked, Timestamp(millisecondsSinceEpoch: newestSeconds / period.seconds * period.seconds * 1000))
         var tool: String?
         if let value = params.member("tool"), value.kind != .null {
             guard let name = value.stringValue else { return .error(.invalidParams("\"tool\" must be a tool's name")) }
@@ -99,9 +117,10 @@ enum TelemetryMethods {
             let tool = chosenTool
             let points: [HistoryPoint]
             do {
+                observability.drainCallSeries()
                 points = try await store.history(agent: id, period: period, from: from, to: to, tool: tool)
             } catch {
-                throw JSONRPCError(code: JSONRPCError.Code.backendUnavailable, message: "The history could not be read: \(error)")
+                throw JSONRPCError.backendUnavailable("the history could not be read: \(error)")
             }
             var result: [String: JSONValue] = [
                 "agentId": .string(id), "period": .string(period.rawValue), "from": .string(from.iso8601), "to": .string(to.iso8601),
@@ -155,7 +174,7 @@ enum TelemetryMethods {
             }
             before = sequence
         }
-        // An agent sees the messages it sent or received; a client of a tenant, its tenant's.
+        // With tenants, a principal sees its tenant's messages; `agentId` narrows to one agent's.
         let (entries, next) = log.list(agent: agent, tenant: context.tenant, since: since, before: before, limit: limit)
         var result: [String: JSONValue] = ["messages": .array(entries.map(\.json))]
         if let next { result["nextCursor"] = .string(String(next)) }
