@@ -1185,6 +1185,12 @@ public final class AgentRegistry: Sendable {
         state.withLock { $0.instances[id].map { $0.registration.replica == nil } ?? true }
     }
 
+    /// Whether `id` is an instance this process runs or holds the connection of (false for an
+    /// unknown id, unlike `isLocal`).
+    public func isKnownLocal(_ id: InstanceID) -> Bool {
+        state.withLock { $0.instances[id].map { $0.registration.replica == nil } ?? false }
+    }
+
     public func localInstances() -> [InstanceID] {
         state.withLock { state in state.instances.values.filter { $0.registration.replica == nil }.map(\.id).sorted() }
     }

@@ -114,7 +114,8 @@ final class GatewayCore: Sendable {
         let observability: GatewayObservability
         do {
             observability = try GatewayObservability.make(
-                settings: settings, backendStore: cluster == nil ? nil : backend.store, replica: settings.redis?.replicaID, logger: logger)
+                settings: settings, backendStore: cluster == nil ? nil : backend.store, replica: settings.redis?.replicaID, agents: agents,
+                logger: logger)
         } catch {
             telemetryProblem = "\(error)"
             observability = GatewayObservability(metrics: nil, tracing: nil, accessLog: false, history: nil, messages: MessageLog())

@@ -422,3 +422,43 @@ def test_an_alert_rule_with_a_mistake_is_refused_at_start(sb_bin, tmp_path):
     assert done.returncode != 0
     assert "alert bad needs a threshold: above: N or below: N" in done.stderr + done.stdout
     assert 'unknown measure "nope"' in done.stderr + done.stdout
+
+
+def test_replicas_sharing_redis_answer_one_history(start_gateway, tmp_path):
+    from test_replicas import RedisServer, TASK_AGENT, until
+    from sbwire import LoggedProcess
+
+    server = RedisServer()
+    server.start()
+    agent = None
+    try:
+        config = write_config(tmp_path, {"history": {"flushSeconds": 0.2}})
+        gateways = {name: start_gateway("tcp", extra=["--config", config, "--redis", server.url, "--replica-id", name]) for name in ("r1", "r2")}
+        address = gateways["r2"].tcp.address
+        agent = LoggedProcess([sys.executable, TASK_AGENT, f"tcp://{address[0]}:{address[1]}", "--name", "weather", "--label", "w",
+                               "--tool", "forecast"])
+        agent.wait_line(r"registered as (\S+)")
+        sessions = {name: RpcSession.connect(gw.tcp) for name, gw in gateways.items()}
+        for rpc in sessions.values():
+            rpc.initialize()
+            until(lambda: "forecast" in {t["name"] for t in rpc.result("tools/list")["tools"]}, "the agent's tool at every replica")
+        for n in range(3):
+            sessions["r1"].result("tools/call", {"name": "forecast", "arguments": {"text": str(n)}})
+        for n in range(2):
+            sessions["r2"].result("tools/call", {"name": "forecast", "arguments": {"text": str(n)}})
+        agent_id = next(a["agentId"] for a in sessions["r1"].result("agents/list")["agents"] if a["agentName"] == "weather")
+
+        def calls_seen_at(name):
+            points = sessions[name].result("metrics/history", {"agentId": agent_id, "period": "hour"})["points"]
+            return sum(p["calls"] for p in points)
+
+        # Each replica writes what it relayed; either one reads both (once the other has written).
+        try:
+            until(lambda: calls_seen_at("r1") == 5 and calls_seen_at("r2") == 5, "both replicas' calls in one history")
+        except AssertionError:
+            raise AssertionError(json.dumps([sessions[n].result("metrics/history", {"agentId": agent_id, "period": "minute"}) for n in ("r1", "r2")])[:3000])
+        assert calls_seen_at("r1") == 5
+    finally:
+        if agent:
+            agent.kill()
+        server.cleanup()

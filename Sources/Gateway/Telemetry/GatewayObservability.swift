@@ -1,3 +1,4 @@
+import Agents
 import Backend
 import JSONRPC
 import Logging
@@ -28,6 +29,10 @@ final class GatewayObservability: Sendable {
     /// The alert rules' state; nil without rules.
     let alerts: AlertEvaluator?
     let settings: TelemetrySettings
+    /// This replica's name with a shared backend: its agents' histories are kept under the ids
+    /// the other replicas know them by (`ID@REPLICA`), so that every replica reads one history.
+    private let replica: String?
+    private let agents: AgentRegistry?
     private let clock = SystemClock()
     private let callSeries = CallSeriesDirectory()
 
@@ -36,8 +41,10 @@ final class GatewayObservability: Sendable {
 
     init(
         metrics: GatewayMetrics?, tracing: (GatewayTracing, any Service)?, accessLog: Bool, history: PerformanceHistory?,
-        messages: MessageLog, settings: TelemetrySettings = TelemetrySettings()
+        messages: MessageLog, settings: TelemetrySettings = TelemetrySettings(), replica: String? = nil, agents: AgentRegistry? = nil
     ) {
+        self.replica = replica
+        self.agents = agents
         self.settings = settings
         self.alerts = settings.alerts.isEmpty ? nil : AlertEvaluator(rules: settings.alerts)
         self.metrics = metrics
@@ -54,8 +61,9 @@ final class GatewayObservability: Sendable {
 
     /// A relayed call ended: its metric, its place in the history.
     func callEnded(
-        kind: String, name: String, template: String, agent: String, outcome: CallOutcome, seconds: Double
+        kind: String, name: String, template: String, agent local: String, outcome: CallOutcome, seconds: Double
     ) {
+        let agent = historyID(of: local)
         let kindCode: UInt8 = switch kind {
         case "tool": 0
         case "prompt": 1
@@ -107,6 +115,17 @@ final class GatewayObservability: Sendable {
         /// No answer: a timeout, a dead agent.
         case unanswered
         case cancelled
+    }
+}
+
+// MARK: Agents' ids in the history
+
+extension GatewayObservability {
+    /// The id an agent's history is kept under: with replicas, a local agent's id as the others
+    /// know it (`ID@REPLICA`); otherwise the id itself.
+    func historyID(of agent: String) -> String {
+        guard let replica, let agents, agents.isKnownLocal(AgentRegistry.InstanceID(agent)) else { return agent }
+        return "\(agent)@\(replica)"
     }
 }
 
@@ -180,7 +199,9 @@ extension GatewayObservability {
     /// From the settings: metrics unless turned off, tracing when an endpoint is configured or
     /// in the environment, the history in `backendStore` (Redis, shared by the replicas) or, on
     /// the embedded backend, in a journal in the state directory (in memory without one).
-    static func make(settings: GatewaySettings, backendStore: (any KeyValueStore)?, replica: String?, logger: Logger) throws -> GatewayObservability {
+    static func make(
+        settings: GatewaySettings, backendStore: (any KeyValueStore)?, replica: String?, agents: AgentRegistry, logger: Logger
+    ) throws -> GatewayObservability {
         let telemetry = settings.telemetry
         let metrics = telemetry.metricsEnabled ? GatewayMetrics() : nil
         let tracing: (GatewayTracing, any Service)?
@@ -205,6 +226,7 @@ extension GatewayObservability {
         let history = PerformanceHistory(
             store: store, replica: replica ?? "local", retention: telemetry.history.retention, logger: logger)
         return GatewayObservability(
-            metrics: metrics, tracing: tracing, accessLog: telemetry.accessLog, history: history, messages: MessageLog(), settings: telemetry)
+            metrics: metrics, tracing: tracing, accessLog: telemetry.accessLog, history: history, messages: MessageLog(), settings: telemetry,
+            replica: replica, agents: agents)
     }
 }

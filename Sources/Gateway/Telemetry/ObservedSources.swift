@@ -109,7 +109,7 @@ extension GatewayObservability {
                 let template = agents.templateOf(AgentRegistry.InstanceID(attempt.agent))
                 if let history {
                     history.recordCall(
-                        agent: attempt.agent, template: template, tool: task.submission.taskType, succeeded: attempt.error == nil,
+                        agent: self.historyID(of: attempt.agent), template: template, tool: task.submission.taskType, succeeded: attempt.error == nil,
                         seconds: max(0, ended.timeIntervalSince(attempt.started)), at: Timestamp(ended))
                 }
                 if let tracing, let parent {

@@ -48,14 +48,17 @@ extension GatewayObservability {
         while !Task.isCancelled {
             let now = clock.now()
             for agent in agents.list() {
-                guard let id = agent["agentId"]?.stringValue, agent["currentState"]?.stringValue != "OFFLINE" else { continue }
+                // Each replica samples its own agents: the process it runs, or the connection it holds.
+                guard let id = agent["agentId"]?.stringValue, agent["currentState"]?.stringValue != "OFFLINE",
+                    agents.isLocal(AgentRegistry.InstanceID(id))
+                else { continue }
                 let usage = agent["resourceUsage"]
                 let cpu: Double? = usage?["cpu"].flatMap { value in
                     if case .double(let number) = value { return number }
                     return value.integerValue.map(Double.init)
                 }
                 history.sampleResources(
-                    agent: id, template: agent["template"]?.stringValue, load: Int(agent["inFlight"]?.integerValue ?? 0), cpuPercent: cpu,
+                    agent: historyID(of: id), template: agent["template"]?.stringValue, load: Int(agent["inFlight"]?.integerValue ?? 0), cpuPercent: cpu,
                     memoryBytes: usage?["memory"]?.integerValue, at: now)
             }
             try? await Task.sleep(for: settings.history.sampleInterval)

@@ -68,7 +68,8 @@ enum TelemetryMethods {
             return .error(.invalidParams("\"agentId\" is required: the agent whose history to read"))
         }
         // Another tenant's agent has no history to show: it is not found, as in agents/get.
-        let id = agents.instance(named: agent)?.rawValue ?? agent
+        let named = agents.instance(named: agent)?.rawValue ?? agent
+        let id = observability.historyID(of: named)
         // The history is an instance's: a template's name asks which one.
         let instances = agents.instances(ofTemplate: agent).filter { instance in
             context.tenant.map { tenant in agents.status(instance).map { AgentMethods.isVisible($0, to: tenant) } ?? false } ?? true
@@ -79,7 +80,7 @@ enum TelemetryMethods {
                 extra: ["agentId": .string(agent), "instances": .array(instances.map { .string($0.rawValue) }.sorted { ($0.stringValue ?? "") < ($1.stringValue ?? "") })]))
         }
         if let tenant = context.tenant {
-            guard let status = agents.status(AgentRegistry.InstanceID(id)), AgentMethods.isVisible(status, to: tenant) else {
+            guard let status = agents.status(AgentRegistry.InstanceID(named)), AgentMethods.isVisible(status, to: tenant) else {
                 return .error(.invalidParams("no agent \"\(agent)\"", extra: ["agentId": .string(agent)]))
             }
         }
