@@ -355,11 +355,15 @@ struct AgentConfiguration {
     /// rules, all naming a target (so that every call is decided on its tool, the dearer path),
     /// the one allowing the benchmark's tool last. `rateLimited`: every tenant has a rate limit
     /// too high to refuse anything, so that every call passes the limiter.
-    init(name: String = "echo", command: [String], instances: Int = 1, maxConcurrency: Int, accessRules: Int = 0, rateLimited: Bool = false) throws {
+    init(
+        name: String = "echo", command: [String], instances: Int = 1, maxConcurrency: Int, accessRules: Int = 0, rateLimited: Bool = false,
+        metricsOff: Bool = false
+    ) throws {
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-bench-\(getpid())-\(UUID().uuidString).json")
         var template: [String: Any] = [
             "agents": [name: ["command": command[0], "args": Array(command.dropFirst()), "instances": instances, "maxConcurrency": maxConcurrency]],
         ]
+        if metricsOff { template["metrics"] = ["enabled": false] }
         if accessRules > 0 {
             let others = (1..<max(accessRules - 3, 1)).map { "tools/call:other_\($0)__*" }
             let allow = others + ["tools/list", "agents/list", "tools/call:\(name)"]

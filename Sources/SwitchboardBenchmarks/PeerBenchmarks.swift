@@ -212,11 +212,14 @@ struct CeilingBenchmark: AsyncParsableCommand {
     @Flag(help: "With --access-rules: every tenant has a rate limit (too high to refuse anything), so that every call passes the limiter.")
     var rateLimit = false
 
+    @Flag(help: "Run the gateways with metrics turned off (metrics.enabled: false), to measure what the metrics cost a call.")
+    var metricsOff = false
+
     func run() async throws {
         let agent = URL(fileURLWithPath: agent).standardizedFileURL.path
         let concurrency = max(options.inFlight, 64)
         let configuration = try AgentConfiguration(
-            command: [agent], maxConcurrency: concurrency, accessRules: accessRules, rateLimited: rateLimit)
+            command: [agent], maxConcurrency: concurrency, accessRules: accessRules, rateLimited: rateLimit, metricsOff: metricsOff)
         defer { configuration.remove() }
         var table = ResultTable()
 
