@@ -212,13 +212,19 @@ public final class TaskEngine: Sendable {
     public func statisticsNow() -> Statistics {
         state.withLock { state in
             var byState: [TaskState: Int] = [:]
-            for task in state.tasks.values { byState[task.state, default: 0] += 1 }
+            var queuedByPriority: [Int: Int] = [:]
+            for task in state.tasks.values {
+                byState[task.state, default: 0] += 1
+                if task.state == .pending { queuedByPriority[task.submission.priority, default: 0] += 1 }
+            }
             var latency: (Double, Double)?
             if !state.assignmentLatencies.isEmpty {
                 let sorted = state.assignmentLatencies.sorted()
                 latency = (sorted[sorted.count / 2], sorted[min(sorted.count - 1, sorted.count * 99 / 100)])
             }
-            return Statistics(byState: byState, queued: state.queue.count, assignmentLatencyMilliseconds: latency)
+            var statistics = Statistics(byState: byState, queued: state.queue.count, assignmentLatencyMilliseconds: latency)
+            statistics.queuedByPriority = queuedByPriority
+            return statistics
         }
     }
 

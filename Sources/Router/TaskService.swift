@@ -38,6 +38,8 @@ public struct TaskStatistics: Sendable {
     public var assignmentLatencyMilliseconds: (p50: Double, p99: Double)?
     /// Per queue, for a shared board.
     public var queues: [String: Int] = [:]
+    /// Queued tasks by priority (1 highest … 10), where the engine knows them (the embedded one).
+    public var queuedByPriority: [Int: Int] = [:]
     public var deadLettered: Int?
 
     public init(byState: [TaskState: Int], queued: Int, assignmentLatencyMilliseconds: (p50: Double, p99: Double)?) {

@@ -111,6 +111,7 @@ def test_metrics_parse_and_move_as_calls_tasks_failures_and_events_happen(start_
     grew("switchboard_events_published_total", 1)
     grew("switchboard_events_delivered_total", 1)
     assert value(after, "switchboard_tasks", state="COMPLETED") >= 1
+    assert {dict(ls)["priority"] for (n, ls) in after if n == "switchboard_tasks_queued"} == {str(p) for p in range(1, 11)}
     assert value(after, "switchboard_connections", transport="tcp") >= 1
     assert total(after, "switchboard_received_bytes_total", transport="tcp") > total(before, "switchboard_received_bytes_total", transport="tcp")
     assert total(after, "switchboard_sent_bytes_total", transport="agent") > total(before, "switchboard_sent_bytes_total", transport="agent")

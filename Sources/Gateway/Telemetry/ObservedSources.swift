@@ -23,7 +23,7 @@ extension GatewayObservability {
         let load = metrics.gaugeFamily("agent_load_ratio", help: "Calls in flight over the instance's maximum concurrency.")
         let openCircuits = metrics.gaugeFamily("circuit_breakers_open", help: "Instances whose circuit breaker is open now.")
         let tasksByState = metrics.gaugeFamily("tasks", help: "Tasks by state, as far as this replica knows them.")
-        let queued = metrics.gaugeFamily("tasks_queued", help: "Tasks waiting for an agent, by queue (priority order within it).")
+        let queued = metrics.gaugeFamily("tasks_queued", help: "Tasks waiting for an agent: by priority (1 highest) on the embedded backend, by queue with Redis.")
         let deadLettered = metrics.gaugeFamily("tasks_dead_lettered", help: "Tasks moved to the dead-letter list.")
         let subscriptions = metrics.gaugeFamily("event_subscriptions", help: "Event subscriptions open.")
         let memoryKeys = metrics.gaugeFamily("memory_keys", help: "Keys in shared memory (the embedded backend's; Redis reports its own).")
@@ -63,9 +63,12 @@ extension GatewayObservability {
 
             let statistics = await tasks.statistics()
             tasksByState.set(TaskState.allCases.map { (labels: [("state", $0.rawValue)], value: Double(statistics.byState[$0] ?? 0)) })
-            var queues: [(labels: [(String, String)], value: Double)] = statistics.queues.map { (labels: [("queue", $0.key)], value: Double($0.value)) }
-            if queues.isEmpty { queues = [(labels: [("queue", "default")], value: Double(statistics.queued))] }
-            queued.set(queues)
+            if !statistics.queues.isEmpty {
+                queued.set(statistics.queues.map { (labels: [("queue", $0.key)], value: Double($0.value)) })
+            } else {
+                // Every priority, so that a drained one reads 0 rather than vanishing.
+                queued.set((1...10).map { (labels: [("priority", String($0))], value: Double(statistics.queuedByPriority[$0] ?? 0)) })
+            }
             if let dead = statistics.deadLettered { deadLettered.set([(labels: [], value: Double(dead))]) }
 
             let totals = coordination.totals
