@@ -356,7 +356,17 @@ enum AgentMethods {
                 return .error(error as? JSONRPCError ?? .internalError("\(error)"))
             }
         }
-        // Its principal's agent quota first; registered on the connection's event loop.
+        // Its principal's agent quota first. Held in this process, it is taken at once, on the
+        // connection's event loop: registers pipelined on one connection are decided in the order
+        // they came (the first registers, the next is refused), as without quotas.
+        if let taken = quotas.acquireNow(.agentInstances, for: principal) {
+            do {
+                return .result(try registered(try taken.get()))
+            } catch {
+                return .error(error as? JSONRPCError ?? .internalError("\(error)"))
+            }
+        }
+        // Shared with replicas (Redis): registered on the connection's event loop once granted.
         let eventLoop = context.eventLoop
         return .later(eventLoop.makeFutureWithTask { try await quotas.acquire(.agentInstances, for: principal) }
             .hop(to: eventLoop).flatMapThrowing(registered))
