@@ -31,7 +31,7 @@ final class GatewayObservability: Sendable {
     let settings: TelemetrySettings
     /// This replica's name with a shared backend: its agents' histories are kept under the ids
     /// the other replicas know them by (`ID@REPLICA`), so that every replica reads one history.
-    private let replica: String?
+    let replica: String?
     private let agents: AgentRegistry?
     private let clock = SystemClock()
     private let callSeries = CallSeriesDirectory()

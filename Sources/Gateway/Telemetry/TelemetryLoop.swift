@@ -39,7 +39,13 @@ extension GatewayObservability {
                 return
             }
             drainCallSeries()
-            await history.flush(now: clock.now())
+            if replica != nil {
+                // Replicas read each other's figures from the store: the open minute is written
+                // too, so that another replica sees this one's calls within the interval.
+                await history.flushAll(now: clock.now())
+            } else {
+                await history.flush(now: clock.now())
+            }
         }
     }
 
