@@ -124,7 +124,7 @@ enum TelemetryMethods {
                 throw JSONRPCError.backendUnavailable("the history could not be read: \(error)")
             }
             var result: [String: JSONValue] = [
-                "agentId": .string(id), "period": .string(period.rawValue), "from": .string(from.iso8601), "to": .string(to.iso8601),
+                "agentId": .string(named), "period": .string(period.rawValue), "from": .string(from.iso8601), "to": .string(to.iso8601),
                 "points": .array(points.map(\.json)),
             ]
             if let tool { result["tool"] = .string(tool) }
