@@ -404,8 +404,10 @@ public final class GatewayServer: Service {
             if let stream = self.core.auditStream { group.addTask { await stream.run() } }
             group.addTask { await self.core.workflows.run() }
             group.addTask {
+                let cluster = self.core.cluster
                 await self.core.observability.run(
-                    agents: self.core.agents, tasks: self.core.tasks, events: self.core.events, poster: self.core.callbacks, logger: self.logger)
+                    agents: self.core.agents, tasks: self.core.tasks, events: self.core.events, poster: self.core.callbacks, logger: self.logger,
+                    isLeader: { cluster?.membership.isLeader() ?? true })
             }
             group.addTask { await self.reloadCertificatesOnHangup([tls, httpsTLS].compactMap { $0 }, signals: hangups) }
             for face in self.httpFaces.withLock({ $0 }) { group.addTask { await face.run() } }

@@ -16,7 +16,7 @@ public struct AlertRule: Sendable, Equatable {
         case instances
 
         /// Whether it is judged per agent (rather than per template, or once).
-        var isPerAgent: Bool {
+        public var isPerAgent: Bool {
             switch self {
             case .errorRate, .latencyP99, .calls: true
             case .queueDepth, .healthyInstances, .instances: false

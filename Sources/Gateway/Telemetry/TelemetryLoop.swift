@@ -9,14 +9,21 @@ import Router
 /// The gateway's periodic upkeep of what it records: the history written to the backend each
 /// minute, each instance's load and resource use sampled into it, and the alert rules judged.
 extension GatewayObservability {
-    func run(agents: AgentRegistry, tasks: any TaskService, events: any PubSub, poster: CallbackPoster, logger: Logger) async {
+    /// `isLeader`: whether this replica announces the alerts every replica judges alike (the
+    /// shared queue, the fleet's instances); alone, always.
+    func run(
+        agents: AgentRegistry, tasks: any TaskService, events: any PubSub, poster: CallbackPoster, logger: Logger,
+        isLeader: @escaping @Sendable () -> Bool = { true }
+    ) async {
         await withTaskGroup(of: Void.self) { group in
             if let history {
                 group.addTask { await self.flushPeriodically(history) }
                 group.addTask { await self.sampleResources(into: history, agents: agents) }
             }
             if let alerts {
-                group.addTask { await self.judge(alerts, agents: agents, tasks: tasks, events: events, poster: poster, logger: logger) }
+                group.addTask {
+                    await self.judge(alerts, agents: agents, tasks: tasks, events: events, poster: poster, logger: logger, isLeader: isLeader)
+                }
             }
             await group.waitForAll()
         }
@@ -72,7 +79,8 @@ extension GatewayObservability {
     }
 
     private func judge(
-        _ alerts: AlertEvaluator, agents: AgentRegistry, tasks: any TaskService, events: any PubSub, poster: CallbackPoster, logger: Logger
+        _ alerts: AlertEvaluator, agents: AgentRegistry, tasks: any TaskService, events: any PubSub, poster: CallbackPoster, logger: Logger,
+        isLeader: @Sendable () -> Bool
     ) async {
         let clock = SystemClock()
         while !Task.isCancelled {
@@ -92,7 +100,11 @@ extension GatewayObservability {
                 AlertFigures(
                     agents: history?.recentFigures(window: window, now: now) ?? [:], queueDepth: queueDepth, instancesByTemplate: instances)
             }
-            for transition in transitions {
+            // Replicas sharing Redis see one queue and one fleet: of those alerts, the leader
+            // alone announces what they all judge; an agent's alerts come from the replica whose
+            // calls they count.
+            let leads = isLeader()
+            for transition in transitions where leads || transition.rule.measure.isPerAgent {
                 announce(transition, events: events, poster: poster, logger: logger)
             }
             try? await Task.sleep(for: settings.alertInterval)
