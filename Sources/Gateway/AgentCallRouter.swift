@@ -198,38 +198,29 @@ final class AgentCallRouter: Sendable {
         case .resource: break
         }
         var relayToken: String?
-        if let trace {
-            // The agent's work belongs to the gateway's span of the call: its context replaces
-            // the caller's.
-            var metaChanges: [String: JSONValue?] = ["traceparent": .string(trace.traceparent)]
-            // The caller's tracestate goes on with the context; without one, none is sent (a
-            // removal, not a JSON null).
-            let tracestate: JSONValue?? = trace.tracestate.map { .some(.string($0)) } ?? .some(nil)
-            metaChanges["tracestate"] = tracestate
-            if let meta {
-                for (key, _) in meta.members() where key.hasPrefix("io.modelcontextprotocol/") { metaChanges[key] = .some(nil) }
-                if let token = meta.member("progressToken") {
-                    let ours = progress.register(caller: caller, token: token)
-                    relayToken = ours
-                    metaChanges["progressToken"] = .string(ours)
-                }
-                replacements["_meta"] = .raw(meta.replacingMembers(metaChanges))
-            } else {
-                var fresh: [String: JSONValue] = ["traceparent": .string(trace.traceparent)]
-                if let state = trace.tracestate { fresh["tracestate"] = .string(state) }
-                replacements["_meta"] = .object(fresh)
-            }
-        } else if let meta {
-            var metaChanges: [String: JSONValue?] = [:]
+        var metaChanges: [String: JSONValue?] = [:]
+        if let meta {
             for (key, _) in meta.members() where key.hasPrefix("io.modelcontextprotocol/") { metaChanges[key] = .some(nil) }
             if let token = meta.member("progressToken") {
                 let ours = progress.register(caller: caller, token: token)
                 relayToken = ours
                 metaChanges["progressToken"] = .string(ours)
             }
-            if !metaChanges.isEmpty {
+        }
+        if let trace {
+            // The agent's work belongs to the gateway's span of the call: its context replaces
+            // the caller's, and the caller's tracestate goes on with it (without one, a removal,
+            // never a JSON null).
+            metaChanges["traceparent"] = .string(trace.traceparent)
+            let tracestate: JSONValue?? = trace.tracestate.map { .some(.string($0)) } ?? .some(nil)
+            metaChanges["tracestate"] = tracestate
+        }
+        if !metaChanges.isEmpty {
+            if let meta {
                 let rewritten = meta.replacingMembers(metaChanges)
                 replacements["_meta"] = rewritten.members().isEmpty ? .some(nil) : .raw(rewritten)
+            } else {
+                replacements["_meta"] = .object(metaChanges.compactMapValues { $0 })
             }
         }
         return (replacements.isEmpty ? params : params.replacingMembers(replacements), relayToken)

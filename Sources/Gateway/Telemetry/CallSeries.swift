@@ -81,13 +81,4 @@ final class CallSeriesDirectory: Sendable {
     }
 
     var all: [CallSeries] { series.withLock { Array($0.values) } }
-
-    /// Forgets the series of an agent that is gone, after their tallies were drained.
-    func remove(agent: String) -> [CallSeries] {
-        series.withLock { series in
-            let gone = series.filter { $0.key.agent == agent }
-            for key in gone.keys { series[key] = nil }
-            return Array(gone.values)
-        }
-    }
 }

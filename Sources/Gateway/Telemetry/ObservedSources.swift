@@ -28,7 +28,6 @@ extension GatewayObservability {
         let subscriptions = metrics.gaugeFamily("event_subscriptions", help: "Event subscriptions open.")
         let memoryKeys = metrics.gaugeFamily("memory_keys", help: "Keys in shared memory (the embedded backend's; Redis reports its own).")
         let build = metrics.gaugeFamily("build_info", help: "The gateway's version, as a label; the value is 1.")
-        let messageLog = self.messages
         metrics.onScrape {
             var byState: [[String]: Double] = [:]
             var byTemplate: [[String]: Double] = [:]
@@ -86,7 +85,6 @@ extension GatewayObservability {
                 metrics.redisErrors.sync(total: redisTotals.errors)
             }
             build.set([(labels: [("version", BuildInfo.version)], value: 1)])
-            _ = messageLog
         }
     }
 

@@ -1,12 +1,7 @@
 import Monitoring
 import Telemetry
+import Workflows
 import Yams
-
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// What operators watch the gateway through: `metrics:`, `tracing:`, `logging:`, `history:` and
 /// `alerts:` in the config file.
@@ -206,16 +201,10 @@ extension ConfigurationReader {
             minimumCalls: minimumCalls, topic: topic, webhook: webhook, severity: severity)
     }
 
-    /// `90s`, `2m`, `24h`, `30d`, or a number of seconds.
+    /// `90s`, `2m`, `24h`, `30d`, or a number of seconds: a duration as workflow files write one.
     mutating func duration(_ node: Node, _ what: String) -> Duration? {
-        guard let text = string(node, what)?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return nil }
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400)]
-        for (suffix, scale) in units where text.hasSuffix(suffix) {
-            if let number = Double(text.dropLast(suffix.count)), number >= 0, number.isFinite {
-                return .milliseconds(Int64(number * scale * 1000))
-            }
-        }
-        if let seconds = Double(text), seconds >= 0, seconds.isFinite { return .milliseconds(Int64(seconds * 1000)) }
+        guard let text = string(node, what) else { return nil }
+        if let duration = WorkflowDuration.parse(text) { return duration }
         report(node, "\(what) must be a duration such as 90s, 2m, 24h or 30d")
         return nil
     }
