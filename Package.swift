@@ -115,7 +115,7 @@ let package = Package(
         .target(
             name: "HTTPFace",
             dependencies: [
-                "JSONRPC", "MCPProtocol", "Transport",
+                "Console", "JSONRPC", "MCPProtocol", "Transport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -125,10 +125,20 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The console's files (HTML, CSS, JavaScript modules written here, no build step),
+        // embedded in the binary at build time by the plugin below.
+        .target(
+            name: "Console",
+            exclude: ["Assets"],
+            swiftSettings: strictSettings,
+            plugins: ["EmbedConsoleAssets"]
+        ),
+        .plugin(name: "EmbedConsoleAssets", capability: .buildTool(), dependencies: ["ConsoleAssetsGenerator"]),
+        .executableTarget(name: "ConsoleAssetsGenerator", swiftSettings: strictSettings),
         .testTarget(
             name: "HTTPFaceTests",
             dependencies: [
-                "HTTPFace", "JSONRPC",
+                "HTTPFace", "Console", "JSONRPC",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -192,7 +202,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "Gateway", "Workflows", "JSONRPC", "Transport", "Access",
+                "Gateway", "Console", "Workflows", "JSONRPC", "Transport", "Access",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

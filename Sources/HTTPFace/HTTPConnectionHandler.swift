@@ -168,7 +168,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private func route(_ head: HTTPRequestHead, body: ByteBuffer) {
         let (path, query) = Self.split(head.uri)
-        if let origin = head.headers.first(name: "origin"), !face.settings.allows(origin: origin) {
+        if let origin = head.headers.first(name: "origin"), !face.allows(origin: origin, of: head, secure: secure) {
             respondError(
                 .forbidden,
                 JSONRPCError(code: JSONRPCError.Code.forbidden, message: "requests from the origin \(origin) are not allowed (http.allowedOrigins)"))
@@ -187,7 +187,13 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             respond(.ok, contentType: "application/json", body: face.openAPIDocument)
         case "/metrics":
             serveMetrics(head)
+        case "/console":
+            serveConsole(head, path: path)
         default:
+            if path.hasPrefix("/console/") {
+                serveConsole(head, path: path)
+                return
+            }
             if path.hasPrefix("/api/v1/") {
                 serveREST(head, path: path, query: query, body: body)
             } else if path.hasPrefix("/ws") {

@@ -35,7 +35,7 @@ public final class HTTPFace: Sendable {
             maxFrameSize: max(maximumMessageBytes, 1 << 16),
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
-                channel.eventLoop.makeSucceededFuture(face.admitsWebSocket(head) ? HTTPHeaders() : nil)
+                channel.eventLoop.makeSucceededFuture(face.admitsWebSocket(head, secure: secure) ? HTTPHeaders() : nil)
             },
             upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
@@ -62,6 +62,14 @@ public final class HTTPFace: Sendable {
             sessions.sweep()
         }
         sessions.endAll()
+    }
+
+    /// Whether a browser page from `origin` may call: an allowed origin (`http.allowedOrigins`),
+    /// or the gateway's own — the console it serves, as the browser addressed it.
+    func allows(origin: String, of head: HTTPRequestHead, secure: Bool) -> Bool {
+        if settings.allows(origin: origin) { return true }
+        guard let host = head.headers.first(name: "host") else { return false }
+        return origin.lowercased() == "\(secure ? "https" : "http")://\(host.lowercased())"
     }
 
     public func shutdown() {

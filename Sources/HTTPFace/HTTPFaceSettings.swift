@@ -1,3 +1,4 @@
+import Console
 import Crypto
 import NIOCore
 
@@ -42,6 +43,8 @@ public struct HTTPFaceSettings: Sendable {
     public var authorizationServers: [String] = []
     /// Scopes this resource understands.
     public var scopesSupported: [String] = []
+    /// The console served at `/console/` (nil: not served, and `/console` is 404).
+    public var console: ConsoleAssets? = .embedded
 
     public init() {}
 

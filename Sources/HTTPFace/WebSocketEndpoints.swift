@@ -52,9 +52,9 @@ extension HTTPFace {
         }
     }
 
-    func admitsWebSocket(_ head: HTTPRequestHead) -> Bool {
+    func admitsWebSocket(_ head: HTTPRequestHead, secure: Bool) -> Bool {
         guard Self.webSocketEndpoint(head) != nil else { return false }
-        if let origin = head.headers.first(name: "origin"), !settings.allows(origin: origin) { return false }
+        if let origin = head.headers.first(name: "origin"), !allows(origin: origin, of: head, secure: secure) { return false }
         if settings.accessControlled, case .malformed = HTTPConnectionHandler.credential(head) { return false }
         return true
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Console
 import Gateway
 import Logging
 import NIOCore
@@ -129,6 +130,11 @@ struct Serve: AsyncParsableCommand {
         }
         settings.stdio = settings.stdio || stdio
         if accessLog { settings.telemetry.accessLog = true }
+        // For whoever works on the console itself: its files read from a folder on each
+        // request, so that an edit shows on reload without a build.
+        if settings.http.console != nil, let folder = getenv("SWITCHBOARD_CONSOLE_DIRECTORY").map({ String(cString: $0) }), !folder.isEmpty {
+            settings.http.console = ConsoleAssets(directory: folder)
+        }
         if let logLevel {
             guard let level = Logger.Level(rawValue: logLevel) else {
                 throw ValidationError("--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")

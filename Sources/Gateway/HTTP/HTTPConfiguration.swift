@@ -44,10 +44,12 @@ extension ConfigurationReader {
                 if let servers = strings(value, "http.authorizationServers") { http.authorizationServers = servers }
             case "scopesSupported":
                 if let scopes = strings(value, "http.scopesSupported") { http.scopesSupported = scopes }
+            case "console":
+                if let serve = value.bool { http.console = serve ? .embedded : nil } else { report(value, "http.console must be true or false") }
             default:
                 report(
                     keyNode,
-                    "http.\(key): unknown key (known: allowedOrigins, maxBodyBytes, maxSessions, sessionIdleSeconds, idleSeconds, bodySeconds, maxUnreadBytes, replayedEvents, sessionKey, resource, authorizationServers, scopesSupported)"
+                    "http.\(key): unknown key (known: allowedOrigins, maxBodyBytes, maxSessions, sessionIdleSeconds, idleSeconds, bodySeconds, maxUnreadBytes, replayedEvents, sessionKey, resource, authorizationServers, scopesSupported, console)"
                 )
             }
         }

@@ -1,0 +1,58 @@
+import Console
+import JSONRPC
+import NIOCore
+import NIOHTTP1
+
+/// `/console/`: the console's files. They hold no data and no secret — everything the console
+/// shows it asks for over `/ws` as the logged-in principal, decided like any other request — so
+/// they are served to anyone who reaches the listener, as a login page is.
+extension HTTPConnectionHandler {
+    /// What a page of the console may do: its own scripts and styles, and the gateway's
+    /// WebSocket; nothing inline, nothing from elsewhere, never inside another site's frame.
+    static let consoleSecurityHeaders: [(String, String)] = [
+        ("content-security-policy",
+         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        // Revalidated on each load (a 304 while unchanged): a new gateway's console is never
+        // mixed with an old one's cached modules.
+        ("cache-control", "no-cache"),
+    ]
+
+    func serveConsole(_ head: HTTPRequestHead, path: String) {
+        guard let console = face.settings.console else {
+            respondError(.notFound, JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "the console is turned off (http.console: false)"))
+            return
+        }
+        guard head.method == .GET || head.method == .HEAD else {
+            respondError(
+                .methodNotAllowed, JSONRPCError(code: JSONRPCError.Code.invalidRequest, message: "the console's files are read with GET"),
+                headers: [("allow", "GET, HEAD")])
+            return
+        }
+        if path == "/console" {
+            // Relative module URLs resolve against the folder: the page lives at /console/.
+            respond(.movedPermanently, headers: [("location", "/console/")], body: ByteBuffer())
+            return
+        }
+        var file = String(path.dropFirst("/console/".count)).removingPercentEncoding(plusIsSpace: false)
+        if file.isEmpty { file = "index.html" }
+        guard let asset = console.asset(at: file) else {
+            respondError(.notFound, JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "no such file of the console: \(file)"))
+            return
+        }
+        var headers = Self.consoleSecurityHeaders
+        headers.append(("etag", asset.etag))
+        if let held = head.headers.first(name: "if-none-match"), held.split(separator: ",").contains(where: { $0.trimmingSpaces == Substring(asset.etag) }) {
+            respond(.notModified, headers: headers, body: ByteBuffer())
+            return
+        }
+        if head.method == .HEAD {
+            headers.append(("content-type", asset.contentType))
+            respond(.ok, headers: headers, body: ByteBuffer())
+            return
+        }
+        respond(.ok, contentType: asset.contentType, headers: headers, body: ByteBuffer(bytes: asset.body))
+    }
+}
