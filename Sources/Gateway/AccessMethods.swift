@@ -5,8 +5,20 @@ import JSONRPC
 /// `audit/query`: the trail.
 enum AccessMethods {
     static func register(in table: inout MethodTable, gate: AccessGate?, quotas: QuotaKeeper?, audit: AuditTrail?) {
-        table.register("auth/whoami") { _, context in
-            .result(whoami(context.principal, configured: gate != nil))
+        table.register("auth/whoami") { request, context in
+            var result = whoami(context.principal, configured: gate != nil)
+            if let asked = request.params?.member("methods"), asked.kind != .null {
+                let entries = asked.kind == .array ? asked.elements() : []
+                let names = entries.compactMap(\.stringValue)
+                guard asked.kind == .array, entries.count <= maximumAskedMethods, names.count == entries.count else {
+                    return .error(.invalidParams("\"methods\" must be an array of at most \(maximumAskedMethods) strings, each METHOD or METHOD:TARGET"))
+                }
+                if case .object(var members) = result {
+                    members["may"] = mayTable(names, grant: context.grant)
+                    result = .object(members)
+                }
+            }
+            return .result(result)
         }
         table.register("auth/authenticate") { request, context in
             guard let gate else {
@@ -66,6 +78,22 @@ enum AccessMethods {
 
     private static func isSame(_ principal: Principal, as current: Principal) -> Bool {
         principal.name == current.name && principal.proof == current.proof && principal.tenant == current.tenant
+    }
+
+    /// The most methods one `auth/whoami` asks about.
+    static let maximumAskedMethods = 256
+
+    /// What the principal may call, decided by the same rules as its requests: a console shows
+    /// only the actions its user may take (and the gateway refuses the others all the same).
+    static func mayTable(_ names: [String], grant: Grant) -> JSONValue {
+        var may: [String: JSONValue] = [:]
+        for name in names {
+            let parts = name.split(separator: ":", maxSplits: 1)
+            let method = parts.first.map(String.init) ?? name
+            let targets = parts.count == 2 ? [String(parts[1])] : []
+            may[name] = .bool(grant.decide(method: method, targets: targets) == nil)
+        }
+        return .object(may)
     }
 
     static func whoami(_ principal: Principal, configured: Bool) -> JSONValue {

@@ -192,7 +192,12 @@ final class GatewayCore: Sendable {
             if let latency = statistics.assignmentLatencyMilliseconds {
                 section["assignmentLatencyMs"] = ["p50": .double((latency.p50 * 1000).rounded() / 1000), "p99": .double((latency.p99 * 1000).rounded() / 1000)]
             }
-            if !statistics.queues.isEmpty { section["queues"] = .object(statistics.queues.mapValues { .integer(Int64($0)) }) }
+            if !statistics.queues.isEmpty {
+                section["queues"] = .object(statistics.queues.mapValues { .integer(Int64($0)) })
+            } else {
+                // Every priority, 1 (highest) to 10, so that a drained one reads 0.
+                section["queuedByPriority"] = .object(Dictionary(uniqueKeysWithValues: (1...10).map { (String($0), JSONValue.integer(Int64(statistics.queuedByPriority[$0] ?? 0))) }))
+            }
             if let deadLettered = statistics.deadLettered { section["deadLettered"] = .integer(Int64(deadLettered)) }
             return .object(section)
         }

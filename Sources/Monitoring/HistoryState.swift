@@ -25,25 +25,29 @@ struct HistoryState: Sendable {
     // MARK: Recording
 
     mutating func recordCall(agent: String, template: String?, tool: String, succeeded: Bool, seconds: Double, minute: Int64) {
-        guard admit(agent) else {
-            droppedSamples += 1
-            return
-        }
-        let series = admit(tool, of: agent)
-        change(agent: agent, template: template, minute: minute) { figures in
-            figures.tools[series, default: CallFigures()].record(succeeded: succeeded, seconds: seconds)
+        for (subject, subjectTemplate) in HistorySubject.counting(agent: agent, template: template) {
+            guard admit(subject) else {
+                droppedSamples += 1
+                continue
+            }
+            let series = admit(tool, of: subject)
+            change(agent: subject, template: subjectTemplate, minute: minute) { figures in
+                figures.tools[series, default: CallFigures()].record(succeeded: succeeded, seconds: seconds)
+            }
         }
     }
 
     /// Calls already counted elsewhere (a tally of one agent's calls of one tool within `minute`).
     mutating func mergeCalls(agent: String, template: String?, tool: String, calls: CallFigures, minute: Int64) {
-        guard admit(agent) else {
-            droppedSamples += calls.calls
-            return
-        }
-        let series = admit(tool, of: agent)
-        change(agent: agent, template: template, minute: minute) { figures in
-            figures.tools[series, default: CallFigures()].merge(calls)
+        for (subject, subjectTemplate) in HistorySubject.counting(agent: agent, template: template) {
+            guard admit(subject) else {
+                droppedSamples += calls.calls
+                continue
+            }
+            let series = admit(tool, of: subject)
+            change(agent: subject, template: subjectTemplate, minute: minute) { figures in
+                figures.tools[series, default: CallFigures()].merge(calls)
+            }
         }
     }
 
@@ -157,7 +161,7 @@ struct HistoryState: Sendable {
 
     func recentFigures(fromMilliseconds from: Int64, toMilliseconds to: Int64) -> [String: RecentAgentFigures] {
         var result: [String: RecentAgentFigures] = [:]
-        for (agent, history) in agents {
+        for (agent, history) in agents where !HistorySubject.isAggregate(agent) {
             guard let calls = history.calls(fromMilliseconds: from, toMilliseconds: to) else { continue }
             result[agent] = RecentAgentFigures(
                 calls: calls.calls, errors: calls.errors, latencyP99: calls.latency.percentile(0.99), template: history.template)

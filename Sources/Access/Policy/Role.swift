@@ -18,7 +18,7 @@ public struct Role: Sendable, Hashable {
     static let reading = [
         "tools/list", "prompts/list", "resources/list", "resources/templates/list", "agents/list", "agents/get",
         "gateway/status", "tasks/list", "tasks/get", "workflows/list", "workflows/get", "workflows/status", "subscriptions/listen",
-        "metrics/history", "messages/list",
+        "metrics/history", "messages/list", "workflows/executions", "workflows/validate",
     ]
 
     /// What a client does: use tools and patterns, run tasks, use memory, events and messages

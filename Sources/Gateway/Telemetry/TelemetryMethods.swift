@@ -64,25 +64,10 @@ enum TelemetryMethods {
         guard let params = request.params, params.kind == .object else {
             return .error(.invalidParams("metrics/history takes an object: agentId, period (minute, hour, day), from, to, tool"))
         }
-        guard let agent = params.member("agentId")?.stringValue, !agent.isEmpty else {
-            return .error(.invalidParams("\"agentId\" is required: the agent whose history to read"))
-        }
-        // Another tenant's agent has no history to show: it is not found, as in agents/get.
-        let named = agents.instance(named: agent)?.rawValue ?? agent
-        let id = observability.historyID(of: named)
-        // The history is an instance's: a template's name asks which one.
-        let instances = agents.instances(ofTemplate: agent).filter { instance in
-            context.tenant.map { tenant in agents.status(instance).map { AgentMethods.isVisible($0, to: tenant) } ?? false } ?? true
-        }
-        if agents.instance(named: agent) == nil, !instances.isEmpty {
-            return .error(.invalidParams(
-                "\"\(agent)\" is a template: ask for one of its instances (\(instances.map(\.rawValue).sorted().joined(separator: ", ")))",
-                extra: ["agentId": .string(agent), "instances": .array(instances.map { .string($0.rawValue) }.sorted { ($0.stringValue ?? "") < ($1.stringValue ?? "") })]))
-        }
-        if let tenant = context.tenant {
-            guard let status = agents.status(AgentRegistry.InstanceID(named)), AgentMethods.isVisible(status, to: tenant) else {
-                return .error(.invalidParams("no agent \"\(agent)\"", extra: ["agentId": .string(agent)]))
-            }
+        let subject: HistorySubjectChoice
+        switch chooseSubject(params, context, observability: observability, agents: agents) {
+        case .success(let chosen): subject = chosen
+        case .failure(let error): return .error(error)
         }
         var period = HistoryPeriod.minute
         if let value = params.member("period"), value.kind != .null {
@@ -119,17 +104,93 @@ enum TelemetryMethods {
             let points: [HistoryPoint]
             do {
                 observability.drainCallSeries()
-                points = try await store.history(agent: id, period: period, from: from, to: to, tool: tool)
+                points = try await store.history(agent: subject.key, period: period, from: from, to: to, tool: tool)
             } catch {
                 throw JSONRPCError.backendUnavailable("the history could not be read: \(error)")
             }
             var result: [String: JSONValue] = [
-                "agentId": .string(named), "period": .string(period.rawValue), "from": .string(from.iso8601), "to": .string(to.iso8601),
+                "subject": .string(subject.name), "period": .string(period.rawValue), "from": .string(from.iso8601), "to": .string(to.iso8601),
                 "points": .array(points.map(\.json)),
             ]
+            switch subject {
+            case .agent(let named, _): result["agentId"] = .string(named)
+            case .template(let name): result["template"] = .string(name)
+            case .gateway: break
+            }
             if let tool { result["tool"] = .string(tool) }
             return .object(result)
         })
+    }
+
+    /// Whose history a request reads: an instance's (`agentId`), a template's (`template`: every
+    /// call of its instances, those gone included), or the whole gateway's (neither).
+    enum HistorySubjectChoice: Sendable {
+        case agent(named: String, key: String)
+        case template(String)
+        case gateway
+
+        /// The series it is kept under.
+        var key: String {
+            switch self {
+            case .agent(_, let key): key
+            case .template(let name): HistorySubject.template(name)
+            case .gateway: HistorySubject.gateway
+            }
+        }
+
+        /// As the answer names it.
+        var name: String {
+            switch self {
+            case .agent(let named, _): named
+            case .template(let name): "template:\(name)"
+            case .gateway: "gateway"
+            }
+        }
+    }
+
+    private static func chooseSubject(
+        _ params: RawJSON, _ context: MethodContext, observability: GatewayObservability, agents: AgentRegistry
+    ) -> Result<HistorySubjectChoice, JSONRPCError> {
+        func visible(_ instance: AgentRegistry.InstanceID) -> Bool {
+            context.tenant.map { tenant in agents.status(instance).map { AgentMethods.isVisible($0, to: tenant) } ?? false } ?? true
+        }
+        let agentValue = params.member("agentId")
+        let templateValue = params.member("template")
+        if let agentValue, agentValue.kind != .null {
+            guard let agent = agentValue.stringValue, !agent.isEmpty else {
+                return .failure(.invalidParams("\"agentId\" must be an agent's id"))
+            }
+            let named = agents.instance(named: agent)?.rawValue ?? agent
+            // The history is an instance's: a template's name asks which one (or for the sum).
+            let instances = agents.instances(ofTemplate: agent).filter(visible)
+            if agents.instance(named: agent) == nil, !instances.isEmpty {
+                let listed = instances.map(\.rawValue).sorted()
+                return .failure(.invalidParams(
+                    "\"\(agent)\" is a template: ask for one of its instances (\(listed.joined(separator: ", "))), or for the template's sum with \"template\"",
+                    extra: ["agentId": .string(agent), "instances": .array(listed.map(JSONValue.string))]))
+            }
+            // Another tenant's agent has no history to show: it is not found, as in agents/get.
+            if context.tenant != nil, !visible(AgentRegistry.InstanceID(named)) {
+                return .failure(.invalidParams("no agent \"\(agent)\"", extra: ["agentId": .string(agent)]))
+            }
+            return .success(.agent(named: named, key: observability.historyID(of: named)))
+        }
+        if let templateValue, templateValue.kind != .null {
+            guard let template = templateValue.stringValue, !template.isEmpty else {
+                return .failure(.invalidParams("\"template\" must be a template's name"))
+            }
+            // A tenant reads the sum of a template it may use: one of whose instances it sees.
+            if context.tenant != nil, !agents.instances(ofTemplate: template).contains(where: visible) {
+                return .failure(.invalidParams("no agent template \"\(template)\"", extra: ["template": .string(template)]))
+            }
+            return .success(.template(template))
+        }
+        // The gateway's sum counts every tenant's calls: for those who work across tenants.
+        if context.tenant != nil {
+            return .failure(.invalidParams(
+                "the whole gateway's history counts every tenant's calls: name an \"agentId\" or a \"template\" of your tenant"))
+        }
+        return .success(.gateway)
     }
 
     /// An ISO 8601 time or milliseconds since the epoch; nil when absent.

@@ -141,6 +141,37 @@ public actor WorkflowExecutor {
         return try await stored(executionID)
     }
 
+    /// Executions newest first that `matches` accepts: up to `limit`, looking at no more than
+    /// `scanLimit` of them, and the cursor to go on from (nil when none is left). A cursor is
+    /// opaque to callers; each page is read from the store as it is now.
+    public func executions(
+        after cursor: String?, limit: Int, scanLimit: Int = 2000, matching matches: @Sendable (WorkflowExecution) -> Bool
+    ) async throws(WorkflowError) -> (executions: [WorkflowExecution], nextCursor: String?) {
+        var found: [WorkflowExecution] = []
+        var position = cursor
+        var scanned = 0
+        while true {
+            let wanted = min(200, scanLimit - scanned)
+            guard wanted > 0 else { return (found, position) }
+            let batch: [(id: String, cursor: String)]
+            do {
+                batch = try await store.executionIDs(after: position, limit: wanted)
+            } catch {
+                throw .storage(error)
+            }
+            for (id, next) in batch {
+                scanned += 1
+                position = next
+                // An execution listed but gone from the store (never fully written) is skipped.
+                if let execution = try? await status(executionID: id), matches(execution) {
+                    found.append(execution)
+                    if found.count == limit { return (found, next) }
+                }
+            }
+            if batch.count < wanted { return (found, nil) }
+        }
+    }
+
     /// Returns when the execution has ended (or when the executor stops running it).
     public func waitForCompletion(executionID: String) async throws(WorkflowError) -> WorkflowExecution {
         guard let entry = live[executionID], !entry.execution.status.isFinal else { return try await status(executionID: executionID) }

@@ -5,7 +5,7 @@ import JSONRPC
 public struct WorkflowMethods: Sendable {
     public static let methodNames = [
         "workflows/create", "workflows/list", "workflows/get", "workflows/execute", "workflows/status", "workflows/approve",
-        "workflows/cancel",
+        "workflows/cancel", "workflows/validate", "workflows/executions",
     ]
 
     public let executor: WorkflowExecutor
@@ -103,6 +103,10 @@ public struct WorkflowMethods: Sendable {
             case "workflows/cancel":
                 try await checkVisible(try params.string("executionId"), to: caller)
                 return try await executor.cancel(executionID: try params.string("executionId")).jsonValue
+            case "workflows/validate":
+                return try Self.validate(params)
+            case "workflows/executions":
+                return try await executions(params, caller: caller)
             default:
                 throw JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "Method not found", data: ["method": .string(method)])
             }
@@ -124,6 +128,76 @@ extension WorkflowMethods {
         let execution = try await executor.status(executionID: executionID)
         guard execution.executionContext[Caller.tenantKey]?.stringValue != tenant else { return }
         throw WorkflowError(.unknownExecution, "no workflow execution \"\(executionID)\"", data: ["executionId": .string(executionID)])
+    }
+}
+
+extension WorkflowMethods {
+    /// `workflows/validate`: the checks of `workflows/create` (and `switchboard workflow check`),
+    /// nothing stored. The definition as JSON comes back whenever the text parsed, problems or
+    /// not, so that an editor can hold it and show each problem where it belongs.
+    fileprivate static func validate(_ params: Params) throws(JSONRPCError) -> JSONValue {
+        let text: String
+        if let source = try params.optionalString("source") {
+            text = source
+        } else if let document = try params.optionalObject("definition") {
+            do {
+                text = try WorkflowLoader.text(of: ExpressionEvaluator.plain(.object(document)))
+            } catch {
+                return ["valid": false, "problems": .array(error.diagnostics.map(\.jsonValue))]
+            }
+        } else {
+            throw Params.invalid("workflows/validate needs \"source\" (YAML or JSON text) or \"definition\" (an object)")
+        }
+        let (definition, problems) = WorkflowLoader.analyse(text)
+        var result: [String: JSONValue] = ["valid": .bool(definition != nil && problems.isEmpty), "problems": .array(problems.map(\.jsonValue))]
+        if let definition {
+            if case .object = definition.document { result["definition"] = definition.document }
+            if problems.isEmpty {
+                result["workflowName"] = .string(definition.name)
+                result["version"] = .string(definition.version)
+                result["stepCount"] = .integer(Int64(definition.stepCount))
+            }
+        }
+        return .object(result)
+    }
+
+    /// The most executions one `workflows/executions` page holds.
+    static let maximumExecutionsPage = 500
+
+    /// `workflows/executions`: the caller's executions, newest first, a page at a time.
+    fileprivate func executions(_ params: Params, caller: Caller) async throws -> JSONValue {
+        let name = try params.optionalString("workflowName")
+        var status: WorkflowExecutionStatus?
+        if let text = try params.optionalString("status") {
+            guard let chosen = WorkflowExecutionStatus(rawValue: text.uppercased()) else {
+                throw Params.invalid("unknown status \"\(text)\" (one of \(WorkflowExecutionStatus.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            status = chosen
+        }
+        let limit = try params.optionalInteger("limit", in: 1...Self.maximumExecutionsPage) ?? 50
+        let cursor = try params.optionalString("cursor")
+        if let cursor, !cursor.hasPrefix("started/") {
+            throw Params.invalid("\"cursor\" must be the nextCursor of an earlier page")
+        }
+        let tenant = caller.tenant
+        let wanted = status
+        let page = try await executor.executions(after: cursor, limit: limit) { execution in
+            (name == nil || execution.workflowName == name) && (wanted == nil || execution.status == wanted)
+                && (tenant == nil || execution.executionContext[Caller.tenantKey]?.stringValue == tenant)
+        }
+        var result: [String: JSONValue] = ["executions": .array(page.executions.map(\.summaryJSON))]
+        if let next = page.nextCursor { result["nextCursor"] = .string(next) }
+        return .object(result)
+    }
+}
+
+extension WorkflowExecution {
+    /// What a list shows of an execution: the object of 11.6 without its step records, data
+    /// and outputs (`workflows/status` has them).
+    var summaryJSON: JSONValue {
+        guard case .object(var members) = jsonValue else { return jsonValue }
+        for heavy in ["stepResults", "triggerData", "executionContext", "inputs", "outputs"] { members[heavy] = nil }
+        return .object(members)
     }
 }
 
@@ -155,6 +229,16 @@ private struct Params {
         case nil, .null?: return nil
         case .string(let text)?: return text
         default: throw Self.invalid("\"\(name)\" must be a string")
+        }
+    }
+
+    func optionalInteger(_ name: String, in range: ClosedRange<Int>) throws(JSONRPCError) -> Int? {
+        switch members[name].map(ExpressionEvaluator.plain) {
+        case nil, .null?: return nil
+        case .integer(let value)? where range.contains(Int(value)): return Int(value)
+        case .double(let value)? where value.rounded() == value && value >= Double(range.lowerBound) && value <= Double(range.upperBound):
+            return Int(value)
+        default: throw Self.invalid("\"\(name)\" must be an integer from \(range.lowerBound) to \(range.upperBound)")
         }
     }
 

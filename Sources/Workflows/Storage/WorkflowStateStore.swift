@@ -16,6 +16,9 @@ public protocol WorkflowStateStore: Sendable {
     /// The header and every step record.
     func execution(_ executionID: String) async throws -> WorkflowExecution?
     func unfinishedExecutionIDs() async throws -> [String]
+    /// Executions by start, newest first: up to `limit` after `cursor` (nil: from the newest),
+    /// each with the cursor that continues after it; fewer than `limit` when the list ends.
+    func executionIDs(after cursor: String?, limit: Int) async throws -> [(id: String, cursor: String)]
 }
 
 /// A definition as stored: its text (parsed again when loaded) and who made it when.
