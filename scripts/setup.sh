@@ -3,7 +3,8 @@
 # sudo available). Idempotent: a second run installs nothing.
 #
 #   scripts/setup.sh          build dependencies only (libssl-dev, libhiredis-dev)
-#   scripts/setup.sh --test   also the test tools (redis-server, socat, nc, node) and the
+#   scripts/setup.sh --test   also the test tools (redis-server, socat, nc, node, headless
+#                             Chromium and its WebDriver for the console's tests) and the
 #                             Python virtual environments in .venv and .venv-mcp-proxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ fi
 
 packages=(libssl-dev libhiredis-dev pkg-config)
 if $want_test; then
-    packages+=(redis-server socat netcat-openbsd openssl)
+    packages+=(redis-server socat netcat-openbsd openssl chromium chromium-driver fonts-dejavu-core)
     command -v node >/dev/null 2>&1 || packages+=(nodejs)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)
 fi

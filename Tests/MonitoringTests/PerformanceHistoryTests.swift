@@ -136,7 +136,13 @@ struct PerformanceHistoryTests {
         let minuteKey = "minute/a1/00\(startOfTheHour)/r1"
         let hourKey = "hour/a1/00\(startOfTheHour)/r1"
         let dayKey = "day/a1/00\(startOfTheDay)/r1"
-        #expect(store.allKeys() == [dayKey, hourKey, minuteKey])
+        // Beside the agent's own series, the sums of its template and of the whole gateway.
+        let sums = ["*", "template:echo-server"].flatMap { subject in
+            ["day/\(subject)/00\(startOfTheDay)/r1", "hour/\(subject)/00\(startOfTheHour)/r1", "minute/\(subject)/00\(startOfTheHour)/r1"]
+        }
+        #expect(store.allKeys() == (sums + [dayKey, hourKey, minuteKey]).sorted())
+        #expect(store.bucket("minute/*/00\(startOfTheHour)/r1")?.tools["echo"]?.calls == 3)
+        #expect(store.bucket("hour/template:echo-server/00\(startOfTheHour)/r1")?.tools["echo"]?.errors == 1)
         #expect(store.getNow(minuteKey, namespace: namespace)?.expiresAt == clock.now().advanced(by: .seconds(86_400)))
         #expect(store.getNow(hourKey, namespace: namespace)?.expiresAt == clock.now().advanced(by: .seconds(30 * 86_400)))
         #expect(store.getNow(dayKey, namespace: namespace)?.expiresAt == clock.now().advanced(by: .seconds(400 * 86_400)))
@@ -157,7 +163,7 @@ struct PerformanceHistoryTests {
         // Shutdown writes the open minute too, and rolls it up.
         clock.advance(by: .seconds(10))
         await history.flushAll(now: at(1, 40))
-        #expect(store.allKeys().count == 4)
+        #expect(store.allKeys().count == 12)
         #expect(store.bucket("minute/a1/00\(startOfTheHour + 60)/r1")?.tools["echo"]?.calls == 1)
         #expect(store.bucket(hourKey)?.tools["echo"]?.calls == 4)
         #expect(store.bucket(dayKey)?.tools["echo"]?.calls == 4)
@@ -169,7 +175,8 @@ struct PerformanceHistoryTests {
         recordThreeEchoes(history)
         await history.flush(now: at(1))
         let writes = store.writeCount
-        #expect(writes == 3)
+        // A minute, an hour and a day for the agent, its template's sum and the gateway's.
+        #expect(writes == 9)
         await history.flush(now: at(2))
         await history.flush(now: at(3))
         #expect(store.writeCount == writes)
@@ -321,7 +328,8 @@ struct PerformanceHistoryTests {
     // MARK: Bounds and failures
 
     @Test func pastTheSeriesBoundNewToolsFoldIntoOtherAndNewAgentsAreDropped() async throws {
-        let history = history(InMemoryKeyValueStore(clock: ManualClock(at(0))), maximumSeries: 2)
+        // Four series: a1's tools x and y, and the gateway's sum of the same.
+        let history = history(InMemoryKeyValueStore(clock: ManualClock(at(0))), maximumSeries: 4)
         for tool in ["x", "y", "z", "w"] {
             history.recordCall(agent: "a1", template: nil, tool: tool, succeeded: true, seconds: 0.01, at: at(0, 1))
         }
@@ -334,6 +342,11 @@ struct PerformanceHistoryTests {
         #expect(point.tools.keys.sorted() == ["(other)", "x", "y"])
         #expect(point.tools["(other)"]?.calls == 2)
         #expect(try await history.history(agent: "a2", period: .minute, from: at(0), to: at(0)).isEmpty)
+        // The gateway's sum, admitted before the bound, still counts a2's call.
+        let gateway = try #require(try await history.history(agent: HistorySubject.gateway, period: .minute, from: at(0), to: at(0)).first)
+        #expect(gateway.calls == 5)
+        #expect(gateway.tools["x"]?.calls == 2)
+        #expect(gateway.tools["(other)"]?.calls == 2)
     }
 
     @Test func aFailingStoreKeepsTheFiguresForTheNextFlush() async throws {
@@ -367,8 +380,9 @@ struct PerformanceHistoryTests {
             await history.flush(now: at(minute, 45))
         }
         await history.flush(now: at(70))
-        // The ten oldest minutes are gone; the hour and day they rolled up into are not.
-        #expect(history.droppedSamples == 10)
+        // The ten oldest minutes are gone, the agent's and the gateway sum's; the hour and day
+        // they rolled up into are not.
+        #expect(history.droppedSamples == 20)
 
         store.isDown = false
         await history.flush(now: at(70, 10))
@@ -415,6 +429,25 @@ struct PerformanceHistoryTests {
     }
 
     // MARK: Keys
+
+    @Test func aTemplatesSumCountsEveryInstanceAndTheGatewaysEveryTemplate() async throws {
+        let history = history(InMemoryKeyValueStore(clock: ManualClock(at(0))))
+        recordThreeEchoes(history, agent: "echo-server#1")
+        recordThreeEchoes(history, agent: "echo-server#2")
+        history.recordCall(agent: "search#1", template: "search", tool: "find", succeeded: true, seconds: 0.02, at: at(0, 7))
+
+        let template = try #require(try await history.history(agent: HistorySubject.template("echo-server"), period: .minute, from: at(0), to: at(0)).first)
+        #expect(template.calls == 6)
+        #expect(template.errors == 2)
+        #expect(template.template == "echo-server")
+        let gateway = try #require(try await history.history(agent: HistorySubject.gateway, period: .minute, from: at(0), to: at(0)).first)
+        #expect(gateway.calls == 7)
+        #expect(gateway.tools.keys.sorted() == ["echo", "find"])
+        let tool = try #require(try await history.history(agent: HistorySubject.gateway, period: .minute, from: at(0), to: at(0), tool: "find").first)
+        #expect(tool.calls == 1)
+        // Alert rules judge agents: the sums are not among them.
+        #expect(Set(history.recentFigures(window: .seconds(120), now: at(0, 59)).keys) == ["echo-server#1", "echo-server#2", "search#1"])
+    }
 
     @Test func keySegmentsArePercentEncodedAndParseBack() {
         #expect(HistoryKey.segment("plain-agent.1") == "plain-agent.1")

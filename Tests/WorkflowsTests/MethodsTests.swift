@@ -141,4 +141,87 @@ struct MethodsTests {
             #expect(params.code == -32602)
         }
     }
+
+    // MARK: workflows/validate and workflows/executions
+
+    @Test func validateChecksWithoutStoringAndKeepsTheDocumentOfAFaultyText() async throws {
+        try await Harness().running { harness in
+            let methods = WorkflowMethods(executor: harness.executor)
+            let faulty = "workflowName: draft\nversion: \"1\"\nsteps:\n  - {id: a, type: agent_task, tool: t, dependencies: [b]}\n"
+            let checked = try await call(methods, "workflows/validate", ["source": .string(faulty)]).get()
+            #expect(checked["valid"] == false)
+            #expect(checked["problems"]?[0]?["path"] == "steps[0].dependencies")
+            #expect(checked["problems"]?[0]?["line"] == 4)
+            // The document comes back all the same: an editor keeps working on it.
+            #expect(checked["definition"]?["steps"]?[0]?["id"] == "a")
+            #expect(checked["workflowName"] == nil)
+
+            let object: JSONValue = ["definition": ["workflowName": "draft", "version": "1", "steps": [["id": "a", "type": "agent_task", "tool": "t"]]]]
+            let valid = try await call(methods, "workflows/validate", object).get()
+            #expect(valid["valid"] == true)
+            #expect(valid["problems"] == [])
+            #expect(valid["stepCount"] == 1)
+            // Nothing was stored.
+            guard case .failure(let unknown) = await call(methods, "workflows/get", ["workflowName": "draft"]) else {
+                Issue.record("workflows/validate stored the definition")
+                return
+            }
+            #expect(unknown.code == -32002)
+            guard case .failure(let empty) = await call(methods, "workflows/validate", [:]) else {
+                Issue.record("workflows/validate without a definition was accepted")
+                return
+            }
+            #expect(empty.code == -32602)
+        }
+    }
+
+    @Test func executionsAreListedNewestFirstAPageAtATime() async throws {
+        let clock = ManualWorkflowClock()
+        try await Harness(clock: clock).running { harness in
+            let methods = WorkflowMethods(executor: harness.executor)
+            _ = try await call(methods, "workflows/create", ["source": "workflowName: gate\nversion: \"1\"\nsteps:\n  - {id: ok, type: human_approval}\n"]).get()
+            var ids: [String] = []
+            for _ in 0..<3 {
+                let started = try await call(methods, "workflows/execute", ["workflowName": "gate"]).get()
+                ids.append(try #require(started["executionId"]?.stringValue))
+                clock.advance(by: .seconds(1))
+            }
+            let first = try await call(methods, "workflows/executions", ["limit": 2]).get()
+            #expect(first["executions"]?.arrayValue?.compactMap { $0["executionId"]?.stringValue } == [ids[2], ids[1]])
+            #expect(first["executions"]?[0]?["stepResults"] == nil)
+            let cursor = try #require(first["nextCursor"]?.stringValue)
+            let second = try await call(methods, "workflows/executions", ["limit": 2, "cursor": .string(cursor)]).get()
+            #expect(second["executions"]?.arrayValue?.compactMap { $0["executionId"]?.stringValue } == [ids[0]])
+            #expect(second["nextCursor"] == nil)
+
+            for id in ids { await harness.events.step("ok", of: id, reaches: "WAITING_APPROVAL") }
+            _ = try await call(methods, "workflows/approve", ["executionId": .string(ids[1]), "stepId": "ok", "approved": true]).get()
+            _ = try await harness.executor.waitForCompletion(executionID: ids[1])
+            let waiting = try await call(methods, "workflows/executions", ["status": "waiting_approval"]).get()
+            #expect(waiting["executions"]?.arrayValue?.compactMap { $0["executionId"]?.stringValue } == [ids[2], ids[0]])
+            #expect(waiting["executions"]?[0]?["pendingApprovals"]?[0]?["stepId"] == "ok")
+
+            for bad: JSONValue in [["status": "SLEEPING"], ["limit": 0], ["limit": 501], ["cursor": "exec/x"]] {
+                guard case .failure(let error) = await call(methods, "workflows/executions", bad) else {
+                    Issue.record("workflows/executions accepted \(bad)")
+                    continue
+                }
+                #expect(error.code == -32602)
+            }
+        }
+    }
+
+    @Test func anotherTenantsExecutionsAreNotListed() async throws {
+        try await Harness().running { harness in
+            let methods = WorkflowMethods(executor: harness.executor)
+            _ = try await call(methods, "workflows/create", ["source": "workflowName: gate\nversion: \"1\"\nsteps:\n  - {id: ok, type: human_approval}\n"]).get()
+            let acme = WorkflowMethods.Caller(name: "alice", isAuthenticated: true, tenant: "acme")
+            let globex = WorkflowMethods.Caller(name: "bob", isAuthenticated: true, tenant: "globex")
+            let mine = try await methods.handle(method: "workflows/execute", params: ["workflowName": "gate"], caller: acme)
+            _ = try await methods.handle(method: "workflows/execute", params: ["workflowName": "gate"], caller: globex)
+            let listed = try await methods.handle(method: "workflows/executions", params: nil, caller: acme)
+            #expect(listed["executions"]?.arrayValue?.compactMap { $0["executionId"] } == [mine["executionId"]!])
+        }
+    }
+
 }

@@ -128,6 +128,26 @@ final class EventRecorder: WorkflowEventSink {
     func step(_ stepID: String, reaches status: String) async {
         _ = await first { $0["event"] == "step" && $0["stepId"] == .string(stepID) && $0["status"] == .string(status) }
     }
+
+    /// Waits until step `stepID` of one execution reaches `status`.
+    func step(_ stepID: String, of executionID: String, reaches status: String) async {
+        _ = await first {
+            $0["event"] == "step" && $0["executionId"] == .string(executionID) && $0["stepId"] == .string(stepID) && $0["status"] == .string(status)
+        }
+    }
+}
+
+extension JSONValue {
+    /// The element at `index` of an array; nil for anything else.
+    subscript(index: Int) -> JSONValue? {
+        guard case .array(let elements) = self, elements.indices.contains(index) else { return nil }
+        return elements[index]
+    }
+
+    var arrayValue: [JSONValue]? {
+        guard case .array(let elements) = self else { return nil }
+        return elements
+    }
 }
 
 /// An executor over an in-memory store, running for the duration of `body`.
