@@ -30,6 +30,7 @@ final class AuditTrail: Sendable {
         "initialize", "ping", "auth/whoami", "tools/list", "prompts/list", "resources/list", "resources/templates/list",
         "agents/list", "agents/get", "gateway/status", "tasks/list", "tasks/get", "tasks/result", "workflows/list",
         "workflows/get", "workflows/status", "memory/get", "memory/list", "audit/query", "completion/complete",
+        "workflows/validate", "workflows/executions", "metrics/history", "metrics/prometheus", "messages/list",
     ]
     /// Actions at an agent, recorded with `recordsToolCalls`.
     static let agentActions: Set<String> = ["tools/call", "prompts/get", "resources/read"]

@@ -183,6 +183,7 @@ final class GatewayCore: Sendable {
         self.callbacks = callbacks
         supervisorSlot.set(AgentSupervisor(core: self))
         let coordination = self.coordination
+        let sharesTasks = settings.redis != nil
         status.addSection("tasks") {
             let statistics = await tasks.statistics()
             var section: [String: JSONValue] = [
@@ -192,7 +193,7 @@ final class GatewayCore: Sendable {
             if let latency = statistics.assignmentLatencyMilliseconds {
                 section["assignmentLatencyMs"] = ["p50": .double((latency.p50 * 1000).rounded() / 1000), "p99": .double((latency.p99 * 1000).rounded() / 1000)]
             }
-            if !statistics.queues.isEmpty {
+            if sharesTasks {
                 section["queues"] = .object(statistics.queues.mapValues { .integer(Int64($0)) })
             } else {
                 // Every priority, 1 (highest) to 10, so that a drained one reads 0.

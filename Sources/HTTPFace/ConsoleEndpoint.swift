@@ -20,6 +20,15 @@ extension HTTPConnectionHandler {
         ("cache-control", "no-cache"),
     ]
 
+    /// `If-None-Match` (RFC 9110, 13.1.2): `*`, or a list of tags compared weakly (`W/"x"`
+    /// matches `"x"`).
+    static func matches(_ header: String, etag: String) -> Bool {
+        header.split(separator: ",").contains { candidate in
+            let tag = candidate.trimmingSpaces
+            return tag == "*" || (tag.hasPrefix("W/") ? tag.dropFirst(2) : tag) == Substring(etag)
+        }
+    }
+
     func serveConsole(_ head: HTTPRequestHead, path: String) {
         guard let console = face.settings.console else {
             respondError(.notFound, JSONRPCError(code: JSONRPCError.Code.methodNotFound, message: "the console is turned off (http.console: false)"))
@@ -44,13 +53,12 @@ extension HTTPConnectionHandler {
         }
         var headers = Self.consoleSecurityHeaders
         headers.append(("etag", asset.etag))
-        if let held = head.headers.first(name: "if-none-match"), held.split(separator: ",").contains(where: { $0.trimmingSpaces == Substring(asset.etag) }) {
+        if let held = head.headers.first(name: "if-none-match"), Self.matches(held, etag: asset.etag) {
             respond(.notModified, headers: headers, body: ByteBuffer())
             return
         }
         if head.method == .HEAD {
-            headers.append(("content-type", asset.contentType))
-            respond(.ok, headers: headers, body: ByteBuffer())
+            respond(.ok, contentType: asset.contentType, headers: headers, body: ByteBuffer(), declaredLength: asset.body.count)
             return
         }
         respond(.ok, contentType: asset.contentType, headers: headers, body: ByteBuffer(bytes: asset.body))

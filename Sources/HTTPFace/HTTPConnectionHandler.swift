@@ -394,11 +394,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
-    func respond(_ status: HTTPResponseStatus, contentType: String = "application/json", headers extra: [(String, String)] = [], body: ByteBuffer) {
+    /// `declaredLength`: the length to announce in place of the body's own, for a HEAD request
+    /// (the length the GET would have, with no body sent).
+    func respond(
+        _ status: HTTPResponseStatus, contentType: String = "application/json", headers extra: [(String, String)] = [], body: ByteBuffer,
+        declaredLength: Int? = nil
+    ) {
         guard let context, let current = exchange, !current.streaming else { return }
         var headers = HTTPHeaders()
-        if body.readableBytes > 0 { headers.add(name: "content-type", value: contentType) }
-        headers.add(name: "content-length", value: "\(body.readableBytes)")
+        if body.readableBytes > 0 || declaredLength != nil { headers.add(name: "content-type", value: contentType) }
+        headers.add(name: "content-length", value: "\(declaredLength ?? body.readableBytes)")
         for (name, value) in extra { headers.add(name: name, value: value) }
         if !current.keepAlive { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: current.head.version, status: status, headers: headers))), promise: nil)

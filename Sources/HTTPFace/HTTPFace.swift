@@ -65,11 +65,15 @@ public final class HTTPFace: Sendable {
     }
 
     /// Whether a browser page from `origin` may call: an allowed origin (`http.allowedOrigins`),
-    /// or the gateway's own — the console it serves, as the browser addressed it.
+    /// or the console this gateway serves when it is reached at a loopback address (so that it
+    /// works on the machine itself whatever `allowedOrigins` says). A page of any other name is
+    /// judged by `allowedOrigins` alone: a name the browser resolved to this listener (DNS
+    /// rebinding) is not "the gateway's own".
     func allows(origin: String, of head: HTTPRequestHead, secure: Bool) -> Bool {
         if settings.allows(origin: origin) { return true }
         guard let host = head.headers.first(name: "host") else { return false }
-        return origin.lowercased() == "\(secure ? "https" : "http")://\(host.lowercased())"
+        let own = "\(secure ? "https" : "http")://\(host.lowercased())"
+        return origin.lowercased() == own && HTTPFaceSettings.isLoopback(origin: own)
     }
 
     public func shutdown() {

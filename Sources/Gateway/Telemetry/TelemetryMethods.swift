@@ -61,8 +61,10 @@ enum TelemetryMethods {
         guard let store = observability.history else {
             return .error(.internalError("the history is not kept"))
         }
-        guard let params = request.params, params.kind == .object else {
-            return .error(.invalidParams("metrics/history takes an object: agentId, period (minute, hour, day), from, to, tool"))
+        // No params at all: the whole gateway's last hour, as `{}` reads it.
+        let params = request.params ?? .emptyObject
+        guard params.kind == .object else {
+            return .error(.invalidParams("metrics/history takes an object: agentId or template (or neither: the whole gateway), period (minute, hour, day), from, to, tool"))
         }
         let subject: HistorySubjectChoice
         switch chooseSubject(params, context, observability: observability, agents: agents) {
@@ -156,6 +158,9 @@ enum TelemetryMethods {
         }
         let agentValue = params.member("agentId")
         let templateValue = params.member("template")
+        if let agentValue, agentValue.kind != .null, let templateValue, templateValue.kind != .null {
+            return .failure(.invalidParams("name an \"agentId\" or a \"template\", not both"))
+        }
         if let agentValue, agentValue.kind != .null {
             guard let agent = agentValue.stringValue, !agent.isEmpty else {
                 return .failure(.invalidParams("\"agentId\" must be an agent's id"))
