@@ -101,7 +101,14 @@ struct AccessDecisions {
         // Bounded: a peer inventing method names must not grow the set (unknown methods are
         // answered -32601 before they get here, so this holds the table's methods at most).
         if refusal == nil, allowedMethods.count < 256 { allowedMethods.insert(request.method) }
-        return refusal
+        return refusal.map { Self.naming(RequestTarget.targets(method: request.method, params: request.params), in: $0) }
+    }
+
+    /// A refusal decided by the method alone still says what it refused (12.3.2: the method and
+    /// its target), as one decided by a target rule does.
+    private static func naming(_ targets: [String], in refusal: AccessError) -> AccessError {
+        guard case .forbidden(let principal, let what, let reason) = refusal, !targets.isEmpty, !what.contains(" ") else { return refusal }
+        return .forbidden(principal: principal, what: "\(what) \(targets.joined(separator: ", "))", reason: reason)
     }
 
     mutating func change(to grant: Grant, rateChecks: [RateCheck]) {

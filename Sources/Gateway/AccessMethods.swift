@@ -90,8 +90,13 @@ enum AccessMethods {
         for name in names {
             let parts = name.split(separator: ":", maxSplits: 1)
             let method = parts.first.map(String.init) ?? name
-            let targets = parts.count == 2 ? [String(parts[1])] : []
-            may[name] = .bool(grant.decide(method: method, targets: targets) == nil)
+            if parts.count == 2 {
+                may[name] = .bool(grant.decide(method: method, targets: [String(parts[1])]) == nil)
+            } else {
+                // Without a target: whether some target may be (`agents/drain:search*` shows the
+                // console's Drain; draining another agent is still refused).
+                may[name] = .bool(grant.allowsSomeTarget(method))
+            }
         }
         return .object(may)
     }

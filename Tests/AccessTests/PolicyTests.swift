@@ -37,6 +37,24 @@ import Testing
         #expect(grant.decide(method: "ping") == nil)
     }
 
+    @Test func aMethodAllowedForSomeTargetsIsOneTheConsoleMayOffer() throws {
+        let policy = try AccessPolicy(auth: [
+            "roles": [
+                "trader": ["allow": ["tools/call:trading__*", "agents/drain:search*"], "deny": ["agents/scale"]],
+                "locked": ["allow": ["agents/drain:search*"], "deny": ["agents/drain"]],
+            ]
+        ])
+        let trader = policy.grant(for: principal(["trader"]))
+        #expect(trader.allowsSomeTarget("tools/call"))
+        #expect(trader.allowsSomeTarget("agents/drain"))
+        #expect(!trader.allowsSomeTarget("agents/scale"))
+        #expect(!trader.allowsSomeTarget("tasks/submit"))
+        // Still decided per target.
+        #expect(trader.decide(method: "agents/drain", targets: ["billing#1"]) != nil)
+        // A deny without a target pattern leaves no target.
+        #expect(!policy.grant(for: principal(["locked"])).allowsSomeTarget("agents/drain"))
+    }
+
     @Test func builtInRolesGrantWhatTheirNamesSay() {
         let policy = AccessPolicy()
         let viewer = policy.grant(for: principal(["viewer"]))

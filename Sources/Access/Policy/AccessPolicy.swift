@@ -82,6 +82,15 @@ public final class Grant: Sendable {
         return .forbidden(principal: principal.name, what: what, reason: reason)
     }
 
+    /// Whether the principal may call `method` for some target at least: allowed outright, or a
+    /// rule allows it for some targets and no rule denies it for every target. A console shows
+    /// an action by this, and the gateway still decides each request with its target.
+    public func allowsSomeTarget(_ method: String) -> Bool {
+        if decide(method: method) == nil { return true }
+        if roles.contains(where: { role in role.deny.contains { $0.target == nil && $0.method.matches(method) } }) { return false }
+        return roles.contains { role in role.allow.contains { $0.target != nil && $0.method.matches(method) } }
+    }
+
     /// Whether the principal may use `name` through `method` (filtering `tools/list` and the
     /// like: a principal sees only what it may call).
     public func mayUse(_ method: String, _ name: String) -> Bool {

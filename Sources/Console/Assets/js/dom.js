@@ -83,3 +83,98 @@ export function throttle(fn, milliseconds) {
     timer = setTimeout(() => { timer = null; fn(...lastArgs); }, milliseconds);
   };
 }
+
+/// A time of day to the millisecond, for streams where several things happen in one second.
+export function formatClock(iso) {
+  if (!iso) return '–';
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso;
+  const pad = (value, width = 2) => String(value).padStart(width, '0');
+  return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.${pad(date.getMilliseconds(), 3)}`;
+}
+
+export function formatNumber(value, fractionDigits = 0) {
+  if (value === undefined || value === null || Number.isNaN(value)) return '–';
+  return Number(value).toLocaleString(undefined, { maximumFractionDigits: fractionDigits });
+}
+
+/// Calls `fn` once `milliseconds` have passed without another call (for typing in a field).
+export function debounce(fn, milliseconds) {
+  let timer = null;
+  const debounced = (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { timer = null; fn(...args); }, milliseconds);
+  };
+  debounced.cancel = () => clearTimeout(timer);
+  return debounced;
+}
+
+/// A state name as a coloured badge: `.badge.state-IDLE`, `.badge.state-half-open`, …
+export function badge(state, attributes = {}) {
+  const text = state === undefined || state === null ? '–' : String(state);
+  const extra = attributes.class ? ` ${attributes.class}` : '';
+  return h('span', { ...attributes, class: `badge state-${text.replace(/[^A-Za-z0-9_-]/g, '_')}${extra}` }, text);
+}
+
+/// JSON for people: indented, and never throws (a cycle or a BigInt is shown as text).
+export function prettyJSON(value) {
+  try {
+    const text = JSON.stringify(value, null, 2);
+    return text === undefined ? String(value) : text;
+  } catch {
+    return String(value);
+  }
+}
+
+/// The text an RPCError (or any error) should show a person: the gateway's message, with its
+/// `data.reason` when the message does not already say it.
+export function errorText(error) {
+  if (!error) return 'unknown error';
+  const message = error.message || String(error);
+  const reason = error.data && typeof error.data.reason === 'string' ? error.data.reason : '';
+  return reason && !message.includes(reason) ? `${message}: ${reason}` : message;
+}
+
+// Which two-step buttons are armed, by key, so that a row redrawn by a refresh keeps the state
+// the person put it in.
+const armedUntil = new Map();
+const ARMED_MILLISECONDS = 4000;
+
+/// A button for an action that cannot be undone: the first click arms it ("Confirm drain"), a
+/// second click within four seconds runs `onConfirm`. Pass a stable `key` when the button may be
+/// redrawn while armed (in a table that refreshes).
+export function confirmButton({ label, confirmLabel, onConfirm, key, attributes = {} }) {
+  const stateKey = key || null;
+  const button = h('button', { type: 'button', ...attributes, class: `button danger ${attributes.class || ''}`.trim() }, label);
+  let localArmedUntil = 0;
+  let timer = null;
+  const isArmed = () => (stateKey ? (armedUntil.get(stateKey) || 0) : localArmedUntil) > Date.now();
+  const show = () => {
+    const armed = isArmed();
+    button.textContent = armed ? (confirmLabel || `Confirm ${label.toLowerCase()}`) : label;
+    button.classList.toggle('armed', armed);
+    button.setAttribute('aria-pressed', armed ? 'true' : 'false');
+  };
+  const disarmLater = (milliseconds) => {
+    clearTimeout(timer);
+    timer = setTimeout(show, milliseconds + 20);
+  };
+  button.addEventListener('click', (event) => {
+    event.stopPropagation();
+    if (isArmed()) {
+      if (stateKey) armedUntil.delete(stateKey); else localArmedUntil = 0;
+      show();
+      onConfirm();
+      return;
+    }
+    const now = Date.now();
+    for (const [other, time] of armedUntil) if (time < now) armedUntil.delete(other);
+    const until = now + ARMED_MILLISECONDS;
+    if (stateKey) armedUntil.set(stateKey, until); else localArmedUntil = until;
+    show();
+    disarmLater(ARMED_MILLISECONDS);
+  });
+  if (isArmed()) disarmLater((armedUntil.get(stateKey) || 0) - Date.now());
+  show();
+  return button;
+}

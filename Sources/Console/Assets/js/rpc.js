@@ -30,6 +30,7 @@ export class Gateway {
     this.retryDelay = 500;
     this.wanted = false;
     this.opened = null;
+    this.closed = false;
   }
 
   static defaultURL() {
@@ -45,8 +46,11 @@ export class Gateway {
     return this.open();
   }
 
+  /// Ends the connection for good: later calls are refused rather than opening a new one.
   close() {
     this.wanted = false;
+    this.token = null;
+    this.closed = true;
     if (this.socket) this.socket.close(1000, 'logged out');
     this.failPending('the console logged out');
   }
@@ -89,6 +93,8 @@ export class Gateway {
           settled = true;
           this.wanted = false;
           reject(error);
+          // Said apart from a dropped connection: the credential itself is no longer accepted.
+          this.emit('refused', error);
           socket.close(1000, 'not authenticated');
         }
       };
@@ -137,6 +143,7 @@ export class Gateway {
 
   /// Calls a gateway method; resolves with its result, rejects with an RPCError.
   async call(method, params) {
+    if (this.closed) throw new RPCError({ code: -32000, message: `${method}: the console logged out` });
     if (this.state !== 'open') await this.open();
     return this.send(method, params);
   }
@@ -183,8 +190,19 @@ export class Gateway {
   subscribeOne(subscription) {
     subscription.subscriptionId = null;
     this.send('events/subscribe', { pattern: subscription.pattern })
-      .then((result) => { subscription.subscriptionId = result.subscriptionId; })
-      .catch((error) => this.emit('error', error));
+      .then((result) => {
+        // Unsubscribed while the gateway was answering: end the subscription it just made, or
+        // it would hold one of the connection's subscriptions for nothing.
+        if (![...this.subscriptions.values()].includes(subscription)) {
+          this.send('events/unsubscribe', { subscriptionId: result.subscriptionId }).catch(() => {});
+          return;
+        }
+        subscription.subscriptionId = result.subscriptionId;
+      })
+      .catch((error) => {
+        error.message = `events/subscribe ${subscription.pattern}: ${error.message}`;
+        this.emit('error', error);
+      });
   }
 
   resubscribe() {
