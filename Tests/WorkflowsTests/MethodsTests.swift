@@ -154,7 +154,10 @@ struct MethodsTests {
             #expect(checked["problems"]?[0]?["line"] == 4)
             // The document comes back all the same: an editor keeps working on it.
             #expect(checked["definition"]?["steps"]?[0]?["id"] == "a")
-            #expect(checked["workflowName"] == nil)
+            // Its name and version as read, for an editor to write back.
+            #expect(checked["workflowName"] == "draft")
+            #expect(checked["version"] == "1")
+            #expect(checked["stepCount"] == nil)
 
             let object: JSONValue = ["definition": ["workflowName": "draft", "version": "1", "steps": [["id": "a", "type": "agent_task", "tool": "t"]]]]
             let valid = try await call(methods, "workflows/validate", object).get()

@@ -152,11 +152,11 @@ extension WorkflowMethods {
         var result: [String: JSONValue] = ["valid": .bool(definition != nil && problems.isEmpty), "problems": .array(problems.map(\.jsonValue))]
         if let definition {
             if case .object = definition.document { result["definition"] = definition.document }
-            if problems.isEmpty {
-                result["workflowName"] = .string(definition.name)
-                result["version"] = .string(definition.version)
-                result["stepCount"] = .integer(Int64(definition.stepCount))
-            }
+            // The name and version as read (a YAML `version: 1.10` is "1.10"), problems or not:
+            // an editor writes them back as they were.
+            if !definition.name.isEmpty { result["workflowName"] = .string(definition.name) }
+            if !definition.version.isEmpty { result["version"] = .string(definition.version) }
+            if problems.isEmpty { result["stepCount"] = .integer(Int64(definition.stepCount)) }
         }
         return .object(result)
     }
