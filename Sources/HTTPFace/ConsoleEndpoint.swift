@@ -8,10 +8,11 @@ import NIOHTTP1
 /// they are served to anyone who reaches the listener, as a login page is.
 extension HTTPConnectionHandler {
     /// What a page of the console may do: its own scripts and styles, and the gateway's
-    /// WebSocket; nothing inline, nothing from elsewhere, never inside another site's frame.
+    /// WebSocket (`'self'` covers ws: and wss: of the page's own host); nothing inline, nothing
+    /// from elsewhere, never inside another site's frame.
     static let consoleSecurityHeaders: [(String, String)] = [
         ("content-security-policy",
-         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
         ("referrer-policy", "no-referrer"),
@@ -54,7 +55,8 @@ extension HTTPConnectionHandler {
         var headers = Self.consoleSecurityHeaders
         headers.append(("etag", asset.etag))
         if let held = head.headers.first(name: "if-none-match"), Self.matches(held, etag: asset.etag) {
-            respond(.notModified, headers: headers, body: ByteBuffer())
+            // The length of the 200 it stands for, as RFC 9110 (8.6) allows, never 0.
+            respond(.notModified, contentType: asset.contentType, headers: headers, body: ByteBuffer(), declaredLength: asset.body.count)
             return
         }
         if head.method == .HEAD {

@@ -77,6 +77,16 @@ public struct HTTPFaceSettings: Sendable {
             host = parts[0]
             if parts.count == 2, parts[1].isEmpty || !parts[1].allSatisfy(\.isNumber) { return false }
         }
-        return host == "localhost" || host == "[::1]" || host.hasPrefix("127.") && host.split(separator: ".").count == 4
+        return host == "localhost" || host == "[::1]" || isLoopbackIPv4(host)
+    }
+
+    /// `127.a.b.c` with four decimal parts of 0 to 255: `127.0.0.1.evil.example` and
+    /// `127.x.attacker.io` are names, which may resolve anywhere.
+    static func isLoopbackIPv4(_ host: Substring) -> Bool {
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0] == "127" else { return false }
+        return parts.allSatisfy { part in
+            !part.isEmpty && part.count <= 3 && part.allSatisfy { $0.isASCII && $0.isNumber } && Int(part).map { $0 <= 255 } == true
+        }
     }
 }

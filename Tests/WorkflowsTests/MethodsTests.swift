@@ -203,6 +203,15 @@ struct MethodsTests {
             let waiting = try await call(methods, "workflows/executions", ["status": "waiting_approval"]).get()
             #expect(waiting["executions"]?.arrayValue?.compactMap { $0["executionId"]?.stringValue } == [ids[2], ids[0]])
             #expect(waiting["executions"]?[0]?["pendingApprovals"]?[0]?["stepId"] == "ok")
+            // Those still running, a page at a time as well.
+            let firstWaiting = try await call(methods, "workflows/executions", ["status": "WAITING_APPROVAL", "limit": 1]).get()
+            #expect(firstWaiting["executions"]?.arrayValue?.compactMap { $0["executionId"]?.stringValue } == [ids[2]])
+            let waitingCursor = try #require(firstWaiting["nextCursor"]?.stringValue)
+            let lastWaiting = try await call(methods, "workflows/executions", ["status": "WAITING_APPROVAL", "limit": 1, "cursor": .string(waitingCursor)]).get()
+            #expect(lastWaiting["executions"]?.arrayValue?.compactMap { $0["executionId"]?.stringValue } == [ids[0]])
+            #expect(lastWaiting["nextCursor"] == nil)
+            let completed = try await call(methods, "workflows/executions", ["status": "COMPLETED"]).get()
+            #expect(completed["executions"]?.arrayValue?.compactMap { $0["executionId"]?.stringValue } == [ids[1]])
 
             for bad: JSONValue in [["status": "SLEEPING"], ["limit": 0], ["limit": 501], ["cursor": "exec/x"]] {
                 guard case .failure(let error) = await call(methods, "workflows/executions", bad) else {

@@ -7,6 +7,7 @@ does (typing the credential and pressing the button), then waits for the fleet v
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,7 +20,9 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 WAIT_SECONDS = 15
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+# Screenshots go to a scratch folder; `SWITCHBOARD_SCREENSHOTS=docs/console` refreshes the
+# README's pictures (a test run leaves the work tree as it was).
+SCREENSHOTS = Path(os.environ.get("SWITCHBOARD_SCREENSHOTS") or Path(tempfile.gettempdir()) / "switchboard-console-screenshots")
 
 
 def chromium_paths() -> tuple[str, str]:

@@ -315,6 +315,10 @@ def test_the_events_tail_shows_what_is_published_to_its_pattern_and_pauses(start
     # Events of one connection arrive in order: weather.oslo, published first, would be here.
     assert all(row.get_attribute("data-topic") == "market.btc" for row in rows(browser, "event-row"))
     screenshot(browser, "events")
+    # Every market.btc published above is shown before the pause: a last event, published after
+    # them on the same connection (so delivered after them), shows on top.
+    publisher.call("events/publish", {"topic": "market.sync", "data": {}})
+    until(browser, lambda: rows(browser, "event-row")[0].get_attribute("data-topic") == "market.sync")
 
     css(browser, "[data-test=event-pause]").click()
     shown = len(rows(browser, "event-row"))
@@ -324,6 +328,8 @@ def test_the_events_tail_shows_what_is_published_to_its_pattern_and_pauses(start
     assert len(rows(browser, "event-row")) == shown
     css(browser, "[data-test=event-pause]").click()
     until(browser, lambda: rows(browser, "event-row")[0].get_attribute("data-topic") == "market.eth")
+    assert rows(browser, "event-row")[1].get_attribute("data-topic") == "market.sync"
+    assert len(rows(browser, "event-row")) == shown + 1
     publisher.close()
     assert browser_errors(browser) == []
 
@@ -355,8 +361,8 @@ def test_the_charts_draw_the_calls_made_through_the_gateway(start_gateway, tmp_p
     assert "calls/min" in css(browser, "[data-test=chart-throughput] [data-test=chart-readout]").text
 
     # One template, one tool: the same calls.
-    until(browser, lambda: browser.find_elements(By.CSS_SELECTOR, '[data-test=chart-subject] option[value="echo"]'))
-    css(browser, '[data-test=chart-subject] option[value="echo"]').click()
+    until(browser, lambda: browser.find_elements(By.CSS_SELECTOR, '[data-test=chart-subject] option[value="template:echo"]'))
+    css(browser, '[data-test=chart-subject] option[value="template:echo"]').click()
     until(browser, lambda: "12 calls" in css(browser, "[data-test=chart-totals]").text and drawn_path("chart-throughput"))
     until(browser, lambda: browser.find_elements(By.CSS_SELECTOR, '[data-test=chart-tool] option[value="echo"]'))
     css(browser, '[data-test=chart-tool] option[value="echo"]').click()

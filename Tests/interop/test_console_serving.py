@@ -22,7 +22,7 @@ from websockets.exceptions import InvalidHandshake
 from websockets.sync.client import connect as ws_connect
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 SECURITY_HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
@@ -278,6 +278,10 @@ def test_a_rebound_name_is_not_the_gateways_own_origin(start_gateway, tmp_path):
     parts = urlsplit(base)
     for host, origin, expected in (
         (rebound, f"http://{rebound}", 403),
+        # Names that look like a loopback address are names all the same.
+        (f"127.0.0.1.evil.example:{port}", f"http://127.0.0.1.evil.example:{port}", 403),
+        (f"127.x.attacker.io:{port}", f"http://127.x.attacker.io:{port}", 403),
+        (f"127.0.0.256:{port}", f"http://127.0.0.256:{port}", 403),
         (f"localhost:{port}", f"http://localhost:{port}", 200),
         (f"localhost:{port}", "http://evil.example", 403),
         (f"localhost:{port}", f"https://localhost:{port}", 403),

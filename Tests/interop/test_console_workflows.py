@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import time
 
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
@@ -84,15 +83,17 @@ def api_key(name: str, key: str, roles: list[str], **more) -> dict:
     return {"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest(), "roles": roles, **more}
 
 
-def rpc_until(predicate, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+def waiting_for_approval(rpc, execution_id: str, timeout: float = 30.0) -> None:
+    """Returns once the execution waits for a decision: told by its events (11.9), subscribed
+    before the execution is asked about, so that no transition falls between the two."""
+    seen = rpc.count("notifications/events/message")
+    rpc.result("events/subscribe", {"pattern": f"workflows.*.{execution_id}"})
+    if rpc.result("workflows/status", {"executionId": execution_id})["status"] == "WAITING_APPROVAL":
+        return
+    rpc.wait_notification(
+        "notifications/events/message", after=seen, timeout=timeout,
+        match=lambda n: n["params"]["data"].get("event") == "execution" and n["params"]["data"].get("status") == "WAITING_APPROVAL"
+        and n["params"]["data"].get("executionId") == execution_id)
 
 
 def start(start_gateway, tmp_path):
@@ -110,7 +111,8 @@ def start(start_gateway, tmp_path):
     gateway = start_gateway("http", "tcp", extra=["--config", str(path)])
     rpc = RpcSession.connect(gateway.tcp)
     rpc.result("auth/authenticate", {"token": TRADER_KEY})
-    rpc_until(lambda: "place_order" in {tool["name"] for tool in rpc.result("tools/list")["tools"]}, "the trading agent's tools")
+    # The first tools/list waits for the agents still starting (chapter 07, 7.3.5), as a host's does.
+    assert "place_order" in {tool["name"] for tool in rpc.result("tools/list")["tools"]}
     return gateway, rpc
 
 
@@ -280,7 +282,7 @@ def test_an_execution_page_follows_the_execution_from_its_events(start_gateway, 
     gateway, rpc = start(start_gateway, tmp_path)
     rpc.result("workflows/create", {"source": QUICK_TRADE})
     execution_id = rpc.result("workflows/execute", {"workflowName": "quick-trade", "inputs": {"symbol": "AAPL"}})["executionId"]
-    rpc_until(lambda: rpc.result("workflows/status", {"executionId": execution_id})["status"] == "WAITING_APPROVAL", "the approval")
+    waiting_for_approval(rpc, execution_id)
     log_in(browser, gateway, TRADER_KEY)
     open_workflows_tab(browser, "executions")
     css(browser, f'[data-test=execution-row][data-execution-id="{execution_id}"]').click()
@@ -305,7 +307,7 @@ def test_an_execution_cancelled_from_its_page_ends_cancelled_and_the_list_filter
     gateway, rpc = start(start_gateway, tmp_path)
     rpc.result("workflows/create", {"source": QUICK_TRADE})
     waiting = rpc.result("workflows/execute", {"workflowName": "quick-trade", "inputs": {"symbol": "VOD.L"}})["executionId"]
-    rpc_until(lambda: rpc.result("workflows/status", {"executionId": waiting})["status"] == "WAITING_APPROVAL", "the approval")
+    waiting_for_approval(rpc, waiting)
     log_in(browser, gateway, TRADER_KEY)
     open_workflows_tab(browser, "executions")
     css(browser, f'[data-test=execution-row][data-execution-id="{waiting}"]').click()
@@ -324,7 +326,7 @@ def test_an_execution_cancelled_from_its_page_ends_cancelled_and_the_list_filter
 
     # Another execution, waiting: the status filter shows one or the other.
     other = rpc.result("workflows/execute", {"workflowName": "quick-trade", "inputs": {"symbol": "BARC.L"}})["executionId"]
-    rpc_until(lambda: rpc.result("workflows/status", {"executionId": other})["status"] == "WAITING_APPROVAL", "the second approval")
+    waiting_for_approval(rpc, other)
     open_workflows_tab(browser, "executions")
     listed = lambda: {row.get_attribute("data-execution-id") for row in browser.find_elements(By.CSS_SELECTOR, "[data-test=execution-row]")}  # noqa: E731
     until(browser, lambda: listed() == {waiting, other})
@@ -344,7 +346,7 @@ def test_a_viewer_sees_an_approval_without_the_buttons_and_the_gateway_refuses_i
     desk.result("auth/authenticate", {"token": DESK_KEY})
     execution_id = desk.result("workflows/execute", {"workflowName": "signal-to-order",
                                                      "inputs": {"symbol": "MSFT", "quantity": 1, "threshold": -2}})["executionId"]
-    rpc_until(lambda: rpc.result("workflows/status", {"executionId": execution_id})["status"] == "WAITING_APPROVAL", "the approval")
+    waiting_for_approval(rpc, execution_id)
 
     log_in(browser, gateway, VIEWER_KEY)
     open_workflows_tab(browser, "approvals")

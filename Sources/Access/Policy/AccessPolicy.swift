@@ -87,7 +87,9 @@ public final class Grant: Sendable {
     /// an action by this, and the gateway still decides each request with its target.
     public func allowsSomeTarget(_ method: String) -> Bool {
         if decide(method: method) == nil { return true }
-        if roles.contains(where: { role in role.deny.contains { $0.target == nil && $0.method.matches(method) } }) { return false }
+        if roles.contains(where: { role in role.deny.contains { ($0.target == nil || $0.target?.pattern == "*") && $0.method.matches(method) } }) {
+            return false
+        }
         return roles.contains { role in role.allow.contains { $0.target != nil && $0.method.matches(method) } }
     }
 

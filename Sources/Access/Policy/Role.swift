@@ -19,8 +19,9 @@ public struct Role: Sendable, Hashable {
         "tools/list", "prompts/list", "resources/list", "resources/templates/list", "agents/list", "agents/get",
         "gateway/status", "tasks/list", "tasks/get", "workflows/list", "workflows/get", "workflows/status", "subscriptions/listen",
         "metrics/history", "messages/list", "workflows/executions", "workflows/validate",
-        // Status as it changes: the agents' and the executions' events (a console's live view).
-        "events/subscribe", "events/unsubscribe",
+        // Status as it changes: the agents' and the executions' events (a console's live view),
+        // not every topic (clients' own events and messages are theirs).
+        "events/subscribe:switchboard.agents.*", "events/subscribe:workflows.*", "events/unsubscribe",
     ]
 
     /// What a client does: use tools and patterns, run tasks, use memory, events and messages

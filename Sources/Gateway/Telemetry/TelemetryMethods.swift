@@ -184,16 +184,20 @@ enum TelemetryMethods {
             guard let template = templateValue.stringValue, !template.isEmpty else {
                 return .failure(.invalidParams("\"template\" must be a template's name"))
             }
-            // A tenant reads the sum of a template it may use: one of whose instances it sees.
-            if context.tenant != nil, !agents.instances(ofTemplate: template).contains(where: visible) {
-                return .failure(.invalidParams("no agent template \"\(template)\"", extra: ["template": .string(template)]))
+            // A template's sum counts the calls of every instance it ever had, whoever registered
+            // it and whichever tenants' calls it served: for those who work across tenants. A
+            // tenant reads its instances' own histories.
+            if context.tenant != nil {
+                return .failure(.invalidParams(
+                    "a template's sum counts every tenant's calls of its instances: read one of your instances with \"agentId\"",
+                    extra: ["template": .string(template)]))
             }
             return .success(.template(template))
         }
         // The gateway's sum counts every tenant's calls: for those who work across tenants.
         if context.tenant != nil {
             return .failure(.invalidParams(
-                "the whole gateway's history counts every tenant's calls: name an \"agentId\" or a \"template\" of your tenant"))
+                "the whole gateway's history counts every tenant's calls: read one of your instances with \"agentId\""))
         }
         return .success(.gateway)
     }

@@ -143,10 +143,14 @@ public actor WorkflowExecutor {
 
     /// Executions newest first that `matches` accepts: up to `limit`, looking at no more than
     /// `scanLimit` of them, and the cursor to go on from (nil when none is left). A cursor is
-    /// opaque to callers; each page is read from the store as it is now.
+    /// opaque to callers; each page is read from the store as it is now. With `unfinishedOnly`
+    /// (a filter on a status that is not final) only the executions still running are looked
+    /// at — the ones waiting for an approval among them — however many have ended.
     public func executions(
-        after cursor: String?, limit: Int, scanLimit: Int = 2000, matching matches: @Sendable (WorkflowExecution) -> Bool
+        after cursor: String?, limit: Int, unfinishedOnly: Bool = false, scanLimit: Int = 2000,
+        matching matches: @Sendable (WorkflowExecution) -> Bool
     ) async throws(WorkflowError) -> (executions: [WorkflowExecution], nextCursor: String?) {
+        if unfinishedOnly { return try await unfinishedExecutions(after: cursor, limit: limit, matching: matches) }
         var found: [WorkflowExecution] = []
         var position = cursor
         var scanned = 0
@@ -162,13 +166,42 @@ public actor WorkflowExecutor {
             for (id, next) in batch {
                 scanned += 1
                 position = next
-                // An execution listed but gone from the store (never fully written) is skipped.
-                if let execution = try? await status(executionID: id), matches(execution) {
+                if let execution = try await listed(id), matches(execution) {
                     found.append(execution)
                     if found.count == limit { return (found, next) }
                 }
             }
             if batch.count < wanted { return (found, nil) }
+        }
+    }
+
+    private func unfinishedExecutions(
+        after cursor: String?, limit: Int, matching matches: @Sendable (WorkflowExecution) -> Bool
+    ) async throws(WorkflowError) -> (executions: [WorkflowExecution], nextCursor: String?) {
+        let ids: [String]
+        do {
+            ids = try await store.unfinishedExecutionIDs()
+        } catch {
+            throw .storage(error)
+        }
+        var candidates: [(key: String, execution: WorkflowExecution)] = []
+        for id in ids {
+            guard let execution = try await listed(id), matches(execution) else { continue }
+            let key = WorkflowExecutionListing.key(of: execution)
+            if let cursor, key <= cursor { continue }
+            candidates.append((key, execution))
+        }
+        candidates.sort { $0.key < $1.key }
+        let page = candidates.prefix(limit)
+        return (page.map(\.execution), candidates.count > limit ? page.last?.key : nil)
+    }
+
+    /// A listed execution as it is now; nil when it is gone (listed, but never fully written).
+    private func listed(_ executionID: String) async throws(WorkflowError) -> WorkflowExecution? {
+        do {
+            return try await status(executionID: executionID)
+        } catch where error.code == .unknownExecution {
+            return nil
         }
     }
 

@@ -181,7 +181,7 @@ extension WorkflowMethods {
         }
         let tenant = caller.tenant
         let wanted = status
-        let page = try await executor.executions(after: cursor, limit: limit) { execution in
+        let page = try await executor.executions(after: cursor, limit: limit, unfinishedOnly: status.map { !$0.isFinal } ?? false) { execution in
             (name == nil || execution.workflowName == name) && (wanted == nil || execution.status == wanted)
                 && (tenant == nil || execution.executionContext[Caller.tenantKey]?.stringValue == tenant)
         }

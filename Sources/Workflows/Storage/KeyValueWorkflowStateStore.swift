@@ -49,7 +49,7 @@ public struct KeyValueWorkflowStateStore: WorkflowStateStore {
     public func saveExecution(_ execution: WorkflowExecution) async throws {
         if execution.status == .pending {
             // Its place in the listing by start, written once, as it is accepted.
-            _ = try await store.set(Self.startedKey(execution), to: ByteBuffer(string: "1"), ttl: nil, namespace: namespace)
+            _ = try await store.set(WorkflowExecutionListing.key(of: execution), to: ByteBuffer(string: "1"), ttl: nil, namespace: namespace)
         }
         _ = try await store.set("exec/\(execution.executionID)", to: Self.encode(execution.storageJSON), ttl: nil, namespace: namespace)
         if execution.status.isFinal {
@@ -85,14 +85,6 @@ public struct KeyValueWorkflowStateStore: WorkflowStateStore {
     public func executionIDs(after cursor: String?, limit: Int) async throws -> [(id: String, cursor: String)] {
         let page = try await store.list(namespace: namespace, prefix: "started/", after: cursor, limit: limit)
         return page.entries.compactMap { entry in entry.key.split(separator: "/").last.map { (String($0), entry.key) } }
-    }
-
-    /// `started/<time to the end of the epoch's 10^13 ms, 13 digits>/<id>`: the store lists keys
-    /// in byte order, which is then newest first.
-    static func startedKey(_ execution: WorkflowExecution) -> String {
-        let remaining = max(0, 9_999_999_999_999 - execution.startedAt.millisecondsSinceEpoch)
-        let digits = String(remaining)
-        return "started/" + String(repeating: "0", count: max(0, 13 - digits.count)) + digits + "/" + execution.executionID
     }
 
     private func keys(prefix: String) async throws -> [String] {

@@ -59,3 +59,14 @@ public enum WorkflowVersionOrder {
         version.split { $0 == "." || $0 == "-" || $0 == "+" }
     }
 }
+
+/// Where an execution stands in the listing by start: `started/<ms to 10^13, 13 digits>/<id>`.
+/// A store lists keys in byte order, which is then newest first; the key of the last execution
+/// of a page is the cursor of the next.
+public enum WorkflowExecutionListing {
+    public static func key(of execution: WorkflowExecution) -> String {
+        let remaining = max(0, 9_999_999_999_999 - execution.startedAt.millisecondsSinceEpoch)
+        let digits = String(remaining)
+        return "started/" + String(repeating: "0", count: max(0, 13 - digits.count)) + digits + "/" + execution.executionID
+    }
+}

@@ -30,7 +30,8 @@ const METHODS_OFFERED = [
   'tasks/list', 'tasks/get', 'tasks/submit', 'tasks/cancel',
   'workflows/list', 'workflows/get', 'workflows/status', 'workflows/executions', 'workflows/create',
   'workflows/validate', 'workflows/execute', 'workflows/approve', 'workflows/cancel',
-  'events/subscribe', 'events/publish', 'metrics/history', 'gateway/status', 'tools/list',
+  'events/subscribe', 'events/subscribe:*', 'events/subscribe:switchboard.agents.*', 'events/subscribe:workflows.*',
+  'events/publish', 'metrics/history', 'gateway/status', 'tools/list',
 ];
 
 // The credential lives for the browser tab only: a reload stays logged in, closing the tab forgets.

@@ -17,7 +17,12 @@ const MARGIN = { top: 12, right: 16, bottom: 26, left: 58 };
 
 export function mount(root, ctx) {
   let disposed = false;
-  let subject = '';        // '' is the whole gateway, else a template's name
+  // Whose history: '' is the whole gateway, `template:NAME` a template's sum, `agent:ID` one
+  // instance. The sums count every tenant's calls: a principal bound to a tenant reads its
+  // instances' own histories (chapter 15, 15.4.1).
+  const spansTenants = !ctx.principal.accessControl
+    || (ctx.principal.roles || []).some((role) => role === 'admin' || role === 'operator');
+  let subject = '';
   let tool = '';
   let period = 'minute';
   let history = null;
@@ -28,7 +33,7 @@ export function mount(root, ctx) {
 
   const subjectSelect = h('select', { 'data-test': 'chart-subject', 'aria-label': 'Subject',
     onchange: () => { subject = subjectSelect.value; tool = ''; knownTools = new Set(); load(); } },
-  h('option', { value: '' }, 'Whole gateway'));
+  spansTenants ? h('option', { value: '' }, 'Whole gateway') : null);
   const toolSelect = h('select', { 'data-test': 'chart-tool', 'aria-label': 'Tool',
     onchange: () => { tool = toolSelect.value; load(); } },
   h('option', { value: '' }, 'Every tool'));
@@ -54,8 +59,7 @@ export function mount(root, ctx) {
     errorLine.hidden = false;
     errorLine.textContent = 'This principal may not read the history (metrics/history).';
   } else {
-    loadTemplates();
-    load();
+    loadTemplates().then(() => { if (!disposed) load(); });
     templatesTimer = setInterval(() => { if (!document.hidden) loadTemplates(); }, TEMPLATES_REFRESH_MS);
   }
 
@@ -64,10 +68,14 @@ export function mount(root, ctx) {
     try {
       const result = await ctx.gw.call('agents/list');
       if (disposed) return;
-      const names = [...new Set((result.agents || []).map((agent) => agent.template))].sort();
-      if (subject && !names.includes(subject)) names.push(subject);
-      replace(subjectSelect, h('option', { value: '' }, 'Whole gateway'),
-        names.map((name) => h('option', { value: name }, `Template ${name}`)));
+      const agents = result.agents || [];
+      const values = spansTenants
+        ? [...new Set(agents.map((agent) => agent.template))].sort().map((name) => [`template:${name}`, `Template ${name}`])
+        : agents.map((agent) => agent.agentId).sort().map((id) => [`agent:${id}`, `Instance ${id}`]);
+      if (!spansTenants && !subject && values.length) subject = values[0][0];
+      if (subject && !values.some(([value]) => value === subject)) values.push([subject, subject.replace(/^[a-z]+:/, '')]);
+      replace(subjectSelect, spansTenants ? h('option', { value: '' }, 'Whole gateway') : null,
+        values.map(([value, label]) => h('option', { value }, label)));
       subjectSelect.value = subject;
     } catch {
       // Without the list the gateway's own history still shows.
@@ -76,9 +84,7 @@ export function mount(root, ctx) {
 
   async function load() {
     clearTimeout(refreshTimer);
-    const params = { period };
-    if (subject) params.template = subject;
-    if (tool) params.tool = tool;
+    const params = currentParams();
     const asked = JSON.stringify(params);
     try {
       const result = await ctx.gw.call('metrics/history', params);
@@ -106,7 +112,8 @@ export function mount(root, ctx) {
 
   function currentParams() {
     const params = { period };
-    if (subject) params.template = subject;
+    if (subject.startsWith('template:')) params.template = subject.slice('template:'.length);
+    else if (subject.startsWith('agent:')) params.agentId = subject.slice('agent:'.length);
     if (tool) params.tool = tool;
     return params;
   }

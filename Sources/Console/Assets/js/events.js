@@ -6,12 +6,15 @@ import { h, replace, badge, errorText, formatClock, formatNumber, prettyJSON, de
 import { VirtualTable } from './virtual-list.js';
 
 const KEPT_EVENTS = 1000;
-const DEFAULT_PATTERN = '*';
+// Every topic for a principal whose roles allow it; the agents' status events otherwise (what
+// the built-in viewer and operator roles may follow).
+const DEFAULT_PATTERNS = ['*', 'switchboard.agents.*'];
 const RENDER_MS = 100;
 
 export function mount(root, ctx, route) {
   let disposed = false;
-  let pattern = route.query.get('pattern') || DEFAULT_PATTERN;
+  const defaultPattern = DEFAULT_PATTERNS.find((candidate) => ctx.may(`events/subscribe:${candidate}`)) || DEFAULT_PATTERNS[0];
+  let pattern = route.query.get('pattern') || defaultPattern;
   let unsubscribe = () => {};
   let shown = [];          // newest first, at most KEPT_EVENTS
   let waiting = [];        // arrived while paused, newest first, at most KEPT_EVENTS
@@ -83,11 +86,11 @@ export function mount(root, ctx, route) {
   }
 
   function applyPattern(next) {
-    const wanted = next || DEFAULT_PATTERN;
+    const wanted = next || defaultPattern;
     if (wanted === pattern || disposed) return;
     pattern = wanted;
     // The pattern is part of the address: a reload or a shared link tails the same topics.
-    history.replaceState(null, '', `#/events${pattern === DEFAULT_PATTERN ? '' : `?pattern=${encodeURIComponent(pattern)}`}`);
+    history.replaceState(null, '', `#/events${pattern === defaultPattern ? '' : `?pattern=${encodeURIComponent(pattern)}`}`);
     if (ctx.may('events/subscribe')) subscribe();
     renderNow();
   }

@@ -86,7 +86,7 @@ export function mount(root, ctx) {
   });
 
   const renderSoon = throttle(() => render(), EVENT_RENDER_MS);
-  const stopEvents = ctx.may('events/subscribe')
+  const stopEvents = ctx.may('events/subscribe:switchboard.agents.*')
     ? ctx.gw.subscribe('switchboard.agents.*', (event) => {
       // The topics are not reserved: only the gateway's own events say what an agent is.
       if (event.publisher !== 'gateway' || !event.data || event.data.eventType !== 'agent_status_changed') return;

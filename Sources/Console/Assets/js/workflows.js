@@ -385,7 +385,7 @@ function mountOverview(root, ctx, initialTab, query) {
     } catch { /* the tab itself says why when opened */ }
   }, LIST_REFRESH_MS);
   countApprovals();
-  if (ctx.may('events/subscribe')) cleanups.push(ctx.gw.subscribe('workflows.*', () => countApprovals()));
+  if (ctx.may('events/subscribe:workflows.*')) cleanups.push(ctx.gw.subscribe('workflows.*', () => countApprovals()));
   const countTimer = setInterval(() => { if (!document.hidden) countApprovals(); }, 15000);
   cleanups.push(() => clearInterval(countTimer));
 
@@ -577,9 +577,9 @@ function mountExecutions(holder, ctx, { query }) {
   }
 
   const refresh = throttle(() => reload(), LIST_REFRESH_MS);
-  const stop = ctx.may('events/subscribe') ? ctx.gw.subscribe('workflows.*', () => refresh()) : () => {};
+  const stop = ctx.may('events/subscribe:workflows.*') ? ctx.gw.subscribe('workflows.*', () => refresh()) : () => {};
   const timer = setInterval(() => { if (!document.hidden) reload(); },
-    ctx.may('events/subscribe') ? POLL_WITH_EVENTS_MS * 2 : POLL_WITHOUT_EVENTS_MS * 2);
+    ctx.may('events/subscribe:workflows.*') ? POLL_WITH_EVENTS_MS * 2 : POLL_WITHOUT_EVENTS_MS * 2);
   reload();
   return () => {
     disposed = true;
@@ -652,9 +652,9 @@ function mountApprovals(holder, ctx, { showCount }) {
   }
 
   const refresh = throttle(() => load(), LIST_REFRESH_MS);
-  const stop = ctx.may('events/subscribe') ? ctx.gw.subscribe('workflows.*', () => refresh()) : () => {};
+  const stop = ctx.may('events/subscribe:workflows.*') ? ctx.gw.subscribe('workflows.*', () => refresh()) : () => {};
   const timer = setInterval(() => { if (!document.hidden) load(); },
-    ctx.may('events/subscribe') ? POLL_WITH_EVENTS_MS * 2 : POLL_WITHOUT_EVENTS_MS * 2);
+    ctx.may('events/subscribe:workflows.*') ? POLL_WITH_EVENTS_MS * 2 : POLL_WITHOUT_EVENTS_MS * 2);
   load();
   return () => {
     disposed = true;
@@ -826,7 +826,7 @@ function mountExecution(root, ctx, executionId) {
   zoomHolder.append(zoomControls(graph, graphHolder));
 
   const refresh = throttle(() => fetchStatus(), EVENT_REFRESH_MS);
-  const canSubscribe = ctx.may('events/subscribe');
+  const canSubscribe = ctx.may('events/subscribe:workflows.*');
   const stopEvents = canSubscribe
     ? ctx.gw.subscribe(`workflows.*.${literalPattern(executionId)}`, (event) => {
       if (!event.data || event.data.executionId !== executionId) return;
