@@ -576,16 +576,29 @@ function mountExecutions(holder, ctx, { query }) {
     summary.textContent = `${rows.length}${nextCursor ? '+' : ''} execution${rows.length === 1 ? '' : 's'}`;
   }
 
-  const refresh = throttle(() => reload(), LIST_REFRESH_MS);
-  const stop = ctx.may('events/subscribe:workflows.*') ? ctx.gw.subscribe('workflows.*', () => refresh()) : () => {};
-  const timer = setInterval(() => { if (!document.hidden) reload(); },
-    ctx.may('events/subscribe:workflows.*') ? POLL_WITH_EVENTS_MS * 2 : POLL_WITHOUT_EVENTS_MS * 2);
-  reload();
+  const following = followExecutions(ctx, reload);
   return () => {
     disposed = true;
-    stop();
-    clearInterval(timer);
+    following.stop();
     table.destroy();
+  };
+}
+
+/// Loads now, again on every execution's event (throttled) when the principal may follow them,
+/// and on a slow poll besides — a faster one without events. Returns `refresh` (a throttled load,
+/// for a change made here) and `stop`.
+function followExecutions(ctx, load) {
+  const live = ctx.may('events/subscribe:workflows.*');
+  const refresh = throttle(() => load(), LIST_REFRESH_MS);
+  const stop = live ? ctx.gw.subscribe('workflows.*', () => refresh()) : () => {};
+  const timer = setInterval(() => { if (!document.hidden) load(); }, (live ? POLL_WITH_EVENTS_MS : POLL_WITHOUT_EVENTS_MS) * 2);
+  load();
+  return {
+    refresh,
+    stop: () => {
+      stop();
+      clearInterval(timer);
+    },
   };
 }
 
@@ -651,15 +664,11 @@ function mountApprovals(holder, ctx, { showCount }) {
     }
   }
 
-  const refresh = throttle(() => load(), LIST_REFRESH_MS);
-  const stop = ctx.may('events/subscribe:workflows.*') ? ctx.gw.subscribe('workflows.*', () => refresh()) : () => {};
-  const timer = setInterval(() => { if (!document.hidden) load(); },
-    ctx.may('events/subscribe:workflows.*') ? POLL_WITH_EVENTS_MS * 2 : POLL_WITHOUT_EVENTS_MS * 2);
-  load();
+  const following = followExecutions(ctx, load);
+  const refresh = following.refresh;
   return () => {
     disposed = true;
-    stop();
-    clearInterval(timer);
+    following.stop();
   };
 }
 
