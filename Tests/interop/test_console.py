@@ -220,7 +220,8 @@ def test_a_new_version_is_activated_then_rolled_back_from_the_page(start_gateway
 
 def test_a_viewer_is_offered_no_action_and_a_forced_one_is_refused(start_gateway, tmp_path, browser):
     config = write_config(tmp_path, auth={"anonymous": "none", "apiKeys": [
-        api_key("ops-admin", ADMIN_KEY, ["admin"]), api_key("auditor", VIEWER_KEY, ["viewer"])]})
+        api_key("ops-admin", ADMIN_KEY, ["admin"]), api_key("auditor", VIEWER_KEY, ["viewer"])]},
+        audit={"file": str(tmp_path / "audit.jsonl")})
     gw = start_gateway("http", "tcp", extra=["--config", config])
     agent = RpcSession.connect(gw.tcp)
     assert agent.result("auth/authenticate", {"token": ADMIN_KEY})["principal"] == "ops-admin"
@@ -241,6 +242,20 @@ def test_a_viewer_is_offered_no_action_and_a_forced_one_is_refused(start_gateway
     with LineClient.connect(gw.tcp) as client:
         client.call("auth/authenticate", {"token": ADMIN_KEY})
         assert client.call("agents/get", {"agentId": agent_id})["result"]["currentState"] == "IDLE"
+
+    # The same page, logged in as an admin, drains it: each request in the audit log under the
+    # principal that made it, as any client's.
+    css(browser, "[data-test=logout]").click()
+    log_in(browser, gw, ADMIN_KEY)
+    until(browser, lambda: agent_state(browser, agent_id) == "IDLE")
+    css(browser, f'[data-test=agent-row][data-agent-id="{agent_id}"]').click()
+    confirm_click(browser, "[data-test=agent-drain]")
+    until(browser, lambda: agent_state(browser, agent_id) == "OFFLINE")
+    with LineClient.connect(gw.tcp) as client:
+        client.call("auth/authenticate", {"token": ADMIN_KEY})
+        entries = client.call("audit/query", {"method": "agents/drain"})["result"]["entries"]
+    assert [(entry["principal"], entry["outcome"], entry["target"]) for entry in entries] == [
+        ("ops-admin", "ok", agent_id), ("auditor", "refused", agent_id)]
     agent.close()
 
 
