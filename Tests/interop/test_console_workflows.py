@@ -227,6 +227,18 @@ def open_workflows_tab(driver, tab: str) -> None:
     css(driver, f"[data-test=workflows-{tab}]")
 
 
+def open_a_waiting_execution(driver, gateway, rpc, symbol: str) -> str:
+    """Starts quick-trade for `symbol`, waits for its approval, logs in as the trader and opens
+    the execution's page from the executions list; returns its id."""
+    rpc.result("workflows/create", {"source": QUICK_TRADE})
+    execution_id = rpc.result("workflows/execute", {"workflowName": "quick-trade", "inputs": {"symbol": symbol}})["executionId"]
+    waiting_for_approval(rpc, execution_id)
+    log_in(driver, gateway, TRADER_KEY)
+    open_workflows_tab(driver, "executions")
+    css(driver, f'[data-test=execution-row][data-execution-id="{execution_id}"]').click()
+    return execution_id
+
+
 # --------------------------------------------------------------------------- tests
 
 
@@ -280,12 +292,7 @@ def test_an_approval_decided_from_the_approvals_list_lets_the_execution_finish_b
 
 def test_an_execution_page_follows_the_execution_from_its_events(start_gateway, tmp_path, browser):
     gateway, rpc = start(start_gateway, tmp_path)
-    rpc.result("workflows/create", {"source": QUICK_TRADE})
-    execution_id = rpc.result("workflows/execute", {"workflowName": "quick-trade", "inputs": {"symbol": "AAPL"}})["executionId"]
-    waiting_for_approval(rpc, execution_id)
-    log_in(browser, gateway, TRADER_KEY)
-    open_workflows_tab(browser, "executions")
-    css(browser, f'[data-test=execution-row][data-execution-id="{execution_id}"]').click()
+    execution_id = open_a_waiting_execution(browser, gateway, rpc, "AAPL")
     until(browser, lambda: node_statuses(browser).get("sign_off") == "WAITING_APPROVAL")
     css(browser, "[data-test=execution-live]")
     # The page has subscribed by the time it shows the live note; the decision comes from elsewhere.
@@ -305,12 +312,7 @@ def test_an_execution_page_follows_the_execution_from_its_events(start_gateway, 
 
 def test_an_execution_cancelled_from_its_page_ends_cancelled_and_the_list_filters_by_status(start_gateway, tmp_path, browser):
     gateway, rpc = start(start_gateway, tmp_path)
-    rpc.result("workflows/create", {"source": QUICK_TRADE})
-    waiting = rpc.result("workflows/execute", {"workflowName": "quick-trade", "inputs": {"symbol": "VOD.L"}})["executionId"]
-    waiting_for_approval(rpc, waiting)
-    log_in(browser, gateway, TRADER_KEY)
-    open_workflows_tab(browser, "executions")
-    css(browser, f'[data-test=execution-row][data-execution-id="{waiting}"]').click()
+    waiting = open_a_waiting_execution(browser, gateway, rpc, "VOD.L")
     until(browser, lambda: shown_status(browser) == "WAITING_APPROVAL")
 
     # Cancelling cannot be undone: the first click arms the button, the second cancels.
