@@ -63,7 +63,7 @@ let package = Package(
         .target(
             name: "Agents",
             dependencies: [
-                "JSONRPC",
+                "JSONRPC", "Fleet",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -177,6 +177,15 @@ let package = Package(
             dependencies: ["JSONRPC", "Backend", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
+        // The fleet: autoscaling decisions (reactive and predictive), resources and their ledger,
+        // cgroups, sandboxes and how an agent is launched inside them. Decisions are values the
+        // gateway's supervisor carries out.
+        .target(
+            name: "Fleet",
+            dependencies: [],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet"], swiftSettings: strictSettings),
         .testTarget(
             name: "MonitoringTests",
             dependencies: ["Monitoring", "JSONRPC", "Backend", .product(name: "NIOCore", package: "swift-nio")],
@@ -186,7 +195,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "HTTPFace", "Telemetry", "Monitoring", "Access", "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router", "Backend", "Workflows", "Redis",
+                "HTTPFace", "Telemetry", "Monitoring", "Fleet", "Access", "JSONRPC", "MCPProtocol", "Transport", "Agents", "Router", "Backend", "Workflows", "Redis",
                 "CSwitchboardOpenSSL", "CSwitchboardHiredis",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

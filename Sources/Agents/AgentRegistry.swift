@@ -38,6 +38,10 @@ public final class AgentRegistry: Sendable {
         /// an attached one, with access control; those a spawned one's template lists. Nil:
         /// every tenant's.
         public var tenants: [String]?
+        /// The GPUs of the gateway's pool given to it alone (a spawned instance).
+        public var gpus: [String] = []
+        /// How its limits and sandbox are enforced, one line per measure (a spawned instance).
+        public var isolation: [String] = []
 
         public init(
             name: String, template: String, version: String, kind: AgentKind, agentType: String = "mcp",
@@ -170,6 +174,11 @@ public final class AgentRegistry: Sendable {
         var awaitingFirstHandshake = false
         /// It has been ready at least once: its offer is known.
         var hasOffered = false
+        /// Scaled to zero: no process runs, but its template's names stay offered and calls wait
+        /// for it to start again.
+        var dormant = false
+        /// The last failure and when, kept after it is running again.
+        var lastFailure: (reason: String, at: Date)?
         /// The names this instance adds to its template's catalog counts; nil while it is not
         /// part of the catalog (absent, or not of the active version).
         var counted: (tools: Set<String>, prompts: Set<String>)?
@@ -217,7 +226,7 @@ public final class AgentRegistry: Sendable {
 
         /// Counts toward the catalog: its tools are offered, and calls may wait for it.
         var isPresent: Bool {
-            if case .offline = lifecycle { return false }
+            if case .offline = lifecycle { return dormant }
             return true
         }
     }
@@ -341,6 +350,7 @@ public final class AgentRegistry: Sendable {
         var catalogChanged: [@Sendable (CatalogChange) -> Void] = []
         var drained: [@Sendable (InstanceID) -> Void] = []
         var capacityFreed: [@Sendable () -> Void] = []
+        var demandWhileDormant: [@Sendable (String) -> Void] = []
     }
 
     public init() {}
@@ -446,6 +456,7 @@ public final class AgentRegistry: Sendable {
             Self.setAwaiting(instance, false, in: &state)
             if !instance.hasOffered, state.awaiting[instance.registration.template] != nil { state.startingMayHaveChanged = true }
             instance.hasOffered = true
+            instance.dormant = false
             instance.lifecycle = .ready
             instance.health = .healthy
             instance.consecutiveFailures = 0
@@ -477,13 +488,108 @@ public final class AgentRegistry: Sendable {
     /// Marks an instance down. Its in-flight calls fail through their endpoint, not here.
     public func down(_ id: InstanceID, _ lifecycle: AgentLifecycle) {
         mutate { state in
-            guard let instance = state.instances[id] else { return }
+            // A dormant instance has no connection left to lose: its pipes closing after it was
+            // scaled to zero change nothing.
+            guard let instance = state.instances[id], !instance.dormant else { return }
             instance.lifecycle = lifecycle
+            if case .failed(let reason) = lifecycle { instance.lastFailure = (reason, Date()) }
             instance.endpoint = nil
             instance.inFlight = 0
             Self.setAwaiting(instance, false, in: &state)
             Self.recount(instance, in: &state)
         }
+    }
+
+    /// Scales an instance to zero: its process is gone, but what it offered stays in the catalog
+    /// and calls for it wait (and tell `onDemandWhileDormant`) until it is ready again.
+    public func park(_ id: InstanceID) {
+        mutate { state in
+            guard let instance = state.instances[id] else { return }
+            instance.lifecycle = .offline("scaled to zero: starts again on the next call or task")
+            instance.dormant = true
+            instance.endpoint = nil
+            instance.inFlight = 0
+            Self.setAwaiting(instance, false, in: &state)
+            Self.recount(instance, in: &state)
+        }
+    }
+
+    /// A dormant instance is starting again: calls keep waiting for it, now as for one starting.
+    public func wake(_ id: InstanceID) {
+        mutate { state in
+            guard let instance = state.instances[id], instance.dormant else { return }
+            instance.dormant = false
+            instance.lifecycle = .starting
+            Self.recount(instance, in: &state)
+        }
+    }
+
+    /// Records what an instance was given and how it is held to it.
+    public func annotate(_ id: InstanceID, gpus: [String], isolation: [String]) {
+        state.withLock { state in
+            guard let instance = state.instances[id] else { return }
+            instance.registration.gpus = gpus
+            instance.registration.isolation = isolation
+        }
+    }
+
+    /// Vertical scaling: every instance of the template takes `maximum` calls at once from now
+    /// on; calls waiting for capacity are served at once if it grew.
+    public func setMaximumConcurrency(template: String, _ maximum: Int) {
+        mutate { state in
+            for instance in state.templates[template]?.instances ?? [] { instance.registration.maximumConcurrency = maximum }
+        }
+        if maximum > 0 { observers.withLock { $0.capacityFreed }.forEach { $0() } }
+    }
+
+    /// What each template's work asks for now, for the autoscaler.
+    public struct TemplateDemand: Sendable, Equatable {
+        public var ready = 0
+        public var starting = 0
+        public var dormant = 0
+        public var inFlight = 0
+        /// Calls waiting for one of its instances.
+        public var waitingCalls = 0
+        /// The largest `maxConcurrency` among its instances.
+        public var slotsPerInstance = 1
+
+        public init() {}
+    }
+
+    /// Local instances only: another replica's agents are its own autoscaler's.
+    public func demand() -> [String: TemplateDemand] {
+        state.withLock { state in
+            var demand: [String: TemplateDemand] = [:]
+            for instance in state.instances.values where instance.registration.replica == nil {
+                var entry = demand[instance.registration.template, default: TemplateDemand()]
+                switch instance.lifecycle {
+                case .ready, .draining: entry.ready += instance.lifecycle == .ready ? 1 : 0
+                case .starting: entry.starting += 1
+                case .failed: entry.starting += 1  // restarting after its back-off
+                case .offline: if instance.dormant { entry.dormant += 1 }
+                case .maintenance: break
+                }
+                entry.inFlight += instance.inFlight
+                entry.slotsPerInstance = max(entry.slotsPerInstance, instance.registration.maximumConcurrency)
+                demand[instance.registration.template] = entry
+            }
+            for waiter in state.waiters {
+                guard let template = waiter.origin?.template else { continue }
+                demand[template, default: TemplateDemand()].waitingCalls += 1
+            }
+            return demand
+        }
+    }
+
+    /// The template whose tool the exposed name is now, if any.
+    public func template(offering tool: String) -> String? {
+        state.withLock { $0.tools[tool]?.template }
+    }
+
+    /// Called (outside the lock) when a call starts waiting for a template none of whose
+    /// instances is ready (scaled to zero, or all starting): the autoscaler starts one at once.
+    public func onDemandWhileDormant(_ observer: @escaping @Sendable (String) -> Void) {
+        observers.withLock { $0.demandWhileDormant.append(observer) }
     }
 
     /// Ends an instance's start-up window without a handshake (it is taking too long): what its
@@ -808,7 +914,8 @@ public final class AgentRegistry: Sendable {
         _ kind: OfferKind, _ exposedName: String, on eventLoop: any EventLoop, timeout: Duration,
         constraints: Constraints = Constraints(), nested: Bool = false
     ) -> Acquisition {
-        state.withLock { state in
+        var wakes: String?
+        let acquisition: Acquisition = state.withLock { state in
             guard let origin = Self.lookUp(kind, exposedName, in: &state) else {
                 guard !state.starting.isEmpty else { return .refused(Self.unknownName(kind, exposedName, in: state)) }
                 // A template that may offer it is starting: wait for its offer like for capacity.
@@ -830,9 +937,12 @@ public final class AgentRegistry: Sendable {
                     tool: exposedName, template: origin.template,
                     reason: "every instance is already in this call's chain, so the call would wait on itself"))
             }
+            if present.allSatisfy(\.dormant) { wakes = origin.template }
             return .waiting(Self.enqueueWaiter(
                 kind, exposedName, origin: origin, constraints: constraints, nested: nested, on: eventLoop, timeout: timeout, in: &state, registry: self))
         }
+        if let wakes { observers.withLock { $0.demandWhileDormant }.forEach { $0(wakes) } }
+        return acquisition
     }
 
     private static func enqueueWaiter(
@@ -950,7 +1060,8 @@ public final class AgentRegistry: Sendable {
     /// Reserves a slot now or says why not; never waits. The task dispatcher uses it and retries
     /// when capacity frees up (`onCapacityFreed`).
     public func tryAcquire(_ kind: OfferKind, _ name: String, constraints: Constraints) -> Attempt {
-        state.withLock { state in
+        var wakes: String?
+        let attempt: Attempt = state.withLock { state in
             guard let origin = Self.lookUp(kind, name, in: &state) else {
                 // A starting template may offer it: the task waits.
                 return state.starting.isEmpty ? .refused(Self.unknownName(kind, name, in: state)) : .busy
@@ -964,8 +1075,11 @@ public final class AgentRegistry: Sendable {
                     ? "every instance is offline" : "no instance carries \(constraints.requiredCapabilities.joined(separator: ", "))"
                 return .refused(.noAgentAvailable(tool: name, template: origin.template, reason: reason))
             }
+            if (state.templates[origin.template]?.instances ?? []).allSatisfy({ $0.dormant || !$0.isPresent }) { wakes = origin.template }
             return .busy
         }
+        if let wakes { observers.withLock { $0.demandWhileDormant }.forEach { $0(wakes) } }
+        return attempt
     }
 
     /// Called (outside the lock) after every change that may free capacity (a call finished, an
@@ -1267,6 +1381,13 @@ public final class AgentRegistry: Sendable {
         case .failed(let reason), .offline(let reason): status["error"] = .string(reason)
         default: break
         }
+        if instance.dormant { status["dormant"] = true }
+        if let failure = instance.lastFailure {
+            status["lastError"] = .string(failure.reason)
+            status["lastErrorAt"] = .string(registeredAtString(failure.at))
+        }
+        if !registration.gpus.isEmpty { status["gpus"] = .array(registration.gpus.map(JSONValue.string)) }
+        if !registration.isolation.isEmpty { status["isolation"] = .array(registration.isolation.map(JSONValue.string)) }
         if instance.lifecycle == .draining { status["draining"] = true }
         let circuit = instance.circuit.jsonState
         var circuitObject: [String: JSONValue] = ["state": .string(circuit.state), "consecutiveFailures": .integer(Int64(circuit.failures))]

@@ -1,3 +1,5 @@
+import Fleet
+
 /// How to run an agent: a command (any MCP server speaking stdio) and how many instances of it.
 public struct AgentTemplate: Sendable, Equatable {
     public var name: String
@@ -43,6 +45,15 @@ public struct AgentTemplate: Sendable, Equatable {
     public var maximumMessageBytes: Int?
     /// Set for an agent reached over MCP's Streamable HTTP rather than run as a command.
     public var remote: RemoteAddress?
+
+    /// CPU, memory, GPUs and processes each instance is given, and held to (empty: none).
+    public var resources = ResourceRequest()
+    /// Who gets a scarce resource first.
+    public var priorityClass = PriorityClass.normal
+    /// How each instance is shut in; nil: it runs as the gateway's user, on its network.
+    public var sandbox: Sandbox?
+    /// Instances follow demand between its bounds; nil: `instances` stays as set.
+    public var autoscale: AutoscalePolicy?
 
     /// Where a remote agent is: its URL and the headers each request carries (both expanded:
     /// they may hold secrets), and the URL as written, for what the gateway shows.

@@ -1,5 +1,6 @@
 import Access
 import Agents
+import Fleet
 import JSONRPC
 import MCPProtocol
 import NIOCore
@@ -14,7 +15,8 @@ enum AgentMethods {
 
     static func register(
         in table: inout MethodTable, agents: AgentRegistry, supervisor: SupervisorSlot, quotas: QuotaKeeper? = nil, egress: EgressPolicy = EgressPolicy(),
-        requireAgentNameMatch: Bool, readinessWait: Duration, activatesNewVersions: Bool = true
+        requireAgentNameMatch: Bool, readinessWait: Duration, activatesNewVersions: Bool = true,
+        capacity: ResourceLedger = ResourceLedger(capacity: MachineCapacity.probe())
     ) {
         // A list waits for the agents still starting, so that a host that lists once, right
         // after connecting, sees every tool that comes up within the start-up window.
@@ -50,7 +52,7 @@ enum AgentMethods {
             }
             return register(
                 request, context, agents: agents, quotas: quotas, requireAgentNameMatch: requireAgentNameMatch,
-                activatesNewVersions: activatesNewVersions)
+                activatesNewVersions: activatesNewVersions, capacity: capacity)
         }
         table.register("agents/activate") { request, context in
             guard let template = request.params?.member("template")?.stringValue, let version = request.params?.member("version")?.stringValue else {
@@ -250,7 +252,7 @@ enum AgentMethods {
 
     private static func register(
         _ request: JSONRPCRequest, _ context: MethodContext, agents: AgentRegistry, quotas: QuotaKeeper?, requireAgentNameMatch: Bool,
-        activatesNewVersions: Bool
+        activatesNewVersions: Bool, capacity: ResourceLedger
     ) -> MethodReply {
         guard let params = request.params, params.kind == .object else {
             return .error(.invalidParams("agents/register takes an object: agentName, agentType, version, capabilities, tools, maxConcurrency"))
@@ -325,7 +327,17 @@ enum AgentMethods {
             agentType: params.member("agentType")?.stringValue ?? "mcp", capabilities: capabilities,
             maximumConcurrency: maximumConcurrency)
         registration.configuration = params.member("configuration").map(JSONValue.raw)
-        registration.resourceRequirements = params.member("resourceRequirements").map(JSONValue.raw)
+        if let requirements = params.member("resourceRequirements") {
+            // Not enforced on an agent that runs elsewhere, but never more than the gateway has.
+            do {
+                try capacity.check(FleetMethods.resourceRequest(requirements.decoded(), where: "resourceRequirements"))
+            } catch let refusal as ResourceLedger.Refusal {
+                return .error(.invalidParams("resourceRequirements \(refusal.description)", extra: ["agentName": .string(name)]))
+            } catch {
+                return .error(.invalidParams("\(error)", extra: ["agentName": .string(name)]))
+            }
+            registration.resourceRequirements = .raw(requirements)
+        }
         registration.identity = context.peerIdentity.map(\.jsonValue)
         registration.tenants = context.tenant.map { [$0] }
         var offer = AgentOffer()

@@ -1,4 +1,6 @@
 import Agents
+import Foundation
+import Fleet
 import JSONRPC
 import Logging
 import NIOCore
@@ -23,6 +25,10 @@ final class AgentSupervisor: Sendable {
         var currentRun: [AgentRegistry.InstanceID: EndSignal] = [:]
         var nextIndex: [String: Int] = [:]
         var stopping = false
+        /// Instances scaled to zero, and how to wake each.
+        var parked: [AgentRegistry.InstanceID: StopSignal] = [:]
+        /// The control group of each running instance, for vertical scaling and use.
+        var cgroups: [AgentRegistry.InstanceID: CgroupGroup] = [:]
     }
 
     private enum Command {
@@ -44,7 +50,15 @@ final class AgentSupervisor: Sendable {
         for template in templates {
             state.withLock { $0.templates[template.name] = template }
             if let prefix = template.toolPrefix { core.agents.setPrefix(prefix, forTemplate: template.name) }
-            for _ in 0..<template.instances { startInstance(of: template) }
+            // A template that may scale to zero still starts one: its offer must be known.
+            let count = template.autoscale.map { max(template.instances, $0.minimum, 1) } ?? template.instances
+            for _ in 0..<count {
+                do {
+                    try startInstance(of: template)
+                } catch {
+                    logger.error("agent template \(template.name): \(error)")
+                }
+            }
         }
     }
 
@@ -59,7 +73,7 @@ final class AgentSupervisor: Sendable {
             return true
         }
         guard added else { return nil }
-        startInstance(of: template)
+        _ = try? startInstance(of: template)
         return AgentRegistry.InstanceID("\(template.name)#\(state.withLock { $0.nextIndex[template.name] ?? 1 })")
     }
 
@@ -94,6 +108,7 @@ final class AgentSupervisor: Sendable {
         case unknownTemplate(String)
         case overTemplateLimit(template: String, asked: Int, limit: Int)
         case overGatewayLimit(asked: Int, running: Int, limit: Int)
+        case resources(template: String, String)
         var description: String {
             switch self {
             case .unknownTemplate(let name): "no agent template \"\(name)\" in the configuration"
@@ -101,31 +116,162 @@ final class AgentSupervisor: Sendable {
                 "template \(template) may run at most \(limit) instances (maxInstances), not \(asked)"
             case .overGatewayLimit(let asked, let running, let limit):
                 "the gateway runs at most \(limit) spawned instances in all (limits.maxSpawnedInstances); \(running) run, \(asked) more would pass it"
+            case .resources(let template, let message): "template \(template) cannot get another instance: it \(message)"
             }
         }
     }
 
     /// Starts or stops instances until the template has `count`. Stopped instances drain first.
+    /// A template that may scale to zero (`autoscale.min: 0`) keeps its last instance parked:
+    /// dormant in the registry, woken by the next call; scaling up wakes it first.
     func scale(_ templateName: String, to count: Int) throws(ScaleError) -> (before: Int, after: Int) {
         guard let template = state.withLock({ $0.templates[templateName] }) else { throw .unknownTemplate(templateName) }
         // Oldest first, by the instance number (`name#10` comes after `name#9`).
-        let current = state.withLock { state in
-            state.running.keys.filter { Self.template(of: $0) == templateName }.sorted { Self.index(of: $0) < Self.index(of: $1) }
+        let (current, parked) = state.withLock { state in
+            let all = state.running.keys.filter { Self.template(of: $0) == templateName }.sorted { Self.index(of: $0) < Self.index(of: $1) }
+            return (all.filter { state.parked[$0] == nil }, all.filter { state.parked[$0] != nil })
         }
-        guard count <= template.maximumInstances else {
-            throw .overTemplateLimit(template: templateName, asked: count, limit: template.maximumInstances)
+        let maximum = template.autoscale.map { min($0.maximum, template.maximumInstances) } ?? template.maximumInstances
+        guard count <= maximum else {
+            throw .overTemplateLimit(template: templateName, asked: count, limit: maximum)
         }
         if count > current.count {
+            let woken = parked.prefix(count - current.count)
+            let added = count - current.count - woken.count
             let running = state.withLock { $0.running.count }
             let limit = core.settings.limits.maximumSpawnedInstances
-            guard running + (count - current.count) <= limit else { throw .overGatewayLimit(asked: count - current.count, running: running, limit: limit) }
-            for _ in current.count..<count { startInstance(of: template) }
-        } else {
-            for id in current.suffix(current.count - count) {
-                try? core.agents.drain(id)
+            guard running + added <= limit else { throw .overGatewayLimit(asked: added, running: running, limit: limit) }
+            // Every new instance's resources are granted before any starts: all or none.
+            var started: [AgentRegistry.InstanceID] = []
+            for id in woken {
+                do throws(ResourceLedger.Refusal) {
+                    try reserve(template, for: id)
+                } catch {
+                    started.forEach { core.fleet.ledger.release(instance: $0.rawValue, now: Self.now) }
+                    throw .resources(template: templateName, error.description)
+                }
+                started.append(id)
+            }
+            for _ in 0..<added {
+                do throws(ScaleError) {
+                    started.append(try startInstance(of: template))
+                } catch {
+                    for id in started.dropFirst(woken.count) { _ = stop(id) }
+                    woken.forEach { core.fleet.ledger.release(instance: $0.rawValue, now: Self.now) }
+                    throw error
+                }
+            }
+            for id in woken { unpark(id) }
+        } else if count < current.count {
+            let leaving = current.suffix(current.count - count)
+            if count == 0, template.autoscale?.minimum == 0, let last = leaving.first {
+                for id in leaving.dropFirst() { try? core.agents.drain(id) }
+                park(last)
+            } else {
+                for id in leaving { try? core.agents.drain(id) }
             }
         }
         return (current.count, count)
+    }
+
+    /// Stops the instance's process and keeps it dormant, its resources given back.
+    private func park(_ id: AgentRegistry.InstanceID) {
+        state.withLock { state in
+            guard state.parked[id] == nil else { return }
+            state.parked[id] = StopSignal()
+        }
+        // Dormant in the registry first: a call from now on waits for the next start.
+        core.agents.park(id)
+        restart(id, reason: "scaled to zero")
+    }
+
+    /// Starts a parked instance again (its resources already granted).
+    private func unpark(_ id: AgentRegistry.InstanceID) {
+        state.withLock { $0.parked.removeValue(forKey: id) }?.request()
+    }
+
+    /// The templates the autoscaler looks after, and whether each is parked whole.
+    var autoscaledTemplates: [AgentTemplate] {
+        state.withLock { state in state.templates.values.filter { $0.autoscale != nil }.sorted { $0.name < $1.name } }
+    }
+
+    func isParked(_ template: String) -> Bool {
+        state.withLock { state in
+            let ids = state.running.keys.filter { Self.template(of: $0) == template }
+            return !ids.isEmpty && ids.allSatisfy { state.parked[$0] != nil }
+        }
+    }
+
+    /// Each spawned template as it is now, with its running instances (a parked one not
+    /// counted) and whether it is scaled to zero.
+    var templatesForStatus: [(template: AgentTemplate, instances: Int, dormant: Bool)] {
+        state.withLock { state in
+            state.templates.values.filter { $0.remote == nil }.sorted { $0.name < $1.name }.map { template in
+                let ids = state.running.keys.filter { Self.template(of: $0) == template.name }
+                let parked = ids.filter { state.parked[$0] != nil }.count
+                return (template, ids.count - parked, !ids.isEmpty && parked == ids.count)
+            }
+        }
+    }
+
+    // MARK: Vertical scaling
+
+    struct ResizeOutcome {
+        var instances: [AgentRegistry.InstanceID]
+        var appliedLive: Bool
+        var template: AgentTemplate
+    }
+
+    /// Changes a running template's calls per instance and resources: new grants for every
+    /// instance (all or none), new limits written to their control groups at once.
+    func resize(_ templateName: String, maximumConcurrency: Int?, resources: ResourceRequest?) throws(ScaleError) -> ResizeOutcome {
+        guard var template = state.withLock({ $0.templates[templateName] }) else { throw .unknownTemplate(templateName) }
+        let instances = state.withLock { state in
+            state.running.keys.filter { Self.template(of: $0) == templateName && state.parked[$0] == nil }.sorted { Self.index(of: $0) < Self.index(of: $1) }
+        }
+        var appliedLive = true
+        if let resources {
+            if resources.gpus != template.resources.gpus {
+                throw .resources(template: templateName, "cannot change its GPUs while it runs (\(template.resources.gpus) to \(resources.gpus)); roll it out instead")
+            }
+            let ledger = core.fleet.ledger
+            let previous = instances.compactMap { ledger.grant(of: $0.rawValue) }
+            for id in instances {
+                do throws(ResourceLedger.Refusal) {
+                    try ledger.reserve(instance: id.rawValue, template: templateName, request: resources, priority: template.priorityClass, now: Self.now)
+                } catch {
+                    for grant in previous {
+                        _ = try? ledger.reserve(instance: grant.instance, template: templateName, request: grant.request, priority: grant.priority, now: Self.now)
+                    }
+                    throw .resources(template: templateName, error.description)
+                }
+            }
+            let groups = state.withLock { state in instances.compactMap { state.cgroups[$0] } }
+            if groups.count < instances.count { appliedLive = false }
+            for group in groups where (try? group.apply(resources)) == nil { appliedLive = false }
+            template.resources = resources
+        }
+        if let maximumConcurrency {
+            template.maximumConcurrency = maximumConcurrency
+            core.agents.setMaximumConcurrency(template: templateName, maximumConcurrency)
+        }
+        let updated = template
+        state.withLock { $0.templates[templateName] = updated }
+        return ResizeOutcome(instances: instances, appliedLive: appliedLive, template: updated)
+    }
+
+    /// The control group of a running instance.
+    func cgroup(of id: AgentRegistry.InstanceID) -> CgroupGroup? {
+        state.withLock { $0.cgroups[id] }
+    }
+
+    static var now: Double { Date().timeIntervalSince1970 }
+
+    /// Grants the template's resources to one instance (nothing to grant: nothing asked).
+    private func reserve(_ template: AgentTemplate, for id: AgentRegistry.InstanceID) throws(ResourceLedger.Refusal) {
+        guard !template.resources.isEmpty else { return }
+        try core.fleet.ledger.reserve(
+            instance: id.rawValue, template: template.name, request: template.resources, priority: template.priorityClass, now: Self.now)
     }
 
     /// A drained spawned instance stops and is not restarted.
@@ -139,9 +285,17 @@ final class AgentSupervisor: Sendable {
         state.withLock { $0.running[id] != nil }
     }
 
-    private func startInstance(of template: AgentTemplate) {
-        let started: (id: AgentRegistry.InstanceID, stop: StopSignal)? = state.withLock { state in
+    @discardableResult
+    private func startInstance(of template: AgentTemplate) throws(ScaleError) -> AgentRegistry.InstanceID {
+        let started: (id: AgentRegistry.InstanceID, stop: StopSignal)? = try state.withLock { state throws(ScaleError) in
             guard !state.stopping else { return nil }
+            let candidate = AgentRegistry.InstanceID("\(template.name)#\(state.nextIndex[template.name, default: 0] + 1)")
+            // Granted before anything starts: what cannot be given is refused, not promised.
+            do throws(ResourceLedger.Refusal) {
+                try reserve(template, for: candidate)
+            } catch {
+                throw .resources(template: template.name, error.description)
+            }
             let index = state.nextIndex[template.name, default: 0] + 1
             state.nextIndex[template.name] = index
             let id = AgentRegistry.InstanceID("\(template.name)#\(index)")
@@ -149,7 +303,7 @@ final class AgentSupervisor: Sendable {
             state.running[id] = stop
             return (id, stop)
         }
-        guard let (id, stop) = started else { return }
+        guard let (id, stop) = started else { throw .unknownTemplate(template.name) }
         var registration = AgentRegistry.Registration(
             name: id.rawValue, template: template.name, version: template.version ?? "1", kind: .spawned,
             capabilities: template.capabilities, maximumConcurrency: template.maximumConcurrency, callTimeout: template.callTimeout)
@@ -170,6 +324,7 @@ final class AgentSupervisor: Sendable {
         let agents = core.agents
         core.group.any().scheduleTask(in: TimeAmount(core.settings.readinessWait)) { agents.endStartupWindow(id) }
         commandSink.yield(.start(template, id, stop))
+        return id
     }
 
     private static func index(of id: AgentRegistry.InstanceID) -> Int {
@@ -182,24 +337,38 @@ final class AgentSupervisor: Sendable {
 
     // MARK: One instance
 
-    private func runInstance(_ template: AgentTemplate, id: AgentRegistry.InstanceID, stop: StopSignal) async {
+    private func runInstance(_ initial: AgentTemplate, id: AgentRegistry.InstanceID, stop: StopSignal) async {
         var logger = self.logger
         logger[metadataKey: "agent"] = "\(id)"
-        let policy = template.restart
-        var delay = policy.initialBackoff
+        var delay = initial.restart.initialBackoff
         while !stop.isRequested {
+            // Resized while it ran: the next start takes the template as it is now.
+            let template = state.withLock { $0.templates[initial.name] } ?? initial
+            let policy = template.restart
+            if let wake = state.withLock({ $0.parked[id] }) {
+                core.agents.park(id)
+                core.fleet.ledger.release(instance: id.rawValue, now: Self.now)
+                logger.info("agent \(id) scaled to zero; it starts again on the next call or task")
+                stop.onRequest { wake.request() }
+                await wake.sleep(for: .seconds(365 * 24 * 3600))
+                core.agents.wake(id)
+                delay = policy.initialBackoff
+                continue
+            }
             let started = ContinuousClock.now
             let reason: String
             do {
                 reason = try await runOnce(template, id: id, stop: stop, logger: logger)
             } catch {
-                // Starting it again would meet the same file: it stays down, whatever its policy.
+                // Starting it again would meet the same file, or the same sandbox this machine
+                // cannot build: it stays down, whatever its policy.
                 core.agents.down(id, .failed("\(error)"))
                 logger.error("agent \(id) is not started: \(error); it stays down until its file or its template changes")
                 await stop.sleep(for: .seconds(365 * 24 * 3600))
                 continue
             }
             if stop.isRequested { break }
+            if state.withLock({ $0.parked[id] != nil }) { continue }
             core.agents.down(id, .failed(reason))
             guard policy.enabled else {
                 logger.warning("agent \(id) is down (\(reason)); its restart policy is never, so it stays down")
@@ -212,25 +381,44 @@ final class AgentSupervisor: Sendable {
             delay = min(delay * 2, policy.maximumBackoff)
         }
         core.agents.remove(id)
-        state.withLock { _ = $0.running.removeValue(forKey: id) }
+        core.fleet.ledger.release(instance: id.rawValue, now: Self.now)
+        state.withLock { state in
+            _ = state.running.removeValue(forKey: id)
+            state.parked[id] = nil
+        }
         stop.finished()
         logger.info("agent \(id) stopped")
     }
 
     /// Starts the process, serves it until it exits or a stop is requested; returns why it ended.
-    /// Throws when its pinned executable does not match: a start that must not be retried.
+    /// Throws when its pinned executable does not match, or its limits or sandbox cannot be
+    /// built here: a start that must not be retried.
     private func runOnce(
         _ template: AgentTemplate, id: AgentRegistry.InstanceID, stop: StopSignal, logger: Logger
-    ) async throws(ExecutablePin.Mismatch) -> String {
+    ) async throws -> String {
         if let remote = template.remote { return await runRemote(template, remote, id: id, stop: stop, logger: logger) }
+        let gpus = core.fleet.ledger.grant(of: id.rawValue)?.gpus ?? []
         let child: ChildProcess
         do {
-            child = try ChildProcess.launch(template)
+            child = try ChildProcess.launch(template, extraEnvironment: gpus.isEmpty ? [:] : ["CUDA_VISIBLE_DEVICES": gpus.joined(separator: ",")]) {
+                executable throws(IsolationError) in
+                var limits = template.resources
+                limits.gpus = 0  // granted by the ledger, named in the environment
+                guard !limits.isEmpty || template.sandbox != nil else { return nil }
+                return try LaunchPlanner.plan(
+                    instance: id.rawValue, command: executable, arguments: template.arguments, resources: limits, sandbox: template.sandbox,
+                    gpus: gpus, host: core.fleet.host)
+            }
         } catch let mismatch as ExecutablePin.Mismatch {
             throw mismatch
+        } catch let refused as IsolationError {
+            throw refused
         } catch {
             return "\(error)"
         }
+        let group = child.launchPlan?.cgroup
+        if let group { state.withLock { $0.cgroups[id] = group } }
+        core.agents.annotate(id, gpus: gpus, isolation: child.launchPlan?.enforcement ?? [])
         let eventLoop = core.group.any()
         let channel: any Channel
         let handle: ConnectionHandle
@@ -239,6 +427,7 @@ final class AgentSupervisor: Sendable {
             (channel, handle) = try await connect(to: child, id: id, template: template)
         } catch {
             await child.stop(on: eventLoop)
+            releaseGroup(of: id)
             return "cannot connect to its pipes: \(error)"
         }
         // Whatever ends first: the process, the pipes, or a stop request.
@@ -265,13 +454,27 @@ final class AgentSupervisor: Sendable {
             }
             ended.end(reason)
         }
-        let reason = await ended.wait()
+        var reason = await ended.wait()
+        if let group, group.memoryKills > 0 {
+            // The kernel counts the kill before the process is gone: this is why it ended.
+            let limit = template.resources.memoryBytes.map(ResourceRequest.formatBytes) ?? "?"
+            reason = "exceeded its memory limit of \(limit) and was killed by the kernel (out of memory)"
+            logger.error("agent \(id) \(reason)")
+        }
         // MCP shutdown: close its stdin, then SIGTERM, then SIGKILL. (Closed first: closing its
         // pipes marks it failed, which a requested stop is not.)
         try? await channel.close()
-        core.agents.down(id, stop.isRequested ? .offline("stopped") : .failed(reason))
+        let parking = state.withLock { $0.parked[id] != nil }
+        if !parking { core.agents.down(id, stop.isRequested ? .offline("stopped") : .failed(reason)) }
         await child.stop(on: eventLoop)
+        releaseGroup(of: id)
+        if group != nil, reason.hasPrefix("exceeded its memory limit") { return reason }
         return child.hasExited && reason == "closed its standard output" ? await child.waitForExit() : reason
+    }
+
+    /// Kills what is left of the instance's processes and removes its control group.
+    private func releaseGroup(of id: AgentRegistry.InstanceID) {
+        state.withLock { $0.cgroups.removeValue(forKey: id) }?.remove()
     }
 
     /// Serves an agent reached over Streamable HTTP until its bridge closes (the server went

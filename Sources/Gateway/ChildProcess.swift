@@ -1,4 +1,5 @@
 import Agents
+import Fleet
 import Foundation
 import Logging
 import NIOCore
@@ -19,6 +20,8 @@ final class ChildProcess: Sendable {
     let stdoutRead: Int32
     let stdinWrite: Int32
     let stderrRead: Int32
+    /// How it was started inside its limits and sandbox; nil: as its command, directly.
+    let launchPlan: LaunchPlan?
     private let process: Process
     private let exit: ExitMonitor
 
@@ -52,8 +55,11 @@ final class ChildProcess: Sendable {
         var description: String
     }
 
-    private init(process: Process, template: String, stdoutRead: Int32, stdinWrite: Int32, stderrRead: Int32, exit: ExitMonitor) {
+    private init(
+        process: Process, template: String, stdoutRead: Int32, stdinWrite: Int32, stderrRead: Int32, exit: ExitMonitor, launchPlan: LaunchPlan?
+    ) {
         self.process = process
+        self.launchPlan = launchPlan
         self.processID = process.processIdentifier
         self.template = template
         self.stdoutRead = stdoutRead
@@ -64,22 +70,34 @@ final class ChildProcess: Sendable {
 
     /// Starts the template's command with the environment `ChildEnvironment` gives it. Throws
     /// `ExecutablePin.Mismatch` when a pinned file's hash differs: then nothing is started.
-    static func launch(_ template: AgentTemplate) throws -> ChildProcess {
-        let environment = ChildEnvironment.of(template, gateway: ProcessInfo.processInfo.environment)
+    /// `isolate` wraps the resolved command in its limits and sandbox (`LaunchPlanner`);
+    /// `extraEnvironment` adds what the fleet gave it (`CUDA_VISIBLE_DEVICES`).
+    static func launch(
+        _ template: AgentTemplate, extraEnvironment: [String: String] = [:],
+        isolate: (_ executable: String) throws -> LaunchPlan? = { _ in nil }
+    ) throws -> ChildProcess {
+        var environment = ChildEnvironment.of(template, gateway: ProcessInfo.processInfo.environment)
+        environment.merge(extraEnvironment) { _, given in given }
         guard let executable = resolve(template.command, path: environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin") else {
             throw LaunchError(description: "command \"\(template.command)\" not found on PATH")
         }
         try ExecutablePin.verify(template, executable: executable)
-        return try launching.withLock { _ in try launch(template, executable: executable, environment: environment) }
+        let plan = try isolate(executable)
+        do {
+            return try launching.withLock { _ in try launch(template, executable: executable, environment: environment, plan: plan) }
+        } catch {
+            plan?.cgroup?.remove()
+            throw error
+        }
     }
 
-    private static func launch(_ template: AgentTemplate, executable: String, environment: [String: String]) throws -> ChildProcess {
+    private static func launch(_ template: AgentTemplate, executable: String, environment: [String: String], plan: LaunchPlan?) throws -> ChildProcess {
         let stdin = try pipe()
         let stdout = try pipe()
         let stderr = try pipe()
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = template.arguments
+        process.executableURL = URL(fileURLWithPath: plan?.executable ?? executable)
+        process.arguments = plan?.arguments ?? template.arguments
         process.environment = environment
         if let directory = template.workingDirectory {
             process.currentDirectoryURL = URL(fileURLWithPath: directory)
@@ -104,7 +122,7 @@ final class ChildProcess: Sendable {
         [stdin.read, stdout.write, stderr.write].forEach { _ = Glibc.close($0) }
         return ChildProcess(
             process: process, template: template.name, stdoutRead: stdout.read, stdinWrite: stdin.write,
-            stderrRead: stderr.read, exit: exit)
+            stderrRead: stderr.read, exit: exit, launchPlan: plan)
     }
 
     /// Calls `body` once the process has exited (at once if it has), with how it ended.

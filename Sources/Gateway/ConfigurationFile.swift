@@ -66,6 +66,7 @@ public struct ConfigurationFile: Sendable {
         }
         var reader = ConfigurationReader(file: path, settings: settings, environment: environment)
         if let root { reader.readRoot(root) }
+        reader.checkFleetCapacity()
         if !reader.problems.isEmpty { throw Problems(all: reader.problems) }
         reader.settings.configurationWarnings += reader.warnings
         return reader.settings
@@ -151,6 +152,7 @@ struct ConfigurationReader {
             case "logging": readLogging(value)
             case "history": readHistory(value)
             case "alerts": readAlerts(value)
+            case "fleet": readFleet(value)
             default:
                 if isHostFile {
                     warn(keyNode, "key \"\(key)\" is ignored: it is the MCP host's setting, not the gateway's")

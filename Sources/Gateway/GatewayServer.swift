@@ -54,6 +54,8 @@ final class GatewayCore: Sendable {
     /// state directory).
     let startupProblem: String?
     private let supervisorSlot: SupervisorSlot
+    /// Resources, isolation and the autoscaler.
+    let fleet: FleetController
     /// Metrics, tracing, the access log, the history and the message log.
     let observability: GatewayObservability
     /// Posts task callbacks and alert webhooks.
@@ -124,6 +126,9 @@ final class GatewayCore: Sendable {
         let calls = AgentCallRouter(
             agents: agents, tasks: tasks, quotas: quotas, readinessWait: settings.readinessWait, observability: observability)
         let supervisorSlot = SupervisorSlot()
+        let fleet = FleetController(settings: settings.fleet, logger: logger)
+        self.fleet = fleet
+        agents.onDemandWhileDormant { fleet.wake($0) }
         self.agents = agents
         self.calls = calls
         self.tasks = tasks
@@ -134,8 +139,9 @@ final class GatewayCore: Sendable {
         AgentMethods.register(
             in: &methods, agents: agents, supervisor: supervisorSlot, quotas: quotas, egress: settings.egress,
             requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false,
-            readinessWait: settings.readinessWait, activatesNewVersions: settings.access?.activatesNewVersions ?? true)
+            readinessWait: settings.readinessWait, activatesNewVersions: settings.access?.activatesNewVersions ?? true, capacity: fleet.ledger)
         calls.register(in: &methods)
+        FleetMethods.register(in: &methods, fleet: fleet, agents: agents, supervisor: supervisorSlot)
         TaskMethods.register(in: &methods, engine: tasks, egress: settings.egress, quotas: quotas, agents: agents)
         PatternMethods.register(in: &methods, agents: agents, readinessWait: settings.readinessWait)
         self.coordination = CoordinationMethods.register(
@@ -404,6 +410,7 @@ public final class GatewayServer: Service {
         // The agents run beside the listeners, until the very end.
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.core.supervisor.run() }
+            group.addTask { await self.core.fleet.run(supervisor: self.core.supervisor, agents: self.core.agents, tasks: self.core.tasks) }
             group.addTask { await self.core.coordination.run() }
             group.addTask { await self.core.communications.run(on: self.core.events) }
             if let cluster = self.core.cluster { group.addTask { await cluster.run() } }
@@ -419,6 +426,7 @@ public final class GatewayServer: Service {
             for face in self.httpFaces.withLock({ $0 }) { group.addTask { await face.run() } }
             await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
             await core.supervisor.stopAll()
+            core.fleet.finish()
             await core.access?.shutdown()
             if let audit = core.audit {
                 // Everything recorded is in the file (and handed to the stream) before the end.

@@ -33,6 +33,8 @@ public struct GatewaySettings: Sendable {
     /// The `audit` section: nil when there is none.
     public var audit: AuditSettings?
     public var workflows = WorkflowSettings()
+    /// The fleet: GPU pool, prices, limits on what the gateway hands out, the autoscaler's pace.
+    public var fleet = FleetSettings()
     /// A shared Redis: several replicas act as one gateway. Nil: the embedded backend.
     public var redis: RedisSettings?
     /// The longest a client's list, or a call naming a tool no one offers yet, waits for the

@@ -213,9 +213,13 @@ public final class TaskEngine: Sendable {
         state.withLock { state in
             var byState: [TaskState: Int] = [:]
             var queuedByPriority: [Int: Int] = [:]
+            var queuedByTaskType: [String: Int] = [:]
             for task in state.tasks.values {
                 byState[task.state, default: 0] += 1
-                if task.state == .pending { queuedByPriority[task.submission.priority, default: 0] += 1 }
+                if task.state == .pending {
+                    queuedByPriority[task.submission.priority, default: 0] += 1
+                    queuedByTaskType[task.submission.taskType, default: 0] += 1
+                }
             }
             var latency: (Double, Double)?
             if !state.assignmentLatencies.isEmpty {
@@ -224,6 +228,7 @@ public final class TaskEngine: Sendable {
             }
             var statistics = Statistics(byState: byState, queued: state.queue.count, assignmentLatencyMilliseconds: latency)
             statistics.queuedByPriority = queuedByPriority
+            statistics.queuedByTaskType = queuedByTaskType
             return statistics
         }
     }

@@ -40,6 +40,9 @@ public struct TaskStatistics: Sendable {
     public var queues: [String: Int] = [:]
     /// Queued tasks by priority (1 highest … 10), where the engine knows them (the embedded one).
     public var queuedByPriority: [Int: Int] = [:]
+    /// Queued tasks by their tool (`taskType`), where the engine knows them: the autoscaler's
+    /// measure of work waiting for a template.
+    public var queuedByTaskType: [String: Int] = [:]
     public var deadLettered: Int?
 
     public init(byState: [TaskState: Int], queued: Int, assignmentLatencyMilliseconds: (p50: Double, p99: Double)?) {

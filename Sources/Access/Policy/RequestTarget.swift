@@ -17,7 +17,7 @@ public enum RequestTarget {
         case "messages/send": return "targetAgentId"
         case "agents/register": return "agentName"
         case "agents/get", "agents/drain", "agents/setState", "agents/heartbeat", "agents/deregister": return "agentId"
-        case "agents/scale", "agents/rollback", "agents/activate": return "template"
+        case "agents/scale", "agents/rollback", "agents/activate", "agents/resize": return "template"
         case "workflows/execute", "workflows/get", "workflows/list": return "workflowName"
         default: return nil
         }

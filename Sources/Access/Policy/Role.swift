@@ -19,6 +19,7 @@ public struct Role: Sendable, Hashable {
         "tools/list", "prompts/list", "resources/list", "resources/templates/list", "agents/list", "agents/get",
         "gateway/status", "tasks/list", "tasks/get", "workflows/list", "workflows/get", "workflows/status", "subscriptions/listen",
         "metrics/history", "messages/list", "workflows/executions", "workflows/validate",
+        "fleet/status", "fleet/decisions", "fleet/allocations",
         // Status as it changes: the agents' and the executions' events (a console's live view),
         // not every topic (clients' own events and messages are theirs).
         "events/subscribe:switchboard.agents.*", "events/subscribe:workflows.*", "events/unsubscribe",
@@ -35,7 +36,7 @@ public struct Role: Sendable, Hashable {
         BuiltInRole.admin.rawValue: Role(name: "admin", allow: ["*"]),
         BuiltInRole.operator.rawValue: Role(
             name: "operator",
-            allow: reading + ["agents/*", "workflows/*", "tasks/*", "memory/get", "memory/list", "audit/query", "metrics/*"]),
+            allow: reading + ["agents/*", "workflows/*", "tasks/*", "memory/get", "memory/list", "audit/query", "metrics/*", "fleet/*"]),
         BuiltInRole.client.rawValue: Role(name: "client", allow: using + ["agents/list", "agents/get", "gateway/status"]),
         BuiltInRole.agent.rawValue: Role(
             name: "agent",
@@ -44,6 +45,7 @@ public struct Role: Sendable, Hashable {
             allow: ["agents/register", "agents/heartbeat", "agents/deregister"] + using),
         BuiltInRole.viewer.rawValue: Role(name: "viewer", allow: reading),
         BuiltInRole.monitor.rawValue: Role(
-            name: "monitor", allow: ["metrics/prometheus", "metrics/history", "gateway/status", "agents/list", "agents/get"]),
+            name: "monitor",
+            allow: ["metrics/prometheus", "metrics/history", "gateway/status", "agents/list", "agents/get", "fleet/status", "fleet/decisions", "fleet/allocations"]),
     ]
 }

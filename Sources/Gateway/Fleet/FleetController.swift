@@ -1,0 +1,150 @@
+import Agents
+import Fleet
+import Foundation
+import Logging
+import Router
+import Synchronization
+
+/// The fleet's side of the gateway: what the machine may give (the ledger), how agents are
+/// shut in (the isolation host, probed once), and the autoscaler, which looks at each
+/// autoscaled template's demand every interval — and at once when a call waits for a template
+/// scaled to zero — and asks the supervisor for the count it decides, recording every decision
+/// with its reason.
+///
+/// With replicas, each replica runs its own spawned instances from its own configuration: its
+/// autoscaler decides for those alone, from the calls and tasks that reached it. No two
+/// replicas ever scale the same instances.
+final class FleetController: Sendable {
+    let settings: FleetSettings
+    let ledger: ResourceLedger
+    let host: IsolationHost
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let (wakes, wakeSink) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(64))
+    private let origin = ContinuousClock.now
+
+    /// Decisions kept for `fleet/decisions`.
+    static let decisionLimit = 1_000
+
+    struct Decision: Sendable {
+        var decision: ScaleDecision
+        var template: String
+        var at: Date
+        var outcome: String
+    }
+
+    private struct State {
+        var autoscalers: [String: Autoscaler] = [:]
+        var decisions: [Decision] = []
+    }
+
+    init(settings: FleetSettings, logger: Logger) {
+        self.settings = settings
+        self.logger = logger
+        self.ledger = ResourceLedger(capacity: settings.capacity(), prices: settings.prices)
+        self.host = IsolationHost.probe(makeCgroups: settings.cgroups)
+    }
+
+    /// A call or task waits for `template`, none of whose instances is ready: look now.
+    func wake(_ template: String) {
+        wakeSink.yield(template)
+    }
+
+    /// Looks every interval (or when woken) until cancelled; gives back the control groups' base at the end.
+    func run(supervisor: AgentSupervisor, agents: AgentRegistry, tasks: any TaskService) async {
+        let ticks = AsyncStream<Void> { continuation in
+            let timer = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: settings.autoscaleInterval)
+                    continuation.yield()
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in timer.cancel() }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { for await _ in ticks { await self.look(supervisor: supervisor, agents: agents, tasks: tasks) } }
+            group.addTask { for await _ in self.wakes { await self.look(supervisor: supervisor, agents: agents, tasks: tasks) } }
+            await group.waitForAll()
+        }
+    }
+
+    func finish() {
+        wakeSink.finish()
+        host.cgroups?.removeBases()
+    }
+
+    private var seconds: Double {
+        let elapsed = ContinuousClock.now - origin
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+
+    /// One look at every autoscaled template, the most important class first: when resources
+    /// are short, it gets them.
+    private func look(supervisor: AgentSupervisor, agents: AgentRegistry, tasks: any TaskService) async {
+        recordUse(supervisor: supervisor, agents: agents)
+        let templates = supervisor.autoscaledTemplates.sorted { $0.priorityClass > $1.priorityClass }
+        guard !templates.isEmpty else { return }
+        let demand = agents.demand()
+        var queued: [String: Int] = [:]
+        for (tool, count) in await tasks.statistics().queuedByTaskType {
+            if let template = agents.template(offering: tool) { queued[template, default: 0] += count }
+        }
+        let now = seconds
+        for template in templates {
+            guard let policy = template.autoscale else { continue }
+            let entry = demand[template.name] ?? AgentRegistry.TemplateDemand()
+            let sample = DemandSample(
+                ready: entry.ready, starting: entry.starting, slotsPerInstance: max(entry.slotsPerInstance, template.maximumConcurrency),
+                inFlight: entry.inFlight, waiting: entry.waitingCalls + queued[template.name, default: 0])
+            let decision: ScaleDecision? = state.withLock { state in
+                var autoscaler = state.autoscalers[template.name] ?? Autoscaler(policy: policy)
+                if autoscaler.policy != policy { autoscaler.update(policy: policy) }
+                defer { state.autoscalers[template.name] = autoscaler }
+                return autoscaler.observe(sample, at: now)
+            }
+            guard let decision else { continue }
+            let outcome: String
+            do {
+                _ = try supervisor.scale(template.name, to: decision.to)
+                outcome = "applied"
+                logger.notice("autoscale \(template.name): \(decision.from) → \(decision.to) (\(decision.kind.rawValue)): \(decision.reason)")
+            } catch {
+                outcome = "refused: \(error)"
+                logger.warning("autoscale \(template.name): \(decision.from) → \(decision.to) refused: \(error)")
+            }
+            state.withLock { state in
+                state.decisions.append(Decision(decision: decision, template: template.name, at: Date(), outcome: outcome))
+                if state.decisions.count > Self.decisionLimit { state.decisions.removeFirst(state.decisions.count - Self.decisionLimit) }
+            }
+        }
+    }
+
+    /// Each grant's use, as a share of what was granted (the `resource_allocations` rows).
+    private func recordUse(supervisor: AgentSupervisor, agents: AgentRegistry) {
+        for grant in ledger.grants {
+            let id = AgentRegistry.InstanceID(grant.instance)
+            let usage = agents.status(id)?["resourceUsage"]
+            let memory = supervisor.cgroup(of: id)?.memoryBytes ?? usage?["memory"]?.integerValue
+            let cpu: Double? =
+                switch usage?["cpu"] {
+                case .double(let percent): percent
+                case .integer(let percent): Double(percent)
+                default: nil
+                }
+            ledger.recordUse(instance: grant.instance, cpuPercentOfOneCore: cpu, memoryBytes: memory)
+        }
+    }
+
+    // MARK: Views
+
+    func decisions(template: String?, limit: Int) -> [Decision] {
+        state.withLock { state in
+            Array(state.decisions.reversed().lazy.filter { template == nil || $0.template == template }.prefix(limit))
+        }
+    }
+
+    func autoscalerStatus(_ template: String) -> Autoscaler.Status? {
+        state.withLock { $0.autoscalers[template]?.status }
+    }
+}

@@ -1,0 +1,421 @@
+"""The fleet: resources, limits, sandboxes, GPUs and autoscaling, with real agent processes.
+
+Every agent is `agents/fleet_agent.py` run by /usr/bin/python3 (some as `nobody` in a sandbox
+whose /tmp is private), driven over the gateway's TCP listener as a client would:
+
+- a queue of tasks grows a template to its `autoscale.max` (never beyond) and idleness shrinks
+  it back to its `min`, each step in `fleet/decisions`;
+- a template whose `min` is 0 goes dormant, keeps its tools listed, and a call cold-starts it;
+- an instance over its memory limit is killed by the control group, says so in `lastError`,
+  and comes back;
+- a sandboxed agent runs as `nobody`, without the gateway's secrets, writes only where it may,
+  and reaches no network;
+- a GPU pool of two never gives one GPU to two instances, and refuses a third;
+- requests that could never fit are refused at once (a registration, a configuration);
+- `agents/resize` changes concurrency and limits of running instances;
+- a sandbox that cannot be built refuses the start.
+
+The CI machine runs as root with writable cgroups v1 and bubblewrap: a test that finds them
+missing fails saying so, it does not skip.
+
+Waiting: a reply is awaited; states that nothing announces (instances, decisions) are polled
+with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sbwire import RpcSession
+
+FLEET_AGENT = Path(__file__).resolve().parent / "agents" / "fleet_agent.py"
+# Absolute: the venv's python lives under a 0700 path in CI, which `nobody` cannot enter.
+PYTHON = "/usr/bin/python3"
+SECRET = "SWITCHBOARD_TEST_SECRET"
+MIB = 1024 * 1024
+# Up and serving; an instance whose every slot is taken (maxConcurrency 1, one call) is OVERLOADED.
+RUNNING = {"IDLE", "BUSY", "OVERLOADED"}
+# A small, fast autoscaler so that each test stays within seconds.
+FAST_FLEET = {"autoscaleIntervalSeconds": 0.2}
+WAIT = 30.0
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture
+def agent_script():
+    """fleet_agent.py copied into a fresh world-readable directory under /var/tmp.
+
+    Sandboxed agents run as `nobody` with a private /tmp, and pytest's tmp dirs are 0700: the
+    script must be somewhere `nobody` can read that is not /tmp.
+    """
+    directory = tempfile.mkdtemp(prefix="sb-fleet-", dir="/var/tmp")
+    os.chmod(directory, 0o755)
+    script = Path(directory) / "fleet_agent.py"
+    shutil.copyfile(FLEET_AGENT, script)
+    os.chmod(script, 0o644)
+    yield script
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory under /var/tmp that `nobody` may write to (gates, a sandbox's writable path)."""
+    directory = tempfile.mkdtemp(prefix="sb-fleet-rw-", dir="/var/tmp")
+    os.chmod(directory, 0o777)
+    yield Path(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def gateway(start_gateway, tmp_path):
+    """gateway(config dict, env=None) -> (a gateway on TCP started with --config, a session on it)."""
+    sessions = []
+
+    def start(config: dict, env: dict | None = None):
+        path = tmp_path / "gateway.json"
+        path.write_text(json.dumps(config, indent=2))
+        gw = start_gateway("tcp", extra=["--config", str(path)], env=env)
+        session = RpcSession.connect(gw.tcp)
+        sessions.append(session)
+        return gw, session
+
+    yield start
+    for session in sessions:
+        session.close()
+
+
+def template(script: Path, **extra) -> dict:
+    return {"command": PYTHON, "args": [str(script)], **extra}
+
+
+def poll(fetch, check, what: str, timeout: float = WAIT, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not so within {timeout}s; last: {json.dumps(value)[:3000]}")
+        time.sleep(interval)
+
+
+def agents_of(session: RpcSession, name: str) -> list:
+    return session.result("agents/list", {"template": name})["agents"]
+
+
+def running(n: int):
+    return lambda agents: len(agents) == n and all(a["currentState"] in RUNNING and "processId" in a for a in agents)
+
+
+def fleet_status(session: RpcSession) -> dict:
+    return session.result("fleet/status")
+
+
+def template_status(session: RpcSession, name: str) -> dict:
+    templates = fleet_status(session)["templates"]
+    found = [t for t in templates if t["template"] == name]
+    assert len(found) == 1, f"fleet/status lists template {name!r} {len(found)} times: {templates}"
+    return found[0]
+
+
+def decisions(session: RpcSession, name: str, kind: str | None = None) -> list:
+    listed = session.result("fleet/decisions", {"template": name})["decisions"]
+    assert all(d["template"] == name for d in listed), f"fleet/decisions filtered by {name!r} gave others: {listed}"
+    return [d for d in listed if kind is None or d["kind"] == kind]
+
+
+def text_of(reply: dict) -> str:
+    assert "result" in reply, f"the call failed: {reply}"
+    result = reply["result"]
+    assert not result.get("isError"), f"the tool failed: {result}"
+    return result["content"][0]["text"]
+
+
+def call_tool(session: RpcSession, name: str, arguments: dict, timeout: float = WAIT) -> str:
+    return text_of(session.call("tools/call", {"name": name, "arguments": arguments}, timeout))
+
+
+def pid_of(answer: str) -> int:
+    match = re.fullmatch(r"ok:(\d+)", answer)
+    assert match, f"work answered {answer!r}, not ok:<pid>"
+    return int(match.group(1))
+
+
+def require_cgroups(session: RpcSession) -> None:
+    limits = fleet_status(session)["enforcement"]["limits"]
+    if not str(limits).startswith("cgroups"):
+        pytest.fail(f"resource limits are enforced with {limits!r} here, not cgroups: this test needs a machine "
+                    "where the gateway runs as root with writable control groups (as CI does)")
+
+
+# --------------------------------------------------------------------------- autoscaling
+
+
+def test_a_queue_grows_a_template_to_its_max_and_idleness_shrinks_it_to_its_min(gateway, agent_script, shared_dir):
+    autoscale = {"min": 1, "max": 3, "targetUtilization": 1.0, "scaleUpAfterSeconds": 0.5,
+                 "scaleDownAfterSeconds": 1, "cooldownSeconds": 0.2, "predictive": False}
+    gw, session = gateway({"fleet": FAST_FLEET, "agents": {"worker": template(
+        agent_script, instances=1, maxConcurrency=1, priorityClass="high", autoscale=autoscale)}})
+    poll(lambda: agents_of(session, "worker"), running(1), "the first instance running")
+    assert template_status(session, "worker")["priorityClass"] == "high"
+
+    gate = shared_dir / "gate"
+    submitted = [session.result("tasks/submit", {"taskType": "work", "taskData": {"gate": str(gate)}, "timeout": 60})
+                 for _ in range(6)]
+    task_ids = [task["taskId"] for task in submitted]
+
+    # Six tasks, one slot per instance: the queue keeps asking for more than the max. Every poll
+    # checks the bound, while it grows and for a while after (several autoscaler rounds beyond
+    # scaleUpAfterSeconds + cooldown, with three tasks still waiting), since a fourth instance
+    # would only show up then.
+    def bounded():
+        listed, status = agents_of(session, "worker"), template_status(session, "worker")
+        assert status["instances"] <= 3, f"more instances than autoscale.max: {status}"
+        assert len(listed) <= 3, f"more instances than autoscale.max: {[a['agentId'] for a in listed]}"
+        return listed
+
+    poll(bounded, running(3), "three instances running for the queue")
+    settle = time.monotonic() + 1.5
+    while time.monotonic() < settle:
+        bounded()
+        time.sleep(0.1)
+
+    ups = decisions(session, "worker", "scaleUp")
+    assert ups, f"no scaleUp decision: {decisions(session, 'worker')}"
+    assert all(d["to"] <= 3 and d["to"] > d["from"] for d in ups), ups
+    assert max(d["to"] for d in ups) == 3, ups
+    assert any(re.search(r"wait|queue|pending|backlog", d["reason"], re.I) for d in ups), \
+        f"no scaleUp says it was for waiting work: {[d['reason'] for d in ups]}"
+
+    gate.touch()
+    waiting = [session.request("tasks/result", {"taskId": task_id}) for task_id in task_ids]
+    for request_id in waiting:
+        pid_of(text_of(session.reply(request_id, WAIT)))
+    ended = [session.result("tasks/get", {"taskId": t}) for t in task_ids]
+    assert [task["state"] for task in ended] == ["COMPLETED"] * 6, ended
+    # The work was spread over the three instances the queue called for.
+    ran_on = {task["attempts"][-1]["agentId"] for task in ended}
+    assert ran_on == {"worker#1", "worker#2", "worker#3"}, ran_on
+
+    poll(lambda: template_status(session, "worker"), lambda t: t["instances"] == 1, "back to autoscale.min once idle")
+    downs = decisions(session, "worker", "scaleDown")
+    assert downs, f"no scaleDown decision: {decisions(session, 'worker')}"
+    assert all(d["to"] >= 1 and d["to"] < d["from"] for d in downs), f"scaled below autoscale.min: {downs}"
+    assert not decisions(session, "worker", "predictive"), "predictive decisions with predictive: false"
+    assert call_tool(session, "work", {}).startswith("ok:")
+
+
+def test_a_template_scaled_to_zero_stays_listed_and_a_call_cold_starts_it(gateway, agent_script):
+    autoscale = {"min": 0, "max": 2, "targetUtilization": 1.0, "scaleUpAfterSeconds": 0.5,
+                 "scaleDownAfterSeconds": 1, "cooldownSeconds": 0.2, "predictive": False}
+    gw, session = gateway({"fleet": FAST_FLEET, "agents": {"sleeper": template(
+        agent_script, instances=1, maxConcurrency=1, autoscale=autoscale)}})
+    poll(lambda: agents_of(session, "sleeper"), running(1), "the instance running")
+
+    poll(lambda: template_status(session, "sleeper"), lambda t: t["dormant"] is True and t["instances"] == 0,
+         "the idle template dormant")
+    [entry] = agents_of(session, "sleeper")
+    assert entry["currentState"] == "OFFLINE" and entry.get("dormant") is True, entry
+    assert decisions(session, "sleeper", "scaleDown"), decisions(session, "sleeper")
+
+    # A host connecting now lists tools once and never waits for a notification: the dormant
+    # template's tools must be there.
+    with RpcSession.connect(gw.tcp) as host:
+        names = [tool["name"] for tool in host.result("tools/list")["tools"]]
+        assert "work" in names, names
+        answer = call_tool(host, "work", {}, timeout=60)  # waits for the cold start
+    pid_of(answer)
+    starts = decisions(session, "sleeper", "coldStart")
+    assert starts and all(d["from"] == 0 and d["to"] >= 1 for d in starts), decisions(session, "sleeper")
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_an_instance_over_its_memory_limit_is_killed_says_why_and_comes_back(gateway, agent_script):
+    gw, session = gateway({"agents": {"hog": template(agent_script, resources={"memory": "64Mi"})}})
+    require_cgroups(session)
+    [entry] = poll(lambda: agents_of(session, "hog"), running(1), "the instance running")
+    before = entry["processId"]
+    pid_of(call_tool(session, "work", {}))
+
+    reply = session.call("tools/call", {"name": "allocate", "arguments": {"mib": 256}}, WAIT)
+    assert "error" in reply or reply["result"].get("isError"), f"256 MiB allocated under a 64 MiB limit: {reply}"
+
+    poll(lambda: agents_of(session, "hog"),
+         lambda agents: len(agents) == 1 and re.search(r"memory limit", agents[0].get("lastError") or "", re.I),
+         "lastError naming the memory limit")
+    # It comes back (a new process) and keeps the reason of its last failure.
+    poll(lambda: agents_of(session, "hog"),
+         lambda agents: running(1)(agents) and agents[0]["processId"] != before, "the instance restarted")
+    pid_of(call_tool(session, "work", {}))
+    [entry] = agents_of(session, "hog")
+    assert re.search(r"memory limit", entry.get("lastError") or "", re.I), entry
+
+
+# --------------------------------------------------------------------------- sandbox
+
+
+def test_a_sandboxed_agent_is_nobody_without_secrets_writes_only_where_allowed_and_has_no_network(
+        gateway, agent_script, shared_dir):
+    sandbox = {"user": "nobody", "network": "none", "readOnlyPaths": ["/"], "writablePaths": [str(shared_dir)],
+               "privateTmp": True}
+    env = {**os.environ, SECRET: "s3cret"}
+    gw, session = gateway({"agents": {"jail": template(agent_script, sandbox=sandbox)}}, env=env)
+    poll(lambda: agents_of(session, "jail"), running(1), "the sandboxed instance running")
+
+    allowed = shared_dir / "ok"
+    outside = Path(f"/var/tmp/outside-{uuid.uuid4().hex}")
+    in_etc = Path(f"/etc/sb-test-{uuid.uuid4().hex}")
+    host, port = gw.tcp.address
+    try:
+        seen = json.loads(call_tool(session, "probe", {"write": [str(allowed), str(outside), str(in_etc)],
+                                                        "connect": [host, port]}))
+        assert seen["uid"] == pwd.getpwnam("nobody").pw_uid, seen["uid"]
+        assert SECRET not in seen["environ"], sorted(seen["environ"])
+        assert not any("s3cret" in value for value in seen["environ"].values()), seen["environ"]
+
+        assert seen["writes"][str(allowed)] == "ok", seen["writes"]
+        assert allowed.read_text() == "x"
+        # Without the read-only view, nobody could write /var/tmp (mode 1777) and would be refused
+        # /etc for permissions only: "Read-only file system" for both is the sandbox's doing.
+        for path in (outside, in_etc):
+            assert "Read-only file system" in seen["writes"][str(path)], seen["writes"]
+            assert not path.exists(), f"{path} was written on the host"
+        assert seen["connect"] != "ok", f"the agent reached the gateway at {host}:{port} with network: none"
+    finally:
+        for path in (outside, in_etc):
+            path.unlink(missing_ok=True)
+
+    [entry] = agents_of(session, "jail")
+    assert any("bubblewrap" in measure.lower() for measure in entry["isolation"]), entry.get("isolation")
+
+
+def test_a_sandbox_that_cannot_be_built_refuses_the_start(gateway, agent_script):
+    missing = "/nonexistent/sb-test"
+    assert not os.path.exists(missing)
+    sandbox = {"user": "nobody", "network": "none", "readOnlyPaths": ["/"], "writablePaths": [missing], "privateTmp": True}
+    gw, session = gateway({"agents": {"walled": template(agent_script, sandbox=sandbox)}})
+    [entry] = poll(lambda: agents_of(session, "walled"),
+                   lambda agents: len(agents) == 1 and agents[0]["currentState"] == "ERROR", "the instance in ERROR")
+    assert "does not exist" in (entry.get("error") or ""), entry
+    assert "processId" not in entry, f"it ran: {entry}"
+    assert not any(re.search(r"agent walled#\d+ ready", line) for line in gw.stderr_lines), gw.stderr_text()
+    assert not os.path.exists(missing), "the gateway made the missing path instead of refusing"
+
+
+# --------------------------------------------------------------------------- GPUs
+
+
+def test_a_gpu_pool_of_two_never_gives_one_gpu_to_two_instances(gateway, agent_script, shared_dir):
+    fleet = {**FAST_FLEET, "gpus": [0, 1], "prices": {"cpuHour": 0, "memoryGiBHour": 0, "gpuHour": 2.5}}
+    gw, session = gateway({"fleet": fleet, "agents": {"gpu": template(
+        agent_script, instances=2, maxConcurrency=1, resources={"gpu": 1})}})
+    agents = poll(lambda: agents_of(session, "gpu"), running(2), "both instances running")
+    assert sorted(a.get("gpus") or [] for a in agents) == [["0"], ["1"]], [(a["agentId"], a.get("gpus")) for a in agents]
+
+    # One slot per instance: two probes held at a gate run on the two instances.
+    gate = shared_dir / "gate"
+    held = [session.request("tools/call", {"name": "probe", "arguments": {"gate": str(gate)}}) for _ in range(2)]
+    poll(lambda: agents_of(session, "gpu"), lambda a: all(x.get("inFlight") == 1 for x in a), "both instances busy")
+    gate.touch()
+    seen = [json.loads(text_of(session.reply(request_id, WAIT))) for request_id in held]
+    assert len({s["instance"] for s in seen}) == 2, seen
+    assert sorted(s["cuda"] for s in seen) == ["0", "1"], [s["cuda"] for s in seen]
+
+    refused = session.call("agents/scale", {"template": "gpu", "instances": 3})
+    assert refused.get("error", {}).get("code") == -32602, f"a third GPU instance was accepted: {refused}"
+    message = refused["error"]["message"]
+    assert re.search(r"gpu", message, re.I) and re.search(r"pool|\b2\b", message, re.I), message
+
+    status = fleet_status(session)
+    assert status["capacity"]["gpus"] == ["0", "1"], status["capacity"]
+    assert status["allocated"]["gpus"] == 2, status["allocated"]
+    assert status["costPerHour"] == pytest.approx(2 * 2.5), status
+    assert status["allocated"]["costPerHour"] == pytest.approx(2 * 2.5), status["allocated"]
+    grants = [g for g in status["grants"] if g["template"] == "gpu"]
+    assert sorted(g["gpus"] for g in grants) == [["0"], ["1"]], grants
+    assert [t["instances"] for t in status["templates"] if t["template"] == "gpu"] == [2]
+    assert len(agents_of(session, "gpu")) == 2
+
+
+# --------------------------------------------------------------------------- impossible requests
+
+
+def test_requests_that_could_never_fit_are_refused(start_gateway, sb_bin, agent_script, tmp_path):
+    gw = start_gateway("tcp")
+    with RpcSession.connect(gw.tcp) as session:
+        cpus = float(fleet_status(session)["capacity"]["cpu"])
+        refused = session.call("agents/register", {
+            "agentName": "greedy", "maxConcurrency": 1,
+            "tools": [{"name": "greedy_tool", "inputSchema": {"type": "object"}}],
+            "resourceRequirements": {"cpu": 9999, "memory": "999Ti", "gpu": 512},
+        })
+        assert refused.get("error", {}).get("code") == -32602, f"an impossible registration was accepted: {refused}"
+        message = refused["error"]["message"]
+        numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", message)]
+        assert re.search(r"cpu", message, re.I) and any(abs(n - cpus) < 0.01 for n in numbers), \
+            f"the refusal does not say the gateway may give {cpus:g} CPUs: {message}"
+        assert not [a for a in session.result("agents/list")["agents"] if a["agentId"].startswith("greedy")]
+        session.result("ping")
+
+    config = tmp_path / "hungry.json"
+    config.write_text(json.dumps({"agents": {"hungry": template(agent_script, resources={"cpu": 9999})}}))
+    try:
+        ended = subprocess.run([str(sb_bin), "serve", "--config", str(config), "--listen", "tcp://127.0.0.1:0"],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"the gateway started with a template asking 9999 CPUs:\n{e.stderr}") from None
+    assert ended.returncode != 0, ended.stderr
+    assert "hungry" in ended.stderr and re.search(r"cpu", ended.stderr, re.I), ended.stderr
+
+
+# --------------------------------------------------------------------------- vertical scaling
+
+
+def test_resize_changes_concurrency_and_limits_of_running_instances(gateway, agent_script):
+    gw, session = gateway({"agents": {"elastic": template(
+        agent_script, instances=2, maxConcurrency=1, resources={"memory": "64Mi"})}})
+    require_cgroups(session)
+    agents = poll(lambda: agents_of(session, "elastic"), running(2), "both instances running")
+    pids = sorted(a["processId"] for a in agents)
+
+    resized = session.result("agents/resize", {"template": "elastic", "maxConcurrency": 4})
+    assert resized["template"] == "elastic" and resized["maxConcurrency"] == 4, resized
+    assert [a["maxConcurrency"] for a in agents_of(session, "elastic")] == [4, 4]
+
+    resized = session.result("agents/resize", {"template": "elastic", "resources": {"memory": "128Mi"}})
+    assert resized["appliedLive"] is True, resized
+    assert re.search(r"128Mi|134217728", json.dumps(resized["resources"])), resized["resources"]
+    grants = [g for g in fleet_status(session)["grants"] if g["template"] == "elastic"]
+    assert sorted(g["memoryBytes"] for g in grants) == [128 * MIB, 128 * MIB], grants
+    # Live: the same processes, still answering.
+    assert sorted(a["processId"] for a in agents_of(session, "elastic")) == pids
+    assert call_tool(session, "work", {}).startswith("ok:")
+
+    history = session.result("fleet/allocations", {"template": "elastic", "includeReleased": True})["allocations"]
+    memory = [row for row in history if row["resourceType"] == "memory"]
+    for agent in ("elastic#1", "elastic#2"):
+        rows = [row for row in memory if row["agentId"] == agent]
+        released = [row for row in rows if row.get("releasedAt") is not None]
+        live = [row for row in rows if row.get("releasedAt") is None]
+        assert released and len(live) == 1, f"{agent}: memory rows {rows}"
+        # The only change was 64Mi -> 128Mi: every released memory row is the old size.
+        for old in released:
+            assert old["allocatedUnit"] == live[0]["allocatedUnit"], rows
+            assert live[0]["allocatedAmount"] == pytest.approx(2 * old["allocatedAmount"]), rows
+    current = session.result("fleet/allocations", {"template": "elastic"})["allocations"]
+    assert current and all(row.get("releasedAt") is None for row in current), current
