@@ -17,7 +17,8 @@ if ! command -v swift >/dev/null 2>&1; then
     exit 1
 fi
 
-packages=(libssl-dev libhiredis-dev pkg-config)
+# bubblewrap builds the sandboxes of agents that ask for one (a template's `sandbox`).
+packages=(libssl-dev libhiredis-dev pkg-config bubblewrap)
 if $want_test; then
     packages+=(redis-server socat netcat-openbsd openssl chromium chromium-driver fonts-dejavu-core)
     command -v node >/dev/null 2>&1 || packages+=(nodejs)
