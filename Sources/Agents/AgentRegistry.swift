@@ -99,6 +99,13 @@ public final class AgentRegistry: Sendable {
             registry.finish(self, succeeded: succeeded)
         }
 
+        /// `finish`, noting that the agent answered the call with an error (a tool error or a
+        /// JSON-RPC error): the tool's business, not a failure of the agent, but what a rollout
+        /// compares versions by.
+        public func finish(succeeded: Bool, answeredWithError: Bool) {
+            registry.finish(self, succeeded: succeeded, answeredWithError: answeredWithError)
+        }
+
         /// Releases the slot without a verdict: the call never ran, or was cancelled.
         public func release() {
             registry.finish(self, succeeded: nil)
@@ -157,6 +164,8 @@ public final class AgentRegistry: Sendable {
         var inFlight = 0
         var completed = 0
         var failed = 0
+        /// Calls it answered with an error (counted in `completed` too).
+        var answeredWithError = 0
         var totalLatency: Duration = .zero
         var lastAssigned: UInt64 = 0
         var registeredAt = Date()
@@ -280,6 +289,9 @@ public final class AgentRegistry: Sendable {
         /// Versions rolled back from, per template: they do not become active again by
         /// re-registering.
         var rolledBack: [String: Set<String>] = [:]
+        /// A version taking a share of a template's calls beside the active one (a rollout).
+        var canary: [String: (version: String, share: Double)] = [:]
+        var canaryDraws: UInt64 = 0
         var tools: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
         var prompts: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
         /// Bare names that several templates offer and none keeps, with their candidates.
@@ -511,6 +523,39 @@ public final class AgentRegistry: Sendable {
             instance.inFlight = 0
             Self.setAwaiting(instance, false, in: &state)
             Self.recount(instance, in: &state)
+        }
+    }
+
+    /// Sends `share` (0 to 1) of the template's calls to `version`'s instances, the rest to the
+    /// active version's; nil ends it.
+    public func setCanary(template: String, version: String?, share: Double = 0) {
+        state.withLock { state in
+            if let version { state.canary[template] = (version, min(max(share, 0), 1)) } else { state.canary[template] = nil }
+        }
+    }
+
+    public func canary(of template: String) -> (version: String, share: Double)? {
+        state.withLock { $0.canary[template] }
+    }
+
+    /// What each instance of the template has answered since it was added, with its version:
+    /// a rollout compares versions by the change between two readings.
+    public func figures(template: String) -> [(id: InstanceID, version: String, calls: Int, failures: Int, latencySeconds: Double)] {
+        state.withLock { state in
+            (state.templates[template]?.instances ?? []).map { instance in
+                let latency = instance.totalLatency.components
+                return (
+                    instance.id, instance.registration.version, instance.completed + instance.failed, instance.failed + instance.answeredWithError,
+                    Double(latency.seconds) + Double(latency.attoseconds) / 1e18
+                )
+            }
+        }
+    }
+
+    /// Ready instances of the template by version.
+    public func readyInstances(template: String) -> [(id: InstanceID, version: String)] {
+        state.withLock { state in
+            (state.templates[template]?.instances ?? []).filter { $0.lifecycle == .ready }.map { ($0.id, $0.registration.version) }
         }
     }
 
@@ -761,6 +806,20 @@ public final class AgentRegistry: Sendable {
         return try outcome.get()
     }
 
+    /// Makes `version` the active one, whatever it was before: the end of a rollout the
+    /// gateway ran itself (its instances took calls as a canary until now).
+    public func promote(template: String, version: String) {
+        mutate { state in
+            guard state.activeVersion[template] != version else { return }
+            state.pendingVersions[template]?.remove(version)
+            state.rolledBack[template]?.remove(version)
+            state.versionHistory[template, default: []].removeAll { $0 == version }
+            state.versionHistory[template, default: []].append(version)
+            state.activeVersion[template] = version
+            Self.recount(template: template, in: &state)
+        }
+    }
+
     /// Makes the version before the active one active again and returns the newer one's
     /// instances, which the caller drains.
     public func rollback(template: String) throws(StateChangeError) -> (from: String, to: String, instances: [InstanceID]) {
@@ -1001,13 +1060,14 @@ public final class AgentRegistry: Sendable {
         return .unknownTool(name)
     }
 
-    fileprivate func finish(_ lease: Lease, succeeded: Bool?) {
+    fileprivate func finish(_ lease: Lease, succeeded: Bool?, answeredWithError: Bool = false) {
         var drained = false
         mutate { state in
             let instance = lease.entry
             guard instance.isRegistered else { return }
             let now = ContinuousClock.now
             if instance.inFlight > 0 { instance.inFlight -= 1 }
+            if answeredWithError { instance.answeredWithError += 1 }
             if let succeeded {
                 if succeeded { instance.completed += 1 } else { instance.failed += 1 }
                 instance.totalLatency += now - lease.started
@@ -1111,7 +1171,27 @@ public final class AgentRegistry: Sendable {
         constraints: Constraints = Constraints()
     ) -> Lease? {
         guard let entry = state.templates[origin.template] else { return nil }
-        let active = state.activeVersion[origin.template]
+        var active = state.activeVersion[origin.template]
+        var alternative: String?
+        if !state.canary.isEmpty, let canary = state.canary[origin.template] {
+            // Every call draws its version by the canary's share; if none of that version can
+            // take it, the other version does.
+            state.canaryDraws &+= 1
+            let toCanary = Double(state.canaryDraws % 1000) < canary.share * 1000
+            alternative = toCanary ? active : canary.version
+            if toCanary { active = canary.version }
+        }
+        if let lease = reserve(origin, kind: kind, entry: entry, version: active, in: &state, registry: registry, constraints: constraints) {
+            return lease
+        }
+        guard let alternative else { return nil }
+        return reserve(origin, kind: kind, entry: entry, version: alternative, in: &state, registry: registry, constraints: constraints)
+    }
+
+    private static func reserve(
+        _ origin: ToolNaming.Origin, kind: OfferKind, entry: TemplateEntry, version active: String?, in state: inout State, registry: AgentRegistry,
+        constraints: Constraints
+    ) -> Lease? {
         let now = ContinuousClock.now
         let required = constraints.requiredCapabilities
         var best: Candidate?

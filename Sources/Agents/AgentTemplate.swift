@@ -54,6 +54,8 @@ public struct AgentTemplate: Sendable, Equatable {
     public var sandbox: Sandbox?
     /// Instances follow demand between its bounds; nil: `instances` stays as set.
     public var autoscale: AutoscalePolicy?
+    /// How a changed template replaces its running instances on a reload.
+    public var rollout = RolloutPolicy()
 
     /// Where a remote agent is: its URL and the headers each request carries (both expanded:
     /// they may hold secrets), and the URL as written, for what the gateway shows.

@@ -151,8 +151,9 @@ final class AgentCallRouter: Sendable {
                 let observed: GatewayObservability.CallOutcome
                 switch outcome {
                 case .success(let result):
-                    lease.finish(succeeded: true)
-                    observed = kind == .tool && Self.isToolError(result) ? .failed : .succeeded
+                    let toolError = kind == .tool && Self.isToolError(result)
+                    lease.finish(succeeded: true, answeredWithError: toolError)
+                    observed = toolError ? .failed : .succeeded
                     reply.succeed(.raw(result))
                 case .failure(is AgentCallCancelled):
                     // The client changed its mind: no verdict on the agent.
@@ -162,7 +163,7 @@ final class AgentCallRouter: Sendable {
                 case .failure(let error):
                     // An error the agent answered with is the tool's business, not a failure of
                     // the agent.
-                    lease.finish(succeeded: error is JSONRPCError)
+                    lease.finish(succeeded: error is JSONRPCError, answeredWithError: error is JSONRPCError)
                     observed = error is JSONRPCError ? .failed : .unanswered
                     reply.fail(AgentCallError(error, name: name, agent: lease.instance.rawValue))
                 }

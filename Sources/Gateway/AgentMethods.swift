@@ -158,6 +158,18 @@ enum AgentMethods {
             guard let template = request.params?.member("template")?.stringValue else {
                 return .error(.invalidParams("agents/rollback needs \"template\""))
             }
+            // A spawned template goes back to the template it ran before its last rollout,
+            // rolled out like any change.
+            if supervisor.value.template(named: template) != nil {
+                do throws(RolloutController.Refusal) {
+                    let record = try supervisor.value.rollBackSpawned(template)
+                    return .result([
+                        "template": .string(template), "from": .string(record.from), "to": .string(record.to), "rollingOut": true,
+                    ])
+                } catch {
+                    return .error(.invalidParams(error.description, extra: ["template": .string(template)]))
+                }
+            }
             do {
                 let (from, to, newer) = try agents.rollback(template: template)
                 for id in newer { try? agents.drain(id) }

@@ -29,6 +29,10 @@ final class AgentSupervisor: Sendable {
         var parked: [AgentRegistry.InstanceID: StopSignal] = [:]
         /// The control group of each running instance, for vertical scaling and use.
         var cgroups: [AgentRegistry.InstanceID: CgroupGroup] = [:]
+        /// The template each instance runs: during a rollout the old and the new one differ.
+        var instanceTemplates: [AgentRegistry.InstanceID: AgentTemplate] = [:]
+        /// Templates being rolled out: the autoscaler and `agents/scale` leave them alone.
+        var rollingOut: Set<String> = []
     }
 
     private enum Command {
@@ -109,6 +113,7 @@ final class AgentSupervisor: Sendable {
         case overTemplateLimit(template: String, asked: Int, limit: Int)
         case overGatewayLimit(asked: Int, running: Int, limit: Int)
         case resources(template: String, String)
+        case rollingOut(String)
         var description: String {
             switch self {
             case .unknownTemplate(let name): "no agent template \"\(name)\" in the configuration"
@@ -117,6 +122,7 @@ final class AgentSupervisor: Sendable {
             case .overGatewayLimit(let asked, let running, let limit):
                 "the gateway runs at most \(limit) spawned instances in all (limits.maxSpawnedInstances); \(running) run, \(asked) more would pass it"
             case .resources(let template, let message): "template \(template) cannot get another instance: it \(message)"
+            case .rollingOut(let template): "template \(template) is being rolled out to a new version; its instance count changes once that is over"
             }
         }
     }
@@ -126,6 +132,7 @@ final class AgentSupervisor: Sendable {
     /// dormant in the registry, woken by the next call; scaling up wakes it first.
     func scale(_ templateName: String, to count: Int) throws(ScaleError) -> (before: Int, after: Int) {
         guard let template = state.withLock({ $0.templates[templateName] }) else { throw .unknownTemplate(templateName) }
+        guard !state.withLock({ $0.rollingOut.contains(templateName) }) else { throw .rollingOut(templateName) }
         // Oldest first, by the instance number (`name#10` comes after `name#9`).
         let (current, parked) = state.withLock { state in
             let all = state.running.keys.filter { Self.template(of: $0) == templateName }.sorted { Self.index(of: $0) < Self.index(of: $1) }
@@ -214,6 +221,74 @@ final class AgentSupervisor: Sendable {
         }
     }
 
+    // MARK: Rollouts
+
+    /// The instances running the template now (a parked one not counted), oldest first.
+    func instances(of templateName: String) -> [AgentRegistry.InstanceID] {
+        state.withLock { state in
+            state.running.keys.filter { Self.template(of: $0) == templateName && state.parked[$0] == nil }.sorted { Self.index(of: $0) < Self.index(of: $1) }
+        }
+    }
+
+    func template(named name: String) -> AgentTemplate? {
+        state.withLock { $0.templates[name] }
+    }
+
+    /// The template new instances start from; the running ones keep theirs.
+    func replaceTemplate(_ template: AgentTemplate) {
+        state.withLock { $0.templates[template.name] = template }
+    }
+
+    /// Marks the template as being rolled out (or no longer).
+    func setRollingOut(_ templateName: String, _ rolling: Bool) {
+        state.withLock { state in
+            if rolling { state.rollingOut.insert(templateName) } else { state.rollingOut.remove(templateName) }
+        }
+    }
+
+    /// Starts one instance of a new version; it takes calls only as the rollout sends them.
+    func startNewVersionInstance(of template: AgentTemplate) throws(ScaleError) -> AgentRegistry.InstanceID {
+        let running = state.withLock { $0.running.count }
+        let limit = core.settings.limits.maximumSpawnedInstances
+        guard running < limit else { throw .overGatewayLimit(asked: 1, running: running, limit: limit) }
+        return try startInstance(of: template, activatesNewVersion: false)
+    }
+
+    /// Starts one instance of the template's active version (a rollback restoring capacity).
+    func startActiveVersionInstance(of template: AgentTemplate) throws(ScaleError) -> AgentRegistry.InstanceID {
+        try startInstance(of: template)
+    }
+
+    /// A template added by a reload: its instances start as at boot.
+    func addTemplate(_ template: AgentTemplate) {
+        prepare(templates: [template])
+    }
+
+    /// A template removed by a reload: its instances drain and stop; it is forgotten.
+    func removeTemplate(_ templateName: String) {
+        let ids = state.withLock { state in
+            state.templates[templateName] = nil
+            return state.running.keys.filter { Self.template(of: $0) == templateName }
+        }
+        for id in ids {
+            if state.withLock({ $0.parked[id] != nil }) {
+                _ = stop(id)
+            } else if (try? core.agents.drain(id)) == nil {
+                _ = stop(id)
+            }
+        }
+    }
+
+    /// The spawned templates, as they are now.
+    var templates: [AgentTemplate] {
+        state.withLock { Array($0.templates.values) }.sorted { $0.name < $1.name }
+    }
+
+    /// Rolls a spawned template back to the one it ran before its last rollout.
+    func rollBackSpawned(_ templateName: String) throws(RolloutController.Refusal) -> RolloutController.Record {
+        try core.fleet.rollouts.rollBack(templateName)
+    }
+
     // MARK: Vertical scaling
 
     struct ResizeOutcome {
@@ -256,7 +331,13 @@ final class AgentSupervisor: Sendable {
             core.agents.setMaximumConcurrency(template: templateName, maximumConcurrency)
         }
         let updated = template
-        state.withLock { $0.templates[templateName] = updated }
+        state.withLock { state in
+            state.templates[templateName] = updated
+            for id in instances {
+                state.instanceTemplates[id]?.maximumConcurrency = updated.maximumConcurrency
+                state.instanceTemplates[id]?.resources = updated.resources
+            }
+        }
         return ResizeOutcome(instances: instances, appliedLive: appliedLive, template: updated)
     }
 
@@ -286,7 +367,7 @@ final class AgentSupervisor: Sendable {
     }
 
     @discardableResult
-    private func startInstance(of template: AgentTemplate) throws(ScaleError) -> AgentRegistry.InstanceID {
+    private func startInstance(of template: AgentTemplate, activatesNewVersion: Bool = true) throws(ScaleError) -> AgentRegistry.InstanceID {
         let started: (id: AgentRegistry.InstanceID, stop: StopSignal)? = try state.withLock { state throws(ScaleError) in
             guard !state.stopping else { return nil }
             let candidate = AgentRegistry.InstanceID("\(template.name)#\(state.nextIndex[template.name, default: 0] + 1)")
@@ -301,6 +382,7 @@ final class AgentSupervisor: Sendable {
             let id = AgentRegistry.InstanceID("\(template.name)#\(index)")
             let stop = StopSignal()
             state.running[id] = stop
+            state.instanceTemplates[id] = template
             return (id, stop)
         }
         guard let (id, stop) = started else { throw .unknownTemplate(template.name) }
@@ -319,7 +401,7 @@ final class AgentSupervisor: Sendable {
             }
         registration.configuration = configuration
         registration.tenants = template.tenants
-        core.agents.add(id, registration, startingUp: true)
+        core.agents.add(id, registration, startingUp: true, activatesNewVersion: activatesNewVersion)
         // However long its handshake may take, clients wait for it at most the readiness limit.
         let agents = core.agents
         core.group.any().scheduleTask(in: TimeAmount(core.settings.readinessWait)) { agents.endStartupWindow(id) }
@@ -330,6 +412,8 @@ final class AgentSupervisor: Sendable {
     private static func index(of id: AgentRegistry.InstanceID) -> Int {
         Int(id.rawValue.split(separator: "#").last ?? "") ?? 0
     }
+
+    static func templateName(of id: AgentRegistry.InstanceID) -> String { template(of: id) }
 
     private static func template(of id: AgentRegistry.InstanceID) -> String {
         String(id.rawValue.split(separator: "#").first ?? "")
@@ -343,7 +427,7 @@ final class AgentSupervisor: Sendable {
         var delay = initial.restart.initialBackoff
         while !stop.isRequested {
             // Resized while it ran: the next start takes the template as it is now.
-            let template = state.withLock { $0.templates[initial.name] } ?? initial
+            let template = state.withLock { $0.instanceTemplates[id] } ?? initial
             let policy = template.restart
             if let wake = state.withLock({ $0.parked[id] }) {
                 core.agents.park(id)
@@ -385,6 +469,7 @@ final class AgentSupervisor: Sendable {
         state.withLock { state in
             _ = state.running.removeValue(forKey: id)
             state.parked[id] = nil
+            state.instanceTemplates[id] = nil
         }
         stop.finished()
         logger.info("agent \(id) stopped")

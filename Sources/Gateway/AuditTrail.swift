@@ -31,7 +31,7 @@ final class AuditTrail: Sendable {
         "agents/list", "agents/get", "gateway/status", "tasks/list", "tasks/get", "tasks/result", "workflows/list",
         "workflows/get", "workflows/status", "memory/get", "memory/list", "audit/query", "completion/complete",
         "workflows/validate", "workflows/executions", "metrics/history", "metrics/prometheus", "messages/list",
-        "fleet/status", "fleet/decisions", "fleet/allocations",
+        "fleet/status", "fleet/decisions", "fleet/allocations", "fleet/rollouts",
     ]
     /// Actions at an agent, recorded with `recordsToolCalls`.
     static let agentActions: Set<String> = ["tools/call", "prompts/get", "resources/read"]

@@ -126,7 +126,7 @@ final class GatewayCore: Sendable {
         let calls = AgentCallRouter(
             agents: agents, tasks: tasks, quotas: quotas, readinessWait: settings.readinessWait, observability: observability)
         let supervisorSlot = SupervisorSlot()
-        let fleet = FleetController(settings: settings.fleet, logger: logger)
+        let fleet = FleetController(settings: settings.fleet, agents: agents, supervisor: supervisorSlot, logger: logger)
         self.fleet = fleet
         agents.onDemandWhileDormant { fleet.wake($0) }
         self.agents = agents
@@ -141,7 +141,7 @@ final class GatewayCore: Sendable {
             requireAgentNameMatch: settings.tls?.requireAgentNameMatch ?? false,
             readinessWait: settings.readinessWait, activatesNewVersions: settings.access?.activatesNewVersions ?? true, capacity: fleet.ledger)
         calls.register(in: &methods)
-        FleetMethods.register(in: &methods, fleet: fleet, agents: agents, supervisor: supervisorSlot)
+        FleetMethods.register(in: &methods, fleet: fleet, agents: agents, supervisor: supervisorSlot, configurationFile: settings.configurationFile)
         TaskMethods.register(in: &methods, engine: tasks, egress: settings.egress, quotas: quotas, agents: agents)
         PatternMethods.register(in: &methods, agents: agents, readinessWait: settings.readinessWait)
         self.coordination = CoordinationMethods.register(
@@ -422,7 +422,7 @@ public final class GatewayServer: Service {
                     agents: self.core.agents, tasks: self.core.tasks, events: self.core.events, poster: self.core.callbacks, logger: self.logger,
                     isLeader: { cluster?.membership.isLeader() ?? true })
             }
-            group.addTask { await self.reloadCertificatesOnHangup([tls, httpsTLS].compactMap { $0 }, signals: hangups) }
+            group.addTask { await self.reloadOnHangup([tls, httpsTLS].compactMap { $0 }, signals: hangups) }
             for face in self.httpFaces.withLock({ $0 }) { group.addTask { await face.run() } }
             await serveUntilStopped(listeners: listeners, stopRequests: stopRequests, stopContinuation: stopContinuation)
             await core.supervisor.stopAll()
@@ -513,12 +513,20 @@ public final class GatewayServer: Service {
 
     /// SIGHUP reloads the certificate and key: new connections get them, live ones keep theirs.
     /// Without TLS there is nothing to reload, and SIGHUP is ignored rather than fatal.
-    private func reloadCertificatesOnHangup(_ contexts: [TLSContext], signals: UnixSignalsSequence) async {
+    /// SIGHUP reads the configuration file's agents again (rolling changed templates out) and
+    /// the TLS certificates.
+    private func reloadOnHangup(_ contexts: [TLSContext], signals: UnixSignalsSequence) async {
         for await _ in signals {
-            guard !contexts.isEmpty else {
-                logger.notice("SIGHUP: no TLS listener, nothing to reload")
-                continue
+            if let path = core.settings.configurationFile {
+                do throws(FleetController.ReloadFailure) {
+                    let report = try core.fleet.reload(from: path)
+                    logger.notice(
+                        "SIGHUP: \(path) read again: added \(report.added), removed \(report.removed), rolling out \(report.rolling), changed in place \(report.resized)")
+                } catch {
+                    logger.error("SIGHUP: \(error.description)")
+                }
             }
+            guard !contexts.isEmpty else { continue }
             do {
                 for context in contexts { try context.reload() }
                 logger.notice("TLS: certificates reloaded on SIGHUP")

@@ -35,6 +35,8 @@ public struct GatewaySettings: Sendable {
     public var workflows = WorkflowSettings()
     /// The fleet: GPU pool, prices, limits on what the gateway hands out, the autoscaler's pace.
     public var fleet = FleetSettings()
+    /// The configuration file the gateway started from: read again by `gateway/reload` and SIGHUP.
+    public var configurationFile: String?
     /// A shared Redis: several replicas act as one gateway. Nil: the embedded backend.
     public var redis: RedisSettings?
     /// The longest a client's list, or a call naming a tool no one offers yet, waits for the

@@ -18,7 +18,8 @@ struct BenchmarkCommand: AsyncParsableCommand {
         subcommands: [
             PingBenchmark.self, PeersBenchmark.self, CeilingBenchmark.self, TaskThroughputBenchmark.self, PatternBenchmark.self,
             CapacityBenchmark.self, EventBenchmark.self, ProfileBenchmark.self, TLSBenchmark.self, RoutingBenchmark.self,
-            QueueBenchmark.self, ReplicasBenchmark.self, WorkflowBenchmark.self, LimiterBenchmark.self, SummaryCommand.self,
+            QueueBenchmark.self, ReplicasBenchmark.self, WorkflowBenchmark.self, LimiterBenchmark.self, AutoscaleBenchmark.self,
+            SummaryCommand.self,
         ],
         defaultSubcommand: PingBenchmark.self
     )

@@ -123,6 +123,7 @@ struct Serve: AsyncParsableCommand {
         var settings = GatewaySettings()
         if let config {
             settings = try ConfigurationFile(path: config).load(into: settings)
+            settings.configurationFile = config
         }
         if !listen.isEmpty {
             // Listeners on the command line replace those of the config file.

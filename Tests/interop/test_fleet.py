@@ -149,7 +149,7 @@ def call_tool(session: RpcSession, name: str, arguments: dict, timeout: float = 
 
 
 def pid_of(answer: str) -> int:
-    match = re.fullmatch(r"ok:(\d+)", answer)
+    match = re.fullmatch(r"ok:(\d+)(?::\S+)?", answer)
     assert match, f"work answered {answer!r}, not ok:<pid>"
     return int(match.group(1))
 
@@ -419,3 +419,165 @@ def test_resize_changes_concurrency_and_limits_of_running_instances(gateway, age
             assert live[0]["allocatedAmount"] == pytest.approx(2 * old["allocatedAmount"]), rows
     current = session.result("fleet/allocations", {"template": "elastic"})["allocations"]
     assert current and all(row.get("releasedAt") is None for row in current), current
+
+
+# --------------------------------------------------------------------------- rolling versions
+
+
+def versioned(script: Path, version: str, *flags: str, **extra) -> dict:
+    """A template of fleet_agent.py whose answers name `version` (and that fails, with --fail)."""
+    return {"command": PYTHON, "args": [str(script), "--label", version, *flags], "version": version, **extra}
+
+
+ROLLOUT = {"maxSurge": 1, "maxUnavailable": 0, "stepSeconds": 0.5, "canaryShare": 0.25, "canarySeconds": 1,
+           "minimumCalls": 5, "readyTimeoutSeconds": 20}
+
+
+class CallLoad:
+    """Clients calling `work` over their own connections until stopped, each call answered or
+    counted as failed: what users of the template see while it is rolled out."""
+
+    def __init__(self, gw, clients: int = 4):
+        import threading
+        self.answers: list[str] = []
+        self.failures: list[str] = []
+        # (when the call was sent, on this process's monotonic clock; the failure)
+        self.failures_at: list[tuple[float, str]] = []
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(gw,), daemon=True) for _ in range(clients)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, gw):
+        session = RpcSession.connect(gw.tcp)
+        try:
+            while not self.stopping.is_set():
+                sent = time.monotonic()
+                reply = session.call("tools/call", {"name": "work", "arguments": {"sleep": 0.02}}, WAIT)
+                result = reply.get("result") or {}
+                with self.lock:
+                    if "result" in reply and not result.get("isError"):
+                        self.answers.append(result["content"][0]["text"])
+                    else:
+                        self.failures.append(json.dumps(reply)[:300])
+                        self.failures_at.append((sent, json.dumps(reply)[:300]))
+        finally:
+            session.close()
+
+    def versions(self) -> list[str]:
+        with self.lock:
+            return [answer.rsplit(":", 1)[-1] for answer in self.answers]
+
+    def stop(self):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=WAIT)
+
+
+def rollouts(session: RpcSession, name: str) -> list:
+    return session.result("fleet/rollouts", {"template": name})["rollouts"]
+
+
+def rewrite(path: Path, config: dict) -> None:
+    path.write_text(json.dumps(config, indent=2))
+
+
+def test_a_reload_rolls_a_template_to_a_new_version_with_no_failed_call(start_gateway, agent_script, tmp_path):
+    path = tmp_path / "gateway.json"
+    rewrite(path, {"agents": {"pricing": versioned(agent_script, "1", instances=2, maxConcurrency=4, rollout=ROLLOUT)}})
+    gw = start_gateway("tcp", extra=["--config", str(path)])
+    session = RpcSession.connect(gw.tcp)
+    poll(lambda: agents_of(session, "pricing"), running(2), "two instances of version 1")
+
+    load = CallLoad(gw)
+    try:
+        poll(load.versions, lambda seen: len(seen) >= 20, "calls answered before the reload")
+        rewrite(path, {"agents": {"pricing": versioned(agent_script, "2", instances=2, maxConcurrency=4, rollout=ROLLOUT)}})
+        report = session.result("gateway/reload")
+        assert report["rolling"] == ["pricing"], report
+        done = poll(lambda: rollouts(session, "pricing"), lambda r: r and r[0]["outcome"] != "rolling", "the rollout over")[0]
+        assert done["outcome"] == "completed", done
+        assert (done["from"], done["to"]) == ("1", "2"), done
+        # The canary's share came first, then shares that follow the counts.
+        assert any("25% of calls" in step for step in done["steps"]), done["steps"]
+        answered_during = len(load.versions())
+        poll(load.versions, lambda seen: len(seen) >= answered_during + 20, "calls answered after the rollout")
+    finally:
+        load.stop()
+
+    assert load.failures == [], f"{len(load.failures)} calls failed during the rollout: {load.failures[:5]}"
+    seen = load.versions()
+    assert {"1", "2"} <= set(seen), f"answers came from {set(seen)}"
+    assert set(seen[-10:]) == {"2"}, f"the last answers came from {seen[-10:]}"
+    listed = poll(lambda: agents_of(session, "pricing"), running(2), "two instances of version 2")
+    assert {a["version"] for a in listed} == {"2"} and all(a["activeVersion"] for a in listed), listed
+    session.close()
+
+
+def test_a_new_version_that_fails_is_rolled_back_on_its_own(start_gateway, agent_script, tmp_path):
+    path = tmp_path / "gateway.json"
+    rewrite(path, {"agents": {"pricing": versioned(agent_script, "1", instances=2, maxConcurrency=4, rollout=ROLLOUT)}})
+    gw = start_gateway("tcp", extra=["--config", str(path)])
+    session = RpcSession.connect(gw.tcp)
+    poll(lambda: agents_of(session, "pricing"), running(2), "two instances of version 1")
+
+    load = CallLoad(gw)
+    try:
+        poll(load.versions, lambda seen: len(seen) >= 20, "calls answered before the reload")
+        rewrite(path, {"agents": {"pricing": versioned(agent_script, "2", "--fail", instances=2, maxConcurrency=4, rollout=ROLLOUT)}})
+        assert session.result("gateway/reload")["rolling"] == ["pricing"]
+        done = poll(lambda: rollouts(session, "pricing"), lambda r: r and r[0]["outcome"] != "rolling", "the rollout over")[0]
+        rolled_back_by = time.monotonic()
+        failed_during = len(load.failures)
+        answered = len(load.versions())
+        poll(load.versions, lambda seen: len(seen) >= answered + 20, "calls answered after the rollback")
+    finally:
+        load.stop()
+
+    assert done["outcome"] == "rolledBack", done
+    assert re.search(r"failed \d+ of \d+ calls|error rate", done["reason"]), done["reason"]
+    # Only the canary's share ever reached the broken version, and nothing after the rollback.
+    assert failed_during > 0, "no call reached the broken version: the canary was not tried"
+    after = [failure for sent, failure in load.failures_at if sent > rolled_back_by]
+    assert after == [], f"calls made after the rollback failed: {after[:5]}"
+    assert set(load.versions()[-10:]) == {"1"}, load.versions()[-10:]
+    listed = poll(lambda: agents_of(session, "pricing"), running(2), "two instances of version 1 again")
+    assert {a["version"] for a in listed} == {"1"} and all(a["activeVersion"] for a in listed), listed
+    session.close()
+
+
+def test_sighup_reloads_and_agents_rollback_returns_a_spawned_template_to_its_last_version(start_gateway, agent_script, tmp_path):
+    import signal
+    path = tmp_path / "gateway.json"
+    rollout = {**ROLLOUT, "canaryShare": 0}
+    rewrite(path, {"agents": {"pricing": versioned(agent_script, "1", instances=1, rollout=rollout)}})
+    gw = start_gateway("tcp", extra=["--config", str(path)])
+    session = RpcSession.connect(gw.tcp)
+    poll(lambda: agents_of(session, "pricing"), running(1), "version 1 running")
+
+    # SIGHUP reads the file again: a template added, the other rolled to version 2.
+    rewrite(path, {"agents": {
+        "pricing": versioned(agent_script, "2", instances=1, rollout=rollout),
+        "quotes": {**versioned(agent_script, "q", instances=1), "toolPrefix": "q_"},
+    }})
+    gw.proc.send_signal(signal.SIGHUP)
+    poll(lambda: agents_of(session, "quotes"), running(1), "the added template running")
+    assert call_tool(session, "q_work", {}).endswith(":q")
+    done = poll(lambda: rollouts(session, "pricing"), lambda r: r and r[0]["outcome"] != "rolling", "the rollout over")[0]
+    assert done["outcome"] == "completed", done
+    assert call_tool(session, "work", {}).endswith(":2")
+
+    back = session.result("agents/rollback", {"template": "pricing"})
+    assert (back["from"], back["to"], back["rollingOut"]) == ("2", "1", True), back
+    done = poll(lambda: rollouts(session, "pricing"), lambda r: r and r[0]["outcome"] != "rolling" and r[0]["to"] == "1",
+                "the rollback over")[0]
+    assert done["outcome"] == "completed", done
+    assert call_tool(session, "work", {}).endswith(":1")
+
+    # A template taken out of the file drains and stops.
+    rewrite(path, {"agents": {"pricing": versioned(agent_script, "1", instances=1, rollout=rollout)}})
+    report = session.result("gateway/reload")
+    assert report["removed"] == ["quotes"] and report["unchanged"] == ["pricing"], report
+    poll(lambda: agents_of(session, "quotes"), lambda agents: agents == [], "the removed template gone")
+    session.close()

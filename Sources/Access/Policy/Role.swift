@@ -19,7 +19,7 @@ public struct Role: Sendable, Hashable {
         "tools/list", "prompts/list", "resources/list", "resources/templates/list", "agents/list", "agents/get",
         "gateway/status", "tasks/list", "tasks/get", "workflows/list", "workflows/get", "workflows/status", "subscriptions/listen",
         "metrics/history", "messages/list", "workflows/executions", "workflows/validate",
-        "fleet/status", "fleet/decisions", "fleet/allocations",
+        "fleet/status", "fleet/decisions", "fleet/allocations", "fleet/rollouts",
         // Status as it changes: the agents' and the executions' events (a console's live view),
         // not every topic (clients' own events and messages are theirs).
         "events/subscribe:switchboard.agents.*", "events/subscribe:workflows.*", "events/unsubscribe",
@@ -36,7 +36,7 @@ public struct Role: Sendable, Hashable {
         BuiltInRole.admin.rawValue: Role(name: "admin", allow: ["*"]),
         BuiltInRole.operator.rawValue: Role(
             name: "operator",
-            allow: reading + ["agents/*", "workflows/*", "tasks/*", "memory/get", "memory/list", "audit/query", "metrics/*", "fleet/*"]),
+            allow: reading + ["agents/*", "workflows/*", "tasks/*", "memory/get", "memory/list", "audit/query", "metrics/*", "fleet/*", "gateway/reload"]),
         BuiltInRole.client.rawValue: Role(name: "client", allow: using + ["agents/list", "agents/get", "gateway/status"]),
         BuiltInRole.agent.rawValue: Role(
             name: "agent",

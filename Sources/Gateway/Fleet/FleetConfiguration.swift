@@ -95,6 +95,8 @@ extension ConfigurationReader {
             template.sandbox = sandbox(value, "\(path).sandbox")
         case "autoscale":
             template.autoscale = autoscale(value, "\(path).autoscale", maximumInstances: template.maximumInstances)
+        case "rollout":
+            if let policy = rollout(value, "\(path).rollout") { template.rollout = policy }
         default:
             break
         }
@@ -108,6 +110,7 @@ extension ConfigurationReader {
         if let policy = template.autoscale {
             for problem in policy.problems { report(node, "\(path).\(problem)") }
         }
+        for problem in template.rollout.problems { report(node, "\(path).\(problem)") }
     }
 
     /// Each template's resources against what this machine and pool can give: one that could
@@ -180,6 +183,38 @@ extension ConfigurationReader {
             }
         }
         return sandbox
+    }
+
+    private mutating func rollout(_ node: Node, _ what: String) -> RolloutPolicy? {
+        guard let fields = mapping(node, what) else { return nil }
+        var policy = RolloutPolicy()
+        for (keyNode, value) in fields {
+            let key = keyNode.string ?? ""
+            let member = "\(what).\(key)"
+            switch key {
+            case "maxSurge": if let n = integer(value, member, minimum: 0) { policy.maxSurge = n }
+            case "maxUnavailable": if let n = integer(value, member, minimum: 0) { policy.maxUnavailable = n }
+            case "canaryShare": if let share = number(value, member, minimum: 0) { policy.canaryShare = share }
+            case "canarySeconds": if let seconds = number(value, member, minimum: 0) { policy.canarySeconds = seconds }
+            case "stepSeconds": if let seconds = number(value, member, minimum: 0) { policy.stepSeconds = seconds }
+            case "minimumCalls": if let n = integer(value, member, minimum: 1) { policy.minimumCalls = n }
+            case "maxErrorRateIncrease": if let share = number(value, member, minimum: 0) { policy.maxErrorRateIncrease = share }
+            case "maxLatencyRatio": if let ratio = number(value, member, minimum: 1) { policy.maxLatencyRatio = ratio }
+            case "readyTimeoutSeconds": if let seconds = number(value, member, minimum: 0.1) { policy.readyTimeout = seconds }
+            case "automaticRollback":
+                guard case .scalar(let scalar) = value, let flag = Bool(scalar.string) else {
+                    report(value, "\(member) must be true or false")
+                    continue
+                }
+                policy.automaticRollback = flag
+            default:
+                report(
+                    keyNode,
+                    "unknown key \"\(key)\" in \(what) (maxSurge, maxUnavailable, canaryShare, canarySeconds, stepSeconds, minimumCalls, maxErrorRateIncrease, maxLatencyRatio, readyTimeoutSeconds, automaticRollback)"
+                )
+            }
+        }
+        return policy
     }
 
     private mutating func autoscale(_ node: Node, _ what: String, maximumInstances: Int) -> AutoscalePolicy? {

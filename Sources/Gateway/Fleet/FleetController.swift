@@ -18,6 +18,8 @@ final class FleetController: Sendable {
     let settings: FleetSettings
     let ledger: ResourceLedger
     let host: IsolationHost
+    /// Versions of spawned templates: reloads, rollouts, rollbacks.
+    let rollouts: RolloutController
     private let logger: Logger
     private let state = Mutex(State())
     private let (wakes, wakeSink) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(64))
@@ -38,11 +40,31 @@ final class FleetController: Sendable {
         var decisions: [Decision] = []
     }
 
-    init(settings: FleetSettings, logger: Logger) {
+    init(settings: FleetSettings, agents: AgentRegistry, supervisor: SupervisorSlot, logger: Logger) {
         self.settings = settings
+        self.rollouts = RolloutController(agents: agents, supervisor: supervisor, logger: logger)
         self.logger = logger
         self.ledger = ResourceLedger(capacity: settings.capacity(), prices: settings.prices)
         self.host = IsolationHost.probe(makeCgroups: settings.cgroups)
+    }
+
+    struct ReloadFailure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Reads the configuration file again and brings the spawned templates in line with it
+    /// (other sections take effect at the next start).
+    func reload(from path: String?) throws(ReloadFailure) -> RolloutController.Report {
+        guard let path else {
+            throw ReloadFailure(description: "the gateway was started without --config: there is no file to read again")
+        }
+        let fresh: GatewaySettings
+        do {
+            fresh = try ConfigurationFile(path: path).load(into: GatewaySettings())
+        } catch {
+            throw ReloadFailure(description: "\(path) is not reloaded, the running templates stay as they are: \(error.description)")
+        }
+        return rollouts.reload(fresh.agentTemplates)
     }
 
     /// A call or task waits for `template`, none of whose instances is ready: look now.

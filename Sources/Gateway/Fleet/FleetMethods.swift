@@ -6,7 +6,31 @@ import JSONRPC
 /// `fleet/status`, `fleet/decisions`, `fleet/allocations` and `agents/resize`: what the fleet
 /// holds and costs, why it grew or shrank, and vertical scaling.
 enum FleetMethods {
-    static func register(in table: inout MethodTable, fleet: FleetController, agents: AgentRegistry, supervisor: SupervisorSlot) {
+    static func register(
+        in table: inout MethodTable, fleet: FleetController, agents: AgentRegistry, supervisor: SupervisorSlot, configurationFile: String?
+    ) {
+        table.register("gateway/reload") { _, context in
+            do throws(FleetController.ReloadFailure) {
+                let report = try fleet.reload(from: configurationFile)
+                context.logger.notice("configuration reloaded by \(context.principal.name)")
+                return .result(json(report))
+            } catch {
+                return .error(JSONRPCError(code: JSONRPCError.Code.invalidRequest, message: error.description, data: ["method": "gateway/reload"]))
+            }
+        }
+        table.register("fleet/rollouts") { request, context in
+            guard context.tenant == nil else { return .error(tenantRefusal("fleet/rollouts")) }
+            let template = request.params?.member("template")?.stringValue
+            let records = fleet.rollouts.records.filter { template == nil || $0.template == template }.map { record -> JSONValue in
+                [
+                    "template": .string(record.template), "from": .string(record.from), "to": .string(record.to),
+                    "outcome": .string(record.outcome.rawValue), "startedAt": .string(record.startedAt.formatted(.iso8601)),
+                    "endedAt": record.endedAt.map { .string($0.formatted(.iso8601)) } ?? .null,
+                    "reason": record.reason.map(JSONValue.string) ?? .null, "steps": .array(record.steps.map(JSONValue.string)),
+                ]
+            }
+            return .result(["rollouts": .array(records)])
+        }
         table.register("fleet/status") { _, context in
             guard context.tenant == nil else { return .error(tenantRefusal("fleet/status")) }
             return .result(status(fleet, supervisor: supervisor.value))
@@ -77,6 +101,14 @@ enum FleetMethods {
                 return .error(.invalidParams("\(error)", extra: ["template": .string(template)]))
             }
         }
+    }
+
+    static func json(_ report: RolloutController.Report) -> JSONValue {
+        [
+            "added": .array(report.added.map(JSONValue.string)), "removed": .array(report.removed.map(JSONValue.string)),
+            "rolling": .array(report.rolling.map(JSONValue.string)), "resized": .array(report.resized.map(JSONValue.string)),
+            "unchanged": .array(report.unchanged.map(JSONValue.string)),
+        ]
     }
 
     /// Fleet figures span every tenant's agents.

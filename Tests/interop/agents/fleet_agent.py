@@ -20,6 +20,11 @@ Tools (each call runs on its own thread, so a waiting call does not hold up ping
 
 A tool that raises answers a tool error (isError) with the exception's text, so that a call
 never goes unanswered while the process lives.
+
+Arguments (a version of the agent, for the rollout tests):
+
+  --label L   work answers "ok:<pid>:L" (which version answered)
+  --fail      every tool answers a tool error (a version that is broken)
 """
 
 import json
@@ -32,6 +37,8 @@ import time
 write_lock = threading.Lock()
 kept = []  # allocations stay alive: the point is to hold the memory
 INSTANCE = os.urandom(8).hex()
+LABEL = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else None
+FAILS = "--fail" in sys.argv
 
 TOOLS = [
     {"name": "work", "description": "Wait for a gate file, sleep, answer ok:<pid>.",
@@ -63,7 +70,9 @@ def wait_gate(arguments):
 def work(arguments):
     wait_gate(arguments)
     time.sleep(float(arguments.get("sleep") or 0))
-    return f"ok:{os.getpid()}"
+    if FAILS:
+        raise RuntimeError(f"this version ({LABEL}) is broken")
+    return f"ok:{os.getpid()}" + (f":{LABEL}" if LABEL else "")
 
 
 def allocate(arguments):
