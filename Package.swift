@@ -223,7 +223,7 @@ let package = Package(
         .executableTarget(
             name: "SwitchboardBenchmarks",
             dependencies: [
-                "JSONRPC", "Transport", "Backend", "Redis", "Agents", "Router",
+                "JSONRPC", "Transport", "Backend", "Redis", "Agents", "Router", "Fleet",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

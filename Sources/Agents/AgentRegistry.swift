@@ -42,6 +42,8 @@ public final class AgentRegistry: Sendable {
         public var gpus: [String] = []
         /// How its limits and sandbox are enforced, one line per measure (a spawned instance).
         public var isolation: [String] = []
+        /// Where it runs (a data centre, a rack): calls prefer instances of the caller's zone.
+        public var zone: String?
 
         public init(
             name: String, template: String, version: String, kind: AgentKind, agentType: String = "mcp",
@@ -292,6 +294,14 @@ public final class AgentRegistry: Sendable {
         /// A version taking a share of a template's calls beside the active one (a rollout).
         var canary: [String: (version: String, share: Double)] = [:]
         var canaryDraws: UInt64 = 0
+        /// The zone of this replica: what calls prefer when they name none.
+        var localZone: String?
+        /// Cost-aware routing: what an instance of each template costs per hour, and the mean
+        /// latency a template must hold to be chosen for being cheaper.
+        var costRouting: (latencyObjectiveMilliseconds: Double, costs: [String: Double])?
+        /// A bare tool name several templates offer, when routing is cost-aware: its templates,
+        /// cheapest first. The name is exposed (as the cheapest's tool) and calls pick among them.
+        var equivalents: [String: [ToolNaming.Origin]] = [:]
         var tools: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
         var prompts: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
         /// Bare names that several templates offer and none keeps, with their candidates.
@@ -519,11 +529,27 @@ public final class AgentRegistry: Sendable {
             guard let instance = state.instances[id] else { return }
             instance.lifecycle = .offline("scaled to zero: starts again on the next call or task")
             instance.dormant = true
+            instance.registration.processID = nil
             instance.endpoint = nil
             instance.inFlight = 0
             Self.setAwaiting(instance, false, in: &state)
             Self.recount(instance, in: &state)
         }
+    }
+
+    /// Makes a tool that several templates offer callable by its bare name: each call goes to
+    /// the cheapest template (per instance and hour) whose mean latency for it holds the
+    /// objective, a dearer one when none does or the cheaper ones are busy. Nil turns it off.
+    public func setCostRouting(latencyObjectiveMilliseconds: Double?, costs: [String: Double]) {
+        mutate { state in
+            state.costRouting = latencyObjectiveMilliseconds.map { ($0, costs) }
+            state.catalogNamesChanged = true
+        }
+    }
+
+    /// The zone calls prefer when they name none: this replica's.
+    public func setLocalZone(_ zone: String?) {
+        state.withLock { $0.localZone = zone }
     }
 
     /// Sends `share` (0 to 1) of the template's calls to `version`'s instances, the rest to the
@@ -610,7 +636,8 @@ public final class AgentRegistry: Sendable {
                 switch instance.lifecycle {
                 case .ready, .draining: entry.ready += instance.lifecycle == .ready ? 1 : 0
                 case .starting: entry.starting += 1
-                case .failed: entry.starting += 1  // restarting after its back-off
+                // Restarting after its back-off; one that never came up is no capacity at all.
+                case .failed: if instance.hasOffered { entry.starting += 1 }
                 case .offline: if instance.dormant { entry.dormant += 1 }
                 case .maintenance: break
                 }
@@ -981,6 +1008,9 @@ public final class AgentRegistry: Sendable {
                 return .waiting(Self.enqueueWaiter(
                     kind, exposedName, origin: nil, constraints: constraints, nested: nested, on: eventLoop, timeout: timeout, in: &state, registry: self))
             }
+            if !state.equivalents.isEmpty, kind == .tool, let lease = Self.reserveCheapest(exposedName, in: &state, registry: self, constraints: constraints) {
+                return .leased(lease)
+            }
             if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self, constraints: constraints) { return .leased(lease) }
             let instances = state.templates[origin.template]?.instances ?? []
             let present = instances.filter { $0.isPresent && $0.isVisible(to: constraints.tenant) }
@@ -1100,6 +1130,9 @@ public final class AgentRegistry: Sendable {
         public var localOnly = false
         /// Only instances this tenant's requests may use (nil: any).
         public var tenant: String?
+        /// Instances of this zone first, others when none of it can take the call (nil: the
+        /// registry's own zone, that of the replica it serves).
+        public var preferredZone: String?
         public init(
             requiredCapabilities: [String] = [], avoiding: Set<InstanceID> = [], preferred: InstanceID? = nil, excluding: Set<InstanceID> = []
         ) {
@@ -1125,6 +1158,9 @@ public final class AgentRegistry: Sendable {
             guard let origin = Self.lookUp(kind, name, in: &state) else {
                 // A starting template may offer it: the task waits.
                 return state.starting.isEmpty ? .refused(Self.unknownName(kind, name, in: state)) : .busy
+            }
+            if !state.equivalents.isEmpty, kind == .tool, let lease = Self.reserveCheapest(name, in: &state, registry: self, constraints: constraints) {
+                return .leased(lease)
             }
             if let lease = Self.reserve(origin, kind: kind, in: &state, registry: self, constraints: constraints) { return .leased(lease) }
             let eligible = (state.templates[origin.template]?.instances ?? []).contains { instance in
@@ -1194,6 +1230,7 @@ public final class AgentRegistry: Sendable {
     ) -> Lease? {
         let now = ContinuousClock.now
         let required = constraints.requiredCapabilities
+        let zone = constraints.preferredZone ?? state.localZone
         var best: Candidate?
         for instance in entry.instances {
             guard instance.lifecycle == .ready, instance.health != .unhealthy, instance.endpoint != nil,
@@ -1213,7 +1250,8 @@ public final class AgentRegistry: Sendable {
             let candidate = Candidate(
                 instance: instance, match: match,
                 fresh: constraints.avoiding.isEmpty || !constraints.avoiding.contains(instance.id),
-                preferred: constraints.preferred == instance.id, cost: cost(instance, origin.name))
+                preferred: constraints.preferred == instance.id, inZone: zone == nil || instance.registration.zone == zone,
+                cost: cost(instance, origin.name))
             if let current = best, !candidate.isBetter(than: current) { continue }
             best = candidate
         }
@@ -1229,17 +1267,40 @@ public final class AgentRegistry: Sendable {
         )
     }
 
+    /// For a name several templates offer: the cheapest template that holds the latency
+    /// objective and can take the call now, then the dearer ones; nil when none can.
+    private static func reserveCheapest(
+        _ name: String, in state: inout State, registry: AgentRegistry, constraints: Constraints
+    ) -> Lease? {
+        guard let group = state.equivalents[name], let routing = state.costRouting else { return nil }
+        let holding = group.filter { origin in
+            let latencies = (state.templates[origin.template]?.instances ?? []).compactMap { instance -> Double? in
+                guard let performance = instance.performance[origin.name], performance.calls >= ToolPerformance.warmUpCalls else { return nil }
+                return performance.averageLatencyMilliseconds
+            }
+            // Not yet measured: given its chance.
+            return latencies.isEmpty || latencies.reduce(0, +) / Double(latencies.count) <= routing.latencyObjectiveMilliseconds
+        }
+        for origin in holding + group.filter({ !holding.contains($0) }) {
+            if let lease = reserve(origin, kind: .tool, in: &state, registry: registry, constraints: constraints) { return lease }
+        }
+        return nil
+    }
+
     private struct Candidate {
         var instance: Instance
         var match: Double
         var fresh: Bool
         var preferred: Bool
+        var inZone: Bool
         var cost: (Double, UInt64)
 
         func isBetter(than other: Candidate) -> Bool {
             if abs(match - other.match) > 1e-9 { return match > other.match }
             if fresh != other.fresh { return fresh }
             if preferred != other.preferred { return preferred }
+            // The caller's zone first; another zone only when none of it can take the call.
+            if inZone != other.inZone { return inZone }
             return cost < other.cost
         }
     }
@@ -1468,6 +1529,7 @@ public final class AgentRegistry: Sendable {
         }
         if !registration.gpus.isEmpty { status["gpus"] = .array(registration.gpus.map(JSONValue.string)) }
         if !registration.isolation.isEmpty { status["isolation"] = .array(registration.isolation.map(JSONValue.string)) }
+        if let zone = registration.zone { status["zone"] = .string(zone) }
         if instance.lifecycle == .draining { status["draining"] = true }
         let circuit = instance.circuit.jsonState
         var circuitObject: [String: JSONValue] = ["state": .string(circuit.state), "consecutiveFailures": .integer(Int64(circuit.failures))]
@@ -1578,10 +1640,22 @@ public final class AgentRegistry: Sendable {
         }
         let tools = ToolNaming.catalog(offeredBy: toolsByTemplate, prefixes: state.prefixes, pinned: state.pinnedTools)
         let prompts = ToolNaming.catalog(offeredBy: promptsByTemplate, prefixes: state.prefixes, pinned: state.pinnedPrompts)
-        let change = CatalogChange(tools: tools.names != state.tools, prompts: prompts.names != state.prompts)
-        state.tools = tools.names
+        var names = tools.names
+        state.equivalents = [:]
+        if let routing = state.costRouting {
+            for (bare, exposed) in tools.ambiguous {
+                let origins = exposed.compactMap { tools.names[$0] }.sorted {
+                    (routing.costs[$0.template] ?? .infinity, $0.template) < (routing.costs[$1.template] ?? .infinity, $1.template)
+                }
+                guard let cheapest = origins.first else { continue }
+                names[bare] = cheapest
+                state.equivalents[bare] = origins
+            }
+        }
+        let change = CatalogChange(tools: names != state.tools, prompts: prompts.names != state.prompts)
+        state.tools = names
         state.prompts = prompts.names
-        state.ambiguousTools = tools.ambiguous
+        state.ambiguousTools = state.costRouting == nil ? tools.ambiguous : tools.ambiguous.filter { state.equivalents[$0.key] == nil }
         state.ambiguousPrompts = prompts.ambiguous
         state.hasUnpinnedNames = state.tools.keys.contains { state.pinnedTools[$0] == nil }
             || state.prompts.keys.contains { state.pinnedPrompts[$0] == nil }

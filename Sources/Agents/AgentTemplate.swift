@@ -54,6 +54,8 @@ public struct AgentTemplate: Sendable, Equatable {
     public var sandbox: Sandbox?
     /// Instances follow demand between its bounds; nil: `instances` stays as set.
     public var autoscale: AutoscalePolicy?
+    /// The zones its instances are spread over, in turn; empty: the gateway's own zone.
+    public var zones: [String] = []
     /// How a changed template replaces its running instances on a reload.
     public var rollout = RolloutPolicy()
 

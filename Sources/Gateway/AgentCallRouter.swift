@@ -98,6 +98,8 @@ final class AgentCallRouter: Sendable {
 
     /// How many agents deep a chain of nested calls may go.
     static let maximumChainDepth = 8
+    /// `_meta` member naming the caller's zone.
+    static let zoneKey = "switchboard/zone"
 
     /// `meta` is the params' `_meta` member, which the caller has already looked up.
     private func forward(_ kind: AgentRegistry.OfferKind, name: String, method: String, params: RawJSON, meta: RawJSON?, _ context: MethodContext) -> MethodReply {
@@ -120,6 +122,8 @@ final class AgentCallRouter: Sendable {
         // Only agents the caller's tenant may use take the call; what another tenant's agents
         // offer is not found, exactly as what nobody offers (the registry answers so).
         constraints.tenant = context.tenant
+        // A caller may name its zone; otherwise the replica's own is preferred.
+        if let meta, let zone = meta.member(Self.zoneKey)?.stringValue { constraints.preferredZone = zone }
         @Sendable func begin(_ acquired: Result<AgentRegistry.Lease, any Error>) {
             let lease: AgentRegistry.Lease
             switch acquired {

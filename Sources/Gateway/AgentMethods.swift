@@ -351,6 +351,7 @@ enum AgentMethods {
             registration.resourceRequirements = .raw(requirements)
         }
         registration.identity = context.peerIdentity.map(\.jsonValue)
+        registration.zone = params.member("zone")?.stringValue
         registration.tenants = context.tenant.map { [$0] }
         var offer = AgentOffer()
         offer.tools = tools

@@ -114,6 +114,7 @@ final class AgentSupervisor: Sendable {
         case overGatewayLimit(asked: Int, running: Int, limit: Int)
         case resources(template: String, String)
         case rollingOut(String)
+        case resize(template: String, String)
         var description: String {
             switch self {
             case .unknownTemplate(let name): "no agent template \"\(name)\" in the configuration"
@@ -122,6 +123,7 @@ final class AgentSupervisor: Sendable {
             case .overGatewayLimit(let asked, let running, let limit):
                 "the gateway runs at most \(limit) spawned instances in all (limits.maxSpawnedInstances); \(running) run, \(asked) more would pass it"
             case .resources(let template, let message): "template \(template) cannot get another instance: it \(message)"
+            case .resize(let template, let message): "template \(template) is not resized: \(message)"
             case .rollingOut(let template): "template \(template) is being rolled out to a new version; its instance count changes once that is over"
             }
         }
@@ -170,7 +172,7 @@ final class AgentSupervisor: Sendable {
             }
             for id in woken { unpark(id) }
         } else if count < current.count {
-            let leaving = current.suffix(current.count - count)
+            let leaving = leavingFirst(current, count: current.count - count, zones: template.zones)
             if count == 0, template.autoscale?.minimum == 0, let last = leaving.first {
                 for id in leaving.dropFirst() { try? core.agents.drain(id) }
                 park(last)
@@ -181,15 +183,42 @@ final class AgentSupervisor: Sendable {
         return (current.count, count)
     }
 
+    /// The instances to stop: the newest, taken from the zone with the most of them each time,
+    /// so that a template spread over zones stays spread as it shrinks.
+    private func leavingFirst(_ current: [AgentRegistry.InstanceID], count: Int, zones: [String]) -> [AgentRegistry.InstanceID] {
+        guard !zones.isEmpty else { return Array(current.suffix(count)) }
+        var byZone = Dictionary(grouping: current) { core.agents.status($0)?["zone"]?.stringValue ?? "" }
+        var leaving: [AgentRegistry.InstanceID] = []
+        for _ in 0..<count {
+            guard let fullest = byZone.max(by: { $0.value.count < $1.value.count || ($0.value.count == $1.value.count && $0.key > $1.key) }),
+                let newest = fullest.value.last
+            else { break }
+            leaving.append(newest)
+            byZone[fullest.key]?.removeLast()
+        }
+        // The parked one, when it comes to zero, is the oldest: leaving is in age order.
+        return leaving.sorted { Self.index(of: $0) < Self.index(of: $1) }
+    }
+
     /// Stops the instance's process and keeps it dormant, its resources given back.
     private func park(_ id: AgentRegistry.InstanceID) {
         state.withLock { state in
             guard state.parked[id] == nil else { return }
             state.parked[id] = StopSignal()
         }
-        // Dormant in the registry first: a call from now on waits for the next start.
-        core.agents.park(id)
-        restart(id, reason: "scaled to zero")
+        // Drained first, so that the calls it holds are answered; then its run ends (`drained`)
+        // and it turns dormant.
+        if (try? core.agents.drain(id)) == nil { restart(id, reason: "scaled to zero") }
+    }
+
+    /// A drained instance: a parked one's run ends (it turns dormant), any other stops for good.
+    /// False when it is not one of ours.
+    func drained(_ id: AgentRegistry.InstanceID) -> Bool {
+        if state.withLock({ $0.parked[id] != nil }) {
+            restart(id, reason: "scaled to zero")
+            return true
+        }
+        return stop(id)
     }
 
     /// Starts a parked instance again (its resources already granted).
@@ -212,13 +241,22 @@ final class AgentSupervisor: Sendable {
     /// Each spawned template as it is now, with its running instances (a parked one not
     /// counted) and whether it is scaled to zero.
     var templatesForStatus: [(template: AgentTemplate, instances: Int, dormant: Bool)] {
-        state.withLock { state in
+        let entries: [(template: AgentTemplate, instances: Int, dormant: Bool)] = state.withLock { state in
             state.templates.values.filter { $0.remote == nil }.sorted { $0.name < $1.name }.map { template in
                 let ids = state.running.keys.filter { Self.template(of: $0) == template.name }
                 let parked = ids.filter { state.parked[$0] != nil }.count
                 return (template, ids.count - parked, !ids.isEmpty && parked == ids.count)
             }
         }
+        return entries.map { entry in
+            // Dormant once the registry has it so (it drains first), not when it was asked to.
+            let ids = instancesIncludingParked(of: entry.template.name)
+            return (entry.template, entry.instances, entry.dormant && ids.allSatisfy { core.agents.status($0)?["dormant"] == .bool(true) })
+        }
+    }
+
+    private func instancesIncludingParked(of templateName: String) -> [AgentRegistry.InstanceID] {
+        state.withLock { state in state.running.keys.filter { Self.template(of: $0) == templateName } }
     }
 
     // MARK: Rollouts
@@ -307,18 +345,33 @@ final class AgentSupervisor: Sendable {
         var appliedLive = true
         if let resources {
             if resources.gpus != template.resources.gpus {
-                throw .resources(template: templateName, "cannot change its GPUs while it runs (\(template.resources.gpus) to \(resources.gpus)); roll it out instead")
+                throw .resize(template: templateName, "its GPUs cannot change while it runs (\(template.resources.gpus) to \(resources.gpus)); change the configuration and reload to roll it out")
             }
             let ledger = core.fleet.ledger
-            let previous = instances.compactMap { ledger.grant(of: $0.rawValue) }
+            // Held to the whole capacity even with nothing running: its next start would be refused.
+            do throws(ResourceLedger.Refusal) {
+                try ledger.check(resources)
+            } catch {
+                throw .resize(template: templateName, "it \(error.description)")
+            }
+            // All or none: a refusal gives every instance back the grant it had (or none).
+            let previous = instances.map { ($0, ledger.grant(of: $0.rawValue)) }
             for id in instances {
                 do throws(ResourceLedger.Refusal) {
-                    try ledger.reserve(instance: id.rawValue, template: templateName, request: resources, priority: template.priorityClass, now: Self.now)
-                } catch {
-                    for grant in previous {
-                        _ = try? ledger.reserve(instance: grant.instance, template: templateName, request: grant.request, priority: grant.priority, now: Self.now)
+                    if resources.isEmpty {
+                        ledger.release(instance: id.rawValue, now: Self.now)
+                    } else {
+                        try ledger.reserve(instance: id.rawValue, template: templateName, request: resources, priority: template.priorityClass, now: Self.now)
                     }
-                    throw .resources(template: templateName, error.description)
+                } catch {
+                    for (instance, grant) in previous {
+                        if let grant {
+                            _ = try? ledger.reserve(instance: grant.instance, template: templateName, request: grant.request, priority: grant.priority, now: Self.now)
+                        } else {
+                            ledger.release(instance: instance.rawValue, now: Self.now)
+                        }
+                    }
+                    throw .resize(template: templateName, "it \(error.description)")
                 }
             }
             let groups = state.withLock { state in instances.compactMap { state.cgroups[$0] } }
@@ -348,6 +401,23 @@ final class AgentSupervisor: Sendable {
 
     static var now: Double { Date().timeIntervalSince1970 }
 
+    /// Waits (up to a minute) for the resources of preempted instances to come back; nil once
+    /// granted, else why not.
+    private func waitForResources(_ template: AgentTemplate, id: AgentRegistry.InstanceID, stop: StopSignal) async -> String? {
+        let deadline = ContinuousClock.now + .seconds(60)
+        var last = ""
+        while !stop.isRequested, ContinuousClock.now < deadline {
+            do throws(ResourceLedger.Refusal) {
+                try reserve(template, for: id)
+                return nil
+            } catch {
+                last = error.description
+            }
+            await stop.sleep(for: .milliseconds(100))
+        }
+        return stop.isRequested ? "stopped while it waited for resources" : "its resources were not freed within 60 s: it \(last)"
+    }
+
     /// Grants the template's resources to one instance (nothing to grant: nothing asked).
     private func reserve(_ template: AgentTemplate, for id: AgentRegistry.InstanceID) throws(ResourceLedger.Refusal) {
         guard !template.resources.isEmpty else { return }
@@ -368,14 +438,20 @@ final class AgentSupervisor: Sendable {
 
     @discardableResult
     private func startInstance(of template: AgentTemplate, activatesNewVersion: Bool = true) throws(ScaleError) -> AgentRegistry.InstanceID {
+        var preempted: [String] = []
         let started: (id: AgentRegistry.InstanceID, stop: StopSignal)? = try state.withLock { state throws(ScaleError) in
             guard !state.stopping else { return nil }
             let candidate = AgentRegistry.InstanceID("\(template.name)#\(state.nextIndex[template.name, default: 0] + 1)")
-            // Granted before anything starts: what cannot be given is refused, not promised.
+            // Granted before anything starts: what cannot be given is refused, not promised —
+            // unless instances of a lower priority class hold it: they are stopped for this one,
+            // which starts once their resources are back.
             do throws(ResourceLedger.Refusal) {
                 try reserve(template, for: candidate)
             } catch {
-                throw .resources(template: template.name, error.description)
+                guard case .unavailable(_, let victims) = error, !victims.isEmpty else {
+                    throw .resources(template: template.name, error.description)
+                }
+                preempted = victims
             }
             let index = state.nextIndex[template.name, default: 0] + 1
             state.nextIndex[template.name] = index
@@ -386,6 +462,11 @@ final class AgentSupervisor: Sendable {
             return (id, stop)
         }
         guard let (id, stop) = started else { throw .unknownTemplate(template.name) }
+        for victim in preempted {
+            logger.warning("agent \(victim) is stopped to give its resources to \(id) (priority class \(template.priorityClass.rawValue))")
+            let victimID = AgentRegistry.InstanceID(victim)
+            if (try? core.agents.drain(victimID)) == nil { _ = self.stop(victimID) }
+        }
         var registration = AgentRegistry.Registration(
             name: id.rawValue, template: template.name, version: template.version ?? "1", kind: .spawned,
             capabilities: template.capabilities, maximumConcurrency: template.maximumConcurrency, callTimeout: template.callTimeout)
@@ -401,6 +482,7 @@ final class AgentSupervisor: Sendable {
             }
         registration.configuration = configuration
         registration.tenants = template.tenants
+        registration.zone = zone(forInstance: id, of: template)
         core.agents.add(id, registration, startingUp: true, activatesNewVersion: activatesNewVersion)
         // However long its handshake may take, clients wait for it at most the readiness limit.
         let agents = core.agents
@@ -414,6 +496,15 @@ final class AgentSupervisor: Sendable {
     }
 
     static func templateName(of id: AgentRegistry.InstanceID) -> String { template(of: id) }
+
+    /// A template's zones in turn, the zone with the fewest of its instances first, so that
+    /// the count stays spread as instances come and go; the gateway's own zone otherwise.
+    private func zone(forInstance id: AgentRegistry.InstanceID, of template: AgentTemplate) -> String? {
+        guard !template.zones.isEmpty else { return core.settings.fleet.zone }
+        let counts = Dictionary(grouping: core.agents.list(AgentRegistry.Filter(template: template.name)).compactMap { $0["zone"]?.stringValue }) { $0 }
+            .mapValues(\.count)
+        return template.zones.min { counts[$0, default: 0] < counts[$1, default: 0] } ?? template.zones[(Self.index(of: id) - 1) % template.zones.count]
+    }
 
     private static func template(of id: AgentRegistry.InstanceID) -> String {
         String(id.rawValue.split(separator: "#").first ?? "")
@@ -439,6 +530,14 @@ final class AgentSupervisor: Sendable {
                 delay = policy.initialBackoff
                 continue
             }
+            if !template.resources.isEmpty, core.fleet.ledger.grant(of: id.rawValue) == nil,
+                let refusal = await waitForResources(template, id: id, stop: stop)
+            {
+                core.agents.down(id, .failed(refusal))
+                logger.error("agent \(id) is not started: \(refusal)")
+                await stop.sleep(for: .seconds(365 * 24 * 3600))
+                continue
+            }
             let started = ContinuousClock.now
             let reason: String
             do {
@@ -447,6 +546,7 @@ final class AgentSupervisor: Sendable {
                 // Starting it again would meet the same file, or the same sandbox this machine
                 // cannot build: it stays down, whatever its policy.
                 core.agents.down(id, .failed("\(error)"))
+                core.fleet.ledger.release(instance: id.rawValue, now: Self.now)
                 logger.error("agent \(id) is not started: \(error); it stays down until its file or its template changes")
                 await stop.sleep(for: .seconds(365 * 24 * 3600))
                 continue
@@ -485,7 +585,10 @@ final class AgentSupervisor: Sendable {
         let gpus = core.fleet.ledger.grant(of: id.rawValue)?.gpus ?? []
         let child: ChildProcess
         do {
-            child = try ChildProcess.launch(template, extraEnvironment: gpus.isEmpty ? [:] : ["CUDA_VISIBLE_DEVICES": gpus.joined(separator: ",")]) {
+            // With a pool, an instance sees its GPUs alone, and one that asked for none sees none.
+            let devices: [String: String] =
+                core.fleet.ledger.capacity.gpus.isEmpty && gpus.isEmpty ? [:] : ["CUDA_VISIBLE_DEVICES": gpus.joined(separator: ",")]
+            child = try ChildProcess.launch(template, extraEnvironment: devices) {
                 executable throws(IsolationError) in
                 var limits = template.resources
                 limits.gpus = 0  // granted by the ledger, named in the environment

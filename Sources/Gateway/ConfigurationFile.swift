@@ -94,6 +94,8 @@ struct ConfigurationReader {
     var expansion: VariableExpansion
     var problems: [ConfigurationFile.Problem] = []
     var warnings: [ConfigurationFile.Problem] = []
+    /// Templates (by path) whose `autoscale` names its own `max`: the others take `maxInstances`.
+    var explicitAutoscaleMaximum: Set<String> = []
 
     init(file: String, settings: GatewaySettings, environment: [String: String]) {
         self.file = file

@@ -129,6 +129,8 @@ final class GatewayCore: Sendable {
         let fleet = FleetController(settings: settings.fleet, agents: agents, supervisor: supervisorSlot, logger: logger)
         self.fleet = fleet
         agents.onDemandWhileDormant { fleet.wake($0) }
+        agents.setLocalZone(settings.fleet.zone)
+        fleet.routeByCost(settings.agentTemplates)
         self.agents = agents
         self.calls = calls
         self.tasks = tasks
@@ -208,6 +210,18 @@ final class GatewayCore: Sendable {
             if let deadLettered = statistics.deadLettered { section["deadLettered"] = .integer(Int64(deadLettered)) }
             return .object(section)
         }
+        let ledger = fleet.ledger
+        status.addSection("fleet") {
+            let allocated = ledger.allocated
+            return [
+                "costPerHour": .double((allocated.costPerHour * 10_000).rounded() / 10_000),
+                "allocated": [
+                    "cpu": .double((allocated.cpu * 1000).rounded() / 1000), "memoryBytes": .integer(allocated.memoryBytes),
+                    "gpus": .integer(Int64(allocated.gpus)),
+                ],
+                "grants": .integer(Int64(ledger.grants.count)),
+            ]
+        }
         status.addSection("agents") {
             let all = agents.list()
             var byState: [String: Int64] = [:]
@@ -221,7 +235,7 @@ final class GatewayCore: Sendable {
         if let cluster {
             status.addSection("replicas") { cluster.membership.status() }
         }
-        observability.installScrapeHooks(agents: agents, tasks: tasks, coordination: coordination, redis: cluster?.client)
+        observability.installScrapeHooks(agents: agents, tasks: tasks, coordination: coordination, redis: cluster?.client, fleet: fleet.ledger)
         observability.observeTasks(tasks, agents: agents)
 
         tasks.onFinished { task in
@@ -241,7 +255,7 @@ final class GatewayCore: Sendable {
         }
         agents.onDrained { [supervisorSlot] id in
             // A drained instance stops: a spawned one for good, an attached one is disconnected.
-            if !supervisorSlot.value.stop(id) { agents.endpoint(id)?.close() }
+            if !supervisorSlot.value.drained(id) { agents.endpoint(id)?.close() }
         }
     }
 
@@ -410,7 +424,12 @@ public final class GatewayServer: Service {
         // The agents run beside the listeners, until the very end.
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.core.supervisor.run() }
-            group.addTask { await self.core.fleet.run(supervisor: self.core.supervisor, agents: self.core.agents, tasks: self.core.tasks) }
+            group.addTask {
+                let cluster = self.core.cluster
+                await self.core.fleet.run(
+                    supervisor: self.core.supervisor, agents: self.core.agents, tasks: self.core.tasks,
+                    isLeader: { cluster?.membership.isLeader() ?? true })
+            }
             group.addTask { await self.core.coordination.run() }
             group.addTask { await self.core.communications.run(on: self.core.events) }
             if let cluster = self.core.cluster { group.addTask { await cluster.run() } }

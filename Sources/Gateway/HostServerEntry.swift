@@ -244,7 +244,7 @@ extension ConfigurationReader {
             case "maxMessageBytes":
                 if let bytes = integer(value, "\(path).maxMessageBytes", minimum: 1024) { template.maximumMessageBytes = bytes }
             case "inheritEnvironment", "sha256", "scriptSha256": readLaunchKey(key, value, path: path, into: &template)
-            case "resources", "priorityClass", "sandbox", "autoscale", "rollout": readFleetKey(key, value, path: path, into: &template)
+            case "resources", "priorityClass", "sandbox", "autoscale", "rollout", "zones": readFleetKey(key, value, path: path, into: &template)
             // Read above, or about the host's own interface (approval prompts, descriptions).
             case "command", "type", "disabled", "enabled", "autoApprove", "alwaysAllow", "description": break
             default:
@@ -259,7 +259,7 @@ extension ConfigurationReader {
             environment = values.merging(environment) { _, explicit in explicit }
         }
         template.environment = environment
-        checkFleetKeys(of: template, path: path, at: entry.body)
+        checkFleetKeys(of: &template, path: path, at: entry.body)
         settings.agentTemplates.append(template)
     }
 

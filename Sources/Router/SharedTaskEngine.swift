@@ -226,6 +226,8 @@ public final class SharedTaskEngine: TaskService {
         counted[.running, default: 0] += running
         var statistics = TaskStatistics(byState: counted, queued: queues.values.reduce(0, +), assignmentLatencyMilliseconds: latency)
         statistics.queues = queues
+        // A queue is named by its tool first: the autoscaler counts the work waiting for each.
+        for (queue, depth) in queues { statistics.queuedByTaskType[Demand(queue: queue).tool, default: 0] += depth }
         statistics.deadLettered = try? await board.deadLetters(limit: 10_000).count
         return statistics
     }

@@ -109,6 +109,9 @@ struct AutoscaleBenchmark: ParsableCommand {
     @Flag(help: "Print the figures as JSON (progress goes to standard error).")
     var json = false
 
+    @Flag(help: "Print every decision of the measured season, with the autoscaler's reason.")
+    var decisions = false
+
     func validate() throws {
         guard ["step", "daily", "both"].contains(load) else { throw ValidationError("--load: step, daily or both, not \(load)") }
         guard ["fixed", "exponential"].contains(serviceDistribution) else {
@@ -166,6 +169,12 @@ struct AutoscaleBenchmark: ParsableCommand {
                 let elapsed = ContinuousClock.now - started
                 outcome.wallSeconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
                 report("  \(mode): \(grouped(Double(simulation.arrivals))) calls simulated in \(String(format: "%.2f", outcome.wallSeconds)) s")
+                if decisions {
+                    for decision in simulation.decisionLog {
+                        let at = decision.at - profile.measuredFrom
+                        report("    \(seconds(at)): \(decision.kind.rawValue) \(decision.from) → \(decision.to): \(decision.reason)")
+                    }
+                }
                 outcomes.append(outcome)
             }
             loads.append(
@@ -178,7 +187,7 @@ struct AutoscaleBenchmark: ParsableCommand {
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            let document = AutoscaleReport(parameters: parameters(service: service), loads: loads)
+            let document = AutoscaleReport(parameters: parameters, loads: loads)
             print(String(decoding: try encoder.encode(document), as: UTF8.self))
             return
         }
@@ -191,12 +200,16 @@ struct AutoscaleBenchmark: ParsableCommand {
             scaleDownAfter: scaleDownAfter, cooldown: cooldown, predictive: predictive, seasonLength: season, seasonBuckets: buckets)
     }
 
-    private func parameters(service: SimulatedServiceTime) -> [String: String] {
+    /// The options of the run, as given or defaulted.
+    private var parameters: [String: String] {
         [
-            "seed": "\(seed)", "seasons": "\(seasons)", "serviceTime": "\(serviceTime)", "serviceDistribution": serviceDistribution,
-            "slots": "\(slots)", "coldStart": "\(coldStart)", "objective": "\(objective)", "min": "\(minimum)", "max": "\(maximum)",
-            "targetUtilization": "\(targetUtilization)", "scaleUpAfter": "\(scaleUpAfter)", "scaleDownAfter": "\(scaleDownAfter)",
-            "cooldown": "\(cooldown)", "buckets": "\(buckets)",
+            "load": load, "seed": "\(seed)", "seasons": "\(seasons)", "serviceTime": "\(serviceTime)",
+            "serviceDistribution": serviceDistribution, "slots": "\(slots)", "coldStart": "\(coldStart)", "objective": "\(objective)",
+            "min": "\(minimum)", "max": "\(maximum)", "targetUtilization": "\(targetUtilization)", "scaleUpAfter": "\(scaleUpAfter)",
+            "scaleDownAfter": "\(scaleDownAfter)", "cooldown": "\(cooldown)", "buckets": "\(buckets)",
+            "fixedInstances": fixedInstances.map { "\($0)" } ?? "sized for the peak", "stepBase": "\(stepBase)", "stepFactor": "\(stepFactor)",
+            "stepSeason": "\(stepSeason)", "stepAt": "\(stepAt)", "stepHold": "\(stepHold)", "season": "\(season)", "trough": "\(trough)",
+            "peak": "\(peak)", "noise": "\(noise)",
         ]
     }
 
@@ -264,7 +277,7 @@ struct ScalingOutcome: Encodable {
     var p50Milliseconds = 0.0
     var p99Milliseconds = 0.0
     var callsOverObjective = 0
-    var shareOverObjective: Double { calls > 0 ? Double(callsOverObjective) / Double(calls) : 0 }
+    var shareOverObjective = 0.0
     /// Minutes (by arrival) with at least one call, and those whose p99 (nearest rank) is over the objective.
     var minuteWindows = 0
     var minuteWindowsOverObjective = 0
@@ -280,29 +293,6 @@ struct ScalingOutcome: Encodable {
     /// Decisions by kind (scaleUp, scaleDown, coldStart, predictive) in the measured season.
     var decisions: [String: Int] = [:]
     var wallSeconds = 0.0
-
-    private enum CodingKeys: String, CodingKey {
-        case mode, calls, p50Milliseconds, p99Milliseconds, callsOverObjective, shareOverObjective, minuteWindows,
-            minuteWindowsOverObjective, secondsToCapacity, secondsShortOfCapacity, instanceSeconds, peakInstances, decisions, wallSeconds
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(mode, forKey: .mode)
-        try container.encode(calls, forKey: .calls)
-        try container.encode(p50Milliseconds, forKey: .p50Milliseconds)
-        try container.encode(p99Milliseconds, forKey: .p99Milliseconds)
-        try container.encode(callsOverObjective, forKey: .callsOverObjective)
-        try container.encode(shareOverObjective, forKey: .shareOverObjective)
-        try container.encode(minuteWindows, forKey: .minuteWindows)
-        try container.encode(minuteWindowsOverObjective, forKey: .minuteWindowsOverObjective)
-        try container.encodeIfPresent(secondsToCapacity, forKey: .secondsToCapacity)
-        try container.encode(secondsShortOfCapacity, forKey: .secondsShortOfCapacity)
-        try container.encode(instanceSeconds, forKey: .instanceSeconds)
-        try container.encode(peakInstances, forKey: .peakInstances)
-        try container.encode(decisions, forKey: .decisions)
-        try container.encode(wallSeconds, forKey: .wallSeconds)
-    }
 
     /// "7: 2 scaleUp, 3 scaleDown, 2 predictive"
     var decisionSummary: String {
@@ -441,6 +431,8 @@ struct FleetSimulation {
     private var accountedUntil = 0.0
 
     private(set) var arrivals = 0
+    /// The decisions of the measured season, in order.
+    private(set) var decisionLog: [ScaleDecision] = []
     private var outcome = ScalingOutcome(mode: "")
     private var latencies = Histogram<UInt64>(highestTrackableValue: 86_400_000_000)
     private var minuteCalls: [Int]
@@ -514,6 +506,7 @@ struct FleetSimulation {
 
         outcome.p50Milliseconds = Double(latencies.valueAtPercentile(50)) / 1_000
         outcome.p99Milliseconds = Double(latencies.valueAtPercentile(99)) / 1_000
+        outcome.shareOverObjective = outcome.calls > 0 ? Double(outcome.callsOverObjective) / Double(outcome.calls) : 0
         for (calls, over) in zip(minuteCalls, minuteOverObjective) where calls > 0 {
             outcome.minuteWindows += 1
             // Nearest rank: the p99 is the ceil(0.99 n)-th smallest latency.
@@ -621,13 +614,13 @@ struct FleetSimulation {
             ready: active.count, starting: starting.count, slotsPerInstance: slots, inFlight: inFlight, waiting: waiting.count)
         // Through optional chaining, so that the autoscaler is changed in place, not copied.
         if let decision = autoscaler?.observe(sample, at: time) {
-            if isMeasuring(time) { outcome.decisions[decision.kind.rawValue, default: 0] += 1 }
+            if isMeasuring(time) {
+                outcome.decisions[decision.kind.rawValue, default: 0] += 1
+                decisionLog.append(decision)
+            }
             scale(to: decision.to, at: time)
         }
         if isMeasuring(time) { outcome.peakInstances = max(outcome.peakInstances, held) }
-        if ProcessInfo.processInfo.environment["AUTOSCALE_DEBUG"] != nil, let status = autoscaler?.status, Int(time) % 900 == 0, time >= profile.measuredFrom - 900 {
-            print("DEBUG t=\(Int(time)) phase=\(Int(time.truncatingRemainder(dividingBy: profile.season))) rate=\(Int(time) < profile.rates.count ? profile.rates[Int(time)] : 0) ready=\(active.count) demand=\(inFlight + waiting.count) desired=\(status.desired) forecast=\(status.forecast ?? -1) held=\(status.held ?? "")")
-        }
     }
 
     /// Time to capacity after the measured step: the first moment, from the step on, when ready

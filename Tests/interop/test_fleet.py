@@ -581,3 +581,78 @@ def test_sighup_reloads_and_agents_rollback_returns_a_spawned_template_to_its_la
     assert report["removed"] == ["quotes"] and report["unchanged"] == ["pricing"], report
     poll(lambda: agents_of(session, "quotes"), lambda agents: agents == [], "the removed template gone")
     session.close()
+
+
+# --------------------------------------------------------------------------- zones
+
+
+def test_calls_prefer_the_callers_zone_and_fail_over_to_another(gateway, agent_script):
+    gw, session = gateway({"fleet": {**FAST_FLEET, "zone": "b"}, "agents": {"geo": template(
+        agent_script, instances=2, maxConcurrency=4, zones=["a", "b"])}})
+    listed = poll(lambda: agents_of(session, "geo"), running(2), "two instances")
+    by_zone = {a["zone"]: a for a in listed}
+    assert set(by_zone) == {"a", "b"}, f"instances not spread over the zones: {[(a['agentId'], a.get('zone')) for a in listed]}"
+
+    def answered_by(meta: dict | None) -> set[int]:
+        params = {"name": "work", "arguments": {}}
+        if meta:
+            params["_meta"] = meta
+        return {pid_of(text_of(session.call("tools/call", params, WAIT))) for _ in range(12)}
+
+    # This gateway's zone is b: calls that name none stay there; a caller in a stays in a.
+    assert answered_by(None) == {by_zone["b"]["processId"]}
+    assert answered_by({"switchboard/zone": "a"}) == {by_zone["a"]["processId"]}
+    # Zone b loses its instance: its calls go to zone a rather than fail.
+    session.result("agents/drain", {"agentId": by_zone["b"]["agentId"]})
+    poll(lambda: agents_of(session, "geo"), lambda agents: [a["agentId"] for a in agents] == [by_zone["a"]["agentId"]],
+         "the zone-b instance gone")
+    assert answered_by(None) == {by_zone["a"]["processId"]}
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def test_cost_aware_routing_prefers_the_cheaper_template_while_its_latency_holds(gateway, agent_script):
+    fleet = {**FAST_FLEET, "costAware": True, "latencyObjectiveMs": 150, "prices": {"cpuHour": 1.0}}
+    gw, session = gateway({"fleet": fleet, "agents": {
+        "cheap": versioned(agent_script, "cheap", instances=1, maxConcurrency=8, resources={"cpu": 0.1}),
+        "dear": versioned(agent_script, "dear", instances=1, maxConcurrency=8, resources={"cpu": 1}),
+    }})
+    poll(lambda: agents_of(session, "cheap") + agents_of(session, "dear"), running(2), "both templates running")
+    status = fleet_status(session)
+    assert status["costPerHour"] == 1.1, status
+
+    # A host lists once: the tool both offer is there under its own name.
+    listing = RpcSession.connect(gw.tcp)
+    names = {tool["name"] for tool in listing.result("tools/list")["tools"]}
+    listing.close()
+    assert {"work", "cheap__work", "dear__work"} <= names, names
+
+    assert {call_tool(session, "work", {}).rsplit(":", 1)[-1] for _ in range(8)} == {"cheap"}
+    # The cheaper one grows slow, past the objective: calls go to the dearer one.
+    for _ in range(6):
+        call_tool(session, "cheap__work", {"sleep": 0.3})
+    assert {call_tool(session, "work", {}).rsplit(":", 1)[-1] for _ in range(8)} == {"dear"}
+
+
+def test_a_higher_priority_class_takes_the_resources_of_a_lower_one(gateway, agent_script):
+    fleet = {**FAST_FLEET, "capacity": {"cpu": 1}}
+    gw, session = gateway({"fleet": fleet, "agents": {
+        "batch": {**template(agent_script, instances=2, resources={"cpu": 0.5}), "priorityClass": "low", "toolPrefix": "b_"},
+        "urgent": {**template(agent_script, instances=0, resources={"cpu": 0.5}), "priorityClass": "high", "toolPrefix": "u_"},
+    }})
+    batch = poll(lambda: agents_of(session, "batch"), running(2), "the low class holding the whole capacity")
+    assert fleet_status(session)["allocated"]["cpu"] == 1
+
+    # The high class needs half a core: the newest low-class instance gives it up.
+    session.result("agents/scale", {"template": "urgent", "instances": 1})
+    poll(lambda: agents_of(session, "urgent"), running(1), "the high class started")
+    left = poll(lambda: agents_of(session, "batch"), lambda agents: len(agents) == 1, "one low-class instance left")
+    assert left[0]["agentId"] == min(a["agentId"] for a in batch), left
+    assert call_tool(session, "u_work", {}).startswith("ok:")
+    grants = {g["agentId"]: g for g in fleet_status(session)["grants"]}
+    assert sorted(grants) == [left[0]["agentId"], "urgent#1"], grants
+
+    # Never the other way: the low class cannot take it back.
+    reply = session.call("agents/scale", {"template": "batch", "instances": 2})
+    assert reply.get("error", {}).get("code") == -32602 and "CPU" in reply["error"]["message"], reply

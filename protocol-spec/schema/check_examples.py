@@ -20,7 +20,9 @@ Usage: python3 check_examples.py        (needs the `jsonschema` package)
    and chapter 07, section 7.3.5); the result of an
    `agents/get`, `agents/setState` or `agents/drain` request, and every entry of the `agents`
    array of an `agents/list` result, MUST match the AgentStatus schema of chapter 07,
-   section 7.4.
+   section 7.4; a `fleet/status` result MUST match the schema of chapter 16, section 16.9, and
+   every entry of the `decisions` of a `fleet/decisions` result and of the `allocations` of a
+   `fleet/allocations` result the schemas of sections 16.10 and 16.11.
 4. Every workflow in examples/workflows/ (YAML; needs the `yaml` package, PyYAML, and is
    skipped with a note without it) MUST match schema/workflow.schema.json (chapter 11).
 
@@ -51,6 +53,13 @@ ECHOED_ID_CODES = {-32601, -32602, -32603, -32002, -32004, -32005, -32010, -3201
 MODERN_LIST_MEMBERS = {"cacheScope": ["public"], "ttlMs": [5000, 1000]}
 LIST_METHODS = {"tools/list", "prompts/list", "resources/list", "resources/templates/list"}
 AGENT_STATUS_METHODS = {"agents/get", "agents/setState", "agents/drain"}
+# method -> (the heading of its section in 16-fleet.md, the result member listing entries, or None
+# when the schema is the whole result's)
+FLEET_RESULTS = {
+    "fleet/status": ("## 16.9 `fleet/status`", None),
+    "fleet/decisions": ("## 16.10 `fleet/decisions`", "decisions"),
+    "fleet/allocations": ("## 16.11 `fleet/allocations`", "allocations"),
+}
 
 
 class WireError(Exception):
@@ -176,6 +185,20 @@ def agent_status_schema():
     return json.loads(match.group(1))
 
 
+def fleet_validators():
+    """method -> (member or None, validator): the first JSON block of each section of chapter 16
+    that FLEET_RESULTS names."""
+    text = (SPEC / "16-fleet.md").read_text(encoding="utf-8")
+    validators = {}
+    for method, (heading, member) in FLEET_RESULTS.items():
+        section = text[text.index(heading):]
+        match = re.search(r"^```json\n(.*?)^```", section, re.M | re.S)
+        schema = json.loads(match.group(1))
+        StrictValidator.check_schema(schema)
+        validators[method] = (member, StrictValidator(schema))
+    return validators
+
+
 def example_blocks():
     """Every fenced block that quotes messages: (chapter, [(line number, marker, text)])."""
     for chapter in sorted(SPEC.glob("[0-9][0-9]-*.md")):
@@ -205,7 +228,7 @@ def requested_methods(block):
     return methods
 
 
-def check_gateway_message(message, methods, data_schemas, status_validator, agent_validator):
+def check_gateway_message(message, methods, data_schemas, status_validator, agent_validator, fleet):
     """The problems of one message the gateway sends, beyond the envelope schema."""
     if "method" in message and "id" in message and not str(message["id"]).startswith("sb-"):
         yield "a gateway request id must be a string starting sb-"
@@ -230,6 +253,18 @@ def check_gateway_message(message, methods, data_schemas, status_validator, agen
         for status in statuses:
             for problem in agent_validator.iter_errors(status):
                 yield f"{method} AgentStatus: {problem.message[:160]}"
+        if method in fleet:
+            member, validator = fleet[method]
+            if member is None:
+                entries = [result]
+            elif not isinstance(result, dict) or not isinstance(result.get(member), list):
+                yield f"a {method} result needs a {member} array"
+                entries = []
+            else:
+                entries = result[member]
+            for entry in entries:
+                for problem in validator.iter_errors(entry):
+                    yield f"{method} result: {problem.message[:160]}"
     error = message.get("error")
     if error is None or error["code"] not in data_schemas:
         return
@@ -272,6 +307,7 @@ def main():
     agent_schema = agent_status_schema()
     StrictValidator.check_schema(agent_schema)
     agent_validator = StrictValidator(agent_schema)
+    fleet = fleet_validators()
     for chapter, block in example_blocks():
         methods = requested_methods(block)
         for number, marker, text in block:
@@ -286,7 +322,7 @@ def main():
             for message in value if isinstance(value, list) else [value]:
                 failures.extend(f"{where}: {problem}" for problem in
                                 check_gateway_message(message, methods, data_schemas, status_validator,
-                                                      agent_validator))
+                                                      agent_validator, fleet))
 
     workflow_schema = json.loads((HERE / "workflow.schema.json").read_text(encoding="utf-8"))
     StrictValidator.check_schema(workflow_schema)

@@ -82,6 +82,8 @@ public final class ResourceLedger: Sendable {
         public var memoryBytes: Int64 = 0
         public var gpus: Int = 0
         public var costPerHour: Double = 0
+
+        public init() {}
     }
 
     private struct State {
@@ -196,13 +198,12 @@ public final class ResourceLedger: Sendable {
 
     /// The rows of `resource_allocations`, current ones first (by instance), then released
     /// ones newest first; `template` narrows them.
-    public func rows(template: String? = nil, includeReleased: Bool = false, limit: Int = 500) -> [Row] {
-        state.withLock { state in
-            var rows = state.rows.keys.sorted().flatMap { state.rows[$0]! }
-            if includeReleased { rows += state.released.reversed() }
-            if let template { rows = rows.filter { $0.template == template } }
-            return Array(rows.prefix(limit))
-        }
+    public func rows(template: String? = nil, includeReleased: Bool = false, limit: Int = 500, where visible: (String) -> Bool = { _ in true }) -> [Row] {
+        let (current, released) = state.withLock { state in (state.rows.keys.sorted().flatMap { state.rows[$0]! }, state.released) }
+        var rows = current
+        if includeReleased { rows += released.reversed() }
+        rows = rows.filter { (template == nil || $0.template == template) && visible($0.template) }
+        return Array(rows.prefix(limit))
     }
 
     // MARK: Arithmetic

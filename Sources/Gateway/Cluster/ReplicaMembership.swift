@@ -108,6 +108,7 @@ final class ReplicaMembership: Sendable {
                 "resourceTemplates": .array(snapshot.offer.resourceTemplates.map(JSONValue.raw)),
             ]
             if let tenants = registration.tenants { announced["tenants"] = .array(tenants.map(JSONValue.string)) }
+            if let zone = registration.zone { announced["zone"] = .string(zone) }
             return .object(announced)
         }
         let value: JSONValue = [
@@ -183,6 +184,7 @@ final class ReplicaMembership: Sendable {
                     callTimeout: .milliseconds(agent.member("callTimeoutMs")?.decoded().integerValue ?? 300_000))
                 registration.replica = other
                 registration.tenants = agent.member("tenants").map { $0.elements().compactMap(\.stringValue) }
+                registration.zone = agent.member("zone")?.stringValue
                 let endpoint = RemoteAgentEndpoint(bus: bus, replica: other, instance: localID)
                 agents.add(id, registration, endpoint: endpoint)
                 agents.ready(id, endpoint: endpoint, offer: offer)

@@ -16,6 +16,10 @@ public struct FleetSettings: Sendable {
     public var autoscaleInterval: Duration = .seconds(1)
     /// Prefer the cheaper template that offers the same tool while its latency holds.
     public var costAware = false
+    /// The mean latency a cheaper template must hold for cost-aware routing to prefer it.
+    public var latencyObjectiveMilliseconds = 1_000.0
+    /// The zone this gateway (replica) runs in: its agents carry it, and calls through it prefer it.
+    public var zone: String?
 
     public init() {}
 
@@ -68,6 +72,10 @@ extension ConfigurationReader {
                 settings.fleet.cgroups = flag
             case "autoscaleIntervalSeconds":
                 if let seconds = number(value, "fleet.autoscaleIntervalSeconds", minimum: 0.05) { settings.fleet.autoscaleInterval = .seconds(seconds) }
+            case "latencyObjectiveMs":
+                if let milliseconds = number(value, "fleet.latencyObjectiveMs", minimum: 0.001) { settings.fleet.latencyObjectiveMilliseconds = milliseconds }
+            case "zone":
+                if let zone = string(value, "fleet.zone"), !zone.isEmpty { settings.fleet.zone = zone }
             case "costAware":
                 guard case .scalar(let scalar) = value, let flag = Bool(scalar.string) else {
                     report(value, "fleet.costAware must be true or false")
@@ -75,7 +83,7 @@ extension ConfigurationReader {
                 }
                 settings.fleet.costAware = flag
             default:
-                report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in fleet (gpus, prices, capacity, cgroups, autoscaleIntervalSeconds, costAware)")
+                report(keyNode, "unknown key \"\(keyNode.string ?? "")\" in fleet (gpus, prices, capacity, cgroups, autoscaleIntervalSeconds, costAware, latencyObjectiveMs, zone)")
             }
         }
     }
@@ -97,13 +105,21 @@ extension ConfigurationReader {
             template.autoscale = autoscale(value, "\(path).autoscale", maximumInstances: template.maximumInstances)
         case "rollout":
             if let policy = rollout(value, "\(path).rollout") { template.rollout = policy }
+        case "zones":
+            if let zones = strings(value, "\(path).zones") { template.zones = zones }
         default:
             break
         }
     }
 
-    /// Checks across keys, once the template is read whole.
-    mutating func checkFleetKeys(of template: AgentTemplate, path: String, at node: Node) {
+    /// Settles and checks what depends on several keys, once the template is read whole: an
+    /// autoscale bound without `max` is `maxInstances`, and one with it raises `maxInstances`.
+    mutating func checkFleetKeys(of template: inout AgentTemplate, path: String, at node: Node) {
+        if var policy = template.autoscale {
+            if !explicitAutoscaleMaximum.contains("\(path).autoscale") { policy.maximum = max(template.maximumInstances, policy.minimum, 1) }
+            template.maximumInstances = max(template.maximumInstances, policy.maximum)
+            template.autoscale = policy
+        }
         if template.sandbox != nil, template.inheritEnvironment {
             report(node, "\(path): a sandboxed agent cannot inherit the gateway's environment (inheritEnvironment: true)")
         }
@@ -225,7 +241,11 @@ extension ConfigurationReader {
             let member = "\(what).\(key)"
             switch key {
             case "min": if let n = integer(value, member, minimum: 0) { policy.minimum = n }
-            case "max": if let n = integer(value, member, minimum: 1) { policy.maximum = n }
+            case "max":
+                if let n = integer(value, member, minimum: 1) {
+                    policy.maximum = n
+                    explicitAutoscaleMaximum.insert(what)
+                }
             case "targetUtilization":
                 if let share = number(value, member, minimum: 0.01) {
                     if share > 1 { report(value, "\(member) must be at most 1 (a share of each instance's maxConcurrency)") } else { policy.targetUtilization = share }

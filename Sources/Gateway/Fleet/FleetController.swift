@@ -11,15 +11,18 @@ import Synchronization
 /// scaled to zero — and asks the supervisor for the count it decides, recording every decision
 /// with its reason.
 ///
-/// With replicas, each replica runs its own spawned instances from its own configuration: its
-/// autoscaler decides for those alone, from the calls and tasks that reached it. No two
-/// replicas ever scale the same instances.
+/// With replicas, each replica runs its own spawned instances from its own configuration, and
+/// one replica decides: the cluster's leader (the replica with the lowest id) autoscales its
+/// own instances, counting the tasks queued on the shared board for all of them; the others
+/// keep their configured counts. So no template is scaled twice for the same demand; when the
+/// leader dies, the next one takes the decisions over.
 final class FleetController: Sendable {
     let settings: FleetSettings
     let ledger: ResourceLedger
     let host: IsolationHost
     /// Versions of spawned templates: reloads, rollouts, rollbacks.
     let rollouts: RolloutController
+    private let agents: AgentRegistry
     private let logger: Logger
     private let state = Mutex(State())
     private let (wakes, wakeSink) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(64))
@@ -43,6 +46,7 @@ final class FleetController: Sendable {
     init(settings: FleetSettings, agents: AgentRegistry, supervisor: SupervisorSlot, logger: Logger) {
         self.settings = settings
         self.rollouts = RolloutController(agents: agents, supervisor: supervisor, logger: logger)
+        self.agents = agents
         self.logger = logger
         self.ledger = ResourceLedger(capacity: settings.capacity(), prices: settings.prices)
         self.host = IsolationHost.probe(makeCgroups: settings.cgroups)
@@ -64,7 +68,17 @@ final class FleetController: Sendable {
         } catch {
             throw ReloadFailure(description: "\(path) is not reloaded, the running templates stay as they are: \(error.description)")
         }
-        return rollouts.reload(fresh.agentTemplates)
+        let report = rollouts.reload(fresh.agentTemplates)
+        routeByCost(fresh.agentTemplates)
+        return report
+    }
+
+    /// With `fleet.costAware`, a tool several templates offer goes to the cheapest that holds
+    /// the latency objective (each template's cost per instance from its resources and prices).
+    func routeByCost(_ templates: [AgentTemplate]) {
+        guard settings.costAware else { return }
+        let costs = Dictionary(templates.map { ($0.name, ledger.prices.costPerHour(of: $0.resources)) }) { first, _ in first }
+        agents.setCostRouting(latencyObjectiveMilliseconds: settings.latencyObjectiveMilliseconds, costs: costs)
     }
 
     /// A call or task waits for `template`, none of whose instances is ready: look now.
@@ -73,7 +87,7 @@ final class FleetController: Sendable {
     }
 
     /// Looks every interval (or when woken) until cancelled; gives back the control groups' base at the end.
-    func run(supervisor: AgentSupervisor, agents: AgentRegistry, tasks: any TaskService) async {
+    func run(supervisor: AgentSupervisor, agents: AgentRegistry, tasks: any TaskService, isLeader: @escaping @Sendable () -> Bool = { true }) async {
         let ticks = AsyncStream<Void> { continuation in
             let timer = Task {
                 while !Task.isCancelled {
@@ -85,8 +99,8 @@ final class FleetController: Sendable {
             continuation.onTermination = { _ in timer.cancel() }
         }
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { for await _ in ticks { await self.look(supervisor: supervisor, agents: agents, tasks: tasks) } }
-            group.addTask { for await _ in self.wakes { await self.look(supervisor: supervisor, agents: agents, tasks: tasks) } }
+            group.addTask { for await _ in ticks { await self.look(supervisor: supervisor, agents: agents, tasks: tasks, isLeader: isLeader()) } }
+            group.addTask { for await _ in self.wakes { await self.look(supervisor: supervisor, agents: agents, tasks: tasks, isLeader: isLeader()) } }
             await group.waitForAll()
         }
     }
@@ -103,8 +117,9 @@ final class FleetController: Sendable {
 
     /// One look at every autoscaled template, the most important class first: when resources
     /// are short, it gets them.
-    private func look(supervisor: AgentSupervisor, agents: AgentRegistry, tasks: any TaskService) async {
+    private func look(supervisor: AgentSupervisor, agents: AgentRegistry, tasks: any TaskService, isLeader: Bool) async {
         recordUse(supervisor: supervisor, agents: agents)
+        guard isLeader else { return }
         let templates = supervisor.autoscaledTemplates.sorted { $0.priorityClass > $1.priorityClass }
         guard !templates.isEmpty else { return }
         let demand = agents.demand()
@@ -160,10 +175,9 @@ final class FleetController: Sendable {
 
     // MARK: Views
 
-    func decisions(template: String?, limit: Int) -> [Decision] {
-        state.withLock { state in
-            Array(state.decisions.reversed().lazy.filter { template == nil || $0.template == template }.prefix(limit))
-        }
+    func decisions(template: String?, limit: Int, where visible: (String) -> Bool = { _ in true }) -> [Decision] {
+        let all = state.withLock { $0.decisions }
+        return Array(all.reversed().filter { (template == nil || $0.template == template) && visible($0.template) }.prefix(limit))
     }
 
     func autoscalerStatus(_ template: String) -> Autoscaler.Status? {

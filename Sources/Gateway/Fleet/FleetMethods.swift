@@ -19,9 +19,9 @@ enum FleetMethods {
             }
         }
         table.register("fleet/rollouts") { request, context in
-            guard context.tenant == nil else { return .error(tenantRefusal("fleet/rollouts")) }
+            let visible = visibility(context, supervisor.value)
             let template = request.params?.member("template")?.stringValue
-            let records = fleet.rollouts.records.filter { template == nil || $0.template == template }.map { record -> JSONValue in
+            let records = fleet.rollouts.records.filter { (template == nil || $0.template == template) && visible($0.template) }.map { record -> JSONValue in
                 [
                     "template": .string(record.template), "from": .string(record.from), "to": .string(record.to),
                     "outcome": .string(record.outcome.rawValue), "startedAt": .string(record.startedAt.formatted(.iso8601)),
@@ -32,14 +32,13 @@ enum FleetMethods {
             return .result(["rollouts": .array(records)])
         }
         table.register("fleet/status") { _, context in
-            guard context.tenant == nil else { return .error(tenantRefusal("fleet/status")) }
-            return .result(status(fleet, supervisor: supervisor.value))
+            .result(status(fleet, supervisor: supervisor.value, visible: visibility(context, supervisor.value)))
         }
         table.register("fleet/decisions") { request, context in
-            guard context.tenant == nil else { return .error(tenantRefusal("fleet/decisions")) }
+            let visible = visibility(context, supervisor.value)
             let template = request.params?.member("template")?.stringValue
             guard let limit = limit(request.params, default: 100) else { return .error(.invalidParams("\"limit\" must be an integer from 1 to 1000")) }
-            let decisions = fleet.decisions(template: template, limit: limit).map { entry -> JSONValue in
+            let decisions = fleet.decisions(template: template, limit: limit, where: visible).map { entry -> JSONValue in
                 [
                     "at": .string(entry.at.formatted(.iso8601)), "template": .string(entry.template), "kind": .string(entry.decision.kind.rawValue),
                     "from": .integer(Int64(entry.decision.from)), "to": .integer(Int64(entry.decision.to)),
@@ -49,11 +48,11 @@ enum FleetMethods {
             return .result(["decisions": .array(decisions)])
         }
         table.register("fleet/allocations") { request, context in
-            guard context.tenant == nil else { return .error(tenantRefusal("fleet/allocations")) }
+            let visible = visibility(context, supervisor.value)
             let template = request.params?.member("template")?.stringValue
             let includeReleased = request.params?.member("includeReleased")?.decoded() == .bool(true)
             guard let limit = limit(request.params, default: 500) else { return .error(.invalidParams("\"limit\" must be an integer from 1 to 1000")) }
-            let rows = fleet.ledger.rows(template: template, includeReleased: includeReleased, limit: limit).map { row -> JSONValue in
+            let rows = fleet.ledger.rows(template: template, includeReleased: includeReleased, limit: limit, where: visible).map { row -> JSONValue in
                 var object: [String: JSONValue] = [
                     "id": .integer(Int64(row.id)), "agentId": .string(row.instance), "template": .string(row.template),
                     "resourceType": .string(row.resourceType), "allocatedAmount": .double(row.amount), "allocatedUnit": .string(row.unit),
@@ -111,11 +110,12 @@ enum FleetMethods {
         ]
     }
 
-    /// Fleet figures span every tenant's agents.
-    private static func tenantRefusal(_ method: String) -> JSONRPCError {
-        JSONRPCError(
-            code: JSONRPCError.Code.forbidden, message: "\(method) shows the whole fleet, which a principal bound to a tenant may not see",
-            data: ["method": .string(method)])
+    /// A principal bound to a tenant sees the templates its tenant may use (those that list
+    /// it, and those that list no tenant), and the grants, rows and decisions of those alone.
+    private static func visibility(_ context: MethodContext, _ supervisor: AgentSupervisor) -> @Sendable (String) -> Bool {
+        guard let tenant = context.tenant else { return { _ in true } }
+        let visible = Set(supervisor.templates.filter { $0.tenants == nil || $0.tenants!.contains(tenant) }.map(\.name))
+        return { visible.contains($0) }
     }
 
     private static func limit(_ params: RawJSON?, default value: Int) -> Int? {
@@ -148,10 +148,17 @@ enum FleetMethods {
         return .object(object)
     }
 
-    private static func status(_ fleet: FleetController, supervisor: AgentSupervisor) -> JSONValue {
+    private static func status(_ fleet: FleetController, supervisor: AgentSupervisor, visible: (String) -> Bool) -> JSONValue {
         let capacity = fleet.ledger.capacity
-        let allocated = fleet.ledger.allocated
-        let templates = supervisor.templatesForStatus.map { entry -> JSONValue in
+        let visibleGrants = fleet.ledger.grants.filter { visible($0.template) }
+        var allocated = ResourceLedger.Totals()
+        for grant in visibleGrants {
+            allocated.cpu += grant.request.cpu ?? 0
+            allocated.memoryBytes += grant.request.memoryBytes ?? 0
+            allocated.gpus += grant.gpus.count
+            allocated.costPerHour += grant.costPerHour
+        }
+        let templates = supervisor.templatesForStatus.filter { visible($0.template.name) }.map { entry -> JSONValue in
             var object: [String: JSONValue] = [
                 "template": .string(entry.template.name), "instances": .integer(Int64(entry.instances)), "dormant": .bool(entry.dormant),
                 "priorityClass": .string(entry.template.priorityClass.rawValue), "resources": json(entry.template.resources),
@@ -182,7 +189,7 @@ enum FleetMethods {
             }
             return .object(object)
         }
-        let grants = fleet.ledger.grants.map { grant -> JSONValue in
+        let grants = visibleGrants.map { grant -> JSONValue in
             var object: [String: JSONValue] = [
                 "agentId": .string(grant.instance), "template": .string(grant.template), "gpus": .array(grant.gpus.map(JSONValue.string)),
                 "priorityClass": .string(grant.priority.rawValue), "costPerHour": .double(money(grant.costPerHour)),

@@ -1,4 +1,5 @@
 import Agents
+import Fleet
 import Backend
 import JSONRPC
 import Redis
@@ -15,7 +16,9 @@ import Foundation
 extension GatewayObservability {
     /// Sets the gauge families from the registry, the task engine, the coordination counters
     /// and the Redis client just before each exposition.
-    func installScrapeHooks(agents: AgentRegistry, tasks: any TaskService, coordination: CoordinationMethods, redis: RedisClient?) {
+    func installScrapeHooks(
+        agents: AgentRegistry, tasks: any TaskService, coordination: CoordinationMethods, redis: RedisClient?, fleet: ResourceLedger
+    ) {
         guard let metrics else { return }
         let agentsByState = metrics.gaugeFamily("agents", help: "Agent instances, by state and reported health.")
         let instancesByTemplate = metrics.gaugeFamily("template_instances", help: "Instances of each template, by whether they are healthy (idle or busy, circuit not open).")
@@ -28,6 +31,9 @@ extension GatewayObservability {
         let subscriptions = metrics.gaugeFamily("event_subscriptions", help: "Event subscriptions open.")
         let memoryKeys = metrics.gaugeFamily("memory_keys", help: "Keys in shared memory (the embedded backend's; Redis reports its own).")
         let build = metrics.gaugeFamily("build_info", help: "The gateway's version, as a label; the value is 1.")
+        let cost = metrics.gaugeFamily("fleet_cost_per_hour", help: "What the resources granted to spawned agents cost per hour (fleet.prices), by template.")
+        let allocated = metrics.gaugeFamily("fleet_allocated", help: "Resources granted to spawned agents: cpu in cores, memory in bytes, gpu in devices.")
+        let capacity = metrics.gaugeFamily("fleet_capacity", help: "Resources the gateway may grant: cpu in cores, memory in bytes, gpu in devices.")
         metrics.onScrape {
             var byState: [[String]: Double] = [:]
             var byTemplate: [[String]: Double] = [:]
@@ -85,6 +91,19 @@ extension GatewayObservability {
                 metrics.redisErrors.sync(total: redisTotals.errors)
             }
             build.set([(labels: [("version", BuildInfo.version)], value: 1)])
+            var costByTemplate: [String: Double] = [:]
+            for grant in fleet.grants { costByTemplate[grant.template, default: 0] += grant.costPerHour }
+            cost.set(costByTemplate.map { (labels: [("template", $0.key)], value: $0.value) })
+            let granted = fleet.allocated
+            allocated.set([
+                (labels: [("resource", "cpu")], value: granted.cpu), (labels: [("resource", "memory")], value: Double(granted.memoryBytes)),
+                (labels: [("resource", "gpu")], value: Double(granted.gpus)),
+            ])
+            let limits = fleet.capacity
+            capacity.set([
+                (labels: [("resource", "cpu")], value: limits.cpu), (labels: [("resource", "memory")], value: Double(limits.memoryBytes)),
+                (labels: [("resource", "gpu")], value: Double(limits.gpus.count)),
+            ])
         }
     }
 
