@@ -80,7 +80,7 @@ redis_pid=$!
 for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 stage conformance-redis python3 conformance/run.py \
     --spawn "$binary serve --listen tcp://127.0.0.1:0 --redis redis://127.0.0.1:$redis_port/0" --tcp auto \
-    -k agents/ -k tasks/ -k coordination/ -k observability/
+    -k agents/ -k tasks/ -k coordination/ -k observability/ -k fleet/
 line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$logs/conformance-redis.log" | tail -1)
 count "$(echo "$line" | cut -d' ' -f1)" "$(echo "$line" | cut -d' ' -f3)"
 kill "$redis_pid" 2>/dev/null
