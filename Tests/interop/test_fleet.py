@@ -656,3 +656,62 @@ def test_a_higher_priority_class_takes_the_resources_of_a_lower_one(gateway, age
     # Never the other way: the low class cannot take it back.
     reply = session.call("agents/scale", {"template": "batch", "instances": 2})
     assert reply.get("error", {}).get("code") == -32602 and "CPU" in reply["error"]["message"], reply
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+def test_with_replicas_the_leader_alone_scales_a_template(start_gateway, agent_script, shared_dir, tmp_path):
+    from test_replicas import RedisServer
+    redis = RedisServer()
+    redis.start()
+    try:
+        autoscale = {"min": 1, "max": 3, "targetUtilization": 1.0, "scaleUpAfterSeconds": 0.5,
+                     "scaleDownAfterSeconds": 1, "cooldownSeconds": 0.2}
+        path = tmp_path / "gateway.json"
+        path.write_text(json.dumps({"fleet": FAST_FLEET, "agents": {"worker": template(
+            agent_script, instances=1, maxConcurrency=1, autoscale=autoscale)}}))
+        gateways = {name: start_gateway("tcp", extra=["--config", str(path), "--redis", redis.url, "--replica-id", name])
+                    for name in ("r1", "r2")}
+        sessions = {name: RpcSession.connect(gw.tcp) for name, gw in gateways.items()}
+
+        def own(name: str) -> list:
+            return [a for a in agents_of(sessions[name], "worker") if a.get("replica") == name]
+
+        for name in sessions:
+            poll(lambda: own(name), running(1), f"{name}'s instance")
+        # Work queued on the shared board, submitted at the replica that does not lead.
+        gate = shared_dir / "gate"
+        ids = [sessions["r2"].result("tasks/submit", {"taskType": "work", "taskData": {"gate": str(gate)}, "timeout": 60})["taskId"]
+               for _ in range(6)]
+        poll(lambda: own("r1"), running(3), "the leader's instances grown to the max")
+        assert len(own("r2")) == 1, "the replica that does not lead scaled too"
+        assert decisions(sessions["r1"], "worker", "scaleUp"), "the leader decided nothing"
+        assert decisions(sessions["r2"], "worker") == [], decisions(sessions["r2"], "worker")
+
+        gate.touch()
+        waiting = [sessions["r2"].request("tasks/result", {"taskId": task}) for task in ids]
+        for request_id in waiting:
+            pid_of(text_of(sessions["r2"].reply(request_id, WAIT)))
+        poll(lambda: own("r1"), lambda agents: len(agents) == 1, "the leader back to its min")
+        for session in sessions.values():
+            session.close()
+    finally:
+        redis.cleanup()
+
+
+def test_without_cgroups_memory_is_held_by_setrlimit_and_a_cpu_limit_is_refused(gateway, agent_script):
+    gw, session = gateway({"fleet": {**FAST_FLEET, "cgroups": False}, "agents": {
+        "small": {**template(agent_script, instances=1, resources={"memory": "256Mi"}), "toolPrefix": "s_"},
+        "timed": {**template(agent_script, instances=1, resources={"cpu": 0.5}), "toolPrefix": "t_"},
+    }})
+    assert fleet_status(session)["enforcement"]["limits"] == "setrlimit"
+    [small] = poll(lambda: agents_of(session, "small"), running(1), "the rlimited instance")
+    assert any("setrlimit" in line for line in small["isolation"]), small
+    # An address-space limit fails the allocation inside the agent, which lives on.
+    reply = session.call("tools/call", {"name": "s_allocate", "arguments": {"mib": 512}}, WAIT)
+    assert reply["result"].get("isError") and "MemoryError" in reply["result"]["content"][0]["text"], reply
+    assert call_tool(session, "s_work", {}) == f"ok:{small['processId']}"
+    # CPU cannot be held without cgroups: the start is refused, not made unlimited.
+    [timed] = poll(lambda: agents_of(session, "timed"), lambda agents: agents and agents[0]["currentState"] == "ERROR", "the cpu-limited start refused")
+    assert "control groups" in timed["error"] and "processId" not in timed, timed
