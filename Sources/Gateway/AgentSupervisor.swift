@@ -374,9 +374,20 @@ final class AgentSupervisor: Sendable {
                     throw .resize(template: templateName, "it \(error.description)")
                 }
             }
-            let groups = state.withLock { state in instances.compactMap { state.cgroups[$0] } }
+            let groups = state.withLock { state in instances.compactMap { id in state.cgroups[id].map { (id, $0) } } }
             if groups.count < instances.count { appliedLive = false }
-            for group in groups where (try? group.apply(resources)) == nil { appliedLive = false }
+            for (id, group) in groups {
+                guard (try? group.apply(resources)) != nil else {
+                    appliedLive = false
+                    continue
+                }
+                // What agents/get says it is held to follows the new limits.
+                guard case .array(let written)? = core.agents.status(id)?["isolation"] else { continue }
+                let lines = written.compactMap(\.stringValue).map { line in
+                    line.hasPrefix("cgroups ") ? "cgroups \(group.layout.version.rawValue): \(LaunchPlanner.describe(resources))" : line
+                }
+                core.agents.annotate(id, gpus: core.fleet.ledger.grant(of: id.rawValue)?.gpus ?? [], isolation: lines)
+            }
             template.resources = resources
         }
         if let maximumConcurrency {
@@ -583,6 +594,7 @@ final class AgentSupervisor: Sendable {
     ) async throws -> String {
         if let remote = template.remote { return await runRemote(template, remote, id: id, stop: stop, logger: logger) }
         let gpus = core.fleet.ledger.grant(of: id.rawValue)?.gpus ?? []
+        let launched = ContinuousClock.now
         let child: ChildProcess
         do {
             // With a pool, an instance sees its GPUs alone, and one that asked for none sees none.
@@ -631,6 +643,7 @@ final class AgentSupervisor: Sendable {
                 try await AgentDiscovery.handshake(handle, timeout: TimeAmount(template.startupTimeout))
             }
             core.agents.ready(id, endpoint: handle, offer: offer, hidingTools: template.disabledTools, processID: child.processID)
+            core.fleet.recordStart(template.name, took: ContinuousClock.now - launched)
             logger.info(
                 "agent \(id) ready (pid \(child.processID)): \(offer.tools.count) tools, \(offer.resources.count) resources, \(offer.prompts.count) prompts")
         } catch {

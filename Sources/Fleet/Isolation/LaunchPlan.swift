@@ -143,7 +143,8 @@ public enum LaunchPlanner {
         return trimmed
     }
 
-    static func describe(_ resources: ResourceRequest) -> String {
+    /// The limits as the isolation lines name them: "cpu 0.5, memory 256Mi".
+    public static func describe(_ resources: ResourceRequest) -> String {
         var parts: [String] = []
         if let cpu = resources.cpu { parts.append("cpu \(ResourceLedger.format(cpu))") }
         if let memory = resources.memoryBytes { parts.append("memory \(ResourceRequest.formatBytes(memory))") }

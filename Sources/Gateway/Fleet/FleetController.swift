@@ -41,6 +41,21 @@ final class FleetController: Sendable {
     private struct State {
         var autoscalers: [String: Autoscaler] = [:]
         var decisions: [Decision] = []
+        /// How long each template's instances take from launch to ready: a moving average the
+        /// forecast's lead takes into account.
+        var startSeconds: [String: Double] = [:]
+    }
+
+    /// An instance of `template` became ready `duration` after its launch.
+    func recordStart(_ template: String, took duration: Duration) {
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        state.withLock { state in
+            state.startSeconds[template] = state.startSeconds[template].map { $0 * 0.7 + seconds * 0.3 } ?? seconds
+        }
+    }
+
+    func startSeconds(of template: String) -> Double? {
+        state.withLock { $0.startSeconds[template] }
     }
 
     init(settings: FleetSettings, agents: AgentRegistry, supervisor: SupervisorSlot, logger: Logger) {

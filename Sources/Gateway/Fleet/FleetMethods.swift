@@ -165,6 +165,7 @@ enum FleetMethods {
                 "maxConcurrency": .integer(Int64(entry.template.maximumConcurrency)),
                 "costPerHour": .double(money(fleet.ledger.prices.costPerHour(of: entry.template.resources) * Double(entry.instances))),
             ]
+            if let seconds = fleet.startSeconds(of: entry.template.name) { object["startSeconds"] = .double((seconds * 1000).rounded() / 1000) }
             if let policy = entry.template.autoscale {
                 var autoscale: [String: JSONValue] = [
                     "min": .integer(Int64(policy.minimum)), "max": .integer(Int64(policy.maximum)), "targetUtilization": .double(policy.targetUtilization),
