@@ -17,7 +17,7 @@ struct SwitchboardCommand: AsyncParsableCommand {
         commandName: "switchboard",
         abstract: "An agent orchestration gateway speaking JSON-RPC 2.0 and MCP.",
         version: BuildInfo.version,
-        subcommands: [Serve.self, StatusCommand.self, AgentsCommand.self, TasksCommand.self, WorkflowsCommand.self, AuthCommand.self, AuditCommand.self, Config.self, Workflow.self, Version.self]
+        subcommands: [Serve.self, StatusCommand.self, AgentsCommand.self, TasksCommand.self, WorkflowsCommand.self, FleetCommand.self, ReloadCommand.self, AuthCommand.self, AuditCommand.self, Config.self, Workflow.self, Version.self]
     )
 }
 

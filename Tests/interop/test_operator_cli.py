@@ -440,3 +440,180 @@ def test_make_install_and_uninstall(tmp_path):
     uninstall = subprocess.run([make, "uninstall", *common], capture_output=True, text=True, timeout=60)
     assert uninstall.returncode == 0, uninstall.stdout + uninstall.stderr
     assert not installed.exists()
+
+
+# --------------------------------------------------------------------------- fleet and reload
+#
+# A gateway whose one spawned template, `worker` (stdio_tool_server.py), is autoscaled between 1
+# and 2 instances and asks for 64Mi of memory, so that each instance holds a grant and its rows.
+# The test machine runs as root with writable control groups: a gateway without them fails the
+# test, it does not skip it.
+
+TOOL_SERVER = Path(__file__).resolve().parent / "agents" / "stdio_tool_server.py"
+FAST_ROLLOUT = {"maxSurge": 1, "maxUnavailable": 0, "stepSeconds": 0.2, "canaryShare": 0, "minimumCalls": 5, "readyTimeoutSeconds": 20}
+MIB = 1024 * 1024
+
+
+def worker(label: str = "one", **extra) -> dict:
+    return {
+        "command": sys.executable, "args": [str(TOOL_SERVER), "--tool", "work", "--label", label],
+        "resources": {"memory": "64Mi"},
+        "autoscale": {"min": 1, "max": 2, "scaleDownAfterSeconds": 0.5, "cooldownSeconds": 0},
+        "rollout": FAST_ROLLOUT, **extra,
+    }
+
+
+def write_fleet(path: Path, agents: dict) -> None:
+    path.write_text(json.dumps({"fleet": {"autoscaleIntervalSeconds": 0.2}, "agents": agents}, indent=2))
+
+
+def poll(fetch, check, what: str):
+    deadline = time.monotonic() + AGENT_START
+    while True:
+        value = fetch()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not so within {AGENT_START}s; last: {json.dumps(value)[:2000]}")
+        time.sleep(0.05)
+
+
+def section(text: str, title: str) -> str:
+    """The block of a view that follows the line `title:`, up to the next blank line."""
+    return text.split(f"\n{title}:\n", 1)[1].split("\n\n", 1)[0]
+
+
+@pytest.fixture
+def fleet_gateway(start_gateway, tmp_path):
+    """fleet_gateway(**agents) -> (a gateway on TCP with those agent templates, a session, its config file)."""
+    sessions = []
+
+    def start(**agents):
+        path = tmp_path / "fleet.json"
+        write_fleet(path, agents)
+        gw = start_gateway("tcp", extra=["--config", str(path)])
+        session = RpcSession.connect(gw.tcp)
+        sessions.append(session)
+        limits = session.result("fleet/status")["enforcement"]["limits"]
+        if not limits.startswith("cgroups"):
+            pytest.fail(f"these tests need a gateway run as root with writable control groups; this one holds limits by {limits!r}")
+        for name in agents:
+            wait_for_agent(session, name)
+        return gw, session, path
+
+    yield start
+    for session in sessions:
+        session.close()
+
+
+def test_fleet_summarises_capacity_templates_and_grants(sb_bin, fleet_gateway):
+    gw, session, _ = fleet_gateway(worker=worker())
+    poll(lambda: session.result("fleet/status")["templates"][0]["autoscale"], lambda a: "desired" in a, "the autoscaler's first look")
+    capacity = session.result("fleet/status")["capacity"]
+
+    view = ok(sb_bin, "fleet", "--connect", gw.tcp.url)
+    fields = details(view)
+    assert re.fullmatch(rf"0 of {capacity['cpu']:g} cores allocated", fields["cpu"]), fields
+    assert re.fullmatch(r"64Mi of \d+(\.\d+)?Gi allocated", fields["memory"]), fields
+    assert fields["gpus"].startswith("none"), fields
+    assert fields["cost"] == "0 per hour (no prices set: fleet.prices)", fields
+    assert fields["limits held by"].startswith("cgroups v"), fields
+    assert fields["sandboxes built by"], fields
+
+    templates = table(section(view, "templates"))
+    assert templates == [{"TEMPLATE": "worker", "INSTANCES": "1", "AUTOSCALE": "1–2, desired 1", "RESOURCES": "memory 64Mi",
+                          "PRIORITY": "normal", "COST/H": "0"}], view
+    grants = table(section(view, "grants"))
+    assert [(g["AGENT"], g["TEMPLATE"], g["CPU"], g["MEMORY"], g["GPUS"], g["PRIORITY"]) for g in grants] == [
+        ("worker#1", "worker", "-", "64Mi", "-", "normal")], view
+
+    # `fleet` is `fleet status`; --json is the method's result.
+    assert details(ok(sb_bin, "fleet", "status", "--connect", gw.tcp.url)) == fields
+    status = as_json(sb_bin, "fleet", "--connect", gw.tcp.url)
+    assert status["templates"][0]["resources"] == {"memoryBytes": 64 * MIB}
+    assert [g["agentId"] for g in status["grants"]] == ["worker#1"]
+
+
+def test_fleet_decisions_show_each_decision_with_its_reason_below(sb_bin, fleet_gateway):
+    gw, session, _ = fleet_gateway(worker=worker(instances=2))
+    # Two instances and no demand: after scaleDownAfterSeconds the autoscaler goes back to min.
+    decided = poll(lambda: session.result("fleet/decisions", {"template": "worker"})["decisions"],
+                   lambda d: any(x["kind"] == "scaleDown" for x in d), "a scale-down decision")
+    down = next(d for d in decided if d["kind"] == "scaleDown")
+
+    lines = ok(sb_bin, "fleet", "decisions", "--template", "worker", "--connect", gw.tcp.url).splitlines()
+    assert re.split(r"\s{2,}", lines[0]) == ["TIME", "TEMPLATE", "KIND", "CHANGE", "OUTCOME"], lines
+    rows = [(n, re.split(r"\s{2,}", line)) for n, line in enumerate(lines) if not line.startswith(" ")][1:]
+    n, row = next((n, row) for n, row in rows if row[2] == "scaleDown")
+    assert row == [down["at"], "worker", "scaleDown", "2 → 1", "applied"], lines
+    assert lines[n + 1] == f"    {down['reason']}", lines
+
+    one = ok(sb_bin, "fleet", "decisions", "--limit", "1", "--connect", gw.tcp.url).splitlines()
+    assert len([line for line in one[1:] if not line.startswith(" ")]) == 1, one
+    assert ok(sb_bin, "fleet", "decisions", "--template", "nosuch", "--connect", gw.tcp.url).strip() == "no decisions"
+    refused = sb(sb_bin, "fleet", "decisions", "--limit", "0", "--connect", gw.tcp.url)
+    assert refused.returncode == 1 and '"limit" must be an integer from 1 to 1000' in refused.stderr and refused.stdout == "", refused
+
+
+def test_fleet_allocations_lists_each_grants_rows(sb_bin, fleet_gateway):
+    gw, session, _ = fleet_gateway(worker=worker())
+    rows = table(ok(sb_bin, "fleet", "allocations", "--connect", gw.tcp.url))
+    assert list(rows[0]) == ["ID", "AGENT", "TEMPLATE", "RESOURCE", "AMOUNT", "COST/H", "USE", "AGE", "RELEASED"]
+    assert [(r["AGENT"], r["TEMPLATE"], r["RESOURCE"], r["AMOUNT"], r["RELEASED"]) for r in rows] == [
+        ("worker#1", "worker", "memory", "64Mi", "-")], rows
+
+    # A resize releases the row and begins another; --released shows both.
+    session.result("agents/resize", {"template": "worker", "resources": {"memory": "96Mi"}})
+    assert [r["AMOUNT"] for r in table(ok(sb_bin, "fleet", "allocations", "--template", "worker", "--connect", gw.tcp.url))] == ["96Mi"]
+    both = table(ok(sb_bin, "fleet", "allocations", "--released", "--connect", gw.tcp.url))
+    assert [(r["AMOUNT"], r["RELEASED"] == "-") for r in both] == [("96Mi", True), ("64Mi", False)], both
+    assert both[1]["RELEASED"].endswith(" ago"), both
+    assert ok(sb_bin, "fleet", "allocations", "--template", "nosuch", "--connect", gw.tcp.url).strip() == "no allocations"
+
+
+def test_fleet_resize_changes_concurrency_and_keeps_the_resources_not_given(sb_bin, fleet_gateway):
+    gw, session, _ = fleet_gateway(worker=worker())
+    fields = details(ok(sb_bin, "fleet", "resize", "worker", "--max-concurrency", "3", "--connect", gw.tcp.url))
+    assert fields == {"template": "worker", "max concurrency": "3", "resources": "memory 64Mi", "instances": "worker#1",
+                      "limits": "applied live"}, fields
+    assert session.result("agents/get", {"agentId": "worker#1"})["maxConcurrency"] == 3
+
+    # A resource given changes; the others stay, unless --replace.
+    assert details(ok(sb_bin, "fleet", "resize", "worker", "--processes", "64", "--connect", gw.tcp.url))["resources"] == "memory 64Mi, processes 64"
+    replaced = as_json(sb_bin, "fleet", "resize", "worker", "--processes", "32", "--replace", "--connect", gw.tcp.url)
+    assert replaced["resources"] == {"processes": 32} and replaced["maxConcurrency"] == 3, replaced
+
+    nothing = sb(sb_bin, "fleet", "resize", "worker", "--connect", gw.tcp.url)
+    assert nothing.returncode == 64 and "give at least one of --max-concurrency, --cpu, --memory and --processes" in nothing.stderr, nothing
+    unknown = sb(sb_bin, "fleet", "resize", "nosuch", "--max-concurrency", "2", "--connect", gw.tcp.url)
+    assert unknown.returncode == 1 and 'no agent template "nosuch" in the configuration' in unknown.stderr, unknown
+
+
+def test_reload_starts_a_template_added_to_the_configuration(sb_bin, fleet_gateway):
+    gw, session, path = fleet_gateway(worker=worker())
+    extra = {"command": sys.executable, "args": [str(TOOL_SERVER), "--tool", "extra_work"]}
+    write_fleet(path, {"worker": worker(), "extra": extra})
+    fields = details(ok(sb_bin, "reload", "--connect", gw.tcp.url))
+    assert fields == {"added": "extra", "removed": "none", "rolling out": "none", "changed in place": "none", "unchanged": "worker"}, fields
+    wait_for_agent(session, "extra")
+
+    write_fleet(path, {"worker": worker()})
+    assert as_json(sb_bin, "reload", "--connect", gw.tcp.url) == {"added": [], "removed": ["extra"], "rolling": [], "resized": [], "unchanged": ["worker"]}
+
+
+def test_fleet_rollouts_show_a_reload_rolling_a_template_out(sb_bin, fleet_gateway):
+    gw, session, path = fleet_gateway(worker=worker("one"))
+    assert ok(sb_bin, "fleet", "rollouts", "--connect", gw.tcp.url).strip() == "no rollouts"
+    write_fleet(path, {"worker": worker("two")})
+    fields = details(ok(sb_bin, "reload", "--connect", gw.tcp.url))
+    assert fields["rolling out"] == "worker" and fields["unchanged"] == "none", fields
+    done = poll(lambda: session.result("fleet/rollouts", {"template": "worker"})["rollouts"],
+                lambda r: r and r[0]["outcome"] != "rolling", "the rollout over")[0]
+    assert done["outcome"] == "completed" and done["steps"], done
+
+    view = ok(sb_bin, "fleet", "rollouts", "--template", "worker", "--connect", gw.tcp.url)
+    head, *rest = view.splitlines()
+    assert head == f"worker {done['from']} → {done['to']}: completed", view
+    assert rest[0].startswith(f"  started: {done['startedAt']} (") and rest[1].startswith(f"  ended:   {done['endedAt']}, after "), view
+    assert rest[2] == "  steps:" and rest[3:] == [f"    {step}" for step in done["steps"]], view
+    assert ok(sb_bin, "fleet", "rollouts", "--template", "other", "--connect", gw.tcp.url).strip() == "no rollouts"

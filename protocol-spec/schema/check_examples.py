@@ -20,9 +20,10 @@ Usage: python3 check_examples.py        (needs the `jsonschema` package)
    and chapter 07, section 7.3.5); the result of an
    `agents/get`, `agents/setState` or `agents/drain` request, and every entry of the `agents`
    array of an `agents/list` result, MUST match the AgentStatus schema of chapter 07,
-   section 7.4; a `fleet/status` result MUST match the schema of chapter 16, section 16.9, and
-   every entry of the `decisions` of a `fleet/decisions` result and of the `allocations` of a
-   `fleet/allocations` result the schemas of sections 16.10 and 16.11.
+   section 7.4; a `fleet/status` result MUST match the schema of chapter 16, section 16.9, a
+   `gateway/reload` result that of section 16.15.1, and every entry of the `decisions` of a
+   `fleet/decisions` result, of the `allocations` of a `fleet/allocations` result and of the
+   `rollouts` of a `fleet/rollouts` result the schemas of sections 16.10, 16.11 and 16.17.
 4. Every workflow in examples/workflows/ (YAML; needs the `yaml` package, PyYAML, and is
    skipped with a note without it) MUST match schema/workflow.schema.json (chapter 11).
 
@@ -59,6 +60,8 @@ FLEET_RESULTS = {
     "fleet/status": ("## 16.9 `fleet/status`", None),
     "fleet/decisions": ("## 16.10 `fleet/decisions`", "decisions"),
     "fleet/allocations": ("## 16.11 `fleet/allocations`", "allocations"),
+    "fleet/rollouts": ("## 16.17 `fleet/rollouts`", "rollouts"),
+    "gateway/reload": ("### 16.15.1 `gateway/reload`", None),
 }
 
 
