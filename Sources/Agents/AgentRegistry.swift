@@ -1212,8 +1212,10 @@ public final class AgentRegistry: Sendable {
         if !state.canary.isEmpty, let canary = state.canary[origin.template] {
             // Every call draws its version by the canary's share; if none of that version can
             // take it, the other version does.
+            // The golden ratio's multiples spread the draws evenly: no run of calls to one version.
             state.canaryDraws &+= 1
-            let toCanary = Double(state.canaryDraws % 1000) < canary.share * 1000
+            let draw = (Double(state.canaryDraws % 1_000_000) * 0.618_033_988_749_895).truncatingRemainder(dividingBy: 1)
+            let toCanary = draw < canary.share
             alternative = toCanary ? active : canary.version
             if toCanary { active = canary.version }
         }

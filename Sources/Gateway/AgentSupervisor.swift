@@ -261,11 +261,18 @@ final class AgentSupervisor: Sendable {
 
     // MARK: Rollouts
 
-    /// The instances running the template now (a parked one not counted), oldest first.
+    /// The instances running the template now, oldest first: not one parked, nor one draining
+    /// (it is on its way out).
     func instances(of templateName: String) -> [AgentRegistry.InstanceID] {
-        state.withLock { state in
+        let ids = state.withLock { state in
             state.running.keys.filter { Self.template(of: $0) == templateName && state.parked[$0] == nil }.sorted { Self.index(of: $0) < Self.index(of: $1) }
         }
+        return ids.filter { core.agents.status($0)?["draining"] != .bool(true) }
+    }
+
+    /// The template's parked (dormant) instances.
+    func parkedInstances(of templateName: String) -> [AgentRegistry.InstanceID] {
+        state.withLock { state in state.parked.keys.filter { Self.template(of: $0) == templateName } }
     }
 
     func template(named name: String) -> AgentTemplate? {

@@ -102,6 +102,8 @@ enum FleetViews {
         lines.add("rolling out", report.list("rolling") ?? "none")
         lines.add("changed in place", report.list("resized") ?? "none")
         lines.add("unchanged", report.list("unchanged") ?? "none")
+        // Only when some template was being rolled out already: the next reload reads it.
+        if let deferred = report.list("deferred") { lines.add("left for the next reload", deferred) }
         var text = lines.text
         if report.list("rolling") != nil { text += "\n\n`switchboard fleet rollouts` follows the rollouts." }
         return text

@@ -46,6 +46,6 @@ public struct Role: Sendable, Hashable {
         BuiltInRole.viewer.rawValue: Role(name: "viewer", allow: reading),
         BuiltInRole.monitor.rawValue: Role(
             name: "monitor",
-            allow: ["metrics/prometheus", "metrics/history", "gateway/status", "agents/list", "agents/get", "fleet/status", "fleet/decisions", "fleet/allocations"]),
+            allow: ["metrics/prometheus", "metrics/history", "gateway/status", "agents/list", "agents/get", "fleet/status", "fleet/decisions", "fleet/allocations", "fleet/rollouts"]),
     ]
 }

@@ -171,6 +171,13 @@ public final class ResourceLedger: Sendable {
 
     public func grant(of instance: String) -> Grant? { state.withLock { $0.grants[instance] } }
 
+    /// A template's class changed: its grants are held at the new one from now on.
+    public func setPriority(_ priority: PriorityClass, template: String) {
+        state.withLock { state in
+            for (instance, grant) in state.grants where grant.template == template { state.grants[instance]?.priority = priority }
+        }
+    }
+
     public var grants: [Grant] { state.withLock { Array($0.grants.values) }.sorted { $0.instance < $1.instance } }
 
     public var allocated: Totals { state.withLock { Self.totals($0.grants.values) } }
@@ -241,7 +248,15 @@ public final class ResourceLedger: Sendable {
     ) -> [String] {
         var remaining = grants
         var chosen: [String] = []
-        let candidates = grants.values.filter { $0.priority < priority }.sorted {
+        // Only grants that hold some of what is short: stopping others would free nothing.
+        let used = totals(grants.values)
+        let cpuShort = (request.cpu ?? 0) > 0 && used.cpu + (request.cpu ?? 0) > capacity.cpu + 1e-9
+        let memoryShort = (request.memoryBytes ?? 0) > 0 && used.memoryBytes + (request.memoryBytes ?? 0) > capacity.memoryBytes
+        let gpuShort = request.gpus > capacity.gpus.count - used.gpus
+        let candidates = grants.values.filter { grant in
+            grant.priority < priority
+                && ((cpuShort && (grant.request.cpu ?? 0) > 0) || (memoryShort && (grant.request.memoryBytes ?? 0) > 0) || (gpuShort && !grant.gpus.isEmpty))
+        }.sorted {
             $0.priority != $1.priority ? $0.priority < $1.priority : $0.allocatedAt > $1.allocatedAt
         }
         for candidate in candidates {

@@ -60,10 +60,11 @@ final class FleetController: Sendable {
 
     init(settings: FleetSettings, agents: AgentRegistry, supervisor: SupervisorSlot, logger: Logger) {
         self.settings = settings
-        self.rollouts = RolloutController(agents: agents, supervisor: supervisor, logger: logger)
+        let ledger = ResourceLedger(capacity: settings.capacity(), prices: settings.prices)
+        self.ledger = ledger
+        self.rollouts = RolloutController(agents: agents, supervisor: supervisor, ledger: ledger, logger: logger)
         self.agents = agents
         self.logger = logger
-        self.ledger = ResourceLedger(capacity: settings.capacity(), prices: settings.prices)
         self.host = IsolationHost.probe(makeCgroups: settings.cgroups)
     }
 
@@ -134,7 +135,10 @@ final class FleetController: Sendable {
     /// are short, it gets them.
     private func look(supervisor: AgentSupervisor, agents: AgentRegistry, tasks: any TaskService, isLeader: Bool) async {
         recordUse(supervisor: supervisor, agents: agents)
-        guard isLeader else { return }
+        guard isLeader else {
+            wakeDormant(supervisor: supervisor, agents: agents)
+            return
+        }
         let templates = supervisor.autoscaledTemplates.sorted { $0.priorityClass > $1.priorityClass }
         guard !templates.isEmpty else { return }
         let demand = agents.demand()
@@ -164,6 +168,30 @@ final class FleetController: Sendable {
             } catch {
                 outcome = "refused: \(error)"
                 logger.warning("autoscale \(template.name): \(decision.from) → \(decision.to) refused: \(error)")
+            }
+            state.withLock { state in
+                state.decisions.append(Decision(decision: decision, template: template.name, at: Date(), outcome: outcome))
+                if state.decisions.count > Self.decisionLimit { state.decisions.removeFirst(state.decisions.count - Self.decisionLimit) }
+            }
+        }
+    }
+
+    /// A replica that does not lead still starts a template it scaled to zero (while it led)
+    /// when a call waits for it here: nobody else would.
+    private func wakeDormant(supervisor: AgentSupervisor, agents: AgentRegistry) {
+        let demand = agents.demand()
+        for template in supervisor.autoscaledTemplates where supervisor.isParked(template.name) {
+            guard let waiting = demand[template.name]?.waitingCalls, waiting > 0 else { continue }
+            let decision = ScaleDecision(
+                kind: .coldStart, from: 0, to: 1,
+                reason: "\(waiting) call\(waiting == 1 ? "" : "s") wait\(waiting == 1 ? "s" : "") at this replica for a template it scaled to zero; the leader decides the rest",
+                at: seconds)
+            let outcome: String
+            do {
+                _ = try supervisor.scale(template.name, to: 1)
+                outcome = "applied"
+            } catch {
+                outcome = "refused: \(error)"
             }
             state.withLock { state in
                 state.decisions.append(Decision(decision: decision, template: template.name, at: Date(), outcome: outcome))

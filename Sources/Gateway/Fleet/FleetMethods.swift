@@ -15,7 +15,9 @@ enum FleetMethods {
                 context.logger.notice("configuration reloaded by \(context.principal.name)")
                 return .result(json(report))
             } catch {
-                return .error(JSONRPCError(code: JSONRPCError.Code.invalidRequest, message: error.description, data: ["method": "gateway/reload"]))
+                return .error(JSONRPCError(
+                    code: JSONRPCError.Code.invalidRequest, message: error.description,
+                    data: ["method": "gateway/reload", "reason": .string(error.description)]))
             }
         }
         table.register("fleet/rollouts") { request, context in
@@ -106,7 +108,7 @@ enum FleetMethods {
         [
             "added": .array(report.added.map(JSONValue.string)), "removed": .array(report.removed.map(JSONValue.string)),
             "rolling": .array(report.rolling.map(JSONValue.string)), "resized": .array(report.resized.map(JSONValue.string)),
-            "unchanged": .array(report.unchanged.map(JSONValue.string)),
+            "unchanged": .array(report.unchanged.map(JSONValue.string)), "deferred": .array(report.deferred.map(JSONValue.string)),
         ]
     }
 

@@ -12,6 +12,7 @@ import Synchronization
 final class RolloutController: Sendable {
     private let agents: AgentRegistry
     private let supervisor: SupervisorSlot
+    private let fleetLedger: ResourceLedger?
     private let logger: Logger
     private let state = Mutex(State())
 
@@ -41,6 +42,8 @@ final class RolloutController: Sendable {
         var rolling: [String] = []
         var resized: [String] = []
         var unchanged: [String] = []
+        /// Being rolled out already: read again once that is over.
+        var deferred: [String] = []
     }
 
     private struct State {
@@ -50,7 +53,8 @@ final class RolloutController: Sendable {
         var revision: [String: Int] = [:]
     }
 
-    init(agents: AgentRegistry, supervisor: SupervisorSlot, logger: Logger) {
+    init(agents: AgentRegistry, supervisor: SupervisorSlot, ledger: ResourceLedger, logger: Logger) {
+        self.fleetLedger = ledger
         self.agents = agents
         self.supervisor = supervisor
         self.logger = logger
@@ -72,12 +76,19 @@ final class RolloutController: Sendable {
             logger.notice("reload: template \(name) is no longer configured; its instances drain and stop")
         }
         for (name, template) in wanted.sorted(by: { $0.key < $1.key }) {
-            guard let current = running[name] else {
+            guard var current = running[name] else {
                 supervisor.addTemplate(template)
                 report.added.append(name)
                 logger.notice("reload: template \(name) added")
                 continue
             }
+            if isRollingOut(name) {
+                report.deferred.append(name)
+                logger.notice("reload: template \(name) is being rolled out; it is read again by the next reload once that is over")
+                continue
+            }
+            // A revision label the gateway gave (`1+r2`) stands for the version the file says.
+            if Self.isRevision(current.version, of: template.version) { current.version = template.version }
             if current == template {
                 report.unchanged.append(name)
             } else if Self.launchesAlike(current, template) {
@@ -93,6 +104,16 @@ final class RolloutController: Sendable {
             }
         }
         return report
+    }
+
+    private func isRollingOut(_ name: String) -> Bool {
+        state.withLock { $0.records.contains { $0.template == name && $0.outcome == .rolling } }
+    }
+
+    /// Whether `label` is a revision the gateway made of `version` ("1+r3" of "1", or of nil).
+    static func isRevision(_ label: String?, of version: String?) -> Bool {
+        guard let label, let plus = label.range(of: "+r", options: .backwards) else { return false }
+        return label[..<plus.lowerBound] == (version ?? "1") && Int(label[plus.upperBound...]) != nil
     }
 
     /// Whether two templates start the same processes: then a change is applied to the running
@@ -120,6 +141,7 @@ final class RolloutController: Sendable {
         updated.priorityClass = template.priorityClass
         updated.rollout = template.rollout
         supervisor.replaceTemplate(updated)
+        if template.priorityClass != current.priorityClass { fleetLedger?.setPriority(template.priorityClass, template: template.name) }
         let concurrency = template.maximumConcurrency != current.maximumConcurrency ? template.maximumConcurrency : nil
         let resources = template.resources != current.resources ? template.resources : nil
         if concurrency != nil || resources != nil {
@@ -142,22 +164,20 @@ final class RolloutController: Sendable {
         let supervisor = supervisor.value
         var next = next
         let from = current.version ?? "1"
-        if next.version == nil || next.version == current.version {
-            // The same label would make the two indistinguishable to routing: a revision.
-            let revision = state.withLock { state in
-                state.revision[current.name, default: 1] += 1
-                return state.revision[current.name]!
-            }
-            next.version = "\(from)+r\(revision)"
-        }
-        let to = next.version!
         let began = state.withLock { state -> Bool in
             guard !state.records.contains(where: { $0.template == current.name && $0.outcome == .rolling }) else { return false }
-            state.records.append(Record(template: current.name, from: from, to: to, outcome: .rolling, startedAt: Date(), steps: []))
+            if next.version == nil || next.version == current.version {
+                // The same label would make the two indistinguishable to routing: a revision
+                // of the version the file names.
+                state.revision[current.name, default: 1] += 1
+                next.version = "\(next.version ?? "1")+r\(state.revision[current.name]!)"
+            }
+            state.records.append(Record(template: current.name, from: from, to: next.version!, outcome: .rolling, startedAt: Date(), steps: []))
             if state.records.count > Self.recordLimit { state.records.removeFirst(state.records.count - Self.recordLimit) }
             return true
         }
         guard began else { throw Refusal(description: "template \(current.name) is already being rolled out") }
+        let to = next.version!
         supervisor.setRollingOut(current.name, true)
         var policy = next.rollout
         if let automaticRollback { policy.automaticRollback = automaticRollback }
@@ -204,8 +224,17 @@ final class RolloutController: Sendable {
         let oldInstances = supervisor.instances(of: name)
         supervisor.replaceTemplate(new)
         guard !oldInstances.isEmpty else {
-            // Scaled to zero (or none running): the next start runs the new template.
-            note(name, "no instance runs: the next one starts as \(version)")
+            // Scaled to zero (or none running): one instance of the new version starts, so that
+            // its offer is known, and the dormant ones of the old go; the autoscaler parks it
+            // again once idle.
+            let dormant = supervisor.parkedInstances(of: name)
+            do {
+                let started = try supervisor.startActiveVersionInstance(of: new)
+                note(name, "no instance ran: started \(started.rawValue) as \(version)")
+            } catch {
+                return await rollBack(name, old: old, new: new, started: [], wanted: 0, reason: "cannot start a new instance: \(error)")
+            }
+            for id in dormant { _ = supervisor.stop(id) }
             finish(name, .completed, reason: nil)
             state.withLock { $0.previous[name] = old }
             return
@@ -216,8 +245,15 @@ final class RolloutController: Sendable {
         var first = true
         while !remaining.isEmpty || started.count < wanted {
             // New instances beside the old ones, up to the surge.
-            let batch = max(1, min(policy.maxSurge, wanted - started.count))
+            let batch = max(1, min(max(policy.maxSurge, policy.maxUnavailable), wanted - started.count))
             var batchIDs: [AgentRegistry.InstanceID] = []
+            if policy.maxSurge == 0, !remaining.isEmpty {
+                // No room beside the old ones: old instances leave first, up to maxUnavailable.
+                let leaving = Array(remaining.prefix(min(batch, remaining.count)))
+                for id in leaving { try? agents.drain(id) }
+                remaining.removeFirst(leaving.count)
+                note(name, "draining \(leaving.map(\.rawValue).joined(separator: ", ")) to make room (maxSurge 0)")
+            }
             if started.count < wanted {
                 for _ in 0..<batch {
                     do {
