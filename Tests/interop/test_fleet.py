@@ -715,3 +715,29 @@ def test_without_cgroups_memory_is_held_by_setrlimit_and_a_cpu_limit_is_refused(
     # CPU cannot be held without cgroups: the start is refused, not made unlimited.
     [timed] = poll(lambda: agents_of(session, "timed"), lambda agents: agents and agents[0]["currentState"] == "ERROR", "the cpu-limited start refused")
     assert "control groups" in timed["error"] and "processId" not in timed, timed
+
+
+def test_a_template_without_a_version_rolls_out_under_a_revision_and_an_unchanged_file_stays_unchanged(
+        start_gateway, agent_script, tmp_path):
+    path = tmp_path / "gateway.json"
+    rollout = {**ROLLOUT, "canaryShare": 0}
+    plain = {"command": PYTHON, "args": [str(agent_script), "--label", "a"], "instances": 1, "rollout": rollout}
+    rewrite(path, {"agents": {"plain": plain}})
+    gw = start_gateway("tcp", extra=["--config", str(path)])
+    session = RpcSession.connect(gw.tcp)
+    poll(lambda: agents_of(session, "plain"), running(1), "the first version running")
+
+    changed = {**plain, "args": [str(agent_script), "--label", "b"]}
+    rewrite(path, {"agents": {"plain": changed}})
+    assert session.result("gateway/reload")["rolling"] == ["plain"]
+    done = poll(lambda: rollouts(session, "plain"), lambda r: r and r[0]["outcome"] != "rolling", "the rollout over")[0]
+    assert (done["outcome"], done["from"]) == ("completed", "1") and re.fullmatch(r"1\+r\d+", done["to"]), done
+    assert call_tool(session, "work", {}).endswith(":b")
+
+    # The same file again: nothing to do. A change of concurrency alone is made in place.
+    assert session.result("gateway/reload")["unchanged"] == ["plain"]
+    rewrite(path, {"agents": {"plain": {**changed, "maxConcurrency": 3}}})
+    assert session.result("gateway/reload")["resized"] == ["plain"]
+    assert [a["maxConcurrency"] for a in agents_of(session, "plain")] == [3]
+    assert len(rollouts(session, "plain")) == 1
+    session.close()
