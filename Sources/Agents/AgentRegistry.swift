@@ -566,9 +566,9 @@ public final class AgentRegistry: Sendable {
 
     /// What each instance of the template has answered since it was added, with its version:
     /// a rollout compares versions by the change between two readings.
-    public func figures(template: String) -> [(id: InstanceID, version: String, calls: Int, failures: Int, latencySeconds: Double)] {
+    public func figures(template: String, localOnly: Bool = false) -> [(id: InstanceID, version: String, calls: Int, failures: Int, latencySeconds: Double)] {
         state.withLock { state in
-            (state.templates[template]?.instances ?? []).map { instance in
+            (state.templates[template]?.instances ?? []).filter { !localOnly || $0.registration.replica == nil }.map { instance in
                 let latency = instance.totalLatency.components
                 return (
                     instance.id, instance.registration.version, instance.completed + instance.failed, instance.failed + instance.answeredWithError,

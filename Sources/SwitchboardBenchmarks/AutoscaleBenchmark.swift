@@ -19,8 +19,10 @@ struct AutoscaleBenchmark: ParsableCommand {
             wait first come first served for one of the fleet's call slots (--slots per instance), and \
             hold it for --service-time. An instance is ready --cold-start seconds after it is asked for; \
             one removed stops taking calls and finishes those it has. Once a second the fleet is \
-            described to Fleet's Autoscaler (DemandSample: ready, starting, slots, in flight, waiting) \
-            and its decision, if any, is carried out.
+            described to Fleet's Autoscaler (DemandSample: ready, starting, slots, in flight, waiting, \
+            and the arrival side as the gateway derives it: arrivals = calls finished + the change in \
+            in flight + waiting, and the mean service time of the calls finished) and its decision, if \
+            any, is carried out. The policies' coldStart is --cold-start, as the gateway measures it.
 
             Loads: step (--step-base calls/s, times --step-factor from --step-at for --step-hold \
             seconds of each --step-season) and daily (between --trough and --peak calls/s, a morning \
@@ -106,6 +108,11 @@ struct AutoscaleBenchmark: ParsableCommand {
     @Option(help: "Daily load: relative noise: each season's peaks move by up to this share, and each minute's rate by about it.")
     var noise: Double = 0.1
 
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Give the autoscaler the arrivals and mean service time of each second; without, only in flight and waiting.")
+    var arrivals = true
+
     @Flag(help: "Print the figures as JSON (progress goes to standard error).")
     var json = false
 
@@ -164,7 +171,7 @@ struct AutoscaleBenchmark: ParsableCommand {
                 let started = ContinuousClock.now
                 var simulation = FleetSimulation(
                     profile: profile, scaling: scaling, slots: slots, service: service, coldStart: coldStart, objective: objective,
-                    targetUtilization: targetUtilization, seed: UInt64(truncatingIfNeeded: seed))
+                    targetUtilization: targetUtilization, samplesArrivals: arrivals, seed: UInt64(truncatingIfNeeded: seed))
                 var outcome = simulation.run(mode: mode)
                 let elapsed = ContinuousClock.now - started
                 outcome.wallSeconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
@@ -197,7 +204,8 @@ struct AutoscaleBenchmark: ParsableCommand {
     private func policy(season: Double, predictive: Bool) -> AutoscalePolicy {
         AutoscalePolicy(
             minimum: minimum, maximum: maximum, targetUtilization: targetUtilization, scaleUpAfter: scaleUpAfter,
-            scaleDownAfter: scaleDownAfter, cooldown: cooldown, predictive: predictive, seasonLength: season, seasonBuckets: buckets)
+            scaleDownAfter: scaleDownAfter, cooldown: cooldown, coldStart: coldStart, predictive: predictive, seasonLength: season,
+            seasonBuckets: buckets)
     }
 
     /// The options of the run, as given or defaulted.
@@ -209,7 +217,7 @@ struct AutoscaleBenchmark: ParsableCommand {
             "scaleDownAfter": "\(scaleDownAfter)", "cooldown": "\(cooldown)", "buckets": "\(buckets)",
             "fixedInstances": fixedInstances.map { "\($0)" } ?? "sized for the peak", "stepBase": "\(stepBase)", "stepFactor": "\(stepFactor)",
             "stepSeason": "\(stepSeason)", "stepAt": "\(stepAt)", "stepHold": "\(stepHold)", "season": "\(season)", "trough": "\(trough)",
-            "peak": "\(peak)", "noise": "\(noise)",
+            "peak": "\(peak)", "noise": "\(noise)", "arrivals": "\(arrivals)",
         ]
     }
 
@@ -411,6 +419,7 @@ struct FleetSimulation {
     private let coldStart: Double
     private let objective: Double
     private let targetUtilization: Double
+    private let samplesArrivals: Bool
     private var autoscaler: Autoscaler?
 
     private var arrivalRandom: Xoshiro256StarStar
@@ -429,6 +438,12 @@ struct FleetSimulation {
     /// Instances starting, ready or draining.
     private var held = 0
     private var accountedUntil = 0.0
+    /// What the gateway reads between two samples: calls finished and the time they spent on
+    /// their instances, and the calls in flight and waiting at the previous sample.
+    private var finishedSinceSample = 0
+    private var serviceSecondsSinceSample = 0.0
+    private var demandAtLastSample: Int?
+    private var lastSampleAt = 0.0
 
     private(set) var arrivals = 0
     /// The decisions of the measured season, in order.
@@ -440,7 +455,7 @@ struct FleetSimulation {
 
     init(
         profile: DemandProfile, scaling: FleetScaling, slots: Int, service: SimulatedServiceTime, coldStart: Double, objective: Double,
-        targetUtilization: Double, seed: UInt64
+        targetUtilization: Double, samplesArrivals: Bool, seed: UInt64
     ) {
         self.profile = profile
         self.slots = slots
@@ -448,6 +463,7 @@ struct FleetSimulation {
         self.coldStart = coldStart
         self.objective = objective
         self.targetUtilization = targetUtilization
+        self.samplesArrivals = samplesArrivals
         // The same seed for every fleet: the same calls arrive, and each takes as long, whatever
         // the fleet does.
         arrivalRandom = Xoshiro256StarStar(seed: seed)
@@ -542,6 +558,8 @@ struct FleetSimulation {
         let id = finished.instance
         instances[id].busy -= 1
         inFlight -= 1
+        finishedSinceSample += 1
+        serviceSecondsSinceSample += finished.duration
         switch instances[id].phase {
         case .ready:
             freeSlots += 1
@@ -575,7 +593,7 @@ struct FleetSimulation {
         instances[id].busy += 1
         freeSlots -= 1
         inFlight += 1
-        completions.insert(CallCompletion(time: time + duration, instance: id))
+        completions.insert(CallCompletion(time: time + duration, duration: duration, instance: id))
 
         guard isMeasuring(arrival) else { return }
         let latency = time - arrival + duration
@@ -610,8 +628,7 @@ struct FleetSimulation {
             if carried < profile.rates[second] * service.mean - 1e-9 { outcome.secondsShortOfCapacity += 1 }
         }
         checkCapacity(at: time)
-        let sample = DemandSample(
-            ready: active.count, starting: starting.count, slotsPerInstance: slots, inFlight: inFlight, waiting: waiting.count)
+        let sample = describe(at: time)
         // Through optional chaining, so that the autoscaler is changed in place, not copied.
         if let decision = autoscaler?.observe(sample, at: time) {
             if isMeasuring(time) {
@@ -621,6 +638,26 @@ struct FleetSimulation {
             scale(to: decision.to, at: time)
         }
         if isMeasuring(time) { outcome.peakInstances = max(outcome.peakInstances, held) }
+    }
+
+    /// The fleet as the gateway describes it. Arrivals are not counted directly but derived, as
+    /// the gateway derives them from counters it has: the calls finished since the last sample
+    /// plus the change in those in flight and waiting; the mean service time is that of the
+    /// calls finished, nil when none did.
+    private mutating func describe(at time: Double) -> DemandSample {
+        let demand = inFlight + waiting.count
+        var sample = DemandSample(
+            ready: active.count, starting: starting.count, slotsPerInstance: slots, inFlight: inFlight, waiting: waiting.count)
+        if samplesArrivals, let previous = demandAtLastSample {
+            sample.arrivals = max(finishedSinceSample + demand - previous, 0)
+            sample.meanServiceSeconds = finishedSinceSample > 0 ? serviceSecondsSinceSample / Double(finishedSinceSample) : nil
+            sample.interval = time - lastSampleAt
+        }
+        demandAtLastSample = demand
+        lastSampleAt = time
+        finishedSinceSample = 0
+        serviceSecondsSinceSample = 0
+        return sample
     }
 
     /// Time to capacity after the measured step: the first moment, from the step on, when ready
@@ -711,9 +748,10 @@ private struct ArrivalQueue {
     }
 }
 
-/// A call in service: when it finishes, and on which instance.
+/// A call in service: when it finishes, how long it holds its slot, and on which instance.
 private struct CallCompletion {
     var time: Double
+    var duration: Double
     var instance: Int
 }
 
@@ -797,4 +835,7 @@ private func seconds(_ value: Double) -> String {
 
 private func oneDecimal(_ value: Double) -> String { String(format: "%.1f", value) }
 
-private func percent(_ share: Double) -> String { String(format: share < 0.001 && share > 0 ? "%.3f%%" : "%.2f%%", share * 100) }
+/// "1.38%"; a share under 0.01% with two significant digits ("0.00018%") rather than as none.
+private func percent(_ share: Double) -> String {
+    share > 0 && share < 0.0001 ? String(format: "%.2g%%", share * 100) : String(format: "%.2f%%", share * 100)
+}

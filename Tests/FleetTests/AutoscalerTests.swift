@@ -232,6 +232,29 @@ struct AutoscalePolicyTests {
             ])
     }
 
+    @Test func aNegativeColdStartIsNamed() {
+        #expect(AutoscalePolicy(maximum: 2, coldStart: -1).problems == ["autoscale.coldStart (-1.0) must be a number of seconds, 0 or more"])
+    }
+
+    @Test func theForecastLooksAheadByTheColdStartOrTheScaleUpWindowAndOneBucket() {
+        // Buckets of 900 s: a day of 96.
+        #expect(AutoscalePolicy(maximum: 2, scaleUpAfter: 5, coldStart: 3).forecastLead == 905)
+        #expect(AutoscalePolicy(maximum: 2, scaleUpAfter: 5, coldStart: 60).forecastLead == 960)
+    }
+
+    @Test func waitingCallsAreToBeClearedWithinTheScaleUpWindowAndAColdStart() {
+        #expect(AutoscalePolicy(maximum: 2, scaleUpAfter: 5, coldStart: 60).backlogClearance == 65)
+        #expect(AutoscalePolicy(maximum: 2, scaleUpAfter: 0, coldStart: 0).backlogClearance == 1)
+    }
+
+    @Test func aForecastIsPlannedForItsMeanAtTheTargetOrAHighQuantileWithEverySlotInUse() {
+        // 32 calls at 50%: the target's headroom (64 slots) is more than 32 + 2√32 = 43.3.
+        #expect(AutoscalePolicy(maximum: 2, targetUtilization: 0.5).forecastDemand(mean: 32) == 32)
+        // 9 calls at 90%: 9 + 2√9 = 15 slots, which is 13.5 calls at 90%.
+        #expect(abs(AutoscalePolicy(maximum: 2, targetUtilization: 0.9).forecastDemand(mean: 9) - 13.5) < 1e-9)
+        #expect(AutoscalePolicy(maximum: 2).forecastDemand(mean: 0) == 0)
+    }
+
     @Test func aZeroUtilizationIsRefused() {
         #expect(AutoscalePolicy(maximum: 2, targetUtilization: 0).problems == ["autoscale.targetUtilization (0.0) must be above 0 and at most 1"])
     }
@@ -271,7 +294,7 @@ struct PredictiveAutoscalerTests {
         #expect(early.at < late.at)
         #expect(
             early.reason
-                == "forecast demand 32.0 calls in 15.0 s needs 8 instances at 50% of 8 slots; demand now 2 calls (2 in flight, 0 waiting); 1 run")
+                == "forecast demand up to 32.0 calls within 15.0 s needs 8 instances at 50% of 8 slots; demand now 2 calls (2 in flight, 0 waiting); 1 run")
     }
 
     @Test func behavesReactivelyUntilTwoSeasonsAreSeen() {

@@ -109,6 +109,16 @@ struct BucketedDemandHistoryTests {
         #expect(history.forecast.history == [3])
     }
 
+    @Test func weighsEachIntervalOfArrivalsByItsLength() {
+        var history = BucketedDemandHistory(bucketLength: 10, bucketsPerSeason: 4)
+        // 2 calls for 1 s and 10 for 3 s: 8 on average, not 6; an interval of no time adds nothing.
+        history.record(work: 2, over: 1, at: 1)
+        history.record(work: 30, over: 3, at: 4)
+        history.record(work: 50, over: 0, at: 5)
+        history.record(work: 0, over: 1, at: 10)
+        #expect(history.forecast.history == [8])
+    }
+
     @Test func carriesTheLastMeanThroughUnobservedBuckets() {
         var history = BucketedDemandHistory(bucketLength: 10, bucketsPerSeason: 4)
         history.record(6, at: 0)

@@ -1,6 +1,7 @@
 /// How one template's instance count follows its demand: the bounds, the utilisation to aim for,
-/// how long a change in demand must last before the count follows it, and whether a seasonal
-/// forecast of demand may start instances before the demand arrives.
+/// how long a change in demand must last before the count follows it, how long an instance takes
+/// to start, and whether a seasonal forecast of demand may start instances before the demand
+/// arrives.
 public struct AutoscalePolicy: Sendable, Equatable {
     /// The fewest instances to keep; 0 lets the template scale to zero when idle.
     public var minimum: Int
@@ -15,6 +16,9 @@ public struct AutoscalePolicy: Sendable, Equatable {
     public var scaleDownAfter: Double
     /// Seconds after any change before the next one; a cold start from zero does not wait.
     public var cooldown: Double
+    /// Seconds from asking for an instance until it takes calls. A forecast looks at least this
+    /// far ahead, and waiting calls are to be cleared within the scale-up window and this.
+    public var coldStart: Double
     /// Whether a seasonal forecast of demand may raise the count ahead of the demand.
     public var predictive: Bool
     /// Seconds in one season of the demand cycle (a day by default).
@@ -29,6 +33,7 @@ public struct AutoscalePolicy: Sendable, Equatable {
         scaleUpAfter: Double = 5,
         scaleDownAfter: Double = 60,
         cooldown: Double = 10,
+        coldStart: Double = 5,
         predictive: Bool = false,
         seasonLength: Double = 86_400,
         seasonBuckets: Int = 96
@@ -39,6 +44,7 @@ public struct AutoscalePolicy: Sendable, Equatable {
         self.scaleUpAfter = scaleUpAfter
         self.scaleDownAfter = scaleDownAfter
         self.cooldown = cooldown
+        self.coldStart = coldStart
         self.predictive = predictive
         self.seasonLength = seasonLength
         self.seasonBuckets = seasonBuckets
@@ -59,7 +65,7 @@ public struct AutoscalePolicy: Sendable, Equatable {
         if !(targetUtilization > 0 && targetUtilization <= 1) {
             problems.append("autoscale.targetUtilization (\(targetUtilization)) must be above 0 and at most 1")
         }
-        for (name, seconds) in [("scaleUpAfter", scaleUpAfter), ("scaleDownAfter", scaleDownAfter), ("cooldown", cooldown)]
+        for (name, seconds) in [("scaleUpAfter", scaleUpAfter), ("scaleDownAfter", scaleDownAfter), ("cooldown", cooldown), ("coldStart", coldStart)]
         where !(seconds.isFinite && seconds >= 0) {
             problems.append("autoscale.\(name) (\(seconds)) must be a number of seconds, 0 or more")
         }
@@ -75,9 +81,32 @@ public struct AutoscalePolicy: Sendable, Equatable {
     /// Seconds of demand that one forecaster bucket averages.
     public var bucketLength: Double { seasonLength / Double(seasonBuckets) }
 
-    /// How far ahead a forecast must look to matter: the scale-up window plus one bucket, roughly
-    /// the time from deciding to start an instance until it takes calls.
-    public var forecastLead: Double { scaleUpAfter + bucketLength }
+    /// How far ahead a forecast looks: the cold start (or the scale-up window, when reactive
+    /// scaling takes longer to act) plus one bucket, so that instances asked for on a forecast
+    /// are ready before the bucket they are needed in begins.
+    public var forecastLead: Double { max(scaleUpAfter, coldStart) + bucketLength }
+
+    /// Seconds within which the instances asked for should clear the calls waiting: the time they
+    /// take to come (the scale-up window and a cold start), at least one second. Sooner would
+    /// start instances that sit idle once the short backlog is gone.
+    public var backlogClearance: Double { max(scaleUpAfter + coldStart, 1) }
+
+    /// Seconds over which arrivals are averaged into an offered load: the scale-up window, or one
+    /// mean service time when calls last longer, so that the average is no noisier than a count
+    /// of the calls in flight.
+    func arrivalWindow(meanServiceSeconds: Double) -> Double { max(scaleUpAfter, meanServiceSeconds) }
+
+    /// Call slots to plan for a forecast of `mean` calls: a forecast is of a bucket's mean, and the
+    /// calls in flight at a moment spread around it like a Poisson count. The more of the mean at
+    /// the target utilisation and its high quantile (mean + 2·√mean, about the 98th percentile)
+    /// with every slot in use.
+    func forecastDemand(mean: Double) -> Double {
+        guard mean > 0 else { return 0 }
+        return max(mean, targetUtilization * (mean + Self.forecastDeviations * mean.squareRoot()))
+    }
+
+    /// Standard deviations above the mean that a forecast plans for.
+    static let forecastDeviations = 2.0
 }
 
 extension AutoscalePolicy {

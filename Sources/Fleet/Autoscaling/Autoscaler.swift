@@ -1,4 +1,9 @@
 /// One observation of a template's instances and the demand on them.
+///
+/// With `arrivals` and a mean service time, the autoscaler sizes for the offered load (the
+/// arrival rate × the mean service time, by Little's law) and for clearing the calls waiting
+/// within `AutoscalePolicy.backlogClearance`, and a forecast learns the offered load. Without
+/// them it sizes for the calls in flight and waiting, one slot each.
 public struct DemandSample: Sendable, Equatable {
     /// Instances that can take calls now.
     public var ready: Int
@@ -10,13 +15,29 @@ public struct DemandSample: Sendable, Equatable {
     public var inFlight: Int
     /// Calls and queued tasks waiting for one of the template's tools.
     public var waiting: Int
+    /// Calls and tasks that arrived for the template since the previous sample: those finished
+    /// meanwhile plus the change in those in flight and waiting. Nil when not counted.
+    public var arrivals: Int?
+    /// The mean seconds the calls that finished since the previous sample held their slot
+    /// (on the instance, not waiting for it); nil when none finished, and the last mean given
+    /// stands.
+    public var meanServiceSeconds: Double?
+    /// Seconds since the previous sample, over which `arrivals` were counted; nil for the time
+    /// since the previous observation.
+    public var interval: Double?
 
-    public init(ready: Int, starting: Int = 0, slotsPerInstance: Int, inFlight: Int, waiting: Int = 0) {
+    public init(
+        ready: Int, starting: Int = 0, slotsPerInstance: Int, inFlight: Int, waiting: Int = 0, arrivals: Int? = nil,
+        meanServiceSeconds: Double? = nil, interval: Double? = nil
+    ) {
         self.ready = ready
         self.starting = starting
         self.slotsPerInstance = slotsPerInstance
         self.inFlight = inFlight
         self.waiting = waiting
+        self.arrivals = arrivals
+        self.meanServiceSeconds = meanServiceSeconds
+        self.interval = interval
     }
 
     /// Call slots asked for: those in use and those waited for.
@@ -64,7 +85,8 @@ public struct ScaleDecision: Sendable, Equatable {
 /// carries out. The count follows demand only once a change has lasted a window (so a spike does
 /// not start instances, nor a lull stop them), and not within a cooldown of the last change.
 /// With a predictive policy, a seasonal forecast of demand may add instances ahead of a
-/// predicted rise, and keeps instances that a predicted rise will need.
+/// predicted rise, and keeps instances that a predicted rise will need; it plans for a high
+/// quantile of the forecast demand, not its mean.
 public struct Autoscaler: Sendable {
     /// What the last observation asked for and why the count is held, for status views.
     public struct Status: Sendable, Equatable {
@@ -73,7 +95,8 @@ public struct Autoscaler: Sendable {
         /// Why the count is not changed to `desired` yet (a window, the cooldown, the maximum);
         /// nil when nothing holds it.
         public var held: String?
-        /// Demand forecast `policy.forecastLead` seconds ahead, in call slots, once the forecast is ready.
+        /// The highest demand forecast from now through `policy.forecastLead` seconds ahead, in call
+        /// slots (the mean, before the margin for chance), once the forecast is ready.
         public var forecast: Double?
         /// Whether a predictive policy has seen enough history to forecast.
         public var forecastReady: Bool
@@ -90,6 +113,8 @@ public struct Autoscaler: Sendable {
     private var demandBelow = SustainedCondition()
     private var lastDecision: ScaleDecision?
     private var lastObservedAt: Double?
+    /// Recent arrivals, for the offered load.
+    private var arrivals = ArrivalWindow()
     /// Per-bucket demand for the forecast; kept only while the policy is predictive.
     private var history: BucketedDemandHistory?
 
@@ -127,17 +152,17 @@ public struct Autoscaler: Sendable {
     /// should change. Times must not run backwards; one that does counts as the latest time seen.
     public mutating func observe(_ sample: DemandSample, at time: Double) -> ScaleDecision? {
         let now = max(time, lastObservedAt ?? time)
+        let offered = offeredLoad(of: sample, at: now)
         lastObservedAt = now
-        history?.record(Double(sample.demand), at: now)
 
-        let reading = DemandReading(sample: sample, policy: policy)
+        let reading = DemandReading(sample: sample, offered: offered, policy: policy)
         let outlook = history.flatMap { ForecastOutlook(history: $0, policy: policy, slotsPerInstance: sample.slotsPerInstance, now: now) }
         let target = max(reading.needed, outlook?.neededAtLead ?? 0)
-        demandAbove.observe(reading.needed > reading.current, demand: sample.demand, at: now)
-        demandBelow.observe(target < reading.current, demand: sample.demand, at: now)
+        demandAbove.observe(reading.needed > reading.current, demand: reading.callSlots, need: reading.unboundedNeed, at: now)
+        demandBelow.observe(target < reading.current, demand: reading.callSlots, need: reading.unboundedNeed, at: now)
 
         let verdict = decide(reading, outlook: outlook, target: target, now: now)
-        status.forecast = outlook?.demandAtLead
+        status.forecast = outlook?.demandWithinLead
         status.forecastReady = outlook != nil
         status.forecastPending = forecastPending
         switch verdict {
@@ -155,6 +180,28 @@ public struct Autoscaler: Sendable {
         }
     }
 
+    /// Takes in the sample's arrivals and teaches the forecast the demand of its interval: the
+    /// slot-seconds the arrivals bring per second when they are counted, the calls in flight and
+    /// waiting when not. Returns the offered load over the arrival window; nil without arrivals or
+    /// before a mean service time is known.
+    private mutating func offeredLoad(of sample: DemandSample, at now: Double) -> OfferedLoad? {
+        guard let count = sample.arrivals, let seconds = sample.interval ?? lastObservedAt.map({ now - $0 }) else {
+            history?.record(Double(sample.demand), at: now)
+            return nil
+        }
+        let service = sample.meanServiceSeconds ?? arrivals.meanServiceSeconds ?? 0
+        arrivals.record(
+            arrivals: count, over: seconds, meanServiceSeconds: sample.meanServiceSeconds, endingAt: now,
+            window: policy.arrivalWindow(meanServiceSeconds: service))
+        guard let offered = arrivals.offeredLoad, let known = arrivals.meanServiceSeconds else {
+            history?.record(Double(sample.demand), at: now)
+            return nil
+        }
+        // Arrivals counted over no time still bring their work, but make no rate on their own.
+        if seconds > 0 { history?.record(work: Double(max(count, 0)) * known, over: seconds, at: now) }
+        return offered
+    }
+
     private enum Verdict {
         case change(ScaleDecision)
         case hold(desired: Int, because: String?)
@@ -162,7 +209,7 @@ public struct Autoscaler: Sendable {
 
     private func decide(_ reading: DemandReading, outlook: ForecastOutlook?, target: Int, now: Double) -> Verdict {
         let current = reading.current
-        if current == 0 && reading.demand > 0 {
+        if current == 0 && reading.sample.demand > 0 {
             let to = max(1, target)
             return atOnce(.coldStart, reading, to: to, now: now, reason: "\(reading.demandNeeds(to)); none run; starting at once")
         }
@@ -200,7 +247,7 @@ public struct Autoscaler: Sendable {
             if let cooling = coolingDown(at: now) {
                 return .hold(desired: target, because: cooling)
             }
-            let reason = "\(outlook.describedAtLead(for: reading)); demand now \(reading.demandPhrase); \(reading.current) run"
+            let reason = "\(outlook.describedAtLead); demand now \(reading.demandPhrase); \(reading.current) run"
             return .change(ScaleDecision(kind: .predictive, from: reading.current, to: target, reason: reason, at: now))
         }
         let sustained = demandAbove.duration(at: now)
@@ -222,7 +269,7 @@ public struct Autoscaler: Sendable {
     private func scaleDown(_ reading: DemandReading, outlook: ForecastOutlook?, now: Double) -> Verdict {
         let current = reading.current
         let peakDemand = demandBelow.peakDemand
-        let peakNeed = policy.instancesCarrying(demand: Double(peakDemand), slotsPerInstance: reading.sample.slotsPerInstance)
+        let peakNeed = demandBelow.peakNeed
         let forecastNeed = outlook?.neededInScaleDownWindow ?? 0
         let keep = max(policy.bounded(peakNeed), forecastNeed)
         let desired = min(keep, current)
@@ -236,17 +283,17 @@ public struct Autoscaler: Sendable {
                 because: "fewer instances needed for \(seconds(calm)) of autoscale.scaleDownAfter \(seconds(policy.scaleDownAfter))")
         }
         if let outlook, keep >= current {
-            return .hold(desired: current, because: "keeping \(current): \(outlook.describedPeak(for: reading))")
+            return .hold(desired: current, because: "keeping \(current): \(outlook.describedPeak)")
         }
         if let cooling = coolingDown(at: now) {
             return .hold(desired: desired, because: cooling)
         }
         var reason =
-            peakDemand == 0
+            peakNeed == 0
             ? "no demand for \(seconds(calm))"
             : "demand peaked at \(calls(peakDemand)) over the last \(seconds(calm)), which needs \(instances(peakNeed)) \(reading.capacityPhrase)"
         if let outlook, forecastNeed > policy.bounded(peakNeed) {
-            reason += "; \(outlook.describedPeak(for: reading))"
+            reason += "; \(outlook.describedPeak)"
         } else if policy.minimum > peakNeed {
             reason += "; autoscale.min is \(policy.minimum)"
         }
@@ -268,13 +315,16 @@ public struct Autoscaler: Sendable {
     }
 }
 
-/// How long a condition has held without a break, and the highest demand seen meanwhile; it
-/// starts over when the condition breaks.
+/// How long a condition has held without a break, and the highest demand seen meanwhile, with
+/// the most instances it needed; it starts over when the condition breaks.
 struct SustainedCondition: Sendable {
     private(set) var since: Double?
-    private(set) var peakDemand = 0
+    /// Call slots.
+    private(set) var peakDemand = 0.0
+    /// Instances, before the policy's bounds.
+    private(set) var peakNeed = 0
 
-    mutating func observe(_ holds: Bool, demand: Int, at now: Double) {
+    mutating func observe(_ holds: Bool, demand: Double, need: Int, at now: Double) {
         guard holds else {
             reset()
             return
@@ -282,45 +332,74 @@ struct SustainedCondition: Sendable {
         if since == nil {
             since = now
             peakDemand = demand
+            peakNeed = need
         } else {
             peakDemand = max(peakDemand, demand)
+            peakNeed = max(peakNeed, need)
         }
     }
 
     mutating func reset() {
         since = nil
         peakDemand = 0
+        peakNeed = 0
     }
 
     func duration(at now: Double) -> Double { since.map { now - $0 } ?? 0 }
 }
 
-/// One sample seen through a policy: its demand, the instances that demand needs, and the words
-/// for them.
+/// One sample seen through a policy: the call slots its demand needs, the instances for them,
+/// and the words for them.
 private struct DemandReading {
     let sample: DemandSample
     let policy: AutoscalePolicy
-    /// Instances the demand needs, before the policy's bounds.
+    /// The offered load over the arrival window; nil when the sample has no arrivals.
+    let offered: OfferedLoad?
+    /// Extra call slots that clear the calls waiting within the policy's backlog clearance.
+    let clearing: Double
+    /// Call slots needed: the offered load and the clearing, or without arrivals the calls in
+    /// flight and waiting.
+    let callSlots: Double
+    /// Instances the demand needs, before the policy's bounds; at least 1 while calls are in
+    /// flight or waiting.
     let unboundedNeed: Int
     /// Instances the demand needs, within the policy's bounds.
     let needed: Int
 
-    init(sample: DemandSample, policy: AutoscalePolicy) {
+    init(sample: DemandSample, offered: OfferedLoad?, policy: AutoscalePolicy) {
         self.sample = sample
+        self.offered = offered
         self.policy = policy
-        unboundedNeed = policy.instancesCarrying(demand: Double(sample.demand), slotsPerInstance: sample.slotsPerInstance)
+        if let offered {
+            // A waiting call needs a slot for one service time, not for as long as it waits: the
+            // slots that serve the backlog's work within the clearance time.
+            clearing = Double(sample.waiting) * offered.meanServiceSeconds / policy.backlogClearance
+            callSlots = offered.callSlots + clearing
+        } else {
+            clearing = 0
+            callSlots = Double(sample.demand)
+        }
+        let need = policy.instancesCarrying(demand: callSlots, slotsPerInstance: sample.slotsPerInstance)
+        unboundedNeed = sample.demand > 0 ? max(need, 1) : need
         needed = policy.bounded(unboundedNeed)
     }
 
-    var demand: Int { sample.demand }
     var current: Int { sample.instances }
 
-    /// "23 calls (14 in flight, 9 waiting)"
-    var demandPhrase: String { "\(calls(demand)) (\(sample.inFlight) in flight, \(sample.waiting) waiting)" }
+    /// "23 calls (14 in flight, 9 waiting)"; with arrivals "14.5 calls (10.0 offered at
+    /// 50.0/s × 200 ms, 4.5 to clear 180 waiting within 8.0 s)" or "10.0 calls (offered at
+    /// 50.0/s × 200 ms)".
+    var demandPhrase: String {
+        guard let offered else { return "\(calls(sample.demand)) (\(sample.inFlight) in flight, \(sample.waiting) waiting)" }
+        let offeredAt = "\(figure(offered.arrivalsPerSecond))/s × \(duration(offered.meanServiceSeconds))"
+        guard sample.waiting > 0 else { return "\(calls(callSlots)) (offered at \(offeredAt))" }
+        return "\(calls(callSlots)) (\(oneDecimal(offered.callSlots)) offered at \(offeredAt), "
+            + "\(oneDecimal(clearing)) to clear \(sample.waiting) waiting within \(seconds(policy.backlogClearance)))"
+    }
 
     /// "at 70% of 8 slots"
     var capacityPhrase: String {
-        "at \(Int((policy.targetUtilization * 100).rounded()))% of \(sample.slotsPerInstance) \(sample.slotsPerInstance == 1 ? "slot" : "slots")"
+        "at \(Int((policy.targetUtilization * 100).rounded()))% of \(slots(sample.slotsPerInstance))"
     }
 
     /// "demand 23 calls (14 in flight, 9 waiting) needs 5 instances at 70% of 8 slots", noting
@@ -331,37 +410,55 @@ private struct DemandReading {
     }
 }
 
-/// What a ready forecast says about the demand ahead, in instances under the policy.
+/// What a ready forecast says about the demand ahead, in instances under the policy. The
+/// forecast is of each bucket's mean; instances are planned for a high quantile of it
+/// (`AutoscalePolicy.forecastDemand(mean:)`).
 private struct ForecastOutlook {
-    let lead: Double
-    let demandAtLead: Double
+    let policy: AutoscalePolicy
+    let slotsPerInstance: Int
+    /// The highest mean forecast from now through the lead, and the instances it needs.
+    let demandWithinLead: Double
     let neededAtLead: Int
-    let scaleDownWindow: Double
+    /// The highest mean forecast from now through the scale-down window, and the instances it needs.
     let peakDemandInScaleDownWindow: Double
     let neededInScaleDownWindow: Int
 
     /// Nil until the forecast is ready.
     init?(history: BucketedDemandHistory, policy: AutoscalePolicy, slotsPerInstance: Int, now: Double) {
-        guard let atLead = history.demand(at: now + policy.forecastLead),
+        guard let withinLead = history.peakDemand(through: now + policy.forecastLead),
             let peak = history.peakDemand(through: now + policy.scaleDownAfter)
         else { return nil }
-        lead = policy.forecastLead
-        demandAtLead = atLead
-        neededAtLead = policy.bounded(policy.instancesCarrying(demand: atLead, slotsPerInstance: slotsPerInstance))
-        scaleDownWindow = policy.scaleDownAfter
+        self.policy = policy
+        self.slotsPerInstance = slotsPerInstance
+        demandWithinLead = withinLead
+        neededAtLead = policy.bounded(policy.instancesCarrying(demand: policy.forecastDemand(mean: withinLead), slotsPerInstance: slotsPerInstance))
         peakDemandInScaleDownWindow = peak
-        neededInScaleDownWindow = policy.bounded(policy.instancesCarrying(demand: peak, slotsPerInstance: slotsPerInstance))
+        neededInScaleDownWindow = policy.bounded(policy.instancesCarrying(demand: policy.forecastDemand(mean: peak), slotsPerInstance: slotsPerInstance))
     }
 
-    /// "forecast demand 30.5 calls in 15.0 s needs 6 instances at 70% of 8 slots"
-    func describedAtLead(for reading: DemandReading) -> String {
-        "forecast demand \(oneDecimal(demandAtLead)) calls in \(seconds(lead)) needs \(instances(neededAtLead)) \(reading.capacityPhrase)"
+    /// "forecast demand up to 30.5 calls within 15.0 s needs 6 instances at 70% of 8 slots"
+    var describedAtLead: String {
+        "forecast demand up to \(oneDecimal(demandWithinLead)) calls within \(seconds(policy.forecastLead)) "
+            + "needs \(instances(neededAtLead)) \(sizing(for: demandWithinLead))"
     }
 
-    /// "forecast demand peaks at 30.5 calls within 60.0 s, which needs 6 instances"
-    func describedPeak(for reading: DemandReading) -> String {
-        "forecast demand peaks at \(oneDecimal(peakDemandInScaleDownWindow)) calls within \(seconds(scaleDownWindow)), "
-            + "which needs \(instances(neededInScaleDownWindow)) \(reading.capacityPhrase)"
+    /// "forecast demand peaks at 30.5 calls within 60.0 s, which needs 6 instances at 70% of 8 slots"
+    var describedPeak: String {
+        "forecast demand peaks at \(oneDecimal(peakDemandInScaleDownWindow)) calls within \(seconds(policy.scaleDownAfter)), "
+            + "which needs \(instances(neededInScaleDownWindow)) \(sizing(for: peakDemandInScaleDownWindow))"
+    }
+
+    /// "at 70% of 8 slots" when the target utilisation governs; "for 16.7 calls (mean + 2√mean)
+    /// with all 4 slots in use" when the margin for chance does.
+    private func sizing(for mean: Double) -> String {
+        let planned = policy.forecastDemand(mean: mean)
+        guard planned > mean else {
+            return "at \(Int((policy.targetUtilization * 100).rounded()))% of \(slots(slotsPerInstance))"
+        }
+        let deviations = AutoscalePolicy.forecastDeviations
+        let quantile = mean + deviations * mean.squareRoot()
+        let multiple = deviations == deviations.rounded() ? "\(Int(deviations))" : "\(deviations)"
+        return "for \(oneDecimal(quantile)) calls (mean + \(multiple)√mean) with all \(slots(slotsPerInstance)) in use"
     }
 }
 
@@ -377,7 +474,35 @@ private func running(_ count: Int, _ doing: String? = nil) -> String {
 
 private func calls(_ count: Int) -> String { count == 1 ? "1 call" : "\(count) calls" }
 
+/// "12 calls" for a whole number, "10.3 calls" otherwise.
+private func calls(_ amount: Double) -> String {
+    amount == amount.rounded() && abs(amount) < 1e15 ? calls(Int(amount)) : "\(oneDecimal(amount)) calls"
+}
+
+private func slots(_ count: Int) -> String { count == 1 ? "1 slot" : "\(count) slots" }
+
 private func seconds(_ value: Double) -> String { "\(oneDecimal(value)) s" }
+
+/// "200 ms", "1.5 ms", "2.3 s".
+private func duration(_ value: Double) -> String {
+    guard value < 1 else { return seconds(value) }
+    let milliseconds = value * 1_000
+    return milliseconds >= 10 ? "\(Int(milliseconds.rounded())) ms" : "\(oneDecimal(milliseconds)) ms"
+}
+
+/// One decimal from 1 up ("50.0"), two significant digits below ("0.20", "0.033").
+private func figure(_ value: Double) -> String {
+    guard value > 0, value < 1 else { return oneDecimal(value) }
+    var decimals = 1
+    var scaled = value * 10
+    while scaled < 10, decimals < 9 {
+        scaled *= 10
+        decimals += 1
+    }
+    let digits = "\(Int(scaled.rounded()))"
+    guard digits.count <= decimals else { return oneDecimal(value) }
+    return "0." + String(repeating: "0", count: decimals - digits.count) + digits
+}
 
 /// `value` with one decimal ("5.0", "1.3"), without Foundation's formatters.
 private func oneDecimal(_ value: Double) -> String {

@@ -155,23 +155,32 @@ struct BucketedDemandHistory: Sendable {
     private(set) var forecast: DemandForecast
     /// The bucket the observations now fall in; it is appended once a later bucket begins.
     private var openBucket: Int?
+    /// The open bucket's demand × the time it stands for, and that time.
     private var openSum = 0.0
-    private var openCount = 0
+    private var openWeight = 0.0
 
     init(bucketLength: Double, bucketsPerSeason: Int) {
         self.bucketLength = bucketLength
         forecast = DemandForecast(seasonLength: bucketsPerSeason)
     }
 
+    /// Records a demand seen at a moment; each such observation weighs as much as one second.
     mutating func record(_ demand: Double, at now: Double) {
+        record(work: demand, over: 1, at: now)
+    }
+
+    /// Records `work` slot-seconds of demand that arrived over the `seconds` ending at `now`:
+    /// the bucket's mean is weighted by time, so a short interval counts for little.
+    mutating func record(work: Double, over seconds: Double, at now: Double) {
+        guard seconds > 0 else { return }
         let bucket = self.bucket(at: now)
         guard let open = openBucket, bucket > open else {
             if openBucket == nil { openBucket = bucket }
-            openSum += demand
-            openCount += 1
+            openSum += work
+            openWeight += seconds
             return
         }
-        let mean = openSum / Double(openCount)
+        let mean = openSum / openWeight
         forecast.append(mean)
         let unobserved = bucket - open - 1
         if unobserved >= forecast.seasonLength {
@@ -184,14 +193,8 @@ struct BucketedDemandHistory: Sendable {
             for _ in 0..<unobserved { forecast.append(mean) }
         }
         openBucket = bucket
-        openSum = demand
-        openCount = 1
-    }
-
-    /// The demand forecast for the bucket holding `time` (not before the open bucket).
-    func demand(at time: Double) -> Double? {
-        guard let open = openBucket else { return nil }
-        return forecast.forecast(stepsAhead: max(bucket(at: time) - open, 0) + 1)
+        openSum = work
+        openWeight = seconds
     }
 
     /// The highest demand forecast for the buckets from the open one through the one holding

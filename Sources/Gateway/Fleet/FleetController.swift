@@ -44,6 +44,16 @@ final class FleetController: Sendable {
         /// How long each template's instances take from launch to ready: a moving average the
         /// forecast's lead takes into account.
         var startSeconds: [String: Double] = [:]
+        /// What each template's instances had answered at the previous look: the arrivals since
+        /// are what finished meanwhile plus the change in what is in flight and waiting.
+        var previous: [String: Reading] = [:]
+    }
+
+    private struct Reading {
+        var at: Double
+        var calls: [AgentRegistry.InstanceID: Int]
+        var latency: [AgentRegistry.InstanceID: Double]
+        var outstanding: Int
     }
 
     /// An instance of `template` became ready `duration` after its launch.
@@ -148,11 +158,19 @@ final class FleetController: Sendable {
         }
         let now = seconds
         for template in templates {
-            guard let policy = template.autoscale else { continue }
+            guard let configured = template.autoscale else { continue }
             let entry = demand[template.name] ?? AgentRegistry.TemplateDemand()
-            let sample = DemandSample(
+            let waiting = entry.waitingCalls + queued[template.name, default: 0]
+            var sample = DemandSample(
                 ready: entry.ready, starting: entry.starting, slotsPerInstance: max(entry.slotsPerInstance, template.maximumConcurrency),
-                inFlight: entry.inFlight, waiting: entry.waitingCalls + queued[template.name, default: 0])
+                inFlight: entry.inFlight, waiting: waiting)
+            measureArrivals(template.name, agents: agents, outstanding: entry.inFlight + waiting, at: now, into: &sample)
+            var policy = configured
+            if let measured = startSeconds(of: template.name), measured.isFinite, measured >= 0 {
+                // The forecast's lead covers the starts measured here (to the half second, so
+                // that the policy does not change at every start).
+                policy.coldStart = max((measured * 2).rounded(.up) / 2, 0.5)
+            }
             let decision: ScaleDecision? = state.withLock { state in
                 var autoscaler = state.autoscalers[template.name] ?? Autoscaler(policy: policy)
                 if autoscaler.policy != policy { autoscaler.update(policy: policy) }
@@ -198,6 +216,34 @@ final class FleetController: Sendable {
                 if state.decisions.count > Self.decisionLimit { state.decisions.removeFirst(state.decisions.count - Self.decisionLimit) }
             }
         }
+    }
+
+    /// The arrival side of a sample: calls finished since the previous look (by the instances'
+    /// counters), their mean service time, and arrivals = finished + the change in what is in
+    /// flight and waiting. Nil at the first look, or after a pause (leadership regained).
+    private func measureArrivals(
+        _ template: String, agents: AgentRegistry, outstanding: Int, at now: Double, into sample: inout DemandSample
+    ) {
+        let figures = agents.figures(template: template, localOnly: true)
+        let reading = Reading(
+            at: now, calls: Dictionary(figures.map { ($0.id, $0.calls) }) { first, _ in first },
+            latency: Dictionary(figures.map { ($0.id, $0.latencySeconds) }) { first, _ in first }, outstanding: outstanding)
+        let previous = state.withLock { state in
+            defer { state.previous[template] = reading }
+            return state.previous[template]
+        }
+        let interval = settings.autoscaleInterval
+        let pause = 3 * (Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18)
+        guard let previous, now > previous.at, now - previous.at <= max(pause, 1) else { return }
+        var finished = 0
+        var service = 0.0
+        for (id, calls) in reading.calls {
+            finished += max(0, calls - (previous.calls[id] ?? 0))
+            service += max(0, (reading.latency[id] ?? 0) - (previous.latency[id] ?? 0))
+        }
+        sample.arrivals = max(0, finished + outstanding - previous.outstanding)
+        sample.meanServiceSeconds = finished > 0 ? service / Double(finished) : nil
+        sample.interval = now - previous.at
     }
 
     /// Each grant's use, as a share of what was granted (the `resource_allocations` rows).
