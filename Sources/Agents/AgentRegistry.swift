@@ -1208,54 +1208,47 @@ public final class AgentRegistry: Sendable {
     ) -> Lease? {
         guard let entry = state.templates[origin.template] else { return nil }
         var active = state.activeVersion[origin.template]
-        var alternative: String?
+        // A rollout shares the template's calls: each call draws its version by the canary's
+        // share (the golden ratio's multiples spread the draws evenly, no run of calls to one
+        // version); if none of that version can take it, the other version does.
+        var otherVersion: String??
         if !state.canary.isEmpty, let canary = state.canary[origin.template] {
-            // Every call draws its version by the canary's share; if none of that version can
-            // take it, the other version does.
-            // The golden ratio's multiples spread the draws evenly: no run of calls to one version.
             state.canaryDraws &+= 1
             let draw = (Double(state.canaryDraws % 1_000_000) * 0.618_033_988_749_895).truncatingRemainder(dividingBy: 1)
-            let toCanary = draw < canary.share
-            alternative = toCanary ? active : canary.version
-            if toCanary { active = canary.version }
+            otherVersion = draw < canary.share ? active : canary.version
+            if draw < canary.share { active = canary.version }
         }
-        if let lease = reserve(origin, kind: kind, entry: entry, version: active, in: &state, registry: registry, constraints: constraints) {
-            return lease
-        }
-        guard let alternative else { return nil }
-        return reserve(origin, kind: kind, entry: entry, version: alternative, in: &state, registry: registry, constraints: constraints)
-    }
-
-    private static func reserve(
-        _ origin: ToolNaming.Origin, kind: OfferKind, entry: TemplateEntry, version active: String?, in state: inout State, registry: AgentRegistry,
-        constraints: Constraints
-    ) -> Lease? {
         let now = ContinuousClock.now
         let required = constraints.requiredCapabilities
-        let zone = constraints.preferredZone ?? state.localZone
+        let zone = state.localZone == nil && constraints.preferredZone == nil ? nil : constraints.preferredZone ?? state.localZone
         var best: Candidate?
-        for instance in entry.instances {
-            guard instance.lifecycle == .ready, instance.health != .unhealthy, instance.endpoint != nil,
-                instance.inFlight < instance.registration.maximumConcurrency,
-                instance.registration.version == active, instance.circuit.wouldAdmit(now: now),
-                !(constraints.localOnly && instance.registration.replica != nil),
-                constraints.excluding.isEmpty || !constraints.excluding.contains(instance.id),
-                instance.isVisible(to: constraints.tenant)
-            else { continue }
-            switch kind {
-            case .tool: guard instance.toolNames.contains(origin.name) else { continue }
-            case .prompt: guard instance.promptNames.contains(origin.name) else { continue }
-            case .resource: break
+        while true {
+            for instance in entry.instances {
+                guard instance.lifecycle == .ready, instance.health != .unhealthy, instance.endpoint != nil,
+                    instance.inFlight < instance.registration.maximumConcurrency,
+                    instance.registration.version == active, instance.circuit.wouldAdmit(now: now),
+                    !(constraints.localOnly && instance.registration.replica != nil),
+                    constraints.excluding.isEmpty || !constraints.excluding.contains(instance.id),
+                    instance.isVisible(to: constraints.tenant)
+                else { continue }
+                switch kind {
+                case .tool: guard instance.toolNames.contains(origin.name) else { continue }
+                case .prompt: guard instance.promptNames.contains(origin.name) else { continue }
+                case .resource: break
+                }
+                let match = required.isEmpty ? 1 : matchConfidence(instance, required)
+                guard match >= constraints.minimumMatch - 1e-9 else { continue }
+                let candidate = Candidate(
+                    instance: instance, match: match,
+                    fresh: constraints.avoiding.isEmpty || !constraints.avoiding.contains(instance.id),
+                    preferred: constraints.preferred == instance.id, inZone: zone == nil || instance.registration.zone == zone,
+                    cost: cost(instance, origin.name))
+                if let current = best, !candidate.isBetter(than: current) { continue }
+                best = candidate
             }
-            let match = required.isEmpty ? 1 : matchConfidence(instance, required)
-            guard match >= constraints.minimumMatch - 1e-9 else { continue }
-            let candidate = Candidate(
-                instance: instance, match: match,
-                fresh: constraints.avoiding.isEmpty || !constraints.avoiding.contains(instance.id),
-                preferred: constraints.preferred == instance.id, inZone: zone == nil || instance.registration.zone == zone,
-                cost: cost(instance, origin.name))
-            if let current = best, !candidate.isBetter(than: current) { continue }
-            best = candidate
+            guard best == nil, case .some(let other) = otherVersion else { break }
+            active = other
+            otherVersion = nil
         }
         guard let chosen = best?.instance, let endpoint = chosen.endpoint else { return nil }
         state.sequence += 1
