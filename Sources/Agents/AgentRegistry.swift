@@ -190,6 +190,9 @@ public final class AgentRegistry: Sendable {
         var dormant = false
         /// The last failure and when, kept after it is running again.
         var lastFailure: (reason: String, at: Date)?
+        /// Down and not to be started again by its supervisor (its start is refused): no capacity
+        /// to come.
+        var staysDown = false
         /// The names this instance adds to its template's catalog counts; nil while it is not
         /// part of the catalog (absent, or not of the active version).
         var counted: (tools: Set<String>, prompts: Set<String>)?
@@ -302,6 +305,7 @@ public final class AgentRegistry: Sendable {
         /// A bare tool name several templates offer, when routing is cost-aware: its templates,
         /// cheapest first. The name is exposed (as the cheapest's tool) and calls pick among them.
         var equivalents: [String: [ToolNaming.Origin]] = [:]
+        var costProbes: UInt64 = 0
         var tools: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
         var prompts: [ToolNaming.ExposedName: ToolNaming.Origin] = [:]
         /// Bare names that several templates offer and none keeps, with their candidates.
@@ -340,6 +344,10 @@ public final class AgentRegistry: Sendable {
     /// `State.restrictedInstances`, read without the lock: while no instance is kept to some
     /// tenants (the usual case), every agent is every tenant's and calls skip the check.
     private let restrictedInstances = Atomic<Int>(0)
+    /// Some zone is known (this replica's, or an instance's): until then a call's `_meta` is not
+    /// searched for one.
+    private let zoned = Atomic<Bool>(false)
+    public var zonesInUse: Bool { zoned.load(ordering: .relaxed) }
     private let circuitOpenings = Atomic<Int>(0)
     /// How many times a circuit breaker of any instance opened since start (for the metrics).
     public var circuitsOpened: Int { circuitOpenings.load(ordering: .relaxed) }
@@ -411,6 +419,7 @@ public final class AgentRegistry: Sendable {
         mutate { state in
             if state.instances[id] != nil { Self.removeInstance(id, from: &state) }
             let instance = Instance(id: id, registration: registration, changes: statusChanges)
+            if registration.zone != nil { zoned.store(true, ordering: .relaxed) }
             instance.endpoint = endpoint
             if startingUp { Self.setAwaiting(instance, true, in: &state) }
             state.instances[id] = instance
@@ -508,12 +517,13 @@ public final class AgentRegistry: Sendable {
     }
 
     /// Marks an instance down. Its in-flight calls fail through their endpoint, not here.
-    public func down(_ id: InstanceID, _ lifecycle: AgentLifecycle) {
+    public func down(_ id: InstanceID, _ lifecycle: AgentLifecycle, staysDown: Bool = false) {
         mutate { state in
             // A dormant instance has no connection left to lose: its pipes closing after it was
             // scaled to zero change nothing.
             guard let instance = state.instances[id], !instance.dormant else { return }
             instance.lifecycle = lifecycle
+            instance.staysDown = staysDown
             if case .failed(let reason) = lifecycle { instance.lastFailure = (reason, Date()) }
             instance.endpoint = nil
             instance.inFlight = 0
@@ -549,6 +559,7 @@ public final class AgentRegistry: Sendable {
 
     /// The zone calls prefer when they name none: this replica's.
     public func setLocalZone(_ zone: String?) {
+        if zone != nil { zoned.store(true, ordering: .relaxed) }
         state.withLock { $0.localZone = zone }
     }
 
@@ -637,7 +648,7 @@ public final class AgentRegistry: Sendable {
                 case .ready, .draining: entry.ready += instance.lifecycle == .ready ? 1 : 0
                 case .starting: entry.starting += 1
                 // Restarting after its back-off; one that never came up is no capacity at all.
-                case .failed: if instance.hasOffered { entry.starting += 1 }
+                case .failed: if instance.hasOffered && !instance.staysDown { entry.starting += 1 }
                 case .offline: if instance.dormant { entry.dormant += 1 }
                 case .maintenance: break
                 }
@@ -748,7 +759,8 @@ public final class AgentRegistry: Sendable {
     /// cannot grow the table without end.
     private static func pinAll(_ state: inout State) {
         guard state.hasUnpinnedNames else { return }
-        state.pinnedTools.merge(state.tools) { old, _ in old }
+        // A name several templates share under cost-aware routing is not pinned: it names a group.
+        state.pinnedTools.merge(state.equivalents.isEmpty ? state.tools : state.tools.filter { state.equivalents[$0.key] == nil }) { old, _ in old }
         state.pinnedPrompts.merge(state.prompts) { old, _ in old }
         state.hasUnpinnedNames = false
         // Past the bound, and again each time the table has doubled since, the pins of tools that
@@ -1072,7 +1084,7 @@ public final class AgentRegistry: Sendable {
             return ToolNaming.Origin(template: template, name: name)
         case .tool, .prompt:
             guard let found = (kind == .tool ? state.tools : state.prompts)[name] else { return nil }
-            if state.hasUnpinnedNames { pin(kind, name, found, in: &state) }
+            if state.hasUnpinnedNames, state.equivalents.isEmpty || state.equivalents[name] == nil { pin(kind, name, found, in: &state) }
             return found
         }
     }
@@ -1276,7 +1288,11 @@ public final class AgentRegistry: Sendable {
             // Not yet measured: given its chance.
             return latencies.isEmpty || latencies.reduce(0, +) / Double(latencies.count) <= routing.latencyObjectiveMilliseconds
         }
-        for origin in holding + group.filter({ !holding.contains($0) }) {
+        // One call in 32 goes by cost alone: a cheaper template that was slow gets measured
+        // again, and is chosen again once it holds the objective.
+        state.costProbes &+= 1
+        let order = state.costProbes % 32 == 0 ? group : holding + group.filter { !holding.contains($0) }
+        for origin in order {
             if let lease = reserve(origin, kind: .tool, in: &state, registry: registry, constraints: constraints) { return lease }
         }
         return nil
@@ -1638,13 +1654,19 @@ public final class AgentRegistry: Sendable {
         var names = tools.names
         state.equivalents = [:]
         if let routing = state.costRouting {
-            for (bare, exposed) in tools.ambiguous {
-                let origins = exposed.compactMap { tools.names[$0] }.sorted {
+            // Each bare name that several templates without a prefix offer: a group, cheapest
+            // first, found from what is offered (not from what ToolNaming left ambiguous, which a
+            // pin of the bare name would hide).
+            var offeredBy: [String: [ToolNaming.Origin]] = [:]
+            for (_, origin) in tools.names where state.prefixes[origin.template] == nil {
+                offeredBy[origin.name, default: []].append(origin)
+            }
+            for (bare, origins) in offeredBy where origins.count > 1 {
+                let ordered = origins.sorted {
                     (routing.costs[$0.template] ?? .infinity, $0.template) < (routing.costs[$1.template] ?? .infinity, $1.template)
                 }
-                guard let cheapest = origins.first else { continue }
-                names[bare] = cheapest
-                state.equivalents[bare] = origins
+                names[bare] = ordered[0]
+                state.equivalents[bare] = ordered
             }
         }
         let change = CatalogChange(tools: names != state.tools, prompts: prompts.names != state.prompts)
@@ -1652,7 +1674,7 @@ public final class AgentRegistry: Sendable {
         state.prompts = prompts.names
         state.ambiguousTools = state.costRouting == nil ? tools.ambiguous : tools.ambiguous.filter { state.equivalents[$0.key] == nil }
         state.ambiguousPrompts = prompts.ambiguous
-        state.hasUnpinnedNames = state.tools.keys.contains { state.pinnedTools[$0] == nil }
+        state.hasUnpinnedNames = state.tools.keys.contains { state.pinnedTools[$0] == nil && state.equivalents[$0] == nil }
             || state.prompts.keys.contains { state.pinnedPrompts[$0] == nil }
         return change
     }

@@ -123,7 +123,7 @@ final class AgentCallRouter: Sendable {
         // offer is not found, exactly as what nobody offers (the registry answers so).
         constraints.tenant = context.tenant
         // A caller may name its zone; otherwise the replica's own is preferred.
-        if let meta, let zone = meta.member(Self.zoneKey)?.stringValue { constraints.preferredZone = zone }
+        if let meta, agents.zonesInUse, let zone = meta.member(Self.zoneKey)?.stringValue { constraints.preferredZone = zone }
         @Sendable func begin(_ acquired: Result<AgentRegistry.Lease, any Error>) {
             let lease: AgentRegistry.Lease
             switch acquired {

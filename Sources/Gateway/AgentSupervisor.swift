@@ -33,6 +33,8 @@ final class AgentSupervisor: Sendable {
         var instanceTemplates: [AgentRegistry.InstanceID: AgentTemplate] = [:]
         /// Templates being rolled out: the autoscaler and `agents/scale` leave them alone.
         var rollingOut: Set<String> = []
+        /// Parking instances a scale-up woke before their drain was over.
+        var wokenWhileDraining: Set<AgentRegistry.InstanceID> = []
     }
 
     private enum Command {
@@ -214,7 +216,9 @@ final class AgentSupervisor: Sendable {
     /// A drained instance: a parked one's run ends (it turns dormant), any other stops for good.
     /// False when it is not one of ours.
     func drained(_ id: AgentRegistry.InstanceID) -> Bool {
-        if state.withLock({ $0.parked[id] != nil }) {
+        // Parked, or woken again while it drained to park: its run ends, and its loop parks it
+        // or starts it afresh. It is not stopped for good.
+        if state.withLock({ state in state.parked[id] != nil || state.wokenWhileDraining.remove(id) != nil }) {
             restart(id, reason: "scaled to zero")
             return true
         }
@@ -223,7 +227,11 @@ final class AgentSupervisor: Sendable {
 
     /// Starts a parked instance again (its resources already granted).
     private func unpark(_ id: AgentRegistry.InstanceID) {
-        state.withLock { $0.parked.removeValue(forKey: id) }?.request()
+        let stillDraining = core.agents.status(id)?["draining"] == .bool(true)
+        state.withLock { state in
+            if stillDraining { state.wokenWhileDraining.insert(id) }
+            return state.parked.removeValue(forKey: id)
+        }?.request()
     }
 
     /// The templates the autoscaler looks after, and whether each is parked whole.
@@ -311,6 +319,7 @@ final class AgentSupervisor: Sendable {
 
     /// A template removed by a reload: its instances drain and stop; it is forgotten.
     func removeTemplate(_ templateName: String) {
+        core.fleet.forget(templateName)
         let ids = state.withLock { state in
             state.templates[templateName] = nil
             return state.running.keys.filter { Self.template(of: $0) == templateName }
@@ -346,6 +355,8 @@ final class AgentSupervisor: Sendable {
     /// instance (all or none), new limits written to their control groups at once.
     func resize(_ templateName: String, maximumConcurrency: Int?, resources: ResourceRequest?) throws(ScaleError) -> ResizeOutcome {
         guard var template = state.withLock({ $0.templates[templateName] }) else { throw .unknownTemplate(templateName) }
+        // Its instances are being replaced by a template of their own: resize after.
+        guard !state.withLock({ $0.rollingOut.contains(templateName) }) else { throw .rollingOut(templateName) }
         let instances = state.withLock { state in
             state.running.keys.filter { Self.template(of: $0) == templateName && state.parked[$0] == nil }.sorted { Self.index(of: $0) < Self.index(of: $1) }
         }
@@ -391,7 +402,9 @@ final class AgentSupervisor: Sendable {
                 // What agents/get says it is held to follows the new limits.
                 guard case .array(let written)? = core.agents.status(id)?["isolation"] else { continue }
                 let lines = written.compactMap(\.stringValue).map { line in
-                    line.hasPrefix("cgroups ") ? "cgroups \(group.layout.version.rawValue): \(LaunchPlanner.describe(resources))" : line
+                    guard line.hasPrefix("cgroups ") else { return line }
+                    let limits = LaunchPlanner.describe(resources)
+                    return "cgroups \(group.layout.version.rawValue): \(limits.isEmpty ? "no limits" : limits)"
                 }
                 core.agents.annotate(id, gpus: core.fleet.ledger.grant(of: id.rawValue)?.gpus ?? [], isolation: lines)
             }
@@ -404,7 +417,8 @@ final class AgentSupervisor: Sendable {
         let updated = template
         state.withLock { state in
             state.templates[templateName] = updated
-            for id in instances {
+            // Parked ones too: woken, they start with the new limits (and are granted them).
+            for id in state.instanceTemplates.keys where Self.template(of: id) == templateName {
                 state.instanceTemplates[id]?.maximumConcurrency = updated.maximumConcurrency
                 state.instanceTemplates[id]?.resources = updated.resources
             }
@@ -458,7 +472,7 @@ final class AgentSupervisor: Sendable {
     private func startInstance(of template: AgentTemplate, activatesNewVersion: Bool = true) throws(ScaleError) -> AgentRegistry.InstanceID {
         var preempted: [String] = []
         let started: (id: AgentRegistry.InstanceID, stop: StopSignal)? = try state.withLock { state throws(ScaleError) in
-            guard !state.stopping else { return nil }
+            guard !state.stopping, state.templates[template.name] != nil else { return nil }
             let candidate = AgentRegistry.InstanceID("\(template.name)#\(state.nextIndex[template.name, default: 0] + 1)")
             // Granted before anything starts: what cannot be given is refused, not promised —
             // unless instances of a lower priority class hold it: they are stopped for this one,
@@ -542,8 +556,9 @@ final class AgentSupervisor: Sendable {
                 core.agents.park(id)
                 core.fleet.ledger.release(instance: id.rawValue, now: Self.now)
                 logger.info("agent \(id) scaled to zero; it starts again on the next call or task")
-                stop.onRequest { wake.request() }
+                let forwarding = stop.onRequest { wake.request() }
                 await wake.sleep(for: .seconds(365 * 24 * 3600))
+                stop.removeOnRequest(forwarding)
                 core.agents.wake(id)
                 delay = policy.initialBackoff
                 continue
@@ -551,7 +566,7 @@ final class AgentSupervisor: Sendable {
             if !template.resources.isEmpty, core.fleet.ledger.grant(of: id.rawValue) == nil,
                 let refusal = await waitForResources(template, id: id, stop: stop)
             {
-                core.agents.down(id, .failed(refusal))
+                core.agents.down(id, .failed(refusal), staysDown: true)
                 logger.error("agent \(id) is not started: \(refusal)")
                 await stop.sleep(for: .seconds(365 * 24 * 3600))
                 continue
@@ -563,7 +578,7 @@ final class AgentSupervisor: Sendable {
             } catch {
                 // Starting it again would meet the same file, or the same sandbox this machine
                 // cannot build: it stays down, whatever its policy.
-                core.agents.down(id, .failed("\(error)"))
+                core.agents.down(id, .failed("\(error)"), staysDown: true)
                 core.fleet.ledger.release(instance: id.rawValue, now: Self.now)
                 logger.error("agent \(id) is not started: \(error); it stays down until its file or its template changes")
                 await stop.sleep(for: .seconds(365 * 24 * 3600))
@@ -573,6 +588,7 @@ final class AgentSupervisor: Sendable {
             if state.withLock({ $0.parked[id] != nil }) { continue }
             core.agents.down(id, .failed(reason))
             guard policy.enabled else {
+                core.agents.down(id, .failed(reason), staysDown: true)
                 logger.warning("agent \(id) is down (\(reason)); its restart policy is never, so it stays down")
                 await stop.sleep(for: .seconds(365 * 24 * 3600))
                 continue
@@ -634,7 +650,7 @@ final class AgentSupervisor: Sendable {
             (channel, handle) = try await connect(to: child, id: id, template: template)
         } catch {
             await child.stop(on: eventLoop)
-            releaseGroup(of: id)
+            await releaseGroup(of: id)
             return "cannot connect to its pipes: \(error)"
         }
         // Whatever ends first: the process, the pipes, or a stop request.
@@ -643,7 +659,8 @@ final class AgentSupervisor: Sendable {
         defer { state.withLock { _ = $0.currentRun.removeValue(forKey: id) } }
         child.onExit { ended.end($0) }
         channel.closeFuture.whenComplete { _ in ended.end("closed its standard output") }
-        stop.onRequest { ended.end("stopped") }
+        let stopping = stop.onRequest { ended.end("stopped") }
+        defer { stop.removeOnRequest(stopping) }
 
         do {
             let offer = try await withDeadline(template.startupTimeout, on: eventLoop) {
@@ -675,14 +692,21 @@ final class AgentSupervisor: Sendable {
         let parking = state.withLock { $0.parked[id] != nil }
         if !parking { core.agents.down(id, stop.isRequested ? .offline("stopped") : .failed(reason)) }
         await child.stop(on: eventLoop)
-        releaseGroup(of: id)
+        await releaseGroup(of: id)
         if group != nil, reason.hasPrefix("exceeded its memory limit") { return reason }
         return child.hasExited && reason == "closed its standard output" ? await child.waitForExit() : reason
     }
 
-    /// Kills what is left of the instance's processes and removes its control group.
-    private func releaseGroup(of id: AgentRegistry.InstanceID) {
-        state.withLock { $0.cgroups.removeValue(forKey: id) }?.remove()
+    /// Kills what is left of the instance's processes and removes its control group, off the
+    /// cooperative pool: the kernel takes a moment to empty a group, and removing waits for it.
+    private func releaseGroup(of id: AgentRegistry.InstanceID) async {
+        guard let group = state.withLock({ $0.cgroups.removeValue(forKey: id) }) else { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                group.remove()
+                continuation.resume()
+            }
+        }
     }
 
     /// Serves an agent reached over Streamable HTTP until its bridge closes (the server went
@@ -727,7 +751,8 @@ final class AgentSupervisor: Sendable {
         state.withLock { $0.currentRun[id] = ended }
         defer { state.withLock { _ = $0.currentRun.removeValue(forKey: id) } }
         channel.closeFuture.whenComplete { _ in ended.end("the connection to \(remote.urlAsWritten) closed") }
-        stop.onRequest { ended.end("stopped") }
+        let stopping = stop.onRequest { ended.end("stopped") }
+        defer { stop.removeOnRequest(stopping) }
         do {
             let offer = try await withDeadline(template.startupTimeout, on: eventLoop) {
                 try await AgentDiscovery.handshake(handle, timeout: TimeAmount(template.startupTimeout))
@@ -822,7 +847,10 @@ final class StopSignal: Sendable {
     private struct State {
         var requested = false
         var finished = false
-        var onRequest: [@Sendable () -> Void] = []
+        /// By token: one whose wait is over takes its callback back, so that an instance that
+        /// sleeps, parks and restarts many times does not pile them up.
+        var onRequest: [Int: @Sendable () -> Void] = [:]
+        var nextToken = 0
         var onFinish: [CheckedContinuation<Void, Never>] = []
     }
 
@@ -834,19 +862,28 @@ final class StopSignal: Sendable {
         let callbacks: [@Sendable () -> Void] = state.withLock { state in
             guard !state.requested else { return [] }
             state.requested = true
-            defer { state.onRequest = [] }
-            return state.onRequest
+            defer { state.onRequest = [:] }
+            return state.onRequest.sorted { $0.key < $1.key }.map(\.value)
         }
         callbacks.forEach { $0() }
     }
 
-    func onRequest(_ body: @escaping @Sendable () -> Void) {
-        let now = state.withLock { state -> Bool in
-            if state.requested { return true }
-            state.onRequest.append(body)
-            return false
+    /// Calls `body` when a stop is requested (at once if it has been); the token takes it back.
+    @discardableResult
+    func onRequest(_ body: @escaping @Sendable () -> Void) -> Int? {
+        let token = state.withLock { state -> Int? in
+            if state.requested { return nil }
+            state.nextToken += 1
+            state.onRequest[state.nextToken] = body
+            return state.nextToken
         }
-        if now { body() }
+        if token == nil { body() }
+        return token
+    }
+
+    func removeOnRequest(_ token: Int?) {
+        guard let token else { return }
+        state.withLock { _ = $0.onRequest.removeValue(forKey: token) }
     }
 
     /// Sleeps for `duration`, or less if a stop is requested meanwhile.
@@ -856,11 +893,16 @@ final class StopSignal: Sendable {
             let resume: @Sendable () -> Void = {
                 if resumed.withLock({ done in defer { done = true }; return !done }) { continuation.resume() }
             }
-            let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(duration)) { resume() }
-            onRequest {
+            let token = Mutex<Int?>(nil)
+            let timer = MultiThreadedEventLoopGroup.singleton.any().scheduleTask(in: TimeAmount(duration)) { [self] in
+                removeOnRequest(token.withLock { $0 })
+                resume()
+            }
+            let registered = onRequest {
                 timer.cancel()
                 resume()
             }
+            token.withLock { $0 = registered }
         }
     }
 

@@ -104,7 +104,7 @@ struct ResourceLedgerTests {
 
 @Suite("The launch chain")
 struct LaunchPlanTests {
-    let bare = IsolationHost(cgroups: nil, bubblewrap: "/usr/bin/bwrap", setpriv: "/usr/bin/setpriv", unshare: "/usr/bin/unshare", prlimit: "/usr/bin/prlimit", isRoot: true)
+    let bare = IsolationHost(cgroups: nil, bubblewrap: "/usr/bin/bwrap", setpriv: "/usr/bin/setpriv", prlimit: "/usr/bin/prlimit", isRoot: true)
 
     @Test func withoutControlGroupsMemoryIsAnRlimitAndCPUIsRefused() throws {
         let plan = try LaunchPlanner.plan(
@@ -117,7 +117,7 @@ struct LaunchPlanTests {
     }
 
     @Test func aSandboxIsBubblewrapThenSetprivThenTheCommand() throws {
-        let sandbox = Sandbox(user: "root", network: .none, readOnlyPaths: ["/"], writablePaths: ["/tmp"], privateTmp: false)
+        let sandbox = Sandbox(user: "nobody", network: .none, readOnlyPaths: ["/"], writablePaths: ["/tmp"], privateTmp: false)
         let plan = try LaunchPlanner.plan(instance: "p#1", command: "/bin/true", arguments: [], resources: ResourceRequest(), sandbox: sandbox, host: bare)
         let chain = [plan.executable] + plan.arguments
         #expect(chain.first == "/usr/bin/bwrap")
@@ -125,7 +125,11 @@ struct LaunchPlanTests {
         let readOnly = chain.firstIndex(of: "--ro-bind")!
         #expect(Array(chain[readOnly...readOnly + 2]) == ["--ro-bind", "/", "/"])
         let setpriv = chain.firstIndex(of: "/usr/bin/setpriv")!
-        #expect(chain[setpriv + 1] == "--no-new-privs" && chain.contains("--reuid=0"))
+        #expect(chain[setpriv + 1] == "--no-new-privs" && chain.contains("--reuid=65534"))
+        // Whatever the user, no capability is left to undo the sandbox with, and /sys is read-only.
+        #expect(chain.contains("--bounding-set=-all") && chain.contains("--inh-caps=-all"))
+        let sys = chain.firstIndex(of: "/sys")!
+        #expect(chain[sys - 1] == "--ro-bind")
         #expect(chain.suffix(2) == ["--", "/bin/true"])
     }
 
@@ -135,6 +139,10 @@ struct LaunchPlanTests {
         #expect(throws: IsolationError.self) {
             try LaunchPlanner.plan(
                 instance: "p#1", command: "/bin/true", arguments: [], resources: ResourceRequest(), sandbox: Sandbox(privateTmp: true), host: host)
+        }
+        #expect(throws: IsolationError("sandbox.user root is root (uid 0), which no sandbox holds; name another user")) {
+            try LaunchPlanner.plan(
+                instance: "p#1", command: "/bin/true", arguments: [], resources: ResourceRequest(), sandbox: Sandbox(user: "root"), host: bare)
         }
         host.isRoot = false
         #expect(throws: IsolationError.self) {

@@ -95,7 +95,13 @@ public struct CgroupLayout: Sendable, Equatable {
 
     /// Creates the group of one instance with its limits, or says which limit could not be set.
     public func makeGroup(named name: String, for request: ResourceRequest) throws(IsolationError) -> CgroupGroup {
-        let safe = String(name.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" })
+        // Readable, and told apart by a hash of the name as given: `a.b#1` and `a_b#1` differ.
+        var hash: UInt32 = 2_166_136_261
+        for byte in name.utf8 {
+            hash ^= UInt32(byte)
+            hash = hash &* 16_777_619
+        }
+        let safe = String(name.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" }) + "-" + String(hash, radix: 16)
         let directories: [String: String] = bases.mapValues { "\($0)/\(safe)" }
         let group = CgroupGroup(layout: self, directories: directories)
         for directory in Set(directories.values) {

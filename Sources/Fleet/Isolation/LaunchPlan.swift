@@ -5,7 +5,7 @@ import Glibc
 /// How to start one instance so that its limits and sandbox hold from its first instruction:
 /// a chain of small programs, each doing one thing and then running the next —
 /// `sh` joins the control group, `prlimit` sets resource limits where there is no control
-/// group, `bwrap` (or `unshare`) builds the namespaces and file-system view, `setpriv` drops the
+/// group, `bwrap` builds the namespaces and file-system view, `setpriv` drops the
 /// user, capabilities and sets `no_new_privs` — and at the end the agent's own command.
 public struct LaunchPlan: Sendable, Equatable {
     public var executable: String
@@ -70,72 +70,77 @@ public enum LaunchPlanner {
             commandArguments: arguments)
     }
 
+    /// bubblewrap builds every sandbox, so that each has its own process namespace (the
+    /// gateway's /proc, its environment among it, is out of sight) and its own view of /sys (the
+    /// control groups that hold it are not its to rewrite); setpriv then drops the user and the
+    /// capabilities and sets `no_new_privs`.
     private static func sandboxCommands(_ sandbox: Sandbox, gpus: [String], host: IsolationHost) throws(IsolationError) -> ([String], [String]) {
-        var chain: [String] = []
         var enforcement: [String] = []
         guard let setpriv = host.setpriv else { throw IsolationError("a sandbox needs setpriv (util-linux), which is not installed") }
+        guard let bubblewrap = host.bubblewrap else {
+            throw IsolationError("a sandbox needs bubblewrap (bwrap), which is not installed (Debian: apt install bubblewrap)")
+        }
         var identity: (uid: UInt32, gid: UInt32)?
         if let user = sandbox.user {
             guard host.isRoot else { throw IsolationError("sandbox.user \(user) needs the gateway to run as root; it runs as uid \(geteuid())") }
-            guard let entry = getpwnam(user) else { throw IsolationError("sandbox.user: no user \"\(user)\" on this machine") }
-            identity = (entry.pointee.pw_uid, entry.pointee.pw_gid)
+            guard let found = account(named: user) else { throw IsolationError("sandbox.user: no user \"\(user)\" on this machine") }
+            // Root keeps what a sandbox takes away: it could remount its view, or leave its group.
+            guard found.uid != 0 else { throw IsolationError("sandbox.user \(user) is root (uid 0), which no sandbox holds; name another user") }
+            identity = found
         }
-        if sandbox.needsFileSystemView || (sandbox.network == .none && host.bubblewrap != nil) {
-            guard let bubblewrap = host.bubblewrap else {
-                throw IsolationError(
-                    "sandbox.readOnlyPaths, writablePaths and privateTmp need bubblewrap (bwrap), which is not installed (Debian: apt install bubblewrap)")
-            }
-            guard host.isRoot else {
-                throw IsolationError("a sandbox with a file-system view needs the gateway to run as root; it runs as uid \(geteuid())")
-            }
-            chain.append(bubblewrap)
-            chain += ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
-            if sandbox.network == .none { chain.append("--unshare-net") }
-            let readOnly = sandbox.readOnlyPaths.map(normalized)
-            chain += readOnly.contains("/") ? ["--ro-bind", "/", "/"] : ["--bind", "/", "/"]
-            for path in readOnly where path != "/" {
-                guard SystemFiles.exists(path) else { throw IsolationError("sandbox.readOnlyPaths: \(path) does not exist") }
-                chain += ["--ro-bind", path, path]
-            }
-            chain += ["--dev", "/dev", "--proc", "/proc"]
-            for id in gpus {
-                for device in ["/dev/nvidia\(id)", "/dev/nvidiactl", "/dev/nvidia-uvm"] where SystemFiles.exists(device) {
-                    chain += ["--dev-bind", device, device]
-                }
-            }
-            for path in sandbox.writablePaths.map(normalized) {
-                guard SystemFiles.exists(path) else { throw IsolationError("sandbox.writablePaths: \(path) does not exist") }
-                chain += ["--bind", path, path]
-            }
-            if sandbox.privateTmp { chain += ["--tmpfs", "/tmp"] }
-            chain.append("--")
-            var view: [String] = []
-            if !readOnly.isEmpty { view.append("read-only \(readOnly.joined(separator: ", "))") }
-            if !sandbox.writablePaths.isEmpty { view.append("writable \(sandbox.writablePaths.joined(separator: ", "))") }
-            if sandbox.privateTmp { view.append("private /tmp") }
-            view.append("own process, IPC and host-name namespaces")
-            if sandbox.network == .none { view.append("no network") }
-            enforcement.append("bubblewrap: \(view.joined(separator: "; "))")
-        } else if sandbox.network == .none {
-            guard let unshare = host.unshare, host.isRoot else {
-                throw IsolationError("sandbox.network: none needs bubblewrap, or unshare run as root; neither is available")
-            }
-            chain += [unshare, "--net", "--"]
-            enforcement.append("unshare: no network")
+        var chain = [bubblewrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+        // Without root, only a user namespace lets bubblewrap build the others.
+        if !host.isRoot { chain.append("--unshare-user") }
+        if sandbox.network == .none { chain.append("--unshare-net") }
+        let readOnly = sandbox.readOnlyPaths.map(normalized)
+        chain += readOnly.contains("/") ? ["--ro-bind", "/", "/"] : ["--bind", "/", "/"]
+        for path in readOnly where path != "/" {
+            guard SystemFiles.exists(path) else { throw IsolationError("sandbox.readOnlyPaths: \(path) does not exist") }
+            chain += ["--ro-bind", path, path]
         }
+        chain += ["--ro-bind", "/sys", "/sys", "--dev", "/dev", "--proc", "/proc"]
+        for id in gpus {
+            for device in ["/dev/nvidia\(id)", "/dev/nvidiactl", "/dev/nvidia-uvm"] where SystemFiles.exists(device) {
+                chain += ["--dev-bind", device, device]
+            }
+        }
+        for path in sandbox.writablePaths.map(normalized) {
+            guard SystemFiles.exists(path) else { throw IsolationError("sandbox.writablePaths: \(path) does not exist") }
+            chain += ["--bind", path, path]
+        }
+        if sandbox.privateTmp { chain += ["--tmpfs", "/tmp"] }
+        chain.append("--")
+        var view: [String] = []
+        if !readOnly.isEmpty { view.append("read-only \(readOnly.joined(separator: ", "))") }
+        if !sandbox.writablePaths.isEmpty { view.append("writable \(sandbox.writablePaths.joined(separator: ", "))") }
+        if sandbox.privateTmp { view.append("private /tmp") }
+        view.append("read-only /sys, own process, IPC and host-name namespaces")
+        if sandbox.network == .none { view.append("no network") }
+        enforcement.append("bubblewrap: \(view.joined(separator: "; "))")
+
         chain += [setpriv, "--no-new-privs"]
         if let identity {
             chain += ["--reuid=\(identity.uid)", "--regid=\(identity.gid)", "--clear-groups"]
-            enforcement.append("setpriv: user \(sandbox.user!) (uid \(identity.uid)), no_new_privs")
-        } else if host.isRoot {
-            // Root without its capabilities: it cannot undo the sandbox from inside.
-            chain += ["--inh-caps=-all", "--bounding-set=-all"]
-            enforcement.append("setpriv: no capabilities, no_new_privs")
-        } else {
-            enforcement.append("setpriv: no_new_privs")
         }
+        if host.isRoot {
+            // No capability survives: none inherited, none to gain back at an exec.
+            chain += ["--inh-caps=-all", "--bounding-set=-all"]
+        }
+        enforcement.append(
+            identity.map { "setpriv: user \(sandbox.user!) (uid \($0.uid)), no capabilities, no_new_privs" }
+                ?? (host.isRoot ? "setpriv: uid 0 without capabilities, no_new_privs" : "setpriv: no_new_privs"))
         chain.append("--")
         return (chain, enforcement)
+    }
+
+    /// The user's ids, read with the re-entrant call: several instances may start at once.
+    private static func account(named user: String) -> (uid: UInt32, gid: UInt32)? {
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16_384)
+        let status = getpwnam_r(user, &entry, &buffer, buffer.count, &result)
+        guard status == 0, result != nil else { return nil }
+        return (entry.pw_uid, entry.pw_gid)
     }
 
     private static func normalized(_ path: String) -> String {

@@ -22,8 +22,6 @@ public struct Sandbox: Sendable, Equatable, Hashable {
         self.privateTmp = privateTmp
     }
 
-    /// Needs a mount namespace: only bubblewrap builds these views here.
-    var needsFileSystemView: Bool { !readOnlyPaths.isEmpty || !writablePaths.isEmpty || privateTmp }
 }
 
 /// What this machine offers to isolate agents, found once at start.
@@ -31,19 +29,17 @@ public struct IsolationHost: Sendable, Equatable {
     public var cgroups: CgroupLayout?
     public var bubblewrap: String?
     public var setpriv: String?
-    public var unshare: String?
     public var prlimit: String?
     public var shell: String
     public var isRoot: Bool
 
     public init(
-        cgroups: CgroupLayout?, bubblewrap: String?, setpriv: String?, unshare: String?, prlimit: String?, shell: String = "/bin/sh",
+        cgroups: CgroupLayout?, bubblewrap: String?, setpriv: String?, prlimit: String?, shell: String = "/bin/sh",
         isRoot: Bool
     ) {
         self.cgroups = cgroups
         self.bubblewrap = bubblewrap
         self.setpriv = setpriv
-        self.unshare = unshare
         self.prlimit = prlimit
         self.shell = shell
         self.isRoot = isRoot
@@ -54,14 +50,14 @@ public struct IsolationHost: Sendable, Equatable {
     public static func probe(makeCgroups: Bool = true) -> IsolationHost {
         IsolationHost(
             cgroups: makeCgroups ? CgroupLayout.probe() : nil, bubblewrap: SystemFiles.tool("bwrap"), setpriv: SystemFiles.tool("setpriv"),
-            unshare: SystemFiles.tool("unshare"), prlimit: SystemFiles.tool("prlimit"), shell: SystemFiles.tool("sh") ?? "/bin/sh",
+            prlimit: SystemFiles.tool("prlimit"), shell: SystemFiles.tool("sh") ?? "/bin/sh",
             isRoot: geteuid() == 0)
     }
 
     /// For status views: how limits and sandboxes are enforced here.
     public var summary: [String: String] {
         var summary: [String: String] = ["limits": cgroups.map { "cgroups \($0.version.rawValue)" } ?? (prlimit != nil ? "setrlimit" : "none")]
-        summary["sandbox"] = bubblewrap.map { "bubblewrap (\($0))" } ?? (unshare != nil && setpriv != nil ? "unshare and setpriv" : "none")
+        summary["sandbox"] = bubblewrap.map { "bubblewrap (\($0))" } ?? "none: sandboxes are refused without bubblewrap"
         return summary
     }
 }

@@ -25,7 +25,9 @@ final class FleetController: Sendable {
     private let agents: AgentRegistry
     private let logger: Logger
     private let state = Mutex(State())
-    private let (wakes, wakeSink) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(64))
+    /// Reasons to look: the interval's ticks and wakes, coalesced — a burst of calls for a dormant
+    /// template asks for one look, and looks never overlap.
+    private let (looks, lookSink) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     private let origin = ContinuousClock.now
 
     /// Decisions kept for `fleet/decisions`.
@@ -62,6 +64,17 @@ final class FleetController: Sendable {
         state.withLock { state in
             state.startSeconds[template] = state.startSeconds[template].map { $0 * 0.7 + seconds * 0.3 } ?? seconds
         }
+    }
+
+    /// A template taken out of the configuration: what was learned of it goes too, so that one
+    /// added later under its name starts afresh.
+    func forget(_ template: String) {
+        state.withLock { state in
+            state.autoscalers[template] = nil
+            state.startSeconds[template] = nil
+            state.previous[template] = nil
+        }
+        rollouts.forget(template)
     }
 
     func startSeconds(of template: String) -> Double? {
@@ -109,30 +122,35 @@ final class FleetController: Sendable {
 
     /// A call or task waits for `template`, none of whose instances is ready: look now.
     func wake(_ template: String) {
-        wakeSink.yield(template)
+        lookSink.yield()
     }
 
     /// Looks every interval (or when woken) until cancelled; gives back the control groups' base at the end.
     func run(supervisor: AgentSupervisor, agents: AgentRegistry, tasks: any TaskService, isLeader: @escaping @Sendable () -> Bool = { true }) async {
-        let ticks = AsyncStream<Void> { continuation in
-            let timer = Task {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: settings.autoscaleInterval)
-                    continuation.yield()
-                }
-                continuation.finish()
-            }
-            continuation.onTermination = { _ in timer.cancel() }
-        }
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { for await _ in ticks { await self.look(supervisor: supervisor, agents: agents, tasks: tasks, isLeader: isLeader()) } }
-            group.addTask { for await _ in self.wakes { await self.look(supervisor: supervisor, agents: agents, tasks: tasks, isLeader: isLeader()) } }
-            await group.waitForAll()
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: self.settings.autoscaleInterval)
+                    self.lookSink.yield()
+                }
+            }
+            group.addTask {
+                var wasLeader = true
+                for await _ in self.looks {
+                    let leads = isLeader()
+                    // Leading again: what was learned before is stale (another replica decided).
+                    if leads, !wasLeader { self.state.withLock { $0.autoscalers = [:]; $0.previous = [:] } }
+                    wasLeader = leads
+                    await self.look(supervisor: supervisor, agents: agents, tasks: tasks, isLeader: leads)
+                }
+            }
+            await group.next()
+            group.cancelAll()
         }
     }
 
     func finish() {
-        wakeSink.finish()
+        lookSink.finish()
         host.cgroups?.removeBases()
     }
 

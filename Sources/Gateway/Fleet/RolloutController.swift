@@ -62,6 +62,11 @@ final class RolloutController: Sendable {
 
     var records: [Record] { state.withLock { $0.records.reversed() } }
 
+    /// A removed template has no earlier template to go back to.
+    func forget(_ name: String) {
+        state.withLock { _ = $0.previous.removeValue(forKey: name) }
+    }
+
     // MARK: Reload
 
     /// Brings the running templates in line with `templates` (a configuration read again).
@@ -71,12 +76,17 @@ final class RolloutController: Sendable {
         let wanted = Dictionary(templates.filter { $0.remote == nil }.map { ($0.name, $0) }) { first, _ in first }
         let running = Dictionary(supervisor.templates.filter { $0.remote == nil }.map { ($0.name, $0) }) { first, _ in first }
         for (name, _) in running where wanted[name] == nil {
+            if isRollingOut(name) {
+                report.deferred.append(name)
+                logger.notice("reload: template \(name) is being rolled out; it is removed by the next reload once that is over")
+                continue
+            }
             supervisor.removeTemplate(name)
             report.removed.append(name)
             logger.notice("reload: template \(name) is no longer configured; its instances drain and stop")
         }
         for (name, template) in wanted.sorted(by: { $0.key < $1.key }) {
-            guard var current = running[name] else {
+            guard let current = running[name] else {
                 supervisor.addTemplate(template)
                 report.added.append(name)
                 logger.notice("reload: template \(name) added")
@@ -87,11 +97,13 @@ final class RolloutController: Sendable {
                 logger.notice("reload: template \(name) is being rolled out; it is read again by the next reload once that is over")
                 continue
             }
-            // A revision label the gateway gave (`1+r2`) stands for the version the file says.
-            if Self.isRevision(current.version, of: template.version) { current.version = template.version }
-            if current == template {
+            // A revision label the gateway gave (`1+r2`) stands for the version the file says;
+            // the instances keep their label.
+            var compared = current
+            if Self.isRevision(current.version, of: template.version) { compared.version = template.version }
+            if compared == template {
                 report.unchanged.append(name)
-            } else if Self.launchesAlike(current, template) {
+            } else if Self.launchesAlike(compared, template) {
                 applyInPlace(current, template, supervisor: supervisor)
                 report.resized.append(name)
             } else {
@@ -173,7 +185,10 @@ final class RolloutController: Sendable {
                 next.version = "\(next.version ?? "1")+r\(state.revision[current.name]!)"
             }
             state.records.append(Record(template: current.name, from: from, to: next.version!, outcome: .rolling, startedAt: Date(), steps: []))
-            if state.records.count > Self.recordLimit { state.records.removeFirst(state.records.count - Self.recordLimit) }
+            // The oldest finished ones go; a rollout still going on is kept whatever its age.
+            while state.records.count > Self.recordLimit, let index = state.records.firstIndex(where: { $0.outcome != .rolling }) {
+                state.records.remove(at: index)
+            }
             return true
         }
         guard began else { throw Refusal(description: "template \(current.name) is already being rolled out") }
@@ -224,10 +239,16 @@ final class RolloutController: Sendable {
         let oldInstances = supervisor.instances(of: name)
         supervisor.replaceTemplate(new)
         guard !oldInstances.isEmpty else {
-            // Scaled to zero (or none running): one instance of the new version starts, so that
-            // its offer is known, and the dormant ones of the old go; the autoscaler parks it
-            // again once idle.
+            // Scaled to zero: one instance of the new version starts, so that its offer is
+            // known, and the dormant ones of the old go; the autoscaler parks it again once idle.
+            // A template that runs none by its count just takes the new template.
             let dormant = supervisor.parkedInstances(of: name)
+            guard !dormant.isEmpty else {
+                note(name, "no instance runs: the next one starts as \(version)")
+                finish(name, .completed, reason: nil)
+                state.withLock { $0.previous[name] = old }
+                return
+            }
             do {
                 let started = try supervisor.startActiveVersionInstance(of: new)
                 note(name, "no instance ran: started \(started.rawValue) as \(version)")
@@ -244,16 +265,19 @@ final class RolloutController: Sendable {
         var started: [AgentRegistry.InstanceID] = []
         var first = true
         while !remaining.isEmpty || started.count < wanted {
-            // New instances beside the old ones, up to the surge.
-            let batch = max(1, min(max(policy.maxSurge, policy.maxUnavailable), wanted - started.count))
-            var batchIDs: [AgentRegistry.InstanceID] = []
-            if policy.maxSurge == 0, !remaining.isEmpty {
-                // No room beside the old ones: old instances leave first, up to maxUnavailable.
-                let leaving = Array(remaining.prefix(min(batch, remaining.count)))
+            // Room for new instances: up to maxSurge above the count. Without it, old instances
+            // leave first, up to maxUnavailable — but never the last one before its replacement
+            // is ready (the template's tools would vanish): then the step surges by one.
+            var room = wanted + policy.maxSurge - (started.count + remaining.count)
+            if room <= 0, policy.maxUnavailable > 0, remaining.count > 1, started.count < wanted {
+                let leaving = Array(remaining.prefix(min(policy.maxUnavailable, remaining.count - 1, wanted - started.count)))
                 for id in leaving { try? agents.drain(id) }
                 remaining.removeFirst(leaving.count)
-                note(name, "draining \(leaving.map(\.rawValue).joined(separator: ", ")) to make room (maxSurge 0)")
+                room += leaving.count
+                note(name, "draining \(leaving.map(\.rawValue).joined(separator: ", ")) to make room (maxSurge \(policy.maxSurge))")
             }
+            let batch = min(max(room, 1), wanted - started.count)
+            var batchIDs: [AgentRegistry.InstanceID] = []
             if started.count < wanted {
                 for _ in 0..<batch {
                     do {
@@ -282,8 +306,8 @@ final class RolloutController: Sendable {
             case .undecided(let reason): note(name, "no verdict yet: \(reason)")
             }
             first = false
-            // Old instances leave as new ones took their place (and up to maxUnavailable more).
-            let leaving = min(remaining.count, max(0, started.count + remaining.count - wanted + policy.maxUnavailable))
+            // Old instances leave as new ones took their place.
+            let leaving = min(remaining.count, max(0, started.count + remaining.count - wanted))
             for id in remaining.prefix(leaving) { try? agents.drain(id) }
             if leaving > 0 { note(name, "draining \(remaining.prefix(leaving).map(\.rawValue).joined(separator: ", "))") }
             remaining.removeFirst(leaving)
@@ -292,6 +316,17 @@ final class RolloutController: Sendable {
         agents.promote(template: name, version: version)
         agents.setCanary(template: name, version: nil)
         state.withLock { $0.previous[name] = old }
+        supervisor.setRollingOut(name, false)
+        // What the new template changed beside its processes: its count, its names.
+        if new.toolPrefix != old.toolPrefix { agents.setPrefix(new.toolPrefix, forTemplate: name) }
+        if new.autoscale == nil, new.instances != started.count {
+            do {
+                _ = try supervisor.scale(name, to: new.instances)
+                note(name, "scaled from \(started.count) to \(new.instances) instances, as the new template says")
+            } catch {
+                note(name, "not scaled to \(new.instances): \(error)")
+            }
+        }
         note(name, "\(version) is active on \(started.count) instance\(started.count == 1 ? "" : "s")")
         finish(name, .completed, reason: nil)
         logger.notice("rollout \(name): \(old.version ?? "1") → \(version) completed")
