@@ -320,6 +320,8 @@ final class AgentSupervisor: Sendable {
     /// A template removed by a reload: its instances drain and stop; it is forgotten.
     func removeTemplate(_ templateName: String) {
         core.fleet.forget(templateName)
+        // One added later under the name starts from its own prefix, or none.
+        core.agents.setPrefix(nil, forTemplate: templateName)
         let ids = state.withLock { state in
             state.templates[templateName] = nil
             return state.running.keys.filter { Self.template(of: $0) == templateName }

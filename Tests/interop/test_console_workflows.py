@@ -386,8 +386,12 @@ def test_a_workflow_built_by_dragging_steps_and_ports_is_saved_run_and_completes
     set_field(browser, "workflowName", "desk-check")
     set_field(browser, "version", "1")
 
-    # A drag from the palette with the mouse (Chromium fires HTML5 drag and drop for it)...
-    ActionChains(browser).drag_and_drop(css(browser, "[data-test=palette-agent_task]"), canvas).perform()
+    # A drag from the palette with the mouse, moved the way a hand moves it: Chromium starts an
+    # HTML5 drag once the pointer has moved with the button down, so a press and a jump to the
+    # drop point in the same instant (drag_and_drop) sometimes starts none on a busy machine.
+    palette = css(browser, "[data-test=palette-agent_task]")
+    (ActionChains(browser).click_and_hold(palette).move_by_offset(6, 6).pause(0.05).move_by_offset(6, 6).pause(0.05)
+     .move_to_element(canvas).pause(0.05).release(canvas).perform())
     until(browser, lambda: "agent_task_1" in builder_nodes(browser), message="the dragged step did not land")
     dropped = builder_nodes(browser)["agent_task_1"]
     assert abs(dropped["x"] + 98 - canvas.size["width"] / 2) < 40, "the step lands where it was dropped"

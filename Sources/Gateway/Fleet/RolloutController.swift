@@ -247,6 +247,7 @@ final class RolloutController: Sendable {
                 note(name, "no instance runs: the next one starts as \(version)")
                 finish(name, .completed, reason: nil)
                 state.withLock { $0.previous[name] = old }
+                applyBesideProcesses(old, new, running: 0, supervisor: supervisor)
                 return
             }
             do {
@@ -258,6 +259,7 @@ final class RolloutController: Sendable {
             for id in dormant { _ = supervisor.stop(id) }
             finish(name, .completed, reason: nil)
             state.withLock { $0.previous[name] = old }
+            applyBesideProcesses(old, new, running: 1, supervisor: supervisor)
             return
         }
         let wanted = oldInstances.count
@@ -317,19 +319,25 @@ final class RolloutController: Sendable {
         agents.setCanary(template: name, version: nil)
         state.withLock { $0.previous[name] = old }
         supervisor.setRollingOut(name, false)
-        // What the new template changed beside its processes: its count, its names.
-        if new.toolPrefix != old.toolPrefix { agents.setPrefix(new.toolPrefix, forTemplate: name) }
-        if new.autoscale == nil, new.instances != started.count {
-            do {
-                _ = try supervisor.scale(name, to: new.instances)
-                note(name, "scaled from \(started.count) to \(new.instances) instances, as the new template says")
-            } catch {
-                note(name, "not scaled to \(new.instances): \(error)")
-            }
-        }
+        applyBesideProcesses(old, new, running: started.count, supervisor: supervisor)
         note(name, "\(version) is active on \(started.count) instance\(started.count == 1 ? "" : "s")")
         finish(name, .completed, reason: nil)
         logger.notice("rollout \(name): \(old.version ?? "1") → \(version) completed")
+    }
+
+    /// What the new template changed beside its processes, once it runs: its names, and its
+    /// count when no autoscaler sets it.
+    private func applyBesideProcesses(_ old: AgentTemplate, _ new: AgentTemplate, running: Int, supervisor: AgentSupervisor) {
+        let name = new.name
+        supervisor.setRollingOut(name, false)
+        if new.toolPrefix != old.toolPrefix { agents.setPrefix(new.toolPrefix, forTemplate: name) }
+        guard new.autoscale == nil, new.instances != running else { return }
+        do {
+            _ = try supervisor.scale(name, to: new.instances)
+            note(name, "scaled from \(running) to \(new.instances) instances, as the new template says")
+        } catch {
+            note(name, "not scaled to \(new.instances): \(error)")
+        }
     }
 
     /// Waits until every instance is ready; the reason when one is not within `seconds`.
