@@ -139,7 +139,10 @@ final class AgentSupervisor: Sendable {
         guard !state.withLock({ $0.rollingOut.contains(templateName) }) else { throw .rollingOut(templateName) }
         // Oldest first, by the instance number (`name#10` comes after `name#9`).
         let (current, parked) = state.withLock { state in
-            let all = state.running.keys.filter { Self.template(of: $0) == templateName }.sorted { Self.index(of: $0) < Self.index(of: $1) }
+            // Not those already stopping: they are on their way out, and counting them would
+            // make room by stopping the ones that stay.
+            let all = state.running.filter { Self.template(of: $0.key) == templateName && !$0.value.isRequested }.keys
+                .sorted { Self.index(of: $0) < Self.index(of: $1) }
             return (all.filter { state.parked[$0] == nil }, all.filter { state.parked[$0] != nil })
         }
         let maximum = template.autoscale.map { min($0.maximum, template.maximumInstances) } ?? template.maximumInstances
@@ -273,7 +276,8 @@ final class AgentSupervisor: Sendable {
     /// (it is on its way out).
     func instances(of templateName: String) -> [AgentRegistry.InstanceID] {
         let ids = state.withLock { state in
-            state.running.keys.filter { Self.template(of: $0) == templateName && state.parked[$0] == nil }.sorted { Self.index(of: $0) < Self.index(of: $1) }
+            state.running.filter { Self.template(of: $0.key) == templateName && state.parked[$0.key] == nil && !$0.value.isRequested }.keys
+                .sorted { Self.index(of: $0) < Self.index(of: $1) }
         }
         return ids.filter { core.agents.status($0)?["draining"] != .bool(true) }
     }
