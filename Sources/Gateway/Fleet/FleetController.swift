@@ -60,7 +60,7 @@ final class FleetController: Sendable {
 
     /// An instance of `template` became ready `duration` after its launch.
     func recordStart(_ template: String, took duration: Duration) {
-        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        let seconds = Self.seconds(duration)
         state.withLock { state in
             state.startSeconds[template] = state.startSeconds[template].map { $0 * 0.7 + seconds * 0.3 } ?? seconds
         }
@@ -156,7 +156,7 @@ final class FleetController: Sendable {
 
     private var seconds: Double {
         let elapsed = ContinuousClock.now - origin
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return Self.seconds(elapsed)
     }
 
     /// One look at every autoscaled template, the most important class first: when resources
@@ -205,10 +205,7 @@ final class FleetController: Sendable {
                 outcome = "refused: \(error)"
                 logger.warning("autoscale \(template.name): \(decision.from) → \(decision.to) refused: \(error)")
             }
-            state.withLock { state in
-                state.decisions.append(Decision(decision: decision, template: template.name, at: Date(), outcome: outcome))
-                if state.decisions.count > Self.decisionLimit { state.decisions.removeFirst(state.decisions.count - Self.decisionLimit) }
-            }
+            record(decision, of: template.name, outcome: outcome)
         }
     }
 
@@ -229,10 +226,7 @@ final class FleetController: Sendable {
             } catch {
                 outcome = "refused: \(error)"
             }
-            state.withLock { state in
-                state.decisions.append(Decision(decision: decision, template: template.name, at: Date(), outcome: outcome))
-                if state.decisions.count > Self.decisionLimit { state.decisions.removeFirst(state.decisions.count - Self.decisionLimit) }
-            }
+            record(decision, of: template.name, outcome: outcome)
         }
     }
 
@@ -251,7 +245,7 @@ final class FleetController: Sendable {
             return state.previous[template]
         }
         let interval = settings.autoscaleInterval
-        let pause = 3 * (Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18)
+        let pause = 3 * Self.seconds(interval)
         guard let previous, now > previous.at, now - previous.at <= max(pause, 1) else { return }
         var finished = 0
         var service = 0.0
@@ -262,6 +256,18 @@ final class FleetController: Sendable {
         sample.arrivals = max(0, finished + outstanding - previous.outstanding)
         sample.meanServiceSeconds = finished > 0 ? service / Double(finished) : nil
         sample.interval = now - previous.at
+    }
+
+    /// Keeps a decision for `fleet/decisions`, the newest `decisionLimit`.
+    private func record(_ decision: ScaleDecision, of template: String, outcome: String) {
+        state.withLock { state in
+            state.decisions.append(Decision(decision: decision, template: template, at: Date(), outcome: outcome))
+            if state.decisions.count > Self.decisionLimit { state.decisions.removeFirst(state.decisions.count - Self.decisionLimit) }
+        }
+    }
+
+    private static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// Each grant's use, as a share of what was granted (the `resource_allocations` rows).
